@@ -1,0 +1,148 @@
+"""The audit chain: canonical hashing, appends inside the change, and what verify detects."""
+
+import sqlite3
+
+import pytest
+
+from tqcli.errors import KeyProblem
+from tqcli.security.audit import GENESIS_HASH, entry_hash
+from tqcli.security.verify import Checkpoint, verify_rows
+
+
+def fill(queue, count):
+    return [queue.submit("app.jobs:step", payload={"n": n}) for n in range(count)]
+
+
+def rows(queue):
+    with queue._ctx.read() as tx:
+        return list(tx.iter_audit())
+
+
+def test_length_prefixes_make_the_encoding_unambiguous():
+    a = entry_hash(1, "t", "ab", "c", None, None, "{}", None, GENESIS_HASH)
+    b = entry_hash(1, "t", "a", "bc", None, None, "{}", None, GENESIS_HASH)
+    assert a != b
+
+
+def test_null_and_empty_text_hash_differently():
+    assert entry_hash(1, "t", "a", "b", None, None, "{}", None, GENESIS_HASH) != entry_hash(1, "t", "a", "b", None, "", "{}", None, GENESIS_HASH)
+
+
+def test_every_submit_appends_one_linked_entry(queue):
+    fill(queue, 3)
+    entries = rows(queue)
+    assert [row[0] for row in entries] == [1, 2, 3]
+    assert entries[0][8] == GENESIS_HASH
+    assert entries[1][8] == entries[0][9] and entries[2][8] == entries[1][9]
+    assert {row[3] for row in entries} == {"task.submit"}
+    report = queue.audit.verify()
+    assert report.intact and report.count == 3 and report.head_hash == entries[-1][9]
+
+
+def test_a_failed_change_leaves_no_audit_entry(queue):
+    fill(queue, 1)
+    with pytest.raises(Exception):
+        queue.submit("app.jobs:step", depends_on=[999])
+    assert len(rows(queue)) == 1
+
+
+def tamper(queue, sql):
+    conn = sqlite3.connect(queue.path)
+    conn.executescript(sql)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "sql, kind, seq",
+    [
+        ("UPDATE audit SET actor = 'mallory' WHERE seq = 3", "changed", 3),
+        ("UPDATE audit SET details = '{}' WHERE seq = 1", "changed", 1),
+        ("DELETE FROM audit WHERE seq = 3", "removed", 3),
+        ("DELETE FROM audit WHERE seq IN (2, 3, 4)", "removed", 2),
+        ("UPDATE audit SET seq = -1 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = -1", "reordered", 3),
+        ("DELETE FROM audit WHERE seq = 2; UPDATE audit SET seq = seq - 1 WHERE seq > 2", "removed", 2),
+    ],
+)
+def test_verify_names_the_first_bad_entry_and_what_happened(queue, sql, kind, seq):
+    fill(queue, 6)
+    tamper(queue, sql)
+    report = queue.audit.verify()
+    assert not report.intact
+    assert (report.kind, report.bad_seq) == (kind, seq), report.problem
+    assert f"{seq}" in report.problem
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(queue):
+    fill(queue, 4)
+    entries = rows(queue)
+    seq, ts, actor, action, task_id, tenant, details, key_id, prev, _ = entries[1]
+    forged = entry_hash(seq, ts, "mallory", action, task_id, tenant, details, key_id, prev)
+    tamper(queue, f"UPDATE audit SET actor = 'mallory', hash = '{forged}' WHERE seq = 2")
+    report = queue.audit.verify()
+    assert (report.kind, report.bad_seq) == ("changed", 2)
+
+
+def test_an_entry_inserted_with_renumbering_is_found(queue):
+    fill(queue, 4)
+    entries = rows(queue)
+    prev = entries[1][9]
+    forged = entry_hash(3, entries[2][1], "mallory", "task.cancel", 1, "default", "{}", None, prev)
+    tamper(
+        queue,
+        "UPDATE audit SET seq = seq + 100 WHERE seq >= 3; UPDATE audit SET seq = seq - 99 WHERE seq >= 103;"
+        f"INSERT INTO audit VALUES (3, '{entries[2][1]}', 'mallory', 'task.cancel', 1, 'default', '{{}}', NULL, '{prev}', '{forged}');",
+    )
+    report = queue.audit.verify()
+    assert (report.kind, report.bad_seq) == ("inserted", 3), report.problem
+
+
+def test_truncating_the_tail_is_only_caught_with_a_checkpoint(queue):
+    fill(queue, 5)
+    checkpoint = queue.audit.checkpoint()
+    tamper(queue, "DELETE FROM audit WHERE seq >= 4")
+    assert queue.audit.verify().intact
+    report = queue.audit.verify(checkpoint)
+    assert report.kind == "truncated" and "checkpoint names entry 5" in report.problem
+
+
+def test_a_rewritten_history_does_not_match_the_checkpoint(queue):
+    fill(queue, 3)
+    checkpoint = queue.audit.checkpoint()
+    tamper(queue, "DELETE FROM audit")
+    fill(queue, 4)  # a fresh chain, internally consistent
+    assert queue.audit.verify().intact
+    report = queue.audit.verify(checkpoint)
+    assert (report.kind, report.bad_seq) == ("rewritten", 3)
+
+
+def test_a_checkpoint_of_another_database_is_rejected(queue):
+    fill(queue, 1)
+    checkpoint = queue.audit.checkpoint()
+    other = Checkpoint("not-this-db", checkpoint.seq, checkpoint.hash, checkpoint.time)
+    report = queue.audit.verify(other)
+    assert not report.intact and "belongs to database not-this-db" in report.problem
+
+
+def test_a_keyed_entry_needs_the_key():
+    row = (1, "t", "a", "b", None, None, "{}", "k1", GENESIS_HASH, "x" * 64)
+    with pytest.raises(KeyProblem):
+        verify_rows([row])
+
+
+def test_verify_streams_rows_instead_of_loading_them(queue):
+    fill(queue, 3)
+
+    def once():
+        yield from rows(queue)
+
+    assert verify_rows(once()).count == 3
+
+
+def test_audit_log_filters_and_keeps_chain_order(queue):
+    ids = fill(queue, 5)
+    queue.cancel(ids[2])
+    entries = queue.audit.entries(limit=3)
+    assert [e.seq for e in entries] == [4, 5, 6]
+    assert [e.action for e in queue.audit.entries(action="task.cancel")] == ["task.cancel"]
+    assert [e.task_id for e in queue.audit.entries(task_id=ids[2])] == [ids[2], ids[2]]
+    assert queue.audit.entries(actor="nobody-else") == []

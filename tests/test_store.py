@@ -1,0 +1,159 @@
+"""Opening the database file: creation, WAL, refusals that leave the file untouched."""
+
+import hashlib
+import os
+import sqlite3
+
+import pytest
+
+from tqcli.errors import StorageError
+from tqcli.store import schema
+from tqcli.store.sqlite import SqliteStore, filesystem_type
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_new_database_is_created_with_its_folder_in_wal_mode(tmp_path):
+    path = tmp_path / "deep" / "er" / "tq.db"
+    store = SqliteStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
+    store.close()
+
+
+def test_connection_uses_foreign_keys_and_no_implicit_transactions(tmp_path):
+    store = SqliteStore(tmp_path / "tq.db", busy_timeout=3)
+    conn = store._conn
+    assert conn.isolation_level is None
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 3000
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    store.close()
+
+
+def test_synchronous_full_is_a_setting(tmp_path):
+    store = SqliteStore(tmp_path / "tq.db", synchronous="full")
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    store.close()
+
+
+def test_write_rolls_back_everything_on_error(tmp_path):
+    store = SqliteStore(tmp_path / "tq.db")
+    with pytest.raises(RuntimeError):
+        with store.write() as tx:
+            tx.conn.execute("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+            raise RuntimeError("boom")
+    with store.read() as tx:
+        assert tx.meta_value("x") is None
+    store.close()
+
+
+def test_database_from_a_newer_tqcli_is_refused_untouched(tmp_path):
+    path = tmp_path / "tq.db"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    before = digest(path)
+    with pytest.raises(StorageError, match="newer tqcli .* upgrade tqcli"):
+        SqliteStore(path)
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_corrupt_file_is_refused_and_left_byte_for_byte(tmp_path, content):
+    path = tmp_path / "tq.db"
+    path.write_bytes(content)
+    with pytest.raises(StorageError, match="corrupt or not a SQLite database.*restore it from a backup"):
+        SqliteStore(path)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tq.db"]
+
+
+def test_another_programs_database_is_not_touched(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(StorageError, match="another program"):
+        SqliteStore(path)
+    assert digest(path) == before
+
+
+def test_an_empty_file_becomes_a_database(tmp_path):
+    path = tmp_path / "tq.db"
+    path.touch()
+    SqliteStore(path).close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+def test_a_folder_in_place_of_the_file_is_refused(tmp_path):
+    with pytest.raises(StorageError, match="not a file"):
+        SqliteStore(tmp_path)
+
+
+def test_network_filesystem_is_refused(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"server:/export {tmp_path} nfs4 rw 0 0\n")
+    with pytest.raises(StorageError, match="nfs4 filesystem.*local disk"):
+        SqliteStore(tmp_path / "tq.db", mounts_file=str(mounts))
+    assert not (tmp_path / "tq.db").exists()
+
+
+def test_filesystem_type_picks_the_longest_mount_point(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\ntmpfs {tmp_path} tmpfs rw 0 0\n")
+    assert filesystem_type(tmp_path / "x.db", str(mounts)) == "tmpfs"
+    assert filesystem_type(tmp_path.parent, str(mounts)) == "ext4"
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another user can reach (pytest's tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="tqcli-ro-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    folder.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_read_only_database_reads_but_refuses_writes(shared_dir):
+    path = shared_dir / "tq.db"
+    SqliteStore(path).close()
+    os.chmod(path, 0o444)
+    os.chmod(shared_dir, 0o555)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.setuid(65534)
+            code = 0
+            try:
+                store = SqliteStore(path)
+                assert store.read_only
+                with store.read() as tx:
+                    tx.meta_value("db_id")
+                try:
+                    with store.write() as tx:
+                        pass
+                    code = 3
+                except StorageError as exc:
+                    code = 0 if "read-only" in exc.message else 4
+            except BaseException:
+                code = 5
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.chmod(shared_dir, 0o755)

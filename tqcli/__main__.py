@@ -1,0 +1,5 @@
+"""`python -m tqcli` runs the command-line interface."""
+
+from tqcli.cli import main
+
+main()

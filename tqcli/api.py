@@ -1,0 +1,131 @@
+"""The public library API: `tqcli.open(db)` gives a `Queue`."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from tqcli.clock import Clock, SystemClock
+from tqcli.config import Config, load_config, login_name
+from tqcli.core.context import Context
+from tqcli.core.spec import TaskSpec
+from tqcli.core.submission import SubmitResult, submit_specs
+from tqcli.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from tqcli.core.queue import Summary, TaskService
+    from tqcli.core.task import Task
+    from tqcli.security.audit_log import AuditLog
+
+
+class Queue:
+    """One tqcli database: submit and inspect tasks, read the audit chain.
+
+    The same operations as the CLI, with the same checks and audit entries.
+    Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(self, ctx: Context, config: Config | None = None) -> None:
+        self._ctx = ctx
+        self.config = config
+
+    # Services load on first use, so a submit imports only what it needs.
+
+    @cached_property
+    def tasks(self) -> "TaskService":
+        """Get, list, cancel and bump tasks."""
+        from tqcli.core.queue import TaskService
+
+        return TaskService(self._ctx)
+
+    @cached_property
+    def audit(self) -> "AuditLog":
+        """The audit chain: entries, verify, checkpoint."""
+        from tqcli.security.audit_log import AuditLog
+
+        return AuditLog(self._ctx)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._ctx.store.path
+
+    @property
+    def actor(self) -> str:
+        """The identity recorded in the audit chain for this queue's changes."""
+        return self._ctx.actor
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every operation reads."""
+        return self._ctx.clock
+
+    def submit(self, target: str, **options: Any) -> int:
+        """Enqueue one task and return its id; options are TaskSpec fields."""
+        return submit_specs(self._ctx, [TaskSpec(target=target, **options)])[0].id
+
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[int]:
+        """Enqueue all of `specs` in one transaction (all or nothing); their ids in order."""
+        return [result.id for result in submit_specs(self._ctx, specs)]
+
+    def submit_specs(self, specs: Sequence[TaskSpec], *, where: Sequence[str] | None = None) -> list[SubmitResult]:
+        """Like `submit_many`, telling which ids already existed; `where` labels specs in errors."""
+        return submit_specs(self._ctx, specs, where=where)
+
+    def get(self, task_id: int) -> Task:
+        """The task with its attempts (`history`) and why it waits (`waiting`)."""
+        return self.tasks.get(task_id)
+
+    def status(self, **filters: Any) -> Summary:
+        """Counts per state and queue and the newest tasks (filters: queue, tenant, state, limit)."""
+        return self.tasks.summary(**filters)
+
+    def cancel(self, *task_ids: int, cascade: bool = False, reason: str | None = None) -> list[int]:
+        """Cancel tasks; with `cascade`, their dependents too."""
+        return self.tasks.cancel(task_ids, cascade=cascade, reason=reason)
+
+    def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
+        """Change a pending or blocked task's priority; returns (old, new)."""
+        return self.tasks.bump(task_id, priority=priority, by=by)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._ctx.store.close()
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
+    db: str | os.PathLike[str] | None = None,
+    *,
+    actor: str | None = None,
+    clock: Clock | None = None,
+    config: Config | None = None,
+) -> Queue:
+    """Open (creating it when missing) the database `db`, or the configured one.
+
+    `actor` acts as another identity, as `TQCLI_USER` does on the command line;
+    `clock` replaces the system clock (tests move time with `ManualClock`).
+    """
+    if config is None:
+        config = load_config(db_flag=str(db) if db is not None else None)
+    elif db is not None:
+        config = config.with_db(Path(db))
+    store = SqliteStore(config.db, busy_timeout=config.busy_timeout, synchronous=config.synchronous)
+    real_user = login_name()
+    ctx = Context(store=store, clock=clock or SystemClock(), actor=real_user)
+    if actor and actor != real_user:
+        from tqcli.security.identity import resolve_actor
+
+        try:
+            ctx.actor = resolve_actor(ctx, real_user, actor)
+        except BaseException:
+            store.close()
+            raise
+    return Queue(ctx, config)

@@ -1,0 +1,1 @@
+"""Execution backends and their discovery through entry points."""

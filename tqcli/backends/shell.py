@@ -1,0 +1,166 @@
+"""The `shell` backend: `/bin/sh -c TARGET` in its own process group.
+
+The payload arrives as JSON on stdin and in `TQCLI_PAYLOAD`; `TQCLI_TASK_ID`
+names the task. Exit status 0 is success with the result
+`{"exit_code": 0, "output": LAST_4KB}` (stdout and stderr together); any
+other status fails the attempt with `exit status N` and the output's tail.
+
+On timeout or cancel the whole process group is ended (SIGTERM, then
+SIGKILL after a short grace). When the shell exits, whatever it left
+running in its group is ended too, as systemd does for a service, so no
+task leaves processes behind that escape its timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+from typing import Any
+
+from tqcli.backends.base import TaskCancelled, TaskContext, TaskTimeout
+
+OUTPUT_TAIL = 4096
+ERROR_TAIL = 2000
+KILL_GRACE = 2.0
+CANCEL_POLL = 0.25
+
+
+class ShellFailed(Exception):
+    """The command exited with a non-zero status (or was killed by a signal)."""
+
+
+def end_process_group(pgid: int, grace: float = KILL_GRACE) -> None:
+    """SIGTERM the group, then SIGKILL whatever is still there after `grace` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class ShellBackend:
+    """Runs the target with /bin/sh -c; stops its process group on timeout and cancel."""
+
+    enforces_limits = True
+
+    def execute(self, ctx: TaskContext) -> Any:
+        """Run the command; return its exit code and the last 4 KiB of its output."""
+        payload = json.dumps(ctx.payload, separators=(",", ":"))
+        env = dict(os.environ, TQCLI_PAYLOAD=payload, TQCLI_TASK_ID=str(ctx.id))
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", ctx.target],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            tail = self._pump(process, payload.encode(), ctx)
+        except BaseException:
+            end_process_group(process.pid)
+            process.wait()
+            raise
+        finally:
+            for stream in (process.stdin, process.stdout):
+                if stream is not None and not stream.closed:
+                    stream.close()
+        output = tail.decode("utf-8", "replace")
+        code = process.returncode
+        if code == 0:
+            return {"exit_code": 0, "output": output}
+        status = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
+        raise ShellFailed(f"{status}\n{output[-ERROR_TAIL:]}".rstrip())
+
+    def _pump(self, process: subprocess.Popen[bytes], stdin_data: bytes, ctx: TaskContext) -> bytes:
+        """Feed stdin, collect output, and watch the clock and the cancel flag until the shell exits."""
+        assert process.stdin is not None and process.stdout is not None
+        deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
+        tail = bytearray()
+
+        def keep(chunk: bytes) -> None:
+            if ctx.on_output is not None:
+                ctx.on_output(chunk)
+            tail.extend(chunk)
+            if len(tail) > 2 * OUTPUT_TAIL:
+                del tail[:-OUTPUT_TAIL]
+
+        pending = memoryview(stdin_data)
+        stdout_fd = process.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout_fd, selectors.EVENT_READ)
+            if pending:
+                os.set_blocking(process.stdin.fileno(), False)
+                selector.register(process.stdin.fileno(), selectors.EVENT_WRITE)
+            else:
+                process.stdin.close()
+            while True:
+                wait = CANCEL_POLL if deadline is None else min(CANCEL_POLL, max(0.0, deadline - time.monotonic()))
+                if selector.get_map():
+                    for key, _ in selector.select(wait):
+                        if key.fd == stdout_fd:
+                            chunk = os.read(stdout_fd, 65536)
+                            if chunk:
+                                keep(chunk)
+                            else:
+                                selector.unregister(stdout_fd)
+                        else:
+                            pending = self._feed(process, selector, pending)
+                else:
+                    try:
+                        process.wait(timeout=wait)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if process.poll() is not None:
+                    if stdout_fd in selector.get_map():
+                        self._drain(stdout_fd, keep)
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TaskTimeout(ctx.timeout)  # type: ignore[arg-type]
+                if ctx.is_cancelled():
+                    raise TaskCancelled()
+        end_process_group(process.pid, grace=0.2)
+        return bytes(tail[-OUTPUT_TAIL:])
+
+    @staticmethod
+    def _feed(process: subprocess.Popen[bytes], selector: selectors.BaseSelector, pending: memoryview) -> memoryview:
+        """Write the next piece of the payload to stdin; close it when all is written."""
+        assert process.stdin is not None
+        try:
+            written = os.write(process.stdin.fileno(), pending[:65536])
+        except BlockingIOError:
+            written = 0
+        except BrokenPipeError:
+            written = len(pending)  # the command does not read its stdin: fine
+        pending = pending[written:]
+        if not pending:
+            selector.unregister(process.stdin.fileno())
+            process.stdin.close()
+        return pending
+
+    @staticmethod
+    def _drain(fd: int, keep: Any) -> None:
+        """Read what is left in the pipe without waiting for processes that still hold it."""
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            keep(chunk)

@@ -1,0 +1,198 @@
+"""The `tqcli` command: the Typer app, global options, and the one place errors become exit codes.
+
+Commands parse their arguments, call the library and render the result;
+nothing else. Heavy imports (rich, croniter, cryptography) happen inside the
+commands that need them, so `tqcli submit` starts fast.
+"""
+
+
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from tqcli.errors import TqcliError
+
+# Commands load on first use: Typer builds a command's parameters when it is
+# created, so building only the one being run keeps `tqcli submit` fast.
+# Values are "module:attribute", a Typer app or a command function.
+COMMANDS = {
+    "submit": "tqcli.cli.tasks:submit",
+    "status": "tqcli.cli.tasks:status",
+    "cancel": "tqcli.cli.tasks:cancel",
+    "bump": "tqcli.cli.tasks:bump",
+    "audit": "tqcli.cli.audit:app",
+}
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _load_command(name: str, reference: str) -> Any:
+    import importlib
+
+    from typer.main import get_command
+
+    module_name, _, attribute = reference.partition(":")
+    target = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(target, typer.Typer):
+        single = command_group()
+        single.command(name)(target)
+        target = single
+    command = get_command(target)
+    command.name = name
+    return command
+
+
+def command_group(help: str | None = None) -> typer.Typer:
+    """A Typer app for a group of subcommands, with tqcli's settings."""
+    return typer.Typer(
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings=CONTEXT_SETTINGS,
+    )
+
+
+class LazyGroup(TyperGroup):
+    """The root group: each subcommand is imported and built when it is first asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = _load_command(cmd_name, COMMANDS[cmd_name])
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return self._click_resolve_command(ctx, args)
+        except typer._click.exceptions.UsageError as exc:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(args[0], list(COMMANDS)) if args else []
+            if matches:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(repr(m) for m in matches)}?"
+            raise
+
+
+app = typer.Typer(
+    name="tqcli",
+    cls=LazyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT_SETTINGS,
+)
+
+
+class AppState:
+    """Global options of one invocation, and the database opened on first use."""
+
+    def __init__(self, db: str | None, config: str | None) -> None:
+        self.db = db
+        self.config_path = config
+        self._queue: Any = None
+
+    def queue(self) -> Any:
+        """The `tqcli.Queue` for --db/--config, opened once per invocation."""
+        if self._queue is None:
+            from tqcli.api import open as open_queue
+            from tqcli.config import load_config
+
+            config = load_config(db_flag=self.db, config_flag=self.config_path)
+            self._queue = open_queue(config=config, actor=os.environ.get("TQCLI_USER") or None)
+        return self._queue
+
+    def close(self) -> None:
+        """Close the database if it was opened."""
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+
+
+def state(ctx: typer.Context) -> AppState:
+    """The AppState of the running invocation."""
+    root = ctx.find_root()
+    return root.obj  # type: ignore[no-any-return]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tqcli import __version__
+
+        sys.stdout.write(f"tqcli {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    db: Annotated[Optional[str], typer.Option("--db", metavar="PATH", help="Database file (default: TQCLI_DB, the config file, then $XDG_DATA_HOME/tqcli/tqcli.db).")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", metavar="PATH", help="Config file (default: TQCLI_CONFIG, ./tqcli.toml, then $XDG_CONFIG_HOME/tqcli/config.toml).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """A task queue in one SQLite file: submit work, run workers, inspect and audit it.
+
+    Exit codes: 0 ok, 1 the work failed, 2 invalid input, 3 not found, 4 permission denied,
+    5 limit reached, 6 conflict, 7 storage error, 8 key problem, 124 wait timed out, 130 interrupted.
+    """
+    app_state = AppState(db, config)
+    ctx.obj = app_state
+    ctx.call_on_close(app_state.close)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)
+
+
+def _usage_message(exc: Any) -> str:
+    text = exc.format_message()
+    context = getattr(exc, "ctx", None)
+    if context is not None:
+        text += f" (see '{context.command_path} --help')"
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run tqcli with `argv` (default: sys.argv) and exit with SPEC's exit code."""
+    from typer import _click
+    from typer.main import get_command
+
+    debug = os.environ.get("TQCLI_DEBUG") == "1"
+    command = get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="tqcli", standalone_mode=False)
+    except TqcliError as exc:
+        if debug:
+            raise
+        _fail(exc.message, exc.exit_code)
+    except _click.exceptions.UsageError as exc:
+        if debug:
+            raise
+        _fail(_usage_message(exc), 2)
+    except _click.exceptions.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (_click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (`tqcli audit log | head`): not an error of ours.
+        sys.stderr = open(os.devnull, "w")
+        sys.exit(0)
+    except Exception as exc:  # a bug: say so in one line, never a traceback unless asked
+        if debug:
+            raise
+        import sqlite3
+
+        if isinstance(exc, sqlite3.Error):
+            _fail(f"database error: {exc}", 7)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (this is a bug; TQCLI_DEBUG=1 shows a traceback)", 1)
+    code = result if isinstance(result, int) else 0
+    sys.exit(code)

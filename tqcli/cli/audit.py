@@ -1,0 +1,74 @@
+"""Audit commands: log, verify, checkpoint."""
+
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from tqcli.cli import command_group, render
+from tqcli.errors import AuditTampered
+
+app = command_group("Read and verify the tamper-evident audit chain.")
+
+
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    task: Annotated[Optional[int], typer.Option(metavar="ID", help="Only entries about this task.")] = None,
+    actor: Annotated[Optional[str], typer.Option(metavar="A", help="Only entries by this identity.")] = None,
+    action: Annotated[Optional[str], typer.Option(metavar="X", help="Only this action, e.g. task.cancel.")] = None,
+    since: Annotated[Optional[str], typer.Option(metavar="TIME", help="Only entries at or after this ISO 8601 time.")] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest matching entries.")] = 100,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of entries.")] = False,
+) -> None:
+    """List audit entries in chain order (the newest 100 unless --limit says otherwise)."""
+    from tqcli.cli import state
+
+    entries = state(ctx).queue().audit.entries(task_id=task, actor=actor, action=action, since=since, limit=limit)
+    if json_output:
+        render.emit_json([entry.to_json() for entry in entries])
+        return
+    rows = [(e.seq, e.ts, e.actor, e.action, e.task_id, e.tenant, e.details) for e in entries]
+    render.table(["SEQ", "TIME", "ACTOR", "ACTION", "TASK", "TENANT", "DETAILS"], rows)
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[str], typer.Option(metavar="FILE", help="Also check against a checkpoint: catches truncation and a restored older copy.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Recompute the whole chain; exit 1 naming the first entry that was changed, removed, inserted or reordered."""
+    from tqcli.cli import state
+    from tqcli.security.audit_log import read_checkpoint
+
+    saved = read_checkpoint(checkpoint) if checkpoint is not None else None
+    report = state(ctx).queue().audit.verify(saved)
+    if json_output:
+        render.emit_json(report.to_json())
+    elif report.intact:
+        sys.stdout.write(f"audit chain intact: {report.count} entries, head {report.head_seq} {report.head_hash}\n")
+        if saved is not None:
+            sys.stdout.write(f"matches checkpoint at entry {saved.seq}\n")
+    if not report.intact:
+        raise AuditTampered(f"audit chain broken: {report.problem}")
+
+
+@app.command("checkpoint")
+def checkpoint(
+    ctx: typer.Context,
+    output: Annotated[Optional[str], typer.Option(metavar="FILE", help="Write the checkpoint to FILE (atomically) instead of stdout.")] = None,
+) -> None:
+    """Record the chain's head (seq, hash, time); keep it outside the database for 'verify --checkpoint'."""
+    import json
+
+    from tqcli.cli import state
+    from tqcli.security.audit_log import write_checkpoint
+
+    head = state(ctx).queue().audit.checkpoint()
+    if output is None:
+        sys.stdout.write(json.dumps(head.to_json(), indent=2) + "\n")
+        return
+    write_checkpoint(head, output)
+    render.message(f"checkpoint of entry {head.seq} written to {output}")

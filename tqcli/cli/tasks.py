@@ -1,0 +1,290 @@
+"""Task commands: submit, status, cancel, bump."""
+
+
+import sys
+import time
+from typing import Annotated, Any, List, Optional
+
+import typer
+
+from tqcli.cli import render
+from tqcli.errors import InvalidInput
+
+
+
+def read_input_file(path: str, *, what: str) -> str:
+    """The text of a file named on the command line (`-` is stdin); missing is exit 2."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"cannot read {what} {path}: it is not UTF-8 text") from None
+
+
+def spec_options(
+    *,
+    backend: str | None,
+    payload: str | None,
+    payload_file: str | None,
+    name: str | None,
+    queue: str | None,
+    tenant: str | None,
+    priority: int | None,
+    max_retries: int | None,
+    backoff: str | None,
+    timeout: str | None,
+    delay: str | None,
+    at: str | None,
+    depends_on: list[int] | None,
+    service: str | None,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    """The submit options that were given, as TaskSpec keys (payload parsed)."""
+    from tqcli.core.spec import parse_payload
+
+    if payload is not None and payload_file is not None:
+        raise InvalidInput("use either --payload or --payload-file, not both")
+    if delay is not None and at is not None:
+        raise InvalidInput("use either --delay or --at, not both")
+    options: dict[str, Any] = {}
+    if payload is not None:
+        options["payload"] = parse_payload(payload, what="--payload")
+    if payload_file is not None:
+        options["payload"] = parse_payload(read_input_file(payload_file, what="payload file"), what=f"payload file {payload_file}")
+    given = {
+        "backend": backend, "name": name, "queue": queue, "tenant": tenant, "priority": priority,
+        "max_retries": max_retries, "backoff": backoff, "timeout": timeout, "delay": delay, "at": at,
+        "service": service, "idempotency_key": idempotency_key,
+    }
+    options.update({key: value for key, value in given.items() if value is not None})
+    if depends_on:
+        options["depends_on"] = list(depends_on)
+    return options
+
+
+def _bulk_specs(path: str, defaults: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    from tqcli.core.spec import parse_json, spec_from_mapping
+
+    text = read_input_file(path, what="bulk file")
+    specs, where = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        label = f"{'stdin' if path == '-' else path} line {number}"
+        try:
+            data = parse_json(line, what="this line")
+            if not isinstance(data, dict):
+                raise InvalidInput("each line must be a JSON object")
+            specs.append(spec_from_mapping(data, defaults=defaults))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{label}: {exc.message}; nothing was submitted") from None
+        where.append(label)
+    if not specs:
+        raise InvalidInput(f"bulk file {path} holds no tasks; nothing was submitted")
+    return specs, where
+
+
+def submit(
+    ctx: typer.Context,
+    target: Annotated[Optional[str], typer.Argument(help="What to run: package.module:function (simple backend) or a command line (shell).", show_default=False)] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Execution backend [default: simple].", show_default=False)] = None,
+    payload: Annotated[Optional[str], typer.Option(metavar="JSON", help="Payload: a JSON object passed to the backend [default: {}].")] = None,
+    payload_file: Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Read the payload from a file, or - for stdin.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Task name [default: the target].")] = None,
+    queue: Annotated[Optional[str], typer.Option(help="Queue name [default: default].")] = None,
+    tenant: Annotated[Optional[str], typer.Option(help="Tenant name [default: default].")] = None,
+    priority: Annotated[Optional[int], typer.Option(help="-100..100, higher runs first [default: 0].")] = None,
+    max_retries: Annotated[Optional[int], typer.Option(help="Retries after the first attempt; 0 = one attempt only [default: 3].")] = None,
+    backoff: Annotated[Optional[str], typer.Option(metavar="SECONDS", help="Base of the exponential backoff between attempts [default: 5].")] = None,
+    timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="How long one attempt may run, e.g. 30s, 5m [default: none].")] = None,
+    delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Run no earlier than this long from now, e.g. 10m.")] = None,
+    at: Annotated[Optional[str], typer.Option(metavar="TIME", help="Run no earlier than this ISO 8601 time (without offset: local time).")] = None,
+    depends_on: Annotated[Optional[List[int]], typer.Option(metavar="ID", help="Run only after task ID completed; repeat for several.")] = None,
+    service: Annotated[Optional[str], typer.Option(metavar="KEY", help="Circuit-breaker key [default: BACKEND:TARGET].")] = None,
+    idempotency_key: Annotated[Optional[str], typer.Option(metavar="K", help="Submit once per tenant: a repeat prints the existing id.")] = None,
+    from_file: Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Bulk submit: one JSON object per line with the keys above (target, payload, priority, ...); all or nothing. Options given here are defaults for every line.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the task object (bulk: a list of them) instead of the id.")] = False,
+) -> None:
+    """Submit a task; print its id.
+
+    Examples:
+
+      tqcli submit myapp.jobs:resize --payload '{"path": "a.png"}'
+
+      tqcli submit --backend shell 'pg_dump app > /backup/app.sql' --timeout 1h
+
+      tqcli submit --from-file tasks.jsonl
+    """
+    from tqcli.core.spec import spec_from_mapping
+
+    options = spec_options(
+        backend=backend, payload=payload, payload_file=payload_file, name=name, queue=queue, tenant=tenant,
+        priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=at,
+        depends_on=depends_on, service=service, idempotency_key=idempotency_key,
+    )
+    from tqcli.cli import state
+
+    if from_file is not None:
+        if target is not None:
+            raise InvalidInput("give either a TARGET or --from-file, not both")
+        if payload_file == "-" and from_file == "-":
+            raise InvalidInput("only one of --payload-file and --from-file can read stdin")
+        specs, where = _bulk_specs(from_file, options)
+        queue_obj = state(ctx).queue()
+        results = queue_obj.submit_specs(specs, where=where)
+        if json_output:
+            render.emit_json([queue_obj.get(result.id).to_json() for result in results])
+        else:
+            sys.stdout.write("".join(f"{result.id}\n" for result in results))
+        return
+    if target is None:
+        raise InvalidInput("missing TARGET: what to run (module:function, or a command with --backend shell); see 'tqcli submit --help'")
+    spec = spec_from_mapping({"target": target, **options})
+    queue_obj = state(ctx).queue()
+    result = queue_obj.submit_specs([spec])[0]
+    if not result.created:
+        render.message(f"task {result.id} already has idempotency key {spec.idempotency_key!r}; nothing was submitted")
+    if json_output:
+        render.emit_json(queue_obj.get(result.id).to_json())
+    else:
+        sys.stdout.write(f"{result.id}\n")
+
+
+def _show_task(task: Any) -> None:
+    from tqcli.units import format_duration, format_time
+
+    attempts = f"{task.attempts} of {task.max_retries + 1}"
+    pairs = [
+        ("task", task.id),
+        ("name", task.name),
+        ("state", task.state.value),
+        ("waiting", task.waiting),
+        ("queue", task.queue),
+        ("tenant", task.tenant),
+        ("backend", task.backend),
+        ("target", task.target),
+        ("payload", task.payload),
+        ("priority", task.priority),
+        ("attempts", attempts),
+        ("backoff", format_duration(task.backoff)),
+        ("timeout", format_duration(task.timeout) if task.timeout else None),
+        ("depends on", ", ".join(map(str, task.depends_on)) or None),
+        ("dag", task.dag_id),
+        ("service", task.service),
+        ("idempotency key", task.idempotency_key),
+        ("submitted by", task.submitted_by),
+        ("created", format_time(task.created_at)),
+        ("run at", format_time(task.run_at)),
+        ("started", format_time(task.started_at)),
+        ("finished", format_time(task.finished_at)),
+        ("result", task.result),
+        ("error", task.error),
+    ]
+    render.fields([(label, value) for label, value in pairs if value is not None or label in ("state",)])
+    if task.history:
+        sys.stdout.write("\n")
+        rows = [
+            (a.attempt, format_time(a.started_at), format_time(a.finished_at), a.outcome or "running", a.worker, a.error)
+            for a in task.history
+        ]
+        render.table(["ATTEMPT", "STARTED", "FINISHED", "OUTCOME", "WORKER", "ERROR"], rows, title="history")
+
+
+def _show_summary(summary: Any) -> None:
+    from tqcli.core.task import ALL_STATES
+    from tqcli.units import format_time
+
+    states = [s.value for s in ALL_STATES]
+    rows = [(queue, *(counts[s] for s in states)) for queue, counts in summary.queues.items()]
+    rows.append(("all", *(summary.counts[s] for s in states)))
+    render.table(["QUEUE", *(s.upper() for s in states)], rows)
+    sys.stdout.write("\n")
+    if not summary.tasks:
+        sys.stdout.write("no tasks\n")
+        return
+    task_rows = [
+        (t.id, t.state.value, t.queue, t.tenant, t.priority, t.attempts, format_time(t.created_at), t.name)
+        for t in summary.tasks
+    ]
+    render.table(["ID", "STATE", "QUEUE", "TENANT", "PRIO", "ATTEMPTS", "CREATED", "NAME"], task_rows)
+
+
+def status(
+    ctx: typer.Context,
+    task_id: Annotated[Optional[int], typer.Argument(metavar="[ID]", help="Show one task: its attempts and why it waits.", show_default=False)] = None,
+    queue: Annotated[Optional[str], typer.Option(help="Only this queue.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant.")] = None,
+    state_filter: Annotated[Optional[str], typer.Option("--state", metavar="S", help="List only tasks in state S (pending, running, completed, failed, cancelled, blocked).")] = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest tasks to list.")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw every second until Ctrl-C.")] = False,
+) -> None:
+    """Show counts per queue and state and the newest tasks, or one task in detail."""
+    from tqcli.cli import state
+
+    queue_obj = state(ctx).queue()
+
+    def draw() -> None:
+        if task_id is not None:
+            task = queue_obj.get(task_id)
+            if json_output:
+                render.emit_json(task.to_json())
+            else:
+                _show_task(task)
+            return
+        summary = queue_obj.status(queue=queue, tenant=tenant, state=state_filter, limit=limit)
+        if json_output:
+            render.emit_json(summary.to_json())
+        else:
+            _show_summary(summary)
+
+    if not watch:
+        draw()
+        return
+    try:
+        while True:
+            if render.stdout_is_terminal():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            draw()
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return
+
+
+def cancel(
+    ctx: typer.Context,
+    task_ids: Annotated[List[int], typer.Argument(metavar="ID...", help="Tasks to cancel.", show_default=False)],
+    cascade: Annotated[bool, typer.Option("--cascade", help="Also cancel every task that depends on them, transitively.")] = False,
+    reason: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Why; kept in the task's error and the audit log.")] = None,
+) -> None:
+    """Cancel tasks; a running task is stopped by its worker. Without --cascade, dependents become blocked."""
+    from tqcli.cli import state
+
+    queue_obj = state(ctx).queue()
+    affected = queue_obj.cancel(*task_ids, cascade=cascade, reason=reason)
+    for task_id in affected:
+        task = queue_obj.tasks.get(task_id, detail=False)
+        if task.state.value == "running":
+            render.message(f"task {task_id} is running: its worker will stop it and record it cancelled")
+        else:
+            render.message(f"cancelled task {task_id}")
+
+
+def bump(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="A pending or blocked task.", show_default=False)],
+    priority: Annotated[Optional[int], typer.Option(metavar="P", help="New priority, -100..100.")] = None,
+    by: Annotated[Optional[int], typer.Option(metavar="N", help="Raise (or, negative, lower) the priority by N.")] = None,
+) -> None:
+    """Change the priority of a pending or blocked task."""
+    from tqcli.cli import state
+
+    old, new = state(ctx).queue().bump(task_id, priority=priority, by=by)
+    render.message(f"task {task_id}: priority {old} -> {new}")
+

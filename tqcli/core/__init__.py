@@ -1,0 +1,1 @@
+"""The core: tasks, submission, dependencies, dispatch and the worker loop."""

@@ -1,0 +1,148 @@
+"""Task operations after submit: get, list, cancel, bump.
+
+Each change is one short write transaction that also appends its audit
+entries. Submitting lives in `tqcli.core.submission`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tqcli.core import chaining
+from tqcli.core.context import Context
+from tqcli.core.task import ALL_STATES, Attempt, State, Task
+from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.units import format_time
+
+
+@dataclass
+class Summary:
+    """Counts per state and per queue, and the newest matching tasks."""
+
+    counts: dict[str, int]
+    queues: dict[str, dict[str, int]]
+    tasks: list[Task]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of `status` without an id."""
+        return {"counts": self.counts, "queues": self.queues, "tasks": [task.to_json() for task in self.tasks]}
+
+
+class TaskService:
+    """Inspect, cancel and re-prioritise tasks."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    # -- read --------------------------------------------------------------
+
+    def get(self, task_id: int, *, detail: bool = True) -> Task:
+        """The task with its dependencies; with `detail`, its attempts and why it waits."""
+        with self._ctx.read() as tx:
+            rows = tx.task_rows([task_id])
+            if not rows:
+                raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
+            task = Task.from_row(rows[0])
+            task.depends_on = tx.dependencies_of([task_id])[task_id]
+            if detail:
+                task.history = [Attempt(*row) for row in tx.attempt_rows(task_id)]
+                task.waiting = self._waiting(tx, task)
+        return task
+
+    def _waiting(self, tx: Any, task: Task) -> str | None:
+        if task.state not in (State.PENDING, State.BLOCKED):
+            return None
+        dep_states = tx.dependency_states(task.id) if task.depends_on else []
+        if task.state is State.BLOCKED:
+            return chaining.blocking_reason(dep_states) or "blocked"
+        reason = chaining.waiting_reason(dep_states)
+        if reason:
+            return reason
+        if task.run_at > self._ctx.clock.now():
+            kind = "retry" if task.attempts else "delayed"
+            return f"{kind} until {format_time(task.run_at)}"
+        return "ready: waiting for a worker"
+
+    def summary(
+        self, *, queue: str | None = None, tenant: str | None = None, state: str | None = None, limit: int = 20
+    ) -> Summary:
+        """Counts per state and queue (filtered by queue/tenant), and the newest tasks."""
+        if state is not None and state not in {s.value for s in ALL_STATES}:
+            raise InvalidInput(f"invalid state {state!r}; use one of: {', '.join(s.value for s in ALL_STATES)}")
+        if limit < 0:
+            raise InvalidInput("invalid limit: use 0 or more")
+        with self._ctx.read() as tx:
+            counts = {s.value: 0 for s in ALL_STATES}
+            queues: dict[str, dict[str, int]] = {}
+            for queue_name, state_name, count in tx.count_by_queue_and_state(queue=queue, tenant=tenant):
+                counts[state_name] += count
+                queues.setdefault(queue_name, {s.value: 0 for s in ALL_STATES})[state_name] = count
+            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit)]
+            deps = tx.dependencies_of([task.id for task in tasks])
+        for task in tasks:
+            task.depends_on = deps[task.id]
+        return Summary(counts, dict(sorted(queues.items())), tasks)
+
+    # -- change ------------------------------------------------------------
+
+    def cancel(self, ids: Sequence[int], *, cascade: bool = False, reason: str | None = None) -> list[int]:
+        """Cancel tasks (running ones are stopped by their worker); all or nothing.
+
+        Pending and blocked tasks become `cancelled` now. A running task is
+        flagged and its worker stops it. Without `cascade`, dependents become
+        `blocked`; with it, they are cancelled too. Returns every task cancelled
+        or flagged, in order.
+        """
+        ids = list(dict.fromkeys(ids))
+        now = self._ctx.clock.now()
+        note = f"cancelled by {self._ctx.actor}" + (f": {reason}" if reason else "")
+        with self._ctx.change() as (tx, journal):
+            rows = {row[0]: Task.from_row(row) for row in tx.task_rows(ids)}
+            for task_id in ids:
+                task = rows.get(task_id)
+                if task is None:
+                    raise NotFound(f"task {task_id} does not exist; nothing was cancelled")
+                if task.state.terminal:
+                    raise Conflict(
+                        f"task {task_id} is already {task.state.value}; only pending, blocked or running tasks can be cancelled (nothing was cancelled)"
+                    )
+            affected: list[int] = []
+            stopped = [task for task in rows.values() if task.state is not State.RUNNING]
+            running = [task for task in rows.values() if task.state is State.RUNNING]
+            if stopped:
+                tx.set_states([task.id for task in stopped], "cancelled", finished_at=now, error=note)
+            for task in stopped:
+                journal.add("task.cancel", task.id, task.tenant, reason=reason, previous=task.state.value)
+            for task in running:
+                tx.request_cancel(task.id)
+                journal.add("task.cancel", task.id, task.tenant, reason=reason, previous="running", requested=True)
+            affected += [task.id for task in rows.values()]
+            if cascade:
+                dependents = [row for row in chaining.all_dependents(tx, ids) if row[1] in ("pending", "blocked") and row[0] not in rows]
+                if dependents:
+                    tx.set_states([row[0] for row in dependents], "cancelled", finished_at=now, error=f"{note} (cascade)")
+                for task_id, state, tenant in dependents:
+                    journal.add("task.cancel", task_id, tenant, reason=reason, previous=state, cascade=True)
+                affected += [row[0] for row in dependents]
+            elif stopped:
+                chaining.block_dependents(tx, journal, [task.id for task in stopped], cause="dependency cancelled")
+        return affected
+
+    def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
+        """Set (`priority`) or shift (`by`) a pending or blocked task's priority; returns (old, new)."""
+        if (priority is None) == (by is None):
+            raise InvalidInput("give either --priority P or --by N")
+        with self._ctx.change() as (tx, journal):
+            rows = tx.task_rows([task_id])
+            if not rows:
+                raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
+            task = Task.from_row(rows[0])
+            if task.state not in (State.PENDING, State.BLOCKED):
+                raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be bumped")
+            new = priority if priority is not None else task.priority + by  # type: ignore[operator]
+            if not -100 <= new <= 100:
+                raise InvalidInput(f"invalid priority {new}: it must stay between -100 and 100 (task {task_id} has {task.priority})")
+            tx.set_priority(task_id, new)
+            journal.add("task.bump", task_id, task.tenant, old=task.priority, new=new)
+        return task.priority, new

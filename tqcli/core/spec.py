@@ -1,0 +1,256 @@
+"""What a submit asks for: one validated `TaskSpec`, however it arrived.
+
+The same keys serve `submit` options, lines of `submit --from-file`, DAG
+files and schedules, so one function checks them all and every bad value
+gets the same message wherever it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+from tqcli.errors import InvalidInput
+from tqcli.units import check_name, parse_duration, parse_time
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_RETRIES_LIMIT = 10_000
+MAX_TEXT = 65_536
+
+SPEC_KEYS = (
+    "target", "backend", "payload", "name", "queue", "tenant", "priority", "max_retries",
+    "backoff", "timeout", "delay", "at", "depends_on", "service", "idempotency_key",
+)
+
+
+def is_function_path(target: str) -> bool:
+    """Whether `target` reads `package.module:function` (dotted identifiers on both sides)."""
+    module, colon, function = target.partition(":")
+    if not colon:
+        return False
+    return all(part.isidentifier() for part in module.split(".")) and all(part.isidentifier() for part in function.split("."))
+
+
+class TaskSpec:
+    """A task to submit, with every value checked on creation; times in microseconds (UTC).
+
+    A plain class rather than a dataclass: it sits on `tqcli submit`'s
+    start-up path, where generating dataclass code costs more than it saves.
+    Treat instances as immutable.
+    """
+
+    __slots__ = SPEC_KEYS + ("payload_json",)
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        backend: str = "simple",
+        payload: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        queue: str = "default",
+        tenant: str = "default",
+        priority: int = 0,
+        max_retries: int = 3,
+        backoff: float = 5.0,
+        timeout: float | None = None,
+        delay: float | None = None,
+        at: int | None = None,
+        depends_on: Sequence[int] = (),
+        service: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        _check_text(target, "target")
+        _check_text(backend, "backend", limit=64)
+        if backend == "simple" and not is_function_path(target):
+            raise InvalidInput(f"invalid target {target!r} for the simple backend: use package.module:function")
+        if name is not None:
+            _check_text(name, "name")
+        check_name(queue, what="queue")
+        check_name(tenant, what="tenant")
+        _check_int(priority, "priority", -100, 100)
+        _check_int(max_retries, "max_retries", 0, MAX_RETRIES_LIMIT)
+        if not isinstance(backoff, (int, float)) or isinstance(backoff, bool) or not 0 <= backoff <= 86400:
+            raise InvalidInput(f"invalid backoff {backoff!r}: use seconds between 0 and 86400")
+        if timeout is not None and not timeout > 0:
+            raise InvalidInput("invalid timeout: it must be longer than 0 seconds")
+        if delay is not None and at is not None:
+            raise InvalidInput("use either delay or at, not both")
+        for dep in depends_on:
+            _check_int(dep, "depends_on id", 1, 2**63 - 1)
+        if service is not None:
+            _check_text(service, "service", limit=256)
+        if idempotency_key is not None:
+            _check_text(idempotency_key, "idempotency key", limit=256)
+        payload = {} if payload is None else payload
+        if not isinstance(payload, Mapping):
+            raise InvalidInput(f"invalid payload: it must be a JSON object, not {_json_type(payload)}")
+        self.target = target
+        self.backend = backend
+        self.payload = payload
+        self.payload_json = encode_payload(payload)
+        self.name = name
+        self.queue = queue
+        self.tenant = tenant
+        self.priority = priority
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.timeout = timeout
+        self.delay = delay
+        self.at = at
+        self.depends_on = tuple(depends_on)
+        self.service = service
+        self.idempotency_key = idempotency_key
+
+    def __repr__(self) -> str:
+        return f"TaskSpec(target={self.target!r}, backend={self.backend!r}, queue={self.queue!r})"
+
+    @property
+    def display_name(self) -> str:
+        """The task's name: the given one, else the target."""
+        return self.name if self.name is not None else self.target
+
+    @property
+    def service_key(self) -> str:
+        """The circuit-breaker key: the given service, else `BACKEND:TARGET`."""
+        return self.service if self.service is not None else f"{self.backend}:{self.target}"
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _check_text(value: Any, what: str, limit: int = MAX_TEXT) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"invalid {what}: it must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidInput(f"invalid {what}: longer than {limit} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"invalid {what}: it contains a NUL character")
+
+
+def _check_int(value: Any, what: str, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidInput(f"invalid {what} {value!r}: use a whole number from {low} to {high}")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def parse_json(text: str, *, what: str) -> Any:
+    """Strict JSON: no NaN or Infinity, no duplicate keys; errors name line and column."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"invalid JSON in {what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"invalid JSON in {what}: {exc}") from None
+
+
+def parse_payload(text: str, *, what: str = "payload") -> dict[str, Any]:
+    """The payload object in `text`; anything but a JSON object is refused."""
+    if len(text.encode("utf-8", "surrogatepass")) > 8 * MAX_PAYLOAD_BYTES:
+        raise InvalidInput(f"{what} is larger than {MAX_PAYLOAD_BYTES} bytes (1 MiB)")
+    value = parse_json(text, what=what)
+    if not isinstance(value, dict):
+        raise InvalidInput(f"invalid {what}: it must be a JSON object, not {_json_type(value)}")
+    return value
+
+
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    """The stored (compact) form of a payload, checked against the 1 MiB limit."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"invalid payload: {exc}") from None
+    if len(text) > MAX_PAYLOAD_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
+        raise InvalidInput(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes (1 MiB) once encoded")
+    return text
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidInput(f"invalid {what} {value!r}: use a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if digits.isascii() and digits.isdigit():
+            return int(text)
+    raise InvalidInput(f"invalid {what} {value!r}: use a whole number")
+
+
+def _as_seconds(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise InvalidInput(f"invalid {what} {value!r}: use seconds or a duration like 30s")
+    if isinstance(value, (int, float)):
+        return parse_duration(repr(value), what=what)
+    if isinstance(value, str):
+        return parse_duration(value, what=what)
+    raise InvalidInput(f"invalid {what} {value!r}: use seconds or a duration like 30s")
+
+
+def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> TaskSpec:
+    """A `TaskSpec` from loosely typed keys (bulk lines, DAG and schedule tables).
+
+    Durations may be numbers of seconds or strings like `5m`; `at` is ISO 8601;
+    `payload` may be an object or a JSON string of one.
+    """
+    merged = dict(defaults or {})
+    merged.update(data)
+    unknown = [key for key in merged if key not in SPEC_KEYS]
+    if unknown:
+        raise InvalidInput(f"unknown key {unknown[0]!r}; known keys: {', '.join(SPEC_KEYS)}")
+    if "target" not in merged:
+        raise InvalidInput("missing key 'target'")
+    values: dict[str, Any] = {}
+    for key in ("backend", "name", "queue", "tenant", "service", "idempotency_key"):
+        if key in merged and merged[key] is not None:
+            if not isinstance(merged[key], str):
+                raise InvalidInput(f"invalid {key} {merged[key]!r}: it must be a string")
+            values[key] = merged[key]
+    if "payload" in merged and merged["payload"] is not None:
+        payload = merged["payload"]
+        values["payload"] = parse_payload(payload) if isinstance(payload, str) else payload
+    for key in ("priority", "max_retries"):
+        if key in merged:
+            values[key] = _as_int(merged[key], key)
+    for key in ("backoff", "timeout", "delay"):
+        if key in merged and merged[key] is not None:
+            values[key] = _as_seconds(merged[key], key)
+    if "at" in merged and merged["at"] is not None:
+        if not isinstance(merged["at"], str):
+            raise InvalidInput(f"invalid at {merged['at']!r}: use an ISO 8601 time string")
+        values["at"] = parse_time(merged["at"])
+    if "depends_on" in merged:
+        deps = merged["depends_on"]
+        if isinstance(deps, int) and not isinstance(deps, bool):
+            deps = [deps]
+        if not isinstance(deps, list):
+            raise InvalidInput(f"invalid depends_on {deps!r}: use a list of task ids")
+        values["depends_on"] = tuple(_as_int(dep, "depends_on id") for dep in deps)
+    target = merged["target"]
+    if not isinstance(target, str):
+        raise InvalidInput(f"invalid target {target!r}: it must be a string")
+    return TaskSpec(target, **values)

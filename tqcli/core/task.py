@@ -1,0 +1,148 @@
+"""What a task is: its states, its row as data, and its attempts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tqcli.units import format_time
+
+
+class State(str, Enum):
+    """The six states of a task (see docs/states.md for the diagram)."""
+
+    PENDING = "pending"
+    """Waiting to be claimed: maybe delayed (`run_at`), waiting on dependencies, or ready."""
+    RUNNING = "running"
+    """Claimed by a worker that holds its lease and fencing token."""
+    COMPLETED = "completed"
+    """Finished successfully; `result` holds what the last attempt returned."""
+    FAILED = "failed"
+    """Every allowed attempt failed: the task is in the dead-letter queue."""
+    CANCELLED = "cancelled"
+    """Cancelled by an operator before or while it ran."""
+    BLOCKED = "blocked"
+    """A dependency failed or was cancelled; returns to pending when it is replayed or completes."""
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a task leaves only by replay (completed, failed, cancelled)."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+ALL_STATES = tuple(State)
+
+
+
+@dataclass
+class Attempt:
+    """One claim of a task by a worker, and how it ended."""
+
+    attempt: int
+    started_at: int
+    finished_at: int | None
+    outcome: str | None
+    error: str | None
+    worker: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The attempt as in `status ID --json` (`history`)."""
+        return {
+            "attempt": self.attempt,
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "outcome": self.outcome or "running",
+            "error": self.error,
+            "worker": self.worker,
+        }
+
+
+@dataclass
+class Task:
+    """A task as stored; times are microseconds since the epoch, UTC."""
+
+    id: int
+    name: str
+    queue: str
+    tenant: str
+    backend: str
+    target: str
+    payload: str
+    priority: int
+    state: State
+    attempts: int
+    max_retries: int
+    backoff: float
+    timeout: float | None
+    run_at: int
+    dag_id: int | None
+    service: str
+    idempotency_key: str | None
+    encrypted: bool
+    result: str | None
+    error: str | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    submitted_by: str
+    waiting_deps: int = 0
+    cancel_requested: bool = False
+    depends_on: list[int] = field(default_factory=list)
+    history: list[Attempt] | None = None
+    waiting: str | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "Task":
+        """Build from a row selected with the store's `TASK_COLUMNS` (same order as the fields)."""
+        values = list(row)
+        values[8] = State(values[8])
+        values[17] = bool(values[17])
+        values[25] = bool(values[25])
+        return cls(*values)
+
+    @property
+    def payload_value(self) -> dict[str, Any]:
+        """The payload as a dict."""
+        return json.loads(self.payload)
+
+    @property
+    def result_value(self) -> Any:
+        """The stored result as a JSON value, or None."""
+        return None if self.result is None else json.loads(self.result)
+
+    def to_json(self) -> dict[str, Any]:
+        """The task object of SPEC §1 (plus `history`/`waiting` when they were loaded)."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "queue": self.queue,
+            "tenant": self.tenant,
+            "backend": self.backend,
+            "target": self.target,
+            "payload": self.payload_value,
+            "priority": self.priority,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "backoff": self.backoff,
+            "timeout": self.timeout,
+            "run_at": format_time(self.run_at),
+            "depends_on": list(self.depends_on),
+            "dag_id": self.dag_id,
+            "service": self.service,
+            "idempotency_key": self.idempotency_key,
+            "encrypted": self.encrypted,
+            "result": self.result_value,
+            "error": self.error,
+            "created_at": format_time(self.created_at),
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "submitted_by": self.submitted_by,
+        }
+        if self.history is not None:
+            data["history"] = [attempt.to_json() for attempt in self.history]
+            data["waiting"] = self.waiting
+        return data

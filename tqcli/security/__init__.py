@@ -1,0 +1,1 @@
+"""Audit chain and identity."""

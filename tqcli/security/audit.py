@@ -1,0 +1,85 @@
+"""The tamper-evident audit chain: how entries are hashed and appended.
+
+Each entry's `hash` is SHA-256 over a canonical encoding of its stored
+fields and the previous entry's hash. The encoding starts with the tag
+`tqcli-audit-v1` and a newline, then for each of seq, ts, actor, action,
+task_id, tenant, details, key_id and prev_hash: `-` for NULL, else the
+UTF-8 byte length in decimal, a colon and the bytes. Length prefixes make
+the encoding unambiguous: no two different entries encode alike.
+
+Entries are appended in the same transaction as the change they record,
+so both land or neither does. Verification lives in `tqcli.security.verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+GENESIS_HASH = "0" * 64
+_TAG = b"tqcli-audit-v1\n"
+
+
+def audit_time(us: int) -> str:
+    """The audit table's `ts`: ISO 8601 UTC with microseconds, so text order is time order."""
+    seconds, micros = divmod(us, 1_000_000)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+
+
+def entry_hash(
+    seq: int,
+    ts: str,
+    actor: str,
+    action: str,
+    task_id: int | None,
+    tenant: str | None,
+    details: str,
+    key_id: str | None,
+    prev_hash: str,
+) -> str:
+    """The SHA-256 link of one entry over its canonical, length-prefixed encoding."""
+    buf = bytearray(_TAG)
+    for value in (str(seq), ts, actor, action, None if task_id is None else str(task_id), tenant, details, key_id, prev_hash):
+        if value is None:
+            buf += b"-"
+        else:
+            data = value.encode("utf-8", "surrogatepass")
+            buf += b"%d:" % len(data)
+            buf += data
+    return hashlib.sha256(buf).hexdigest()
+
+
+def encode_details(details: dict[str, Any]) -> str:
+    """The stored text of an entry's details: compact JSON with sorted keys."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Journal:
+    """The audit entries of one change, appended when its transaction commits."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, int | None, str | None, str]] = []
+
+    def add(self, action: str, task_id: int | None = None, tenant: str | None = None, **details: Any) -> None:
+        """Record one entry: a dotted action name, the task and tenant it concerns, details."""
+        self.entries.append((action, task_id, tenant, encode_details(details)))
+
+
+def append_entries(tx: Any, actor: str, now_us: int, entries: Sequence[tuple[str, int | None, str | None, str]]) -> None:
+    """Append `entries` to the chain inside the caller's write transaction."""
+    if not entries:
+        return
+    head = tx.audit_head()
+    seq, prev = head if head else (0, GENESIS_HASH)
+    ts = audit_time(now_us)
+    rows = []
+    for action, task_id, tenant, details in entries:
+        seq += 1
+        digest = entry_hash(seq, ts, actor, action, task_id, tenant, details, None, prev)
+        rows.append((seq, ts, actor, action, task_id, tenant, details, None, prev, digest))
+        prev = digest
+    tx.insert_audit(rows)

@@ -1,0 +1,65 @@
+"""Audit-chain and metadata queries (mixed into the store's transaction object)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterable, Iterator
+
+AUDIT_COLUMNS = "seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash, hash"
+
+
+class AuditSQL:
+    """Queries on the audit table and the meta table."""
+
+    conn: sqlite3.Connection
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """`(seq, hash)` of the newest entry, or None for an empty chain."""
+        return self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+
+    def insert_audit(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Append entries given in `AUDIT_COLUMNS` order."""
+        self.conn.executemany(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def iter_audit(self) -> Iterator[tuple[Any, ...]]:
+        """Every entry in stored order, streamed row by row (flat memory)."""
+        return self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")
+
+    def audit_row(self, seq: int) -> tuple[Any, ...] | None:
+        """The entry with sequence number `seq`, if it exists."""
+        return self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+
+    def audit_entries(
+        self,
+        *,
+        task_id: int | None,
+        actor: str | None,
+        action: str | None,
+        since: str | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The newest `limit` entries matching the filters, returned in chain order."""
+        clauses, params = [], []
+        for clause, value in (("task_id = ?", task_id), ("actor = ?", actor), ("action = ?", action), ("ts >= ?", since)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ?"
+        rows = self.conn.execute(sql, (*params, limit)).fetchall()
+        rows.reverse()
+        return rows
+
+    def meta_value(self, key: str) -> str | None:
+        """A value from the meta table (for example the database's `db_id`)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def count_grants(self) -> int:
+        """How many role grants exist (0 means the database runs open)."""
+        return self.conn.execute("SELECT count(*) FROM roles").fetchone()[0]
+
+    def is_global_admin(self, user: str) -> bool:
+        """Whether `user` holds the admin role without a tenant restriction."""
+        sql = "SELECT 1 FROM roles WHERE user = ? AND role = 'admin' AND tenant = ''"
+        return self.conn.execute(sql, (user,)).fetchone() is not None

@@ -1,0 +1,193 @@
+"""The database schema as named DDL, and the ordered migrations that build it.
+
+`PRAGMA user_version` holds the number of migrations applied. A migration is
+never edited once released: a change is a new migration appended to
+`MIGRATIONS`. `tests/data/schema-v1.db` is a frozen database of the first
+schema; a test upgrades it through every later migration.
+
+Times are INTEGER microseconds since the Unix epoch, UTC, except in the audit
+table, whose `ts` is ISO 8601 text: that table is read by people and
+compliance tools with the sqlite3 shell, and its hash covers the stored text.
+"""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x7471636C  # "tqcl": marks a SQLite file as a tqcli database
+
+META = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
+TASKS = """
+CREATE TABLE tasks (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    name             TEXT    NOT NULL,
+    queue            TEXT    NOT NULL,
+    tenant           TEXT    NOT NULL,
+    backend          TEXT    NOT NULL,
+    target           TEXT    NOT NULL,
+    payload          TEXT    NOT NULL,
+    priority         INTEGER NOT NULL CHECK (priority BETWEEN -100 AND 100),
+    state            TEXT    NOT NULL CHECK (state IN
+                         ('pending', 'running', 'completed', 'failed', 'cancelled', 'blocked')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_retries      INTEGER NOT NULL,
+    backoff          REAL    NOT NULL,
+    timeout          REAL,
+    run_at           INTEGER NOT NULL,
+    waiting_deps     INTEGER NOT NULL DEFAULT 0,
+    dag_id           INTEGER REFERENCES dags(id),
+    service          TEXT    NOT NULL,
+    idempotency_key  TEXT,
+    encrypted        INTEGER NOT NULL DEFAULT 0,
+    result           TEXT,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    submitted_by     TEXT    NOT NULL,
+    lease_token      INTEGER,
+    lease_until      INTEGER,
+    worker           TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+# The claim query: WHERE state='pending' AND waiting_deps=0 AND run_at<=?
+# ORDER BY priority DESC, run_at, id. Equality on the first two columns and
+# the order of the rest make it an index search with no temp B-tree.
+TASKS_CLAIM_INDEX = """
+CREATE INDEX tasks_claim ON tasks (state, waiting_deps, priority DESC, run_at, id)
+"""
+
+# Counts per queue and state for `status`, read from the index alone.
+TASKS_COUNTS_INDEX = """
+CREATE INDEX tasks_counts ON tasks (queue, state, tenant)
+"""
+
+TASKS_IDEMPOTENCY_INDEX = """
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL
+"""
+
+TASKS_DAG_INDEX = """
+CREATE INDEX tasks_dag ON tasks (dag_id) WHERE dag_id IS NOT NULL
+"""
+
+TASK_DEPS = """
+CREATE TABLE task_deps (
+    task_id    INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    PRIMARY KEY (task_id, depends_on)
+) WITHOUT ROWID
+"""
+
+TASK_DEPS_REVERSE_INDEX = """
+CREATE INDEX task_deps_dependents ON task_deps (depends_on, task_id)
+"""
+
+ATTEMPTS = """
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY,
+    task_id     INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    token       INTEGER NOT NULL,
+    worker      TEXT    NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome     TEXT,
+    error       TEXT
+)
+"""
+
+ATTEMPTS_INDEX = """
+CREATE INDEX attempts_task ON attempts (task_id, attempt)
+"""
+
+AUDIT = """
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY,
+    ts        TEXT    NOT NULL,
+    actor     TEXT    NOT NULL,
+    action    TEXT    NOT NULL,
+    task_id   INTEGER,
+    tenant    TEXT,
+    details   TEXT    NOT NULL,
+    key_id    TEXT,
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL
+)
+"""
+
+AUDIT_TASK_INDEX = """
+CREATE INDEX audit_task ON audit (task_id) WHERE task_id IS NOT NULL
+"""
+
+DAGS = """
+CREATE TABLE dags (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    submitted_by TEXT    NOT NULL,
+    cancelled    INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+QUEUES = """
+CREATE TABLE queues (
+    name        TEXT PRIMARY KEY,
+    max_length  INTEGER NOT NULL DEFAULT 0,
+    max_running INTEGER NOT NULL DEFAULT 0,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    encrypt     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID
+"""
+
+TENANTS = """
+CREATE TABLE tenants (
+    name        TEXT PRIMARY KEY,
+    max_pending INTEGER NOT NULL DEFAULT 0,
+    max_running INTEGER NOT NULL DEFAULT 0,
+    rate_count  INTEGER,
+    rate_period REAL,
+    weight      REAL    NOT NULL DEFAULT 1,
+    tokens      REAL,
+    refilled_at INTEGER
+) WITHOUT ROWID
+"""
+
+ROLES = """
+CREATE TABLE roles (
+    user   TEXT NOT NULL,
+    role   TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'submitter', 'viewer', 'auditor')),
+    tenant TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (user, role, tenant)
+) WITHOUT ROWID
+"""
+
+MIGRATION_1 = (
+    META,
+    DAGS,
+    TASKS,
+    TASKS_CLAIM_INDEX,
+    TASKS_COUNTS_INDEX,
+    TASKS_IDEMPOTENCY_INDEX,
+    TASKS_DAG_INDEX,
+    TASK_DEPS,
+    TASK_DEPS_REVERSE_INDEX,
+    ATTEMPTS,
+    ATTEMPTS_INDEX,
+    AUDIT,
+    AUDIT_TASK_INDEX,
+    QUEUES,
+    TENANTS,
+    ROLES,
+)
+
+# Each entry upgrades the schema by one version; index 0 makes version 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1,)
+
+SCHEMA_VERSION = len(MIGRATIONS)

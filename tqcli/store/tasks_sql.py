@@ -1,0 +1,153 @@
+"""Task, dependency and attempt queries (mixed into the store's transaction object)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterable, Iterator, Sequence
+
+# The columns every task query selects, in the field order of `tqcli.core.task.Task`.
+TASK_COLUMNS = (
+    "id, name, queue, tenant, backend, target, payload, priority, state, attempts, "
+    "max_retries, backoff, timeout, run_at, dag_id, service, idempotency_key, encrypted, "
+    "result, error, created_at, started_at, finished_at, submitted_by, waiting_deps, cancel_requested"
+)
+
+# SQLite allows 32766 host parameters; stay far below it.
+CHUNK = 500
+
+INSERT_TASK = (
+    "INSERT INTO tasks (id, name, queue, tenant, backend, target, payload, priority, state, "
+    "max_retries, backoff, timeout, run_at, waiting_deps, dag_id, service, idempotency_key, "
+    "created_at, submitted_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """`values` in slices of at most `size`."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def marks(count: int) -> str:
+    """`?,?,?` with `count` placeholders."""
+    return ",".join("?" * count)
+
+
+class TaskSQL:
+    """Queries on tasks, task_deps and attempts."""
+
+    conn: sqlite3.Connection
+
+    # -- insert ------------------------------------------------------------
+
+    def next_task_id(self) -> int:
+        """The id the next inserted task gets (ids are never reused)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").fetchone()
+        return (row[0] if row else 0) + 1
+
+    def insert_tasks(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert task rows in the column order of `INSERT_TASK`."""
+        self.conn.executemany(INSERT_TASK, rows)
+
+    def insert_dependencies(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Record `(task_id, depends_on)` edges."""
+        self.conn.executemany("INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES (?, ?)", pairs)
+
+    def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, int]:
+        """Existing task ids by idempotency key within one tenant."""
+        found: dict[str, int] = {}
+        for part in chunks(keys):
+            sql = f"SELECT idempotency_key, id FROM tasks WHERE tenant = ? AND idempotency_key IN ({marks(len(part))})"
+            found.update(self.conn.execute(sql, (tenant, *part)).fetchall())
+        return found
+
+    # -- read --------------------------------------------------------------
+
+    def task_states(self, ids: Sequence[int]) -> dict[int, str]:
+        """The state of each existing task among `ids`."""
+        states: dict[int, str] = {}
+        for part in chunks(ids):
+            states.update(self.conn.execute(f"SELECT id, state FROM tasks WHERE id IN ({marks(len(part))})", part).fetchall())
+        return states
+
+    def task_rows(self, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        """Full rows (`TASK_COLUMNS`) of the existing tasks among `ids`."""
+        rows: list[tuple[Any, ...]] = []
+        for part in chunks(ids):
+            rows += self.conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks(len(part))})", part).fetchall()
+        return rows
+
+    def list_task_rows(
+        self, *, queue: str | None, tenant: str | None, state: str | None, limit: int, dag_id: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The newest tasks matching the filters, newest first."""
+        where, params = _filters(queue=queue, tenant=tenant, state=state, dag_id=dag_id)
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY id DESC LIMIT ?"
+        return self.conn.execute(sql, (*params, limit)).fetchall()
+
+    def count_by_queue_and_state(self, *, queue: str | None, tenant: str | None) -> list[tuple[str, str, int]]:
+        """`(queue, state, count)` for every queue and state that has tasks."""
+        where, params = _filters(queue=queue, tenant=tenant)
+        sql = f"SELECT queue, state, count(*) FROM tasks{where} GROUP BY queue, state"
+        return self.conn.execute(sql, params).fetchall()
+
+    def dependencies_of(self, ids: Sequence[int]) -> dict[int, list[int]]:
+        """The ids each task among `ids` depends on, in ascending order."""
+        deps: dict[int, list[int]] = {task_id: [] for task_id in ids}
+        for part in chunks(ids):
+            sql = f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN ({marks(len(part))}) ORDER BY task_id, depends_on"
+            for task_id, dep in self.conn.execute(sql, part):
+                deps[task_id].append(dep)
+        return deps
+
+    def dependency_states(self, task_id: int) -> list[tuple[int, str]]:
+        """`(id, state)` of every task that `task_id` depends on."""
+        sql = "SELECT t.id, t.state FROM task_deps d JOIN tasks t ON t.id = d.depends_on WHERE d.task_id = ? ORDER BY t.id"
+        return self.conn.execute(sql, (task_id,)).fetchall()
+
+    def dependents_of(self, ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """`(id, state, tenant)` of every task depending directly on any of `ids`."""
+        rows: list[tuple[int, str, str]] = []
+        for part in chunks(ids):
+            sql = (
+                "SELECT DISTINCT t.id, t.state, t.tenant FROM task_deps d JOIN tasks t ON t.id = d.task_id "
+                f"WHERE d.depends_on IN ({marks(len(part))}) ORDER BY t.id"
+            )
+            rows += self.conn.execute(sql, part).fetchall()
+        return rows
+
+    def attempt_rows(self, task_id: int) -> list[tuple[Any, ...]]:
+        """`(attempt, started_at, finished_at, outcome, error, worker)` in order."""
+        sql = (
+            "SELECT attempt, started_at, finished_at, outcome, error, worker FROM attempts "
+            "WHERE task_id = ? ORDER BY id"
+        )
+        return self.conn.execute(sql, (task_id,)).fetchall()
+
+    # -- change ------------------------------------------------------------
+
+    def set_states(self, ids: Sequence[int], state: str, *, finished_at: int | None = None, error: str | None = None) -> None:
+        """Move tasks to `state`; `finished_at`/`error` are set when given."""
+        for part in chunks(ids):
+            sql = (
+                "UPDATE tasks SET state = ?, finished_at = coalesce(?, finished_at), error = coalesce(?, error) "
+                f"WHERE id IN ({marks(len(part))})"
+            )
+            self.conn.execute(sql, (state, finished_at, error, *part))
+
+    def request_cancel(self, task_id: int) -> None:
+        """Flag a running task so the worker running it stops it."""
+        self.conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
+
+    def set_priority(self, task_id: int, priority: int) -> None:
+        """Change a task's priority."""
+        self.conn.execute("UPDATE tasks SET priority = ? WHERE id = ?", (priority, task_id))
+
+
+def _filters(**columns: Any) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    for column, value in columns.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

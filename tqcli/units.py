@@ -1,0 +1,91 @@
+"""Parsing and formatting of durations, times and names.
+
+Times inside tqcli are integers: microseconds since the Unix epoch, UTC.
+They leave the library as ISO 8601 strings ending in `Z`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from tqcli.errors import InvalidInput
+
+US_PER_SECOND = 1_000_000
+
+_DURATION_PART = r"(\d+(?:\.\d+)?)([smhd])"
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def parse_duration(text: str, *, what: str = "duration") -> float:
+    """Seconds in `text`: `30s`, `5m`, `2h`, `1d`, `1h30m` or plain seconds (`90`, `0.5`)."""
+    value = str(text).strip().lower()
+    hint = f"invalid {what} {text!r}: use seconds or a number with s, m, h or d, e.g. 30s, 5m, 2h, 1d"
+    if not value:
+        raise InvalidInput(hint)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if not seconds >= 0 or seconds == float("inf"):
+            raise InvalidInput(hint)
+        return seconds
+    pos = 0
+    total = 0.0
+    for match in re.finditer(_DURATION_PART, value):
+        if match.start() != pos:
+            raise InvalidInput(hint)
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(value) or pos == 0:
+        raise InvalidInput(hint)
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """A short human form of `seconds`: `45s`, `5m`, `1h30m`, `2d`."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    parts = []
+    remaining = int(round(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size:
+            parts.append(f"{remaining // size}{unit}")
+            remaining %= size
+    return "".join(parts)
+
+
+def parse_time(text: str) -> int:
+    """Microseconds since the epoch of an ISO 8601 time; a time without offset is local time."""
+    value = str(text).strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-28T09:30:00Z or 2026-11-28 09:30"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # the machine's local zone, as `date` would read it
+    return int(parsed.timestamp() * US_PER_SECOND)
+
+
+def format_time(us: int | None) -> str | None:
+    """ISO 8601 UTC with `Z`; fractional seconds only when there are any."""
+    if us is None:
+        return None
+    seconds, micros = divmod(us, US_PER_SECOND)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{micros:06d}Z" if micros else f"{stamp}Z"
+
+
+def check_name(value: str, *, what: str) -> str:
+    """`value` if it is a valid queue, tenant or schedule name (1-64 of A-Za-z0-9._-)."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not _NAME_CHARACTERS.issuperset(value):
+        raise InvalidInput(
+            f"invalid {what} name {value!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return value
