@@ -164,9 +164,15 @@ def _usage_message(exc: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run tqcli with `argv` (default: sys.argv) and exit with SPEC's exit code."""
     from typer import _click
+    from typer.exceptions import Abort
     from typer.main import get_command
 
     debug = os.environ.get("TQCLI_DEBUG") == "1"
+    if "_TQCLI_COMPLETE" in os.environ:
+        # Shell completion (completions/tqcli.*) asks through this variable.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     command = get_command(app)
     try:
         result = command.main(args=argv, prog_name="tqcli", standalone_mode=False)
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(_usage_message(exc), 2)
     except _click.exceptions.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except (_click.exceptions.Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt):
         _fail("interrupted", 130)
     except BrokenPipeError:
         # The reader went away (`tqcli audit log | head`): not an error of ours.

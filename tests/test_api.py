@@ -1,0 +1,36 @@
+"""The library stands alone: `import tqcli` needs neither Typer nor rich."""
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import json, sys
+import tqcli
+with tqcli.open(sys.argv[1]) as queue:
+    task_id = queue.submit("app.jobs:run", payload={"n": 1}, priority=3)
+    queue.cancel(task_id, reason="demo")
+    task = queue.get(task_id)
+    report = queue.audit.verify()
+heavy = sorted(m for m in ("typer", "rich", "click", "croniter", "cryptography") if m in sys.modules)
+print(json.dumps({"state": task.state.value, "entries": report.count, "heavy": heavy}))
+"""
+
+
+def test_library_works_without_typer_or_rich(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "tq.db")], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"state": "cancelled", "entries": 2, "heavy": []}
+
+
+def test_cli_import_leaves_rich_and_croniter_for_the_commands_that_need_them():
+    code = "import sys, tqcli.cli; print(sorted(m for m in ('rich', 'croniter', 'cryptography', 'sqlite3') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.replace("'", '"')) == []
+
+
+def test_library_and_cli_share_one_database(tmp_path, cli):
+    import tqcli
+
+    with tqcli.open(cli.db) as queue:
+        task_id = queue.submit("app.jobs:run")
+    assert cli.ok("status", str(task_id), "--json").json["target"] == "app.jobs:run"

@@ -1,0 +1,52 @@
+"""Output on a terminal (rich) versus a pipe (plain), and NO_COLOR."""
+
+import os
+import pty
+import re
+import subprocess
+
+from tests.conftest import TQCLI
+
+ANSI_COLOR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_on_terminal(cli, *args, env=None):
+    """Run tqcli with stdout on a pseudo-terminal; returns what it drew."""
+    leader, follower = pty.openpty()
+    merged = {**cli.env, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})}
+    process = subprocess.Popen([TQCLI, *args], stdout=follower, stderr=subprocess.PIPE, env=merged, cwd=cli.cwd)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=30)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+def test_terminal_gets_a_rich_table_with_colour(cli):
+    cli.submit("app.jobs:run", "--name", "nightly")
+    out = run_on_terminal(cli, "status")
+    assert "nightly" in out and "PENDING" in out
+    assert ANSI_COLOR.search(out), "a terminal should get styled output"
+
+
+def test_no_color_turns_styles_off_on_a_terminal(cli):
+    cli.submit("app.jobs:run", "--name", "nightly")
+    out = run_on_terminal(cli, "status", env={"NO_COLOR": "1"})
+    assert "nightly" in out
+    assert not ANSI_COLOR.search(out)
+
+
+def test_pipe_gets_plain_aligned_columns(cli):
+    cli.submit("app.jobs:run", "--name", "nightly")
+    lines = cli.ok("status").stdout.splitlines()
+    assert lines[0].split() == ["QUEUE", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
+    header = next(line for line in lines if line.startswith("ID"))
+    assert header.split() == ["ID", "STATE", "QUEUE", "TENANT", "PRIO", "ATTEMPTS", "CREATED", "NAME"]
