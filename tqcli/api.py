@@ -17,6 +17,9 @@ from tqcli.store.sqlite import SqliteStore
 if TYPE_CHECKING:
     from tqcli.core.queue import Summary, TaskService
     from tqcli.core.task import Task
+    from tqcli.core.worker import Worker, WorkerReport
+    from tqcli.resilience.circuit_breaker import BreakerService
+    from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.security.audit_log import AuditLog
 
 
@@ -46,6 +49,20 @@ class Queue:
         from tqcli.security.audit_log import AuditLog
 
         return AuditLog(self._ctx)
+
+    @cached_property
+    def dlq(self) -> "DeadLetterQueue":
+        """The dead-letter queue: list, replay, purge failed tasks."""
+        from tqcli.resilience.dead_letter import DeadLetterQueue
+
+        return DeadLetterQueue(self._ctx)
+
+    @cached_property
+    def breakers(self) -> "BreakerService":
+        """Circuit breakers: list, reset, configure."""
+        from tqcli.resilience.circuit_breaker import BreakerService
+
+        return BreakerService(self._ctx)
 
     @property
     def path(self) -> Path:
@@ -89,6 +106,30 @@ class Queue:
     def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
         """Change a pending or blocked task's priority; returns (old, new)."""
         return self.tasks.bump(task_id, priority=priority, by=by)
+
+    def worker(self, **options: Any) -> "Worker":
+        """A worker on this database; options are those of `WorkerOptions` (once, concurrency, ...)."""
+        from tqcli.core.worker import Worker, WorkerOptions
+
+        log = options.pop("log", lambda text: None)
+        backends = options.pop("backends", None)
+        return Worker(self._ctx, WorkerOptions(**options), backends=backends, log=log)
+
+    def drain(self, **options: Any) -> "WorkerReport":
+        """Run a worker until no task is ready (`worker --once`) and report what it did."""
+        return self.worker(once=True, **options).run()
+
+    def run_now(self, task_id: int, **options: Any) -> str:
+        """Run a pending task in this process now, with retries; returns completed, failed or cancelled."""
+        from tqcli.core.runner import run_now
+
+        return run_now(self._ctx, task_id, **options)
+
+    def wait(self, task_id: int, *, timeout: float | None = None) -> "Task":
+        """Block until the task is terminal; raises WaitTimeout after `timeout` seconds."""
+        from tqcli.core.runner import wait_for
+
+        return wait_for(self._ctx, task_id, timeout=timeout)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -28,6 +28,10 @@ ERROR_TAIL = 2000
 KILL_GRACE = 2.0
 CANCEL_POLL = 0.25
 
+# Process groups this process started and has not ended yet; an executor that
+# is told to die (its worker died) ends them first, so no task outlives its worker.
+LIVE_GROUPS: set[int] = set()
+
 
 class ShellFailed(Exception):
     """The command exited with a non-zero status (or was killed by a signal)."""
@@ -69,6 +73,7 @@ class ShellBackend:
             env=env,
             start_new_session=True,
         )
+        LIVE_GROUPS.add(process.pid)
         try:
             tail = self._pump(process, payload.encode(), ctx)
         except BaseException:
@@ -76,6 +81,7 @@ class ShellBackend:
             process.wait()
             raise
         finally:
+            LIVE_GROUPS.discard(process.pid)
             for stream in (process.stdin, process.stdout):
                 if stream is not None and not stream.closed:
                     stream.close()

@@ -23,6 +23,11 @@ COMMANDS = {
     "status": "tqcli.cli.tasks:status",
     "cancel": "tqcli.cli.tasks:cancel",
     "bump": "tqcli.cli.tasks:bump",
+    "run": "tqcli.cli.worker:run",
+    "worker": "tqcli.cli.worker:worker",
+    "dlq": "tqcli.cli.dlq:app",
+    "breaker": "tqcli.cli.breaker:app",
+    "plugins": "tqcli.cli.worker:plugins",
     "audit": "tqcli.cli.audit:app",
 }
 

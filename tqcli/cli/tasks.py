@@ -88,26 +88,47 @@ def _bulk_specs(path: str, defaults: dict[str, Any]) -> tuple[list[Any], list[st
     return specs, where
 
 
+# The submit options, shared by `submit`, `run` and `schedule add`.
+TargetArg = Annotated[Optional[str], typer.Argument(metavar="TARGET", help="What to run: package.module:function (simple backend) or a command line (shell).", show_default=False)]
+BackendOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Execution backend [default: simple].", show_default=False)]
+PayloadOpt = Annotated[Optional[str], typer.Option(metavar="JSON", help="Payload: a JSON object passed to the backend [default: {}].")]
+PayloadFileOpt = Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Read the payload from a file, or - for stdin.")]
+NameOpt = Annotated[Optional[str], typer.Option(metavar="N", help="Task name [default: the target].")]
+QueueOpt = Annotated[Optional[str], typer.Option(metavar="Q", help="Queue name [default: default].")]
+TenantOpt = Annotated[Optional[str], typer.Option(metavar="T", help="Tenant name [default: default].")]
+PriorityOpt = Annotated[Optional[int], typer.Option(metavar="P", help="-100..100, higher runs first [default: 0].")]
+MaxRetriesOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Retries after the first attempt; 0 = one attempt only [default: 3].")]
+BackoffOpt = Annotated[Optional[str], typer.Option(metavar="SECONDS", help="Base of the exponential backoff between attempts: delay = backoff * 2^(attempt-1), at most 1h [default: 5].")]
+TimeoutOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="How long one attempt may run, e.g. 30s, 5m [default: none].")]
+DelayOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="Run no earlier than this long from now, e.g. 10m.")]
+AtOpt = Annotated[Optional[str], typer.Option(metavar="TIME", help="Run no earlier than this ISO 8601 time (without offset: local time).")]
+DependsOnOpt = Annotated[Optional[List[int]], typer.Option(metavar="ID", help="Run only after task ID completed; repeat for several.")]
+ServiceOpt = Annotated[Optional[str], typer.Option(metavar="KEY", help="Circuit-breaker key [default: BACKEND:TARGET].")]
+IdempotencyOpt = Annotated[Optional[str], typer.Option(metavar="K", help="Submit once per tenant: a repeat prints the existing id.")]
+
+
 def submit(
     ctx: typer.Context,
-    target: Annotated[Optional[str], typer.Argument(help="What to run: package.module:function (simple backend) or a command line (shell).", show_default=False)] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Execution backend [default: simple].", show_default=False)] = None,
-    payload: Annotated[Optional[str], typer.Option(metavar="JSON", help="Payload: a JSON object passed to the backend [default: {}].")] = None,
-    payload_file: Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Read the payload from a file, or - for stdin.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Task name [default: the target].")] = None,
-    queue: Annotated[Optional[str], typer.Option(help="Queue name [default: default].")] = None,
-    tenant: Annotated[Optional[str], typer.Option(help="Tenant name [default: default].")] = None,
-    priority: Annotated[Optional[int], typer.Option(help="-100..100, higher runs first [default: 0].")] = None,
-    max_retries: Annotated[Optional[int], typer.Option(help="Retries after the first attempt; 0 = one attempt only [default: 3].")] = None,
-    backoff: Annotated[Optional[str], typer.Option(metavar="SECONDS", help="Base of the exponential backoff between attempts [default: 5].")] = None,
-    timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="How long one attempt may run, e.g. 30s, 5m [default: none].")] = None,
-    delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Run no earlier than this long from now, e.g. 10m.")] = None,
-    at: Annotated[Optional[str], typer.Option(metavar="TIME", help="Run no earlier than this ISO 8601 time (without offset: local time).")] = None,
-    depends_on: Annotated[Optional[List[int]], typer.Option(metavar="ID", help="Run only after task ID completed; repeat for several.")] = None,
-    service: Annotated[Optional[str], typer.Option(metavar="KEY", help="Circuit-breaker key [default: BACKEND:TARGET].")] = None,
-    idempotency_key: Annotated[Optional[str], typer.Option(metavar="K", help="Submit once per tenant: a repeat prints the existing id.")] = None,
+    target: TargetArg = None,
+    backend: BackendOpt = None,
+    payload: PayloadOpt = None,
+    payload_file: PayloadFileOpt = None,
+    name: NameOpt = None,
+    queue: QueueOpt = None,
+    tenant: TenantOpt = None,
+    priority: PriorityOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    backoff: BackoffOpt = None,
+    timeout: TimeoutOpt = None,
+    delay: DelayOpt = None,
+    at: AtOpt = None,
+    depends_on: DependsOnOpt = None,
+    service: ServiceOpt = None,
+    idempotency_key: IdempotencyOpt = None,
     from_file: Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Bulk submit: one JSON object per line with the keys above (target, payload, priority, ...); all or nothing. Options given here are defaults for every line.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the task object (bulk: a list of them) instead of the id.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until a worker finishes the task: exit 0 completed, 1 failed or cancelled, 124 on --wait-timeout.")] = False,
+    wait_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="Give up waiting after DUR (the task goes on).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the task object (bulk: a list of them) instead of the id; with --wait, once it finished.")] = False,
 ) -> None:
     """Submit a task; print its id.
 
@@ -129,6 +150,8 @@ def submit(
     from tqcli.cli import state
 
     if from_file is not None:
+        if wait:
+            raise InvalidInput("--wait works with one task, not with --from-file")
         if target is not None:
             raise InvalidInput("give either a TARGET or --from-file, not both")
         if payload_file == "-" and from_file == "-":
@@ -143,15 +166,42 @@ def submit(
         return
     if target is None:
         raise InvalidInput("missing TARGET: what to run (module:function, or a command with --backend shell); see 'tqcli submit --help'")
+    if wait_timeout is not None and not wait:
+        raise InvalidInput("--wait-timeout needs --wait")
+    seconds = _wait_seconds(wait_timeout)
     spec = spec_from_mapping({"target": target, **options})
     queue_obj = state(ctx).queue()
     result = queue_obj.submit_specs([spec])[0]
     if not result.created:
         render.message(f"task {result.id} already has idempotency key {spec.idempotency_key!r}; nothing was submitted")
-    if json_output:
-        render.emit_json(queue_obj.get(result.id).to_json())
-    else:
+    if not json_output:
         sys.stdout.write(f"{result.id}\n")
+        sys.stdout.flush()
+    if wait:
+        finished = queue_obj.wait(result.id, timeout=seconds)
+        if json_output:
+            render.emit_json(queue_obj.get(result.id).to_json())
+        _exit_for(finished)
+    elif json_output:
+        render.emit_json(queue_obj.get(result.id).to_json())
+
+
+def _wait_seconds(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from tqcli.units import parse_duration
+
+    return parse_duration(text, what="--wait-timeout")
+
+
+def _exit_for(task: Any) -> None:
+    """Exit 1 with the task's error unless it completed."""
+    from tqcli.errors import WorkFailed
+
+    if task.state.value == "completed":
+        return
+    detail = f": {task.error.splitlines()[0]}" if task.error else ""
+    raise WorkFailed(f"task {task.id} {task.state.value}{detail}")
 
 
 def _show_task(task: Any) -> None:
@@ -216,10 +266,10 @@ def _show_summary(summary: Any) -> None:
 def status(
     ctx: typer.Context,
     task_id: Annotated[Optional[int], typer.Argument(metavar="[ID]", help="Show one task: its attempts and why it waits.", show_default=False)] = None,
-    queue: Annotated[Optional[str], typer.Option(help="Only this queue.")] = None,
-    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant.")] = None,
+    queue: Annotated[Optional[str], typer.Option(metavar="Q", help="Only this queue.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(metavar="T", help="Only this tenant.")] = None,
     state_filter: Annotated[Optional[str], typer.Option("--state", metavar="S", help="List only tasks in state S (pending, running, completed, failed, cancelled, blocked).")] = None,
-    limit: Annotated[int, typer.Option(help="How many of the newest tasks to list.")] = 20,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest tasks to list.")] = 20,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Redraw every second until Ctrl-C.")] = False,
 ) -> None:

@@ -13,6 +13,7 @@ from tqcli.core import chaining
 from tqcli.core.context import Context
 from tqcli.core.task import ALL_STATES, Attempt, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.resilience import circuit_breaker
 from tqcli.units import format_time
 
 
@@ -59,9 +60,12 @@ class TaskService:
         reason = chaining.waiting_reason(dep_states)
         if reason:
             return reason
-        if task.run_at > self._ctx.clock.now():
+        now = self._ctx.clock.now()
+        if task.run_at > now:
             kind = "retry" if task.attempts else "delayed"
             return f"{kind} until {format_time(task.run_at)}"
+        if circuit_breaker.is_blocking(tx, task.service, task.id, now):
+            return "circuit open"
         return "ready: waiting for a worker"
 
     def summary(

@@ -187,7 +187,38 @@ MIGRATION_1 = (
     ROLES,
 )
 
+# -- version 2: circuit breakers and shared settings ------------------------
+
+BREAKERS = """
+CREATE TABLE breakers (
+    key               TEXT PRIMARY KEY,
+    state             TEXT    NOT NULL DEFAULT 'closed' CHECK (state IN ('closed', 'open', 'half-open')),
+    failures          INTEGER NOT NULL DEFAULT 0,
+    failure_threshold INTEGER,
+    recovery_timeout  REAL,
+    opened_at         INTEGER,
+    retry_at          INTEGER,
+    trial_task        INTEGER,
+    updated_at        INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+# Shared settings every worker must agree on (for example breaker defaults).
+SETTINGS = """
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
+# Leases to reclaim: running tasks ordered by when their lease ends.
+TASKS_LEASE_INDEX = """
+CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'running'
+"""
+
+MIGRATION_2 = (BREAKERS, SETTINGS, TASKS_LEASE_INDEX)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2)
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,6 +21,8 @@ from typing import Iterator
 from tqcli.errors import StorageError
 from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
+from tqcli.store.breaker_sql import BreakerSQL
+from tqcli.store.dispatch_sql import DispatchSQL
 from tqcli.store.tasks_sql import TaskSQL
 
 # Filesystems where SQLite's WAL cannot work: it needs every process on one
@@ -30,7 +32,7 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-class SqliteTx(TaskSQL, AuditSQL):
+class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, AuditSQL):
     """The queries of one transaction; created only by `SqliteStore.read/write`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -92,6 +94,7 @@ class SqliteStore:
     ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
         self.read_only = False
         self._conn = self._open(synchronous, mounts_file)
         self._tx = SqliteTx(self._conn)
@@ -266,6 +269,10 @@ class SqliteStore:
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
+
+    def reopen(self) -> "SqliteStore":
+        """A second, independent connection to the same file (for another thread)."""
+        return SqliteStore(self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous)
 
     def close(self) -> None:
         """Close the connection; the store is unusable afterwards."""

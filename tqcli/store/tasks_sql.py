@@ -139,6 +139,21 @@ class TaskSQL:
         """Flag a running task so the worker running it stops it."""
         self.conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
 
+    def replay_tasks(self, ids: Sequence[int], *, now: int) -> None:
+        """Failed tasks back to pending: attempts reset, ready now, previous outcome cleared."""
+        for part in chunks(ids):
+            self.conn.execute(
+                "UPDATE tasks SET state = 'pending', attempts = 0, run_at = ?, error = NULL, result = NULL, "
+                "started_at = NULL, finished_at = NULL, worker = NULL, cancel_requested = 0 "
+                f"WHERE state = 'failed' AND id IN ({marks(len(part))})",
+                (now, *part),
+            )
+
+    def delete_tasks(self, ids: Sequence[int]) -> None:
+        """Delete tasks with their attempts and dependency edges (the audit chain keeps the record)."""
+        for part in chunks(ids):
+            self.conn.execute(f"DELETE FROM tasks WHERE id IN ({marks(len(part))})", part)
+
     def set_priority(self, task_id: int, priority: int) -> None:
         """Change a task's priority."""
         self.conn.execute("UPDATE tasks SET priority = ? WHERE id = ?", (priority, task_id))

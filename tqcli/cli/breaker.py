@@ -1,0 +1,57 @@
+"""Circuit-breaker commands: list, reset, set."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from tqcli.cli import command_group, render, state
+from tqcli.errors import InvalidInput
+
+app = command_group("Circuit breakers per service key, shared by all workers.")
+
+
+@app.command("list")
+def list_breakers(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Show each circuit's state (closed, open, half-open) and failure count."""
+    from tqcli.units import format_duration, format_time
+
+    service = state(ctx).queue().breakers
+    breakers = service.list()
+    if json_output:
+        render.emit_json([breaker.to_json() for breaker in breakers])
+        return
+    threshold, recovery = service.defaults()
+    render.message(f"defaults: open after {threshold} consecutive failures, trial after {format_duration(recovery)}")
+    if not breakers:
+        render.message("no circuit has seen a failure yet")
+        return
+    rows = [(b.key, b.state, b.failures, b.failure_threshold, format_duration(b.recovery_timeout), format_time(b.retry_at)) for b in breakers]
+    render.table(["SERVICE", "STATE", "FAILURES", "THRESHOLD", "RECOVERY", "TRIAL AFTER"], rows)
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(metavar="KEY", help="Service key, e.g. simple:app.jobs:sync.", show_default=False)],
+) -> None:
+    """Close a circuit now and clear its failure count."""
+    state(ctx).queue().breakers.reset(key)
+    render.message(f"circuit {key} closed")
+
+
+@app.command("set")
+def configure(
+    ctx: typer.Context,
+    key: Annotated[Optional[str], typer.Argument(metavar="[KEY]", help="Service key to configure.", show_default=False)] = None,
+    default: Annotated[bool, typer.Option("--default", help="Set the defaults for every service instead.")] = False,
+    failure_threshold: Annotated[Optional[int], typer.Option(metavar="N", help="Open after N consecutive failed attempts [default: 5].")] = None,
+    recovery_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="After DUR open, admit one trial task [default: 30s].")] = None,
+) -> None:
+    """Set a circuit's thresholds (or, with --default, everyone's)."""
+    if default == (key is not None):
+        raise InvalidInput("give a KEY or --default (not both)")
+    state(ctx).queue().breakers.configure(None if default else key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
+    render.message(f"circuit settings of {'every service' if default else key} updated")

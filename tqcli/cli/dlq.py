@@ -1,0 +1,69 @@
+"""Dead-letter queue commands: list, replay, purge."""
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from tqcli.cli import command_group, render, state
+
+app = command_group("The dead-letter queue: tasks that failed every allowed attempt.")
+
+IdsArg = Annotated[Optional[List[int]], typer.Argument(metavar="[ID]...", help="Failed tasks to act on.", show_default=False)]
+
+
+def _task_rows(tasks):  # type: ignore[no-untyped-def]
+    from tqcli.units import format_time
+
+    return [(t.id, t.queue, t.tenant, t.attempts, format_time(t.finished_at), t.name, (t.error or "").splitlines()[0] if t.error else None) for t in tasks]
+
+
+HEADERS = ["ID", "QUEUE", "TENANT", "ATTEMPTS", "FAILED AT", "NAME", "ERROR"]
+
+
+@app.command("list")
+def list_failed(
+    ctx: typer.Context,
+    queue: Annotated[Optional[str], typer.Option(metavar="Q", help="Only this queue.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(metavar="T", help="Only this tenant.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of task objects.")] = False,
+) -> None:
+    """List failed tasks, newest first."""
+    tasks = state(ctx).queue().dlq.list(queue=queue, tenant=tenant)
+    if json_output:
+        render.emit_json([task.to_json() for task in tasks])
+    elif tasks:
+        render.table(HEADERS, _task_rows(tasks))
+    else:
+        render.message("the dead-letter queue is empty")
+
+
+@app.command("replay")
+def replay(
+    ctx: typer.Context,
+    task_ids: IdsArg = None,
+    every: Annotated[bool, typer.Option("--all", help="Replay every failed task (narrow with --queue/--tenant).")] = False,
+    queue: Annotated[Optional[str], typer.Option(metavar="Q", help="With --all: only this queue.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(metavar="T", help="With --all: only this tenant.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; change nothing.")] = False,
+) -> None:
+    """Put failed tasks back to pending (same ids, attempts reset); tasks blocked on them are unblocked."""
+    tasks = state(ctx).queue().dlq.replay(task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run)
+    for task in tasks:
+        typer.echo(f"{task.id}")
+    verb = "would replay" if dry_run else "replayed"
+    render.message(f"{verb} {len(tasks)} task(s)")
+
+
+@app.command("purge")
+def purge(
+    ctx: typer.Context,
+    task_ids: IdsArg = None,
+    every: Annotated[bool, typer.Option("--all", help="Purge every failed task.")] = False,
+    older_than: Annotated[Optional[str], typer.Option(metavar="DUR", help="Only tasks that failed longer ago than DUR, e.g. 7d.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: purged tasks are deleted for good.")] = False,
+) -> None:
+    """Delete failed tasks (the audit chain keeps their record); tasks blocked on them are cancelled."""
+    tasks = state(ctx).queue().dlq.purge(task_ids or (), every=every, older_than=older_than, confirmed=yes)
+    for task in tasks:
+        typer.echo(f"{task.id}")
+    render.message(f"purged {len(tasks)} task(s)")

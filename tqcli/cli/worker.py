@@ -1,0 +1,140 @@
+"""Execution commands: worker, run, plugins."""
+
+import sys
+from typing import Annotated, List, Optional
+
+import typer
+
+from tqcli.cli import render, state
+from tqcli.cli.tasks import (
+    AtOpt, BackendOpt, BackoffOpt, DelayOpt, DependsOnOpt, IdempotencyOpt, MaxRetriesOpt, NameOpt,
+    PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt, ServiceOpt, TargetArg, TenantOpt, TimeoutOpt,
+    spec_options,
+)
+from tqcli.errors import InvalidInput, WorkFailed
+
+
+def _seconds(text: Optional[str], what: str, default: float) -> float:
+    from tqcli.units import parse_duration
+
+    return default if text is None else parse_duration(text, what=what)
+
+
+def worker(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Run until no task is ready and none of its own runs, then exit (for cron).")] = False,
+    queue: Annotated[Optional[List[str]], typer.Option("--queue", metavar="Q", help="Only claim from queue Q; repeat for several [default: all].")] = None,
+    tenant: Annotated[Optional[List[str]], typer.Option("--tenant", metavar="T", help="Only claim tenant T's tasks; repeat for several [default: all].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(metavar="N", help="Tasks run at the same time [default: 1, or worker.concurrency in the config file].")] = None,
+    max_tasks: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after claiming N tasks.")] = None,
+    lease: Annotated[Optional[str], typer.Option(metavar="DUR", help="Lease of a claimed task, renewed while it runs; after a crash the task is reclaimed once it ends [default: 60s].")] = None,
+    poll: Annotated[Optional[str], typer.Option(metavar="DUR", help="How often an idle worker looks for work [default: 1s].")] = None,
+    worker_id: Annotated[Optional[str], typer.Option("--id", metavar="NAME", help="Name in the audit log and status [default: HOST:PID].")] = None,
+) -> None:
+    """Claim and run ready tasks, best first, until stopped (SIGTERM/SIGINT) or, with --once, until none is ready.
+
+    On SIGTERM or Ctrl-C it stops claiming, lets running tasks finish within a
+    grace period (worker.grace in the config file, default 30s), returns the
+    rest to pending without counting an attempt, and exits 0. A second signal
+    stops at once. Crontab example:
+
+      * * * * * tqcli --db /srv/jobs.db worker --once
+    """
+    app_state = state(ctx)
+    queue_obj = app_state.queue()
+    defaults = queue_obj.config.worker
+    runner = queue_obj.worker(
+        once=once,
+        queues=tuple(queue or ()),
+        tenants=tuple(tenant or ()),
+        concurrency=concurrency if concurrency is not None else defaults.concurrency,
+        max_tasks=max_tasks,
+        lease=_seconds(lease, "--lease", defaults.lease),
+        poll=_seconds(poll, "--poll", defaults.poll),
+        grace=defaults.grace,
+        worker_id=worker_id,
+        log=render.message,
+    )
+    report = runner.run(handle_signals=True)
+    render.message(report.summary())
+
+
+def run(
+    ctx: typer.Context,
+    target: TargetArg = None,
+    task_id: Annotated[Optional[int], typer.Option("--id", metavar="ID", help="Run this existing pending task instead of submitting one.")] = None,
+    backend: BackendOpt = None,
+    payload: PayloadOpt = None,
+    payload_file: PayloadFileOpt = None,
+    name: NameOpt = None,
+    queue: QueueOpt = None,
+    tenant: TenantOpt = None,
+    priority: PriorityOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    backoff: BackoffOpt = None,
+    timeout: TimeoutOpt = None,
+    delay: DelayOpt = None,
+    at: AtOpt = None,
+    depends_on: DependsOnOpt = None,
+    service: ServiceOpt = None,
+    idempotency_key: IdempotencyOpt = None,
+) -> None:
+    """Submit a task and run it now in this process, retrying per its policy; exit 0 completed, 1 failed.
+
+    A shell command's output streams as it runs; a function's result is printed
+    as JSON. The task and its attempts are recorded like any other.
+
+      tqcli run --backend shell 'make backup' --timeout 30m --max-retries 2
+    """
+    options = spec_options(
+        backend=backend, payload=payload, payload_file=payload_file, name=name, queue=queue, tenant=tenant,
+        priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=at,
+        depends_on=depends_on, service=service, idempotency_key=idempotency_key,
+    )
+    queue_obj = state(ctx).queue()
+    if task_id is not None:
+        if target is not None or options:
+            raise InvalidInput("--id runs an existing task: give no TARGET or submit options with it")
+    else:
+        if target is None:
+            raise InvalidInput("missing TARGET (or --id ID); see 'tqcli run --help'")
+        from tqcli.core.spec import spec_from_mapping
+
+        task_id = queue_obj.submit_specs([spec_from_mapping({"target": target, **options})])[0].id
+        render.message(f"task {task_id} submitted; running it here")
+
+    def stream(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+    def retrying(attempt: int, error: str, delay: float) -> None:
+        first = error.splitlines()[0] if error else "failed"
+        render.message(f"attempt {attempt} failed: {first}; retrying in {delay:.3g} s")
+
+    became = queue_obj.run_now(task_id, on_output=stream, on_retry=retrying)
+    task = queue_obj.get(task_id)
+    if became != "completed":
+        raise WorkFailed(f"task {task_id} {task.state.value} after {task.attempts} attempt(s): {(task.error or '').splitlines()[0] if task.error else 'no error text'}")
+    if task.backend != "shell":
+        render.emit_json(task.result_value)
+
+
+def plugins(
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List the installed backends (entry-point group tqcli.backends), where each comes from, and whether it loads."""
+    from tqcli.backends.executor import error_text
+    from tqcli.backends.plugins import discover, load_backend
+
+    found = []
+    for info in sorted(discover().values(), key=lambda item: item.name):
+        try:
+            load_backend(info.name)
+            status = "ok"
+        except Exception as exc:
+            status = f"fails to load: {error_text(exc)}"
+        found.append({"name": info.name, "entry_point": info.value, "distribution": info.distribution, "status": status})
+    if json_output:
+        render.emit_json(found)
+        return
+    render.table(["BACKEND", "ENTRY POINT", "DISTRIBUTION", "STATUS"], [tuple(item.values()) for item in found])

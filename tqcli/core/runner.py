@@ -1,0 +1,118 @@
+"""Running one task now, in this process (`tqcli run`), and waiting for a task (`--wait`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Callable
+
+from tqcli.backends.executor import ExecutorProcess
+from tqcli.core import chaining, dispatcher
+from tqcli.core.context import Context
+from tqcli.core.execution import BackendSet, run_attempt
+from tqcli.core.leases import LeaseKeeper
+from tqcli.core.task import Task
+from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
+from tqcli.resilience import circuit_breaker
+from tqcli.units import US_PER_SECOND
+
+RUN_LEASE = 60.0
+ANY_TIME = 2**62  # `run` starts a task now even if it was delayed
+
+
+def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Exception:
+    with ctx.read() as tx:
+        rows = tx.task_rows([task_id])
+        if not rows:
+            return NotFound(f"task {task_id} does not exist")
+        task = Task.from_row(rows[0])
+        if task.state.value != "pending":
+            return Conflict(f"task {task_id} is {task.state.value}; only a pending task can be run")
+        waiting = chaining.waiting_reason(tx.dependency_states(task_id))
+        if waiting:
+            return Conflict(f"task {task_id} is {waiting}; run that first")
+        if circuit_breaker.is_blocking(tx, task.service, task_id, ctx.clock.now()):
+            return Conflict(f"the circuit of service {task.service!r} is open; 'tqcli breaker reset' closes it")
+    if task.backend not in backends.loaded:
+        why = backends.failed.get(task.backend, "it is not installed")
+        return InvalidInput(f"backend {task.backend!r} cannot run here: {why}")
+    return Conflict(f"task {task_id} cannot be claimed now")
+
+
+def run_now(
+    ctx: Context,
+    task_id: int,
+    *,
+    backends: BackendSet | None = None,
+    on_output: Callable[[bytes], None] | None = None,
+    on_retry: Callable[[int, str, float], None] = lambda attempt, error, delay: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Run a pending task here and now, retrying per its policy; returns how it ended.
+
+    Returns `completed`, `failed` or `cancelled`. Interrupting (Ctrl-C)
+    returns the running attempt to pending without counting it.
+    """
+    backends = backends or BackendSet.discover()
+    worker = f"run:{socket.gethostname()}:{os.getpid()}"
+    executor = ExecutorProcess()
+    stop: dict[str, str | None] = {"reason": None}
+    keeper = LeaseKeeper(ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason))
+    claimed: dispatcher.Claim | None = None
+    try:
+        while True:
+            now = ctx.clock.now()
+            with ctx.change() as (tx, journal):
+                claims = dispatcher.claim(
+                    tx, journal, count=1, now=now, worker=worker, lease_seconds=RUN_LEASE,
+                    backends=backends.names, task_id=task_id, due_by=ANY_TIME,
+                )
+            if not claims:
+                raise _why_not_runnable(ctx, task_id, backends)
+            claimed = claims[0]
+            keeper.hold(claimed.token)
+            stop["reason"] = None
+            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output)
+            keeper.drop(claimed.token)
+            with ctx.change() as (tx, journal):
+                became = dispatcher.finish(tx, journal, claimed, outcome, now=ctx.clock.now(), worker=worker)
+            claimed = None
+            if became != "retry":
+                return became
+            with ctx.read() as tx:
+                run_at = Task.from_row(tx.task_rows([task_id])[0]).run_at
+            delay = max(0.0, (run_at - ctx.clock.now()) / US_PER_SECOND)
+            on_retry(claims[0].attempt, outcome.error or "", delay)
+            sleep(delay)
+    except BaseException:
+        if claimed is not None:
+            with ctx.change() as (tx, journal):
+                dispatcher.finish(tx, journal, claimed, dispatcher.Outcome("released"), now=ctx.clock.now(), worker=worker)
+        raise
+    finally:
+        keeper.close()
+        executor.close()
+
+
+def wait_for(
+    ctx: Context,
+    task_id: int,
+    *,
+    timeout: float | None = None,
+    interval: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Task:
+    """Block until the task is completed, failed or cancelled; WaitTimeout after `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with ctx.read() as tx:
+            rows = tx.task_rows([task_id])
+        if not rows:
+            raise NotFound(f"task {task_id} does not exist")
+        task = Task.from_row(rows[0])
+        if task.state.terminal:
+            return task
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(f"task {task_id} is still {task.state.value} after {timeout:g} s; it goes on (check with 'tqcli status {task_id}')")
+        sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))

@@ -1,0 +1,251 @@
+"""The worker loop: reclaim expired leases, claim ready tasks, run them, record outcomes.
+
+The main thread owns the database connection and does all claiming and
+finishing: finishing the attempts that just ended and claiming work for
+the free slots happen in one short transaction. Slots run attempts on
+their own threads (and executor processes); a `LeaseKeeper` renews leases
+and watches for cancels on its own connection. No transaction is open
+while a task runs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tqcli.core import dispatcher
+from tqcli.core.context import Context
+from tqcli.core.execution import BackendSet, Slot
+from tqcli.core.leases import LeaseKeeper
+from tqcli.errors import InvalidInput
+from tqcli.units import check_name
+
+@dataclass
+class WorkerOptions:
+    """How a worker runs; the defaults are those of `tqcli worker`."""
+
+    once: bool = False
+    queues: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    concurrency: int = 1
+    max_tasks: int | None = None
+    lease: float = 60.0
+    poll: float = 1.0
+    grace: float = 30.0
+    worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.queues:
+            check_name(name, what="queue")
+        for name in self.tenants:
+            check_name(name, what="tenant")
+        if not 1 <= self.concurrency <= 256:
+            raise InvalidInput(f"invalid concurrency {self.concurrency}: use 1 to 256")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise InvalidInput(f"invalid max-tasks {self.max_tasks}: use 1 or more")
+        if self.lease < 1:
+            raise InvalidInput("invalid lease: use at least 1 second (it is renewed while the task runs)")
+        if self.poll <= 0:
+            raise InvalidInput("invalid poll interval: it must be longer than 0 seconds")
+        if self.grace < 0:
+            raise InvalidInput("invalid grace period: use 0 or more seconds")
+        if self.worker_id is not None and not self.worker_id.strip():
+            raise InvalidInput("invalid worker id: it must not be empty")
+
+
+@dataclass
+class WorkerReport:
+    """What one worker run did, counted by outcome."""
+
+    worker_id: str
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    reclaimed: int = 0
+    fired: int = 0
+    seconds: float = 0.0
+    skipped_backends: dict[str, str] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        """Add one attempt that ended as `outcome`."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def summary(self) -> str:
+        """The one-line summary printed at the end of a run."""
+        rate = f" ({self.claimed / self.seconds:,.0f}/s)" if self.seconds > 0 and self.claimed else ""
+        parts = [f"{self.outcomes[key]} {key}" for key in ("completed", "retry", "failed", "cancelled", "released", "stale") if self.outcomes.get(key)]
+        if self.reclaimed:
+            parts.append(f"{self.reclaimed} reclaimed from lost workers")
+        if self.fired:
+            parts.append(f"{self.fired} scheduled")
+        detail = ": " + ", ".join(parts) if parts else ""
+        return f"worker {self.worker_id}: ran {self.claimed} attempts in {self.seconds:.2f} s{rate}{detail}"
+
+
+_MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
+
+
+class Worker:
+    """Claims and runs tasks from one database until done (`once`) or stopped."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        options: WorkerOptions,
+        *,
+        backends: BackendSet | None = None,
+        log: Callable[[str], None] = lambda text: None,
+    ) -> None:
+        self._ctx = ctx
+        self._options = options
+        self._backends = backends
+        self._log = log
+        self.worker_id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._results: queue.Queue[Any] = queue.Queue()
+        self._stopping = threading.Event()
+        self._stop_deadline: float | None = None
+        self._slots: list[Slot] = []
+        self._by_token: dict[int, Slot] = {}
+
+    # -- control -----------------------------------------------------------
+
+    def stop(self, *, immediately: bool = False) -> None:
+        """Stop claiming; running attempts get the grace period (none if `immediately`).
+
+        Safe to call from a signal handler: it only sets flags, which the
+        loop reads at least every `_MAX_WAIT` seconds. A second call stops at once.
+        """
+        if self._stopping.is_set():
+            immediately = True
+        self._stopping.set()
+        deadline = time.monotonic() + (0.0 if immediately else self._options.grace)
+        if self._stop_deadline is None or deadline < self._stop_deadline:
+            self._stop_deadline = deadline
+
+    def _stop_slot(self, token: int, reason: str) -> None:
+        slot = self._by_token.get(token)
+        if slot is not None:
+            slot.stop(reason)
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, *, handle_signals: bool = False) -> WorkerReport:
+        """Run until no task is ready (`once`), `max_tasks` were claimed, or `stop()`."""
+        started = time.monotonic()
+        report = WorkerReport(self.worker_id)
+        backends = self._backends or BackendSet.discover()
+        report.skipped_backends = dict(backends.failed)
+        for name, why in backends.failed.items():
+            self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
+        self._slots = [Slot(backends, self._results) for _ in range(self._options.concurrency)]
+        keeper = LeaseKeeper(self._ctx.store.reopen(), self._ctx.clock, self._options.lease, self._stop_slot, self._log)
+        previous = self._install_signals() if handle_signals else None
+        try:
+            self._loop(report, backends.names, keeper)
+        finally:
+            if previous is not None:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+            keeper.close()
+            for slot in self._slots:
+                slot.close()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        return previous
+
+    def _poll(self, report: WorkerReport) -> None:
+        """Reclaim expired leases."""
+        now = self._ctx.clock.now()
+        with self._ctx.change() as (tx, journal):
+            reclaimed = dispatcher.reclaim_expired(tx, journal, now=now, worker=self.worker_id)
+        for task_id, became in reclaimed:
+            self._log(f"task {task_id}: its worker was lost; {became}")
+        report.reclaimed += len(reclaimed)
+
+    def _loop(self, report: WorkerReport, backend_names: list[str], keeper: LeaseKeeper) -> None:
+        options = self._options
+        self._poll(report)
+        next_poll = time.monotonic() + options.poll
+        finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]] = []
+        dry = False  # the last claim found fewer ready tasks than it asked for
+        while True:
+            stopping = self._stopping.is_set()
+            running = sum(1 for slot in self._slots if not slot.idle)
+            if stopping and self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                for slot in self._slots:
+                    slot.stop("release")
+            free = [slot for slot in self._slots if slot.idle]
+            budget = len(free)
+            if options.max_tasks is not None:
+                budget = min(budget, options.max_tasks - report.claimed)
+            want = 0 if stopping else budget
+            if finished or (want and not dry):
+                claims = self._commit(finished, want, backend_names, report, keeper)
+                dry = len(claims) < want
+                for slot, claimed in zip(free, claims):
+                    self._by_token[claimed.token] = slot
+                    keeper.hold(claimed.token)
+                    slot.start(claimed)
+                running += len(claims)
+                finished = []
+            if running == 0:
+                if stopping or (options.max_tasks is not None and report.claimed >= options.max_tasks):
+                    return
+                if options.once and dry:
+                    return
+            if not options.once and time.monotonic() >= next_poll:
+                self._poll(report)
+                next_poll = time.monotonic() + options.poll
+                dry = False
+            wait = None if running else max(0.0, next_poll - time.monotonic())
+            if stopping and self._stop_deadline is not None:
+                wait = max(0.0, min(wait if wait is not None else 1.0, self._stop_deadline - time.monotonic()))
+            item = self._next_result(min(wait if wait is not None else _MAX_WAIT, _MAX_WAIT))
+            while item is not None:
+                finished.append(item)
+                item[0].done()  # free for the next claim, made in the same transaction as this finish
+                item = self._next_result(0)
+
+    def _next_result(self, timeout: float) -> Any:
+        try:
+            return self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _commit(
+        self,
+        finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]],
+        want: int,
+        backend_names: list[str],
+        report: WorkerReport,
+        keeper: LeaseKeeper,
+    ) -> list[dispatcher.Claim]:
+        """Record the finished attempts and claim up to `want` more, in one transaction."""
+        now = self._ctx.clock.now()
+        options = self._options
+        with self._ctx.change() as (tx, journal):
+            endings = [dispatcher.finish(tx, journal, claimed, outcome, now=now, worker=self.worker_id) for _, claimed, outcome in finished]
+            claims = dispatcher.claim(
+                tx, journal, count=want, now=now, worker=self.worker_id, lease_seconds=options.lease,
+                queues=options.queues, tenants=options.tenants, backends=backend_names,
+            ) if want else []
+        for (_, claimed, outcome), became in zip(finished, endings):
+            keeper.drop(claimed.token)
+            self._by_token.pop(claimed.token, None)
+            report.count(became)
+            if became in ("retry", "failed") and outcome.error:
+                self._log(f"task {claimed.id} attempt {claimed.attempt} failed: {outcome.error.splitlines()[0][:200]}")
+            elif became == "stale":
+                self._log(f"task {claimed.id}: dropped a late result (another worker took the task over)")
+        report.claimed += len(claims)
+        return claims

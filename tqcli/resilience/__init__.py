@@ -1,0 +1,1 @@
+"""Resilience: circuit breakers and the dead-letter queue."""

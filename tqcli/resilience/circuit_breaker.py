@@ -1,0 +1,195 @@
+"""Circuit breakers per service key, shared by every worker through the database.
+
+closed --(N consecutive failed attempts)--> open --(recovery timeout)-->
+half-open (one trial task) --success--> closed, --failure--> open.
+
+While a circuit is open its tasks stay pending and use no attempt: the claim
+query leaves them out. A half-open circuit admits exactly one trial task;
+if that trial ends any other way than success or failure (its worker died,
+it was cancelled), the next worker admits a new trial.
+
+Only failures of the work count (exceptions, non-zero exits, timeouts); a
+lost worker or a cancel says nothing about the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tqcli.core.context import Context
+from tqcli.errors import InvalidInput, NotFound
+from tqcli.security.audit import Journal
+from tqcli.units import US_PER_SECOND, format_duration, format_time, parse_duration
+
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_RECOVERY_TIMEOUT = 30.0
+_THRESHOLD_SETTING = "breaker.failure_threshold"
+_RECOVERY_SETTING = "breaker.recovery_timeout"
+
+
+def defaults(tx: Any) -> tuple[int, float]:
+    """The database-wide defaults: (failure threshold, recovery timeout in seconds)."""
+    threshold = tx.setting(_THRESHOLD_SETTING)
+    recovery = tx.setting(_RECOVERY_SETTING)
+    return (
+        int(threshold) if threshold is not None else DEFAULT_FAILURE_THRESHOLD,
+        float(recovery) if recovery is not None else DEFAULT_RECOVERY_TIMEOUT,
+    )
+
+
+def _effective(tx: Any, row: tuple[Any, ...] | None) -> tuple[int, float]:
+    threshold, recovery = defaults(tx)
+    if row is not None:
+        threshold = row[3] if row[3] is not None else threshold
+        recovery = row[4] if row[4] is not None else recovery
+    return threshold, recovery
+
+
+def claim_gate(tx: Any, now: int) -> tuple[list[str], set[str]]:
+    """Services whose tasks may not be claimed now, and those ready for a trial task."""
+    blocked: list[str] = []
+    trial_ready: set[str] = set()
+    for key, state, retry_at, trial_task in tx.tripped_breakers():
+        if state == "open" and retry_at is not None and retry_at > now:
+            blocked.append(key)
+        elif state == "half-open" and trial_task is not None and tx.task_state(trial_task) == "running":
+            blocked.append(key)
+        else:
+            trial_ready.add(key)
+    return blocked, trial_ready
+
+
+def admit_trial(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+    """Mark the circuit half-open with `task_id` as its one trial."""
+    row = tx.breaker_row(key)
+    tx.save_breaker(key, state="half-open", failures=row[2] if row else 0, opened_at=row[5] if row else None,
+                    retry_at=None, trial_task=task_id, now=now)
+    journal.add("breaker.half_open", task_id, tenant, key=key)
+
+
+def record_success(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+    """A successful attempt closes the circuit and clears its failure count."""
+    row = tx.breaker_row(key)
+    if row is None or (row[1] == "closed" and row[2] == 0):
+        return
+    tx.save_breaker(key, state="closed", failures=0, opened_at=None, retry_at=None, trial_task=None, now=now)
+    if row[1] != "closed":
+        journal.add("breaker.close", task_id, tenant, key=key)
+
+
+def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+    """A failed attempt counts toward opening the circuit; a failed trial reopens it."""
+    row = tx.breaker_row(key)
+    threshold, recovery = _effective(tx, row)
+    state = row[1] if row else "closed"
+    failures = (row[2] if row else 0) + 1
+    retry_at = now + int(recovery * US_PER_SECOND)
+    if state == "half-open" or (state == "closed" and failures >= threshold):
+        tx.save_breaker(key, state="open", failures=failures, opened_at=now, retry_at=retry_at, trial_task=None, now=now)
+        reason = "trial failed" if state == "half-open" else f"{failures} consecutive failures"
+        journal.add("breaker.open", task_id, tenant, key=key, reason=reason, retry_at=format_time(retry_at))
+    else:
+        tx.save_breaker(key, state=state, failures=failures, opened_at=row[5] if row else None,
+                        retry_at=row[6] if row else None, trial_task=row[7] if row else None, now=now)
+
+
+def is_blocking(tx: Any, key: str, task_id: int, now: int) -> bool:
+    """Whether the circuit of `key` keeps task `task_id` from being claimed now."""
+    row = tx.breaker_row(key)
+    if row is None or row[1] == "closed":
+        return False
+    if row[1] == "open":
+        return row[6] is not None and row[6] > now
+    return row[7] is not None and row[7] != task_id and tx.task_state(row[7]) == "running"
+
+
+@dataclass
+class Breaker:
+    """One circuit as `breaker list` shows it, with its effective thresholds."""
+
+    key: str
+    state: str
+    failures: int
+    failure_threshold: int
+    recovery_timeout: float
+    opened_at: int | None
+    retry_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The breaker object of `breaker list --json`."""
+        return {
+            "key": self.key,
+            "state": self.state,
+            "failures": self.failures,
+            "failure_threshold": self.failure_threshold,
+            "recovery_timeout": self.recovery_timeout,
+            "opened_at": format_time(self.opened_at),
+            "retry_at": format_time(self.retry_at),
+        }
+
+
+def _check_settings(failure_threshold: int | None, recovery_timeout: str | float | None) -> float | None:
+    if failure_threshold is not None and (isinstance(failure_threshold, bool) or not 1 <= failure_threshold <= 1_000_000):
+        raise InvalidInput(f"invalid failure threshold {failure_threshold!r}: use a whole number from 1 up")
+    if recovery_timeout is None:
+        return None
+    seconds = parse_duration(str(recovery_timeout), what="recovery timeout")
+    if seconds <= 0:
+        raise InvalidInput("invalid recovery timeout: it must be longer than 0 seconds")
+    return seconds
+
+
+class BreakerService:
+    """`breaker list`, `breaker reset`, `breaker set`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def list(self) -> list[Breaker]:
+        """Every circuit that has been configured or has seen a failure."""
+        with self._ctx.read() as tx:
+            rows = tx.breaker_rows()
+            return [Breaker(row[0], row[1], row[2], *_effective(tx, row), row[5], row[6]) for row in rows]
+
+    def defaults(self) -> tuple[int, float]:
+        """The database-wide defaults: (failure threshold, recovery timeout)."""
+        with self._ctx.read() as tx:
+            return defaults(tx)
+
+    def reset(self, key: str) -> None:
+        """Close a circuit and clear its failures (its thresholds stay)."""
+        now = self._ctx.clock.now()
+        with self._ctx.change() as (tx, journal):
+            row = tx.breaker_row(key)
+            if row is None:
+                raise NotFound(f"no circuit breaker for service {key!r}: 'tqcli breaker list' shows them")
+            tx.save_breaker(key, state="closed", failures=0, opened_at=None, retry_at=None, trial_task=None, now=now)
+            journal.add("breaker.reset", None, None, key=key, previous=row[1])
+
+    def configure(self, key: str | None, *, failure_threshold: int | None = None, recovery_timeout: str | float | None = None) -> None:
+        """Set one service's thresholds, or (key None) the defaults of every service."""
+        seconds = _check_settings(failure_threshold, recovery_timeout)
+        if failure_threshold is None and seconds is None:
+            raise InvalidInput("nothing to set: give --failure-threshold and/or --recovery-timeout")
+        now = self._ctx.clock.now()
+        with self._ctx.change() as (tx, journal):
+            if key is None:
+                if failure_threshold is not None:
+                    tx.set_setting(_THRESHOLD_SETTING, str(failure_threshold))
+                if seconds is not None:
+                    tx.set_setting(_RECOVERY_SETTING, repr(seconds))
+            else:
+                if not key.strip() or len(key) > 256:
+                    raise InvalidInput("invalid service key: use 1-256 characters")
+                tx.configure_breaker(key, failure_threshold=failure_threshold, recovery_timeout=seconds, now=now)
+            details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
+            journal.add("breaker.set", None, None, key=key or "default", **details)
+
+
+def describe(breaker: Breaker) -> str:
+    """One line for humans: `open, 5 failures, retry at ...`."""
+    text = f"{breaker.state}, {breaker.failures} failures (opens at {breaker.failure_threshold}, recovers after {format_duration(breaker.recovery_timeout)})"
+    if breaker.state == "open" and breaker.retry_at is not None:
+        text += f", trial after {format_time(breaker.retry_at)}"
+    return text

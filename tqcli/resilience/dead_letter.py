@@ -1,0 +1,102 @@
+"""The dead-letter queue: the tasks that failed every allowed attempt.
+
+Failed tasks *are* the DLQ; nothing is copied. Replay puts a task back to
+pending under the same id with its attempts reset and unblocks what waited
+on it; purge deletes it (the audit chain keeps the record) and cancels the
+tasks that were blocked on it, since they can never run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from tqcli.core import chaining
+from tqcli.core.context import Context
+from tqcli.core.task import Task
+from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.units import US_PER_SECOND, parse_duration
+
+
+class DeadLetterQueue:
+    """`dlq list`, `dlq replay`, `dlq purge`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def list(self, *, queue: str | None = None, tenant: str | None = None, limit: int = 1_000_000) -> list[Task]:
+        """Failed tasks, newest first."""
+        with self._ctx.read() as tx:
+            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=limit)]
+            deps = tx.dependencies_of([task.id for task in tasks])
+        for task in tasks:
+            task.depends_on = deps[task.id]
+        return tasks
+
+    def _select(self, tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None) -> list[Task]:
+        if bool(ids) == every:
+            raise InvalidInput("name the tasks (ID...) or give --all, not both")
+        if ids and (queue or tenant):
+            raise InvalidInput("--queue and --tenant narrow --all; they cannot be combined with IDs")
+        if every:
+            return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=2**62)]
+        rows = {row[0]: Task.from_row(row) for row in tx.task_rows(list(dict.fromkeys(ids)))}
+        for task_id in dict.fromkeys(ids):
+            task = rows.get(task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} does not exist; nothing was changed")
+            if task.state.value != "failed":
+                raise Conflict(f"task {task_id} is {task.state.value}, not in the dead-letter queue (failed); nothing was changed")
+        return [rows[task_id] for task_id in dict.fromkeys(ids)]
+
+    def replay(
+        self,
+        ids: Sequence[int] = (),
+        *,
+        every: bool = False,
+        queue: str | None = None,
+        tenant: str | None = None,
+        dry_run: bool = False,
+    ) -> list[Task]:
+        """Back to pending with attempts reset, same ids; dependents unblocked. Returns the tasks."""
+        now = self._ctx.clock.now()
+        if dry_run:
+            with self._ctx.read() as tx:
+                return self._select(tx, ids, every, queue, tenant)
+        with self._ctx.change() as (tx, journal):
+            tasks = self._select(tx, ids, every, queue, tenant)
+            replay_ids = [task.id for task in tasks]
+            tx.replay_tasks(replay_ids, now=now)
+            for task in tasks:
+                journal.add("dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts)
+            chaining.unblock_dependents(tx, journal, replay_ids, cause="dependency replayed")
+        return tasks
+
+    def purge(
+        self,
+        ids: Sequence[int] = (),
+        *,
+        every: bool = False,
+        older_than: str | float | None = None,
+        confirmed: bool = False,
+    ) -> list[Task]:
+        """Delete failed tasks (optionally only those finished longer ago than `older_than`)."""
+        if not confirmed:
+            raise InvalidInput("purge deletes tasks for good: add --yes to confirm")
+        cutoff = None
+        if older_than is not None:
+            cutoff = self._ctx.clock.now() - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
+        now = self._ctx.clock.now()
+        with self._ctx.change() as (tx, journal):
+            tasks = self._select(tx, ids, every, None, None)
+            if cutoff is not None:
+                tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
+            purge_ids = [task.id for task in tasks]
+            orphans = [row for row in chaining.all_dependents(tx, purge_ids) if row[1] in ("pending", "blocked") and row[0] not in purge_ids]
+            if orphans:
+                tx.set_states([row[0] for row in orphans], "cancelled", finished_at=now, error="cancelled: a task it depends on was purged")
+                for task_id, state, tenant in orphans:
+                    journal.add("task.cancel", task_id, tenant, previous=state, reason="dependency purged")
+            for task in tasks:
+                journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=(task.error or "")[:500])
+            tx.delete_tasks(purge_ids)
+        return tasks

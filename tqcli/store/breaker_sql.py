@@ -1,0 +1,67 @@
+"""Circuit-breaker and shared-settings queries (mixed into the store's transaction object)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+BREAKER_COLUMNS = "key, state, failures, failure_threshold, recovery_timeout, opened_at, retry_at, trial_task, updated_at"
+
+
+class BreakerSQL:
+    """Queries on breakers and settings."""
+
+    conn: sqlite3.Connection
+
+    def breaker_row(self, key: str) -> tuple[Any, ...] | None:
+        """The breaker of one service key (`BREAKER_COLUMNS`), if it has one."""
+        return self.conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers WHERE key = ?", (key,)).fetchone()
+
+    def breaker_rows(self) -> list[tuple[Any, ...]]:
+        """Every breaker, by key."""
+        return self.conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY key").fetchall()
+
+    def tripped_breakers(self) -> list[tuple[str, str, int | None, int | None]]:
+        """`(key, state, retry_at, trial_task)` of every breaker that is not closed."""
+        return self.conn.execute("SELECT key, state, retry_at, trial_task FROM breakers WHERE state != 'closed'").fetchall()
+
+    def save_breaker(
+        self,
+        key: str,
+        *,
+        state: str,
+        failures: int,
+        opened_at: int | None,
+        retry_at: int | None,
+        trial_task: int | None,
+        now: int,
+    ) -> None:
+        """Insert or update a breaker's state, keeping its configured thresholds."""
+        self.conn.execute(
+            "INSERT INTO breakers (key, state, failures, opened_at, retry_at, trial_task, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
+            "failures = excluded.failures, opened_at = excluded.opened_at, retry_at = excluded.retry_at, "
+            "trial_task = excluded.trial_task, updated_at = excluded.updated_at",
+            (key, state, failures, opened_at, retry_at, trial_task, now),
+        )
+
+    def configure_breaker(self, key: str, *, failure_threshold: int | None, recovery_timeout: float | None, now: int) -> None:
+        """Set a breaker's own thresholds (None keeps the current value)."""
+        self.conn.execute(
+            "INSERT INTO breakers (key, failure_threshold, recovery_timeout, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET failure_threshold = coalesce(excluded.failure_threshold, failure_threshold), "
+            "recovery_timeout = coalesce(excluded.recovery_timeout, recovery_timeout), updated_at = excluded.updated_at",
+            (key, failure_threshold, recovery_timeout, now),
+        )
+
+    def setting(self, key: str) -> str | None:
+        """A shared setting's value, if set."""
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Set a shared setting."""
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
