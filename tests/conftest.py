@@ -70,6 +70,7 @@ class Cli:
             "XDG_CONFIG_HOME": str(home / "config"),
             "TQCLI_DB": str(db),
             "LANG": "C.UTF-8",
+            "PYTHONPATH": str(REPO),  # so workers can import tests.jobs
         }
         self.cwd = home
 
@@ -90,6 +91,18 @@ class Cli:
     def submit(self, *args: str) -> int:
         """Submit and return the new id."""
         return int(self.ok("submit", *args).stdout.strip())
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start tqcli in the background (a worker, say); the caller waits for it."""
+        merged = {**self.env, **(env or {})}
+        return subprocess.Popen(
+            [TQCLI, *args], env=merged, cwd=self.cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        """The task's JSON as `status ID --json` prints it."""
+        return self.ok("status", str(task_id), "--json").json
 
 
 @pytest.fixture

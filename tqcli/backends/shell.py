@@ -1,7 +1,8 @@
 """The `shell` backend: `/bin/sh -c TARGET` in its own process group.
 
-The payload arrives as JSON on stdin and in `TQCLI_PAYLOAD`; `TQCLI_TASK_ID`
-names the task. Exit status 0 is success with the result
+The payload arrives as JSON on stdin and in `TQCLI_PAYLOAD` (only stdin
+when it is over 100 KiB: Linux refuses environment strings past 128 KiB);
+`TQCLI_TASK_ID` names the task. Exit status 0 is success with the result
 `{"exit_code": 0, "output": LAST_4KB}` (stdout and stderr together); any
 other status fails the attempt with `exit status N` and the output's tail.
 
@@ -27,6 +28,7 @@ OUTPUT_TAIL = 4096
 ERROR_TAIL = 2000
 KILL_GRACE = 2.0
 CANCEL_POLL = 0.25
+MAX_ENV_PAYLOAD = 100 * 1024
 
 # Process groups this process started and has not ended yet; an executor that
 # is told to die (its worker died) ends them first, so no task outlives its worker.
@@ -64,7 +66,10 @@ class ShellBackend:
     def execute(self, ctx: TaskContext) -> Any:
         """Run the command; return its exit code and the last 4 KiB of its output."""
         payload = json.dumps(ctx.payload, separators=(",", ":"))
-        env = dict(os.environ, TQCLI_PAYLOAD=payload, TQCLI_TASK_ID=str(ctx.id))
+        env = dict(os.environ, TQCLI_TASK_ID=str(ctx.id))
+        env.pop("TQCLI_PAYLOAD", None)
+        if len(payload) <= MAX_ENV_PAYLOAD:
+            env["TQCLI_PAYLOAD"] = payload
         process = subprocess.Popen(
             ["/bin/sh", "-c", ctx.target],
             stdin=subprocess.PIPE,

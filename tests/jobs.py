@@ -1,0 +1,42 @@
+"""Task functions for the tests, run by real workers through the simple backend."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def noop():
+    return None
+
+
+def add(a, b):
+    return a + b
+
+
+def boom(message="boom"):
+    raise ValueError(message)
+
+
+def sleepy(seconds=30.0, marker=None):
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return "slept"
+
+
+def record(path, value):
+    """Append `value` to a file: lets tests count how often a task ran."""
+    with open(path, "a") as handle:
+        handle.write(f"{value}\n")
+    return value
+
+
+def kill_my_worker():
+    """A poison pill: kill the worker process running us (our executor's parent)."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(5)
+
+
+def not_json():
+    return {1, 2}

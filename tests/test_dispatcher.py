@@ -1,0 +1,288 @@
+"""Claiming, fencing, retries, the DLQ and circuit breakers, with time moved by the clock."""
+
+import pytest
+
+from tqcli.core import dispatcher
+from tqcli.core.dispatcher import Outcome, backoff_delay
+
+WORKER = "w1"
+
+
+def claim(queue, count=1, **filters):
+    with queue._ctx.change() as (tx, journal):
+        return dispatcher.claim(tx, journal, count=count, now=queue.clock.now(), worker=WORKER, lease_seconds=60, **filters)
+
+
+def finish(queue, claimed, outcome, worker=WORKER):
+    with queue._ctx.change() as (tx, journal):
+        return dispatcher.finish(tx, journal, claimed, outcome, now=queue.clock.now(), worker=worker)
+
+
+def reclaim(queue):
+    with queue._ctx.change() as (tx, journal):
+        return dispatcher.reclaim_expired(tx, journal, now=queue.clock.now(), worker="w2")
+
+
+def ok(value="null"):
+    return Outcome("completed", result=value)
+
+
+def failed(error="boom"):
+    return Outcome("failed", error=error)
+
+
+def state(queue, task_id):
+    return queue.get(task_id).state.value
+
+
+def test_best_first_priority_then_run_at_then_id(queue, clock):
+    low = queue.submit("a:b", priority=-5)
+    first = queue.submit("a:b")
+    clock.advance(1)
+    second = queue.submit("a:b")
+    high = queue.submit("a:b", priority=50)
+    assert [c.id for c in claim(queue, 10)] == [high, first, second, low]
+
+
+def test_delayed_tasks_and_unfinished_dependencies_are_left_alone(queue, clock):
+    delayed = queue.submit("a:b", delay=60)
+    parent = queue.submit("a:b")
+    child = queue.submit("a:b", depends_on=[parent])
+    (claimed,) = claim(queue, 10)
+    assert claimed.id == parent
+    assert finish(queue, claimed, ok()) == "completed"
+    assert [c.id for c in claim(queue, 10)] == [child]
+    clock.advance(61)
+    assert [c.id for c in claim(queue, 10)] == [delayed]
+
+
+def test_claim_counts_the_attempt_and_fences_it(queue):
+    task_id = queue.submit("a:b")
+    (claimed,) = claim(queue)
+    task = queue.get(task_id)
+    assert task.state.value == "running" and task.attempts == 1 and claimed.attempt == 1
+    assert task.history[0].outcome is None and task.history[0].worker == WORKER
+    assert [e.action for e in queue.audit.entries()][-1] == "task.claim"
+
+
+def test_filters_by_queue_tenant_and_backend(queue):
+    queue.submit("a:b", queue="q1")
+    wanted = queue.submit("a:b", queue="q2", tenant="acme")
+    shell = queue.submit("true", backend="shell", queue="q2", tenant="acme")
+    assert [c.id for c in claim(queue, 10, queues=("q2",), tenants=("acme",), backends=("simple",))] == [wanted]
+    assert claim(queue, 10, backends=()) == []
+    assert state(queue, shell) == "pending"
+
+
+def test_completion_stores_the_result_and_releases_dependents(queue):
+    parent = queue.submit("a:b")
+    child = queue.submit("a:b", depends_on=[parent])
+    (claimed,) = claim(queue)
+    finish(queue, claimed, ok('{"rows": 3}'))
+    task = queue.get(parent)
+    assert task.state.value == "completed" and task.result_value == {"rows": 3} and task.finished_at is not None
+    assert task.history[0].outcome == "completed"
+    assert queue.get(child).waiting == "ready: waiting for a worker"
+
+
+def test_failure_retries_with_exponential_backoff_then_dead_letters(queue, clock):
+    task_id = queue.submit("a:b", max_retries=2, backoff=10)
+    delays = []
+    for expected in ("retry", "retry", "failed"):
+        (claimed,) = claim(queue)
+        assert finish(queue, claimed, failed(f"attempt {claimed.attempt}")) == expected
+        task = queue.get(task_id)
+        delays.append((task.run_at - clock.now()) / 1e6)
+        clock.advance(3600)
+    assert delays[:2] == [10, 20]
+    task = queue.get(task_id)
+    assert task.state.value == "failed" and task.attempts == 3 and task.error == "attempt 3"
+    assert [a.outcome for a in task.history] == ["failed"] * 3
+    assert [t.id for t in queue.dlq.list()] == [task_id]
+
+
+def test_a_retry_is_not_claimed_before_its_backoff(queue, clock):
+    queue.submit("a:b", backoff=30)
+    (claimed,) = claim(queue)
+    finish(queue, claimed, failed())
+    assert claim(queue) == []
+    assert queue.get(claimed.id).waiting.startswith("retry until ")
+    clock.advance(30)
+    assert len(claim(queue)) == 1
+
+
+def test_backoff_is_capped_at_an_hour():
+    assert backoff_delay(5, 1) == 5 and backoff_delay(5, 3) == 20 and backoff_delay(5, 40) == 3600 and backoff_delay(0, 4) == 0
+
+
+def test_max_retries_zero_means_one_attempt(queue):
+    task_id = queue.submit("a:b", max_retries=0)
+    (claimed,) = claim(queue)
+    assert finish(queue, claimed, failed()) == "failed"
+    assert queue.get(task_id).attempts == 1
+
+
+def test_failure_blocks_dependents_and_replay_unblocks_them(queue):
+    parent = queue.submit("a:b", max_retries=0)
+    child = queue.submit("a:b", depends_on=[parent])
+    grandchild = queue.submit("a:b", depends_on=[child])
+    (claimed,) = claim(queue)
+    finish(queue, claimed, failed())
+    assert (state(queue, child), state(queue, grandchild)) == ("blocked", "blocked")
+    assert queue.get(child).waiting == f"blocked: task {parent} failed"
+    queue.dlq.replay([parent])
+    assert (state(queue, parent), state(queue, child), state(queue, grandchild)) == ("pending", "pending", "pending")
+    assert queue.get(parent).attempts == 0
+    (claimed,) = claim(queue)
+    finish(queue, claimed, ok())
+    assert [c.id for c in claim(queue)] == [child]
+
+
+def test_a_late_result_after_reclaim_is_dropped_and_audited(queue, clock):
+    task_id = queue.submit("a:b", backoff=0)
+    (stale,) = claim(queue)
+    clock.advance(61)
+    assert reclaim(queue) == [(task_id, "retry")]
+    (fresh,) = claim(queue)
+    assert fresh.token != stale.token
+    assert finish(queue, stale, ok('"late"')) == "stale"
+    assert queue.get(task_id).state.value == "running"
+    assert finish(queue, fresh, ok('"fresh"')) == "completed"
+    task = queue.get(task_id)
+    assert task.result_value == "fresh" and task.attempts == 2
+    assert [a.outcome for a in task.history] == ["lost", "completed"]
+    stale_entry = queue.audit.entries(action="task.stale")[0].to_json()["details"]
+    assert stale_entry["outcome"] == "completed" and stale_entry["token"] == stale.token
+
+
+def test_lost_workers_count_attempts_so_poison_pills_reach_the_dlq(queue, clock):
+    task_id = queue.submit("a:b", max_retries=2, backoff=0)
+    for _ in range(3):
+        assert len(claim(queue)) == 1
+        clock.advance(61)
+        reclaim(queue)
+    task = queue.get(task_id)
+    assert task.state.value == "failed" and task.error == "worker lost" and task.attempts == 3
+    assert claim(queue) == []
+
+
+def test_a_live_lease_is_not_reclaimed(queue, clock):
+    queue.submit("a:b")
+    claim(queue)
+    clock.advance(59)
+    assert reclaim(queue) == []
+
+
+def test_release_returns_the_task_without_counting_the_attempt(queue):
+    task_id = queue.submit("a:b")
+    (claimed,) = claim(queue)
+    assert finish(queue, claimed, Outcome("released")) == "released"
+    task = queue.get(task_id)
+    assert task.state.value == "pending" and task.attempts == 0
+    assert task.history[0].outcome == "released"
+
+
+def test_cancel_of_a_running_task_ends_cancelled_and_blocks_dependents(queue):
+    task_id = queue.submit("a:b")
+    child = queue.submit("a:b", depends_on=[task_id])
+    (claimed,) = claim(queue)
+    queue.cancel(task_id)
+    assert finish(queue, claimed, Outcome("cancelled")) == "cancelled"
+    assert (state(queue, task_id), state(queue, child)) == ("cancelled", "blocked")
+
+
+def test_cancel_requested_then_worker_lost_ends_cancelled(queue, clock):
+    task_id = queue.submit("a:b")
+    claim(queue)
+    queue.cancel(task_id)
+    clock.advance(61)
+    assert reclaim(queue) == [(task_id, "cancelled")]
+
+
+def test_non_retryable_failure_goes_straight_to_the_dlq(queue):
+    task_id = queue.submit("a:b", max_retries=5)
+    (claimed,) = claim(queue)
+    assert finish(queue, claimed, Outcome("failed", error="bad", retryable=False)) == "failed"
+    assert queue.get(task_id).attempts == 1
+
+
+def breaker_of(queue, key):
+    return {b.key: b for b in queue.breakers.list()}.get(key)
+
+
+def test_circuit_opens_after_consecutive_failures_and_tasks_wait_without_attempts(queue, clock):
+    ids = [queue.submit("svc:call", backoff=0, max_retries=10) for _ in range(7)]
+    for _ in range(5):
+        (claimed,) = claim(queue)
+        finish(queue, claimed, failed())
+    assert breaker_of(queue, "simple:svc:call").state == "open"
+    assert claim(queue) == []
+    untouched = queue.get(ids[6])
+    assert untouched.attempts == 0 and untouched.waiting == "circuit open"
+    assert "breaker.open" in [e.action for e in queue.audit.entries()]
+
+
+def test_half_open_admits_one_trial_and_success_closes(queue, clock):
+    queue.breakers.configure("simple:svc:call", failure_threshold=2, recovery_timeout="10s")
+    for _ in range(4):
+        queue.submit("svc:call", backoff=0)
+    for _ in range(2):
+        (claimed,) = claim(queue)
+        finish(queue, claimed, failed())
+    assert claim(queue) == []
+    clock.advance(10)
+    trial = claim(queue, 5)
+    assert len(trial) == 1 and breaker_of(queue, "simple:svc:call").state == "half-open"
+    assert claim(queue) == []
+    finish(queue, trial[0], ok())
+    assert breaker_of(queue, "simple:svc:call").state == "closed"
+    assert len(claim(queue, 5)) == 3  # the other three, the trial having completed
+
+
+def test_a_failed_trial_reopens_the_circuit(queue, clock):
+    queue.breakers.configure(None, failure_threshold=1, recovery_timeout=30)
+    queue.submit("svc:call", backoff=0, max_retries=5)
+    (claimed,) = claim(queue)
+    finish(queue, claimed, failed())
+    clock.advance(30)
+    (trial,) = claim(queue)
+    finish(queue, trial, failed())
+    breaker = breaker_of(queue, "simple:svc:call")
+    assert breaker.state == "open" and breaker.retry_at == clock.now() + 30_000_000
+
+
+def test_a_lost_trial_lets_the_next_worker_try_again(queue, clock):
+    queue.breakers.configure(None, failure_threshold=1, recovery_timeout=5)
+    queue.submit("svc:call", backoff=0, max_retries=5)
+    (claimed,) = claim(queue)
+    finish(queue, claimed, failed())
+    clock.advance(5)
+    claim(queue)
+    clock.advance(61)
+    reclaim(queue)
+    assert len(claim(queue)) == 1
+
+
+def test_breakers_are_per_service_key(queue):
+    queue.breakers.configure(None, failure_threshold=1)
+    queue.submit("a:b", service="billing", max_retries=0)
+    other = queue.submit("a:b", service="search")
+    (claimed,) = claim(queue)
+    finish(queue, claimed, failed())
+    assert [c.id for c in claim(queue)] == [other]
+
+
+def test_breaker_reset_and_errors(queue):
+    from tqcli.errors import InvalidInput, NotFound
+
+    with pytest.raises(NotFound):
+        queue.breakers.reset("nope")
+    with pytest.raises(InvalidInput):
+        queue.breakers.configure("x", failure_threshold=0)
+    with pytest.raises(InvalidInput):
+        queue.breakers.configure("x", recovery_timeout="soon")
+    with pytest.raises(InvalidInput, match="nothing to set"):
+        queue.breakers.configure("x")
+    queue.breakers.configure("x", failure_threshold=2)
+    queue.breakers.reset("x")
+    assert breaker_of(queue, "x").failure_threshold == 2

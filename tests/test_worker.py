@@ -1,0 +1,126 @@
+"""The worker loop through the library, with real executor processes."""
+
+import threading
+import time
+
+from tqcli.core.execution import BackendSet
+from tqcli.backends.simple import SimpleBackend
+from tqcli.backends.shell import ShellBackend
+
+
+def test_drain_runs_ready_tasks_and_stores_results(queue):
+    ids = [queue.submit("tests.jobs:add", payload={"a": n, "b": 1}) for n in range(5)]
+    report = queue.drain()
+    assert report.claimed == 5 and report.outcomes == {"completed": 5}
+    assert [queue.get(i).result_value for i in ids] == [1, 2, 3, 4, 5]
+    assert queue.audit.verify().intact
+
+
+def test_once_runs_dependents_released_by_its_own_work_and_retries_due_now(queue):
+    parent = queue.submit("tests.jobs:noop")
+    child = queue.submit("tests.jobs:noop", depends_on=[parent])
+    flaky = queue.submit("tests.jobs:boom", max_retries=2, backoff=0)
+    report = queue.drain()
+    assert queue.get(child).state.value == "completed"
+    assert queue.get(flaky).attempts == 3 and queue.get(flaky).state.value == "failed"
+    assert report.outcomes == {"completed": 2, "retry": 2, "failed": 1}
+
+
+def test_once_does_not_wait_for_delayed_tasks(queue):
+    queue.submit("tests.jobs:noop", delay=3600)
+    started = time.monotonic()
+    assert queue.drain().claimed == 0
+    assert time.monotonic() - started < 5
+
+
+def test_concurrency_runs_tasks_side_by_side(queue):
+    for _ in range(3):
+        queue.submit("tests.jobs:sleepy", payload={"seconds": 1})
+    started = time.monotonic()
+    assert queue.drain(concurrency=3).outcomes == {"completed": 3}
+    assert time.monotonic() - started < 2.8
+
+
+def test_max_tasks_stops_claiming(queue):
+    for _ in range(5):
+        queue.submit("tests.jobs:noop")
+    assert queue.drain(max_tasks=2).claimed == 2
+    assert queue.status().counts["pending"] == 3
+
+
+def test_a_python_task_past_its_timeout_is_stopped(queue):
+    slow = queue.submit("tests.jobs:sleepy", payload={"seconds": 30}, timeout=1, max_retries=0)
+    after = queue.submit("tests.jobs:add", payload={"a": 1, "b": 1})
+    started = time.monotonic()
+    queue.drain()
+    assert time.monotonic() - started < 10
+    assert queue.get(slow).error == "timed out after 1 s"
+    assert queue.get(after).result_value == 2  # a fresh executor took over
+
+
+def test_failures_name_what_went_wrong(queue):
+    unjson = queue.submit("tests.jobs:not_json", max_retries=0)
+    missing = queue.submit("tests.nowhere:x", max_retries=0)
+    shell = queue.submit("echo bad >&2; exit 4", backend="shell", max_retries=0)
+    queue.drain()
+    assert "not JSON-serialisable" in queue.get(unjson).error
+    assert "No module named 'tests.nowhere'" in queue.get(missing).error
+    assert queue.get(shell).error == "exit status 4\nbad"
+
+
+def test_a_task_that_kills_its_executor_fails_cleanly(queue):
+    crash = queue.submit("os:_exit", payload={"status": 9}, max_retries=0)
+    after = queue.submit("tests.jobs:noop")
+    queue.drain()
+    assert queue.get(crash).error == "the executor process died while running the task (exit status 9)"
+    assert queue.get(after).state.value == "completed"
+
+
+def test_a_backend_that_fails_to_load_leaves_its_tasks_pending(queue):
+    queue.submit("true", backend="shell")
+    simple = queue.submit("tests.jobs:noop")
+    backends = BackendSet({"simple": SimpleBackend()}, {"shell": "ImportError: broken"})
+    warnings = []
+    report = queue.drain(backends=backends, log=warnings.append)
+    assert report.claimed == 1 and queue.get(simple).state.value == "completed"
+    assert queue.status().counts["pending"] == 1
+    assert any("backend 'shell' failed to load" in w for w in warnings)
+
+
+def test_stop_releases_running_tasks_without_counting_an_attempt(queue):
+    task_id = queue.submit("sleep 30", backend="shell")
+    worker = queue.worker(grace=0.5, poll=0.1)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while queue.get(task_id).state.value != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    thread.join(timeout=15)
+    task = queue.get(task_id)
+    assert (task.state.value, task.attempts) == ("pending", 0)
+    assert task.history[-1].outcome == "released"
+
+
+def test_worker_options_are_checked():
+    import pytest
+
+    from tqcli.core.worker import WorkerOptions
+    from tqcli.errors import InvalidInput
+
+    for bad in ({"concurrency": 0}, {"lease": 0.1}, {"poll": 0}, {"max_tasks": 0}, {"queues": ("bad name",)}):
+        with pytest.raises(InvalidInput):
+            WorkerOptions(**bad)
+
+
+def test_builtin_backends_come_from_the_entry_point_group():
+    backends = BackendSet.discover()
+    assert isinstance(backends.loaded["simple"], SimpleBackend) and isinstance(backends.loaded["shell"], ShellBackend)
+
+
+def test_light_discovery_agrees_with_importlib_metadata():
+    from importlib.metadata import entry_points
+
+    from tqcli.backends.plugins import GROUP, discover
+
+    assert {name: info.value for name, info in discover().items()} == {e.name: e.value for e in entry_points(group=GROUP)}
