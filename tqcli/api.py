@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from tqcli.core.task import Task
     from tqcli.core.worker import Worker, WorkerReport
     from tqcli.resilience.circuit_breaker import BreakerService
+    from tqcli.core.dags import DagService
     from tqcli.resilience.dead_letter import DeadLetterQueue
+    from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
 
 
@@ -63,6 +65,26 @@ class Queue:
         from tqcli.resilience.circuit_breaker import BreakerService
 
         return BreakerService(self._ctx)
+
+    @cached_property
+    def dags(self) -> "DagService":
+        """DAGs: submit, run, status, list, cancel."""
+        from tqcli.core.dags import DagService
+
+        return DagService(self._ctx)
+
+    @cached_property
+    def schedules(self) -> "ScheduleService":
+        """Cron schedules: add, list, next, pause, resume, remove."""
+        from tqcli.scheduler.schedules import ScheduleService
+
+        return ScheduleService(self._ctx)
+
+    def fire_schedules(self) -> int:
+        """Enqueue due schedule fires now (every worker run does this); how many tasks it enqueued."""
+        from tqcli.scheduler.schedules import fire_due
+
+        return fire_due(self._ctx)
 
     @property
     def path(self) -> Path:

@@ -25,6 +25,8 @@ COMMANDS = {
     "bump": "tqcli.cli.tasks:bump",
     "run": "tqcli.cli.worker:run",
     "worker": "tqcli.cli.worker:worker",
+    "dag": "tqcli.cli.dag:app",
+    "schedule": "tqcli.cli.schedule:app",
     "dlq": "tqcli.cli.dlq:app",
     "breaker": "tqcli.cli.breaker:app",
     "plugins": "tqcli.cli.worker:plugins",

@@ -92,6 +92,7 @@ def claim(
     backends: Sequence[str] | None = None,
     task_id: int | None = None,
     due_by: int | None = None,
+    dag_id: int | None = None,
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
@@ -104,7 +105,7 @@ def claim(
     for _ in range(count):
         row = tx.claim_next(
             now=now, token=token, lease_until=lease_until, worker=worker, queues=queues, tenants=tenants,
-            backends=backends, excluded_services=blocked, task_id=task_id, due_by=due_by,
+            backends=backends, excluded_services=blocked, task_id=task_id, due_by=due_by, dag_id=dag_id,
         )
         if row is None:
             break

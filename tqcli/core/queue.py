@@ -98,40 +98,8 @@ class TaskService:
         `blocked`; with it, they are cancelled too. Returns every task cancelled
         or flagged, in order.
         """
-        ids = list(dict.fromkeys(ids))
-        now = self._ctx.clock.now()
-        note = f"cancelled by {self._ctx.actor}" + (f": {reason}" if reason else "")
         with self._ctx.change() as (tx, journal):
-            rows = {row[0]: Task.from_row(row) for row in tx.task_rows(ids)}
-            for task_id in ids:
-                task = rows.get(task_id)
-                if task is None:
-                    raise NotFound(f"task {task_id} does not exist; nothing was cancelled")
-                if task.state.terminal:
-                    raise Conflict(
-                        f"task {task_id} is already {task.state.value}; only pending, blocked or running tasks can be cancelled (nothing was cancelled)"
-                    )
-            affected: list[int] = []
-            stopped = [task for task in rows.values() if task.state is not State.RUNNING]
-            running = [task for task in rows.values() if task.state is State.RUNNING]
-            if stopped:
-                tx.set_states([task.id for task in stopped], "cancelled", finished_at=now, error=note)
-            for task in stopped:
-                journal.add("task.cancel", task.id, task.tenant, reason=reason, previous=task.state.value)
-            for task in running:
-                tx.request_cancel(task.id)
-                journal.add("task.cancel", task.id, task.tenant, reason=reason, previous="running", requested=True)
-            affected += [task.id for task in rows.values()]
-            if cascade:
-                dependents = [row for row in chaining.all_dependents(tx, ids) if row[1] in ("pending", "blocked") and row[0] not in rows]
-                if dependents:
-                    tx.set_states([row[0] for row in dependents], "cancelled", finished_at=now, error=f"{note} (cascade)")
-                for task_id, state, tenant in dependents:
-                    journal.add("task.cancel", task_id, tenant, reason=reason, previous=state, cascade=True)
-                affected += [row[0] for row in dependents]
-            elif stopped:
-                chaining.block_dependents(tx, journal, [task.id for task in stopped], cause="dependency cancelled")
-        return affected
+            return cancel_tasks(self._ctx, tx, journal, ids, cascade=cascade, reason=reason)
 
     def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
         """Set (`priority`) or shift (`by`) a pending or blocked task's priority; returns (old, new)."""
@@ -150,3 +118,39 @@ class TaskService:
             tx.set_priority(task_id, new)
             journal.add("task.bump", task_id, task.tenant, old=task.priority, new=new)
         return task.priority, new
+
+
+def cancel_tasks(ctx: Context, tx: Any, journal: Any, ids: Sequence[int], *, cascade: bool, reason: str | None) -> list[int]:
+    """Cancel `ids` inside the caller's transaction (see `TaskService.cancel`)."""
+    ids = list(dict.fromkeys(ids))
+    now = ctx.clock.now()
+    note = f"cancelled by {ctx.actor}" + (f": {reason}" if reason else "")
+    rows = {row[0]: Task.from_row(row) for row in tx.task_rows(ids)}
+    for task_id in ids:
+        task = rows.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist; nothing was cancelled")
+        if task.state.terminal:
+            raise Conflict(
+                f"task {task_id} is already {task.state.value}; only pending, blocked or running tasks can be cancelled (nothing was cancelled)"
+            )
+    stopped = [task for task in rows.values() if task.state is not State.RUNNING]
+    running = [task for task in rows.values() if task.state is State.RUNNING]
+    if stopped:
+        tx.set_states([task.id for task in stopped], "cancelled", finished_at=now, error=note)
+    for task in stopped:
+        journal.add("task.cancel", task.id, task.tenant, reason=reason, previous=task.state.value)
+    for task in running:
+        tx.request_cancel(task.id)
+        journal.add("task.cancel", task.id, task.tenant, reason=reason, previous="running", requested=True)
+    affected = [task.id for task in rows.values()]
+    if cascade:
+        dependents = [row for row in chaining.all_dependents(tx, ids) if row[1] in ("pending", "blocked") and row[0] not in rows]
+        if dependents:
+            tx.set_states([row[0] for row in dependents], "cancelled", finished_at=now, error=f"{note} (cascade)")
+        for task_id, state, tenant in dependents:
+            journal.add("task.cancel", task_id, tenant, reason=reason, previous=state, cascade=True)
+        affected += [row[0] for row in dependents]
+    elif stopped:
+        chaining.block_dependents(tx, journal, [task.id for task in stopped], cause="dependency cancelled")
+    return affected

@@ -24,6 +24,7 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot
 from tqcli.core.leases import LeaseKeeper
 from tqcli.errors import InvalidInput
+from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
 @dataclass
@@ -39,6 +40,7 @@ class WorkerOptions:
     poll: float = 1.0
     grace: float = 30.0
     worker_id: str | None = None
+    dag_id: int | None = None  # run only this DAG's tasks, until none of them can run
 
     def __post_init__(self) -> None:
         for name in self.queues:
@@ -164,13 +166,15 @@ class Worker:
         return previous
 
     def _poll(self, report: WorkerReport) -> None:
-        """Reclaim expired leases."""
+        """Reclaim expired leases and enqueue the due fire times of schedules."""
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
             reclaimed = dispatcher.reclaim_expired(tx, journal, now=now, worker=self.worker_id)
         for task_id, became in reclaimed:
             self._log(f"task {task_id}: its worker was lost; {became}")
         report.reclaimed += len(reclaimed)
+        if self._options.dag_id is None:
+            report.fired += fire_due(self._ctx, self._log)
 
     def _loop(self, report: WorkerReport, backend_names: list[str], keeper: LeaseKeeper) -> None:
         options = self._options
@@ -203,6 +207,8 @@ class Worker:
                     return
                 if options.once and dry:
                     return
+                if options.dag_id is not None and dry and not self._dag_can_run(options.dag_id):
+                    return
             if not options.once and time.monotonic() >= next_poll:
                 self._poll(report)
                 next_poll = time.monotonic() + options.poll
@@ -215,6 +221,11 @@ class Worker:
                 finished.append(item)
                 item[0].done()  # free for the next claim, made in the same transaction as this finish
                 item = self._next_result(0)
+
+    def _dag_can_run(self, dag_id: int) -> bool:
+        with self._ctx.read() as tx:
+            states = {state: count for _, state, count in tx.dag_task_states([dag_id])}
+        return bool(states.get("pending") or states.get("running"))
 
     def _next_result(self, timeout: float) -> Any:
         try:
@@ -237,7 +248,7 @@ class Worker:
             endings = [dispatcher.finish(tx, journal, claimed, outcome, now=now, worker=self.worker_id) for _, claimed, outcome in finished]
             claims = dispatcher.claim(
                 tx, journal, count=want, now=now, worker=self.worker_id, lease_seconds=options.lease,
-                queues=options.queues, tenants=options.tenants, backends=backend_names,
+                queues=options.queues, tenants=options.tenants, backends=backend_names, dag_id=options.dag_id,
             ) if want else []
         for (_, claimed, outcome), became in zip(finished, endings):
             keeper.drop(claimed.token)

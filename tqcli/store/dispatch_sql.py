@@ -49,6 +49,7 @@ class DispatchSQL:
         excluded_services: Sequence[str] = (),
         task_id: int | None = None,
         due_by: int | None = None,
+        dag_id: int | None = None,
     ) -> tuple[Any, ...] | None:
         """Claim the best ready task matching the filters (or `task_id` if ready); its row or None.
 
@@ -60,6 +61,9 @@ class DispatchSQL:
         if task_id is not None:
             filters += " AND id = ?"
             params.append(task_id)
+        if dag_id is not None:
+            filters += " AND dag_id = ?"
+            params.append(dag_id)
         for column, values in (("queue", queues), ("tenant", tenants)):
             if values:
                 filters += _in_clause(column, values)

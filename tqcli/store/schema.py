@@ -218,7 +218,40 @@ CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'running'
 
 MIGRATION_2 = (BREAKERS, SETTINGS, TASKS_LEASE_INDEX)
 
+# -- version 3: cron schedules ------------------------------------------------
+
+# `spec` is the JSON of the submit options each fire enqueues; `next_fire_at`
+# lets a worker find due schedules without evaluating any cron expression.
+SCHEDULES = """
+CREATE TABLE schedules (
+    name         TEXT PRIMARY KEY,
+    cron         TEXT    NOT NULL,
+    tz           TEXT    NOT NULL,
+    catchup      INTEGER NOT NULL DEFAULT 0,
+    paused       INTEGER NOT NULL DEFAULT 0,
+    spec         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT    NOT NULL,
+    next_fire_at INTEGER,
+    last_fire_at INTEGER
+) WITHOUT ROWID
+"""
+
+# One row per enqueued fire time: the unique key that makes a fire happen once
+# however many workers look at the same moment.
+SCHEDULE_FIRES = """
+CREATE TABLE schedule_fires (
+    schedule TEXT    NOT NULL REFERENCES schedules(name) ON DELETE CASCADE,
+    fire_at  INTEGER NOT NULL,
+    task_id  INTEGER,
+    fired_at INTEGER NOT NULL,
+    PRIMARY KEY (schedule, fire_at)
+) WITHOUT ROWID
+"""
+
+MIGRATION_3 = (SCHEDULES, SCHEDULE_FIRES)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
 
 SCHEMA_VERSION = len(MIGRATIONS)

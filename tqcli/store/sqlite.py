@@ -23,6 +23,7 @@ from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
 from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import DispatchSQL
+from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import TaskSQL
 
 # Filesystems where SQLite's WAL cannot work: it needs every process on one
@@ -32,7 +33,7 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, AuditSQL):
+class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL):
     """The queries of one transaction; created only by `SqliteStore.read/write`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

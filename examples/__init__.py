@@ -1,0 +1,1 @@
+"""Example task functions used by `make demo` and the sample configs."""

@@ -1,0 +1,117 @@
+"""Schedule commands: add, list, next, pause, resume, remove."""
+
+from typing import Annotated
+
+import typer
+
+from tqcli.cli import command_group, render, state
+from tqcli.cli.tasks import (
+    BackendOpt, BackoffOpt, DelayOpt, MaxRetriesOpt, PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt,
+    ServiceOpt, TenantOpt, TimeoutOpt, spec_options,
+)
+
+app = command_group("Cron schedules: every worker run enqueues the fire times that fell due.")
+
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (1-64 of A-Za-z0-9._-).", show_default=False)]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: NameArg,
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="What each fire runs: module:function, or a command with --backend shell.", show_default=False)],
+    cron: Annotated[str, typer.Option(metavar="EXPR", help="Five-field cron expression or @hourly/@daily/@weekly/@monthly/@yearly.", show_default=False)],
+    tz: Annotated[str, typer.Option(metavar="ZONE", help="IANA time zone the expression is read in.")] = "UTC",
+    catchup: Annotated[bool, typer.Option("--catchup", help="Enqueue every missed fire time (the latest 100), not just the latest.")] = False,
+    backend: BackendOpt = None,
+    payload: PayloadOpt = None,
+    payload_file: PayloadFileOpt = None,
+    queue: QueueOpt = None,
+    tenant: TenantOpt = None,
+    priority: PriorityOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    backoff: BackoffOpt = None,
+    timeout: TimeoutOpt = None,
+    delay: DelayOpt = None,
+    service: ServiceOpt = None,
+) -> None:
+    """Add a schedule; its tasks are named after it.
+
+      tqcli schedule add nightly --cron '0 2 * * *' --tz Europe/Berlin etl.jobs:nightly
+    """
+    from tqcli.units import format_time
+
+    options = spec_options(
+        backend=backend, payload=payload, payload_file=payload_file, name=None, queue=queue, tenant=tenant,
+        priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=None,
+        depends_on=None, service=service, idempotency_key=None,
+    )
+    schedule = state(ctx).queue().schedules.add(name, cron=cron, tz=tz, catchup=catchup, options={"target": target, **options})
+    render.message(f"schedule {name} added; next fire {format_time(schedule.next_fire_at)}")
+
+
+@app.command("list")
+def list_schedules(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List schedules with their next fire time."""
+    schedules = state(ctx).queue().schedules.list()
+    if json_output:
+        render.emit_json([schedule.to_json() for schedule in schedules])
+        return
+    rows = []
+    for schedule in schedules:
+        data = schedule.to_json()
+        rows.append((schedule.name, schedule.cron, schedule.tz, "paused" if schedule.paused else "active", data["next"], data["last_fire"], data["target"]))
+    render.table(["NAME", "CRON", "TZ", "STATE", "NEXT", "LAST FIRE", "TARGET"], rows)
+
+
+@app.command("next")
+def next_fires(
+    ctx: typer.Context,
+    name: NameArg,
+    count: Annotated[int, typer.Option(metavar="N", help="How many fire times.")] = 5,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list of ISO 8601 UTC times.")] = False,
+) -> None:
+    """Show the next fire times after now (in UTC and in the schedule's zone)."""
+    from datetime import datetime
+
+    from tqcli.scheduler.cron import check_zone
+    from tqcli.units import format_time
+
+    schedules = state(ctx).queue().schedules
+    times = schedules.next(name, count)
+    if json_output:
+        render.emit_json([format_time(us) for us in times])
+        return
+    zone_name = schedules.get(name).tz
+    zone = check_zone(zone_name)
+    rows = [(format_time(us), datetime.fromtimestamp(us / 1e6, tz=zone).isoformat()) for us in times]
+    render.table(["UTC", zone_name], rows)
+
+
+def _toggle(ctx: typer.Context, name: str, action: str) -> None:
+    service = state(ctx).queue().schedules
+    getattr(service, action)(name)
+    render.message(f"schedule {name} {action}d" if action != "remove" else f"schedule {name} removed")
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, name: NameArg) -> None:
+    """Stop firing until resumed."""
+    _toggle(ctx, name, "pause")
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, name: NameArg) -> None:
+    """Fire again from the next fire time (fires missed while paused are not made up)."""
+    _toggle(ctx, name, "resume")
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: NameArg) -> None:
+    """Delete a schedule; the tasks it enqueued stay."""
+    _toggle(ctx, name, "remove")
+
+

@@ -1,0 +1,299 @@
+"""DAGs: a TOML file of named tasks and their dependencies, enqueued as one.
+
+The file is checked whole before anything is written (unknown keys,
+unknown dependency names, cycles, bad values), then the DAG and every task
+are inserted in one transaction. A DAG's state is derived from its tasks:
+`completed` when all completed; `failed` when any failed or is blocked and
+none can still run; `cancelled` when it was cancelled (or its remaining
+tasks were); else `running` once any task started, `pending` before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqcli.core.context import Context
+from tqcli.core.spec import TaskSpec, spec_from_mapping
+from tqcli.core.submission import check_backends, insert_specs
+from tqcli.core.task import ALL_STATES, Task
+from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.units import check_name, format_time
+
+_TOP_KEYS = {"name", "defaults", "tasks"}
+
+
+@dataclass
+class DagPlan:
+    """A checked DAG file: its name and its tasks in an order that respects dependencies."""
+
+    name: str
+    specs: dict[str, TaskSpec]
+    depends_on: dict[str, list[str]]
+    order: list[str]
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as a path (`a -> b -> a` is [a, b, a]), or None."""
+    colour: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        colour[node] = 1
+        path.append(node)
+        for dep in graph.get(node, ()):
+            if colour.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in colour:
+                found = visit(dep, path)
+                if found:
+                    return found
+        path.pop()
+        colour[node] = 2
+        return None
+
+    for node in graph:
+        if node not in colour:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def topological_order(graph: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every node after the nodes it depends on, otherwise in the given order."""
+    placed: dict[str, None] = {}
+
+    def place(node: str) -> None:
+        if node in placed:
+            return
+        for dep in graph[node]:
+            place(dep)
+        placed[node] = None
+
+    for node in graph:
+        place(node)
+    return list(placed)
+
+
+def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
+    """Check a DAG document (as read from TOML); InvalidInput names what is wrong."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise InvalidInput(f"{source}: unknown key {unknown[0]!r}; a DAG file has name, [defaults] and [tasks.NAME]")
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise InvalidInput(f"{source}: name must be a non-empty string of at most 200 characters")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise InvalidInput(f"{source}: [defaults] must be a table")
+    for key in ("depends_on", "name", "idempotency_key"):
+        if key in defaults:
+            raise InvalidInput(f"{source}: [defaults] cannot set {key}: it differs per task")
+    tasks = data.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise InvalidInput(f"{source}: no tasks: add tables like [tasks.extract] with a target")
+    specs: dict[str, TaskSpec] = {}
+    graph: dict[str, list[str]] = {}
+    for task_name, table in tasks.items():
+        where = f"{source}: task {task_name!r}"
+        try:
+            check_name(task_name, what="task")
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc.message}") from None
+        if not isinstance(table, dict):
+            raise InvalidInput(f"{where}: must be a table like [tasks.{task_name}]")
+        fields = dict(table)
+        if "name" in fields:
+            raise InvalidInput(f"{where}: the table's key is the task's name; remove 'name'")
+        deps = fields.pop("depends_on", [])
+        if isinstance(deps, str):
+            deps = [deps]
+        if not isinstance(deps, list) or not all(isinstance(dep, str) for dep in deps):
+            raise InvalidInput(f"{where}: depends_on must list task names of this DAG")
+        try:
+            specs[task_name] = spec_from_mapping({**fields, "name": task_name}, defaults=defaults)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc.message}") from None
+        graph[task_name] = list(dict.fromkeys(deps))
+    for task_name, deps in graph.items():
+        for dep in deps:
+            if dep not in graph:
+                raise InvalidInput(f"{source}: task {task_name!r} depends on unknown task {dep!r}; the tasks are: {', '.join(graph)}")
+    cycle = find_cycle(graph)
+    if cycle:
+        raise InvalidInput(f"{source}: dependency cycle {' -> '.join(cycle)}")
+    return DagPlan(name, specs, graph, topological_order(graph))
+
+
+def load_dag_file(path: str | Path) -> DagPlan:
+    """Read and check a DAG file; a missing file or malformed TOML is invalid input."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read DAG file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"malformed TOML in {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"cannot read DAG file {path}: it is not UTF-8 text") from None
+    return parse_dag(data, str(path))
+
+
+def dag_state(counts: Mapping[str, int], cancelled: bool) -> str:
+    """A DAG's state from its tasks' counts per state (see module docs)."""
+    total = sum(counts.values())
+    if total and counts.get("completed", 0) == total:
+        return "completed"
+    live = counts.get("pending", 0) + counts.get("running", 0)
+    if cancelled and not counts.get("running", 0):
+        return "cancelled"
+    if not live:
+        if counts.get("failed", 0) or counts.get("blocked", 0):
+            return "failed"
+        return "cancelled"
+    started = total - counts.get("pending", 0) - counts.get("blocked", 0)
+    return "running" if started else "pending"
+
+
+@dataclass
+class Dag:
+    """A submitted DAG and (when loaded) its tasks by name."""
+
+    id: int
+    name: str
+    state: str
+    created_at: int
+    submitted_by: str
+    counts: dict[str, int]
+    tasks: dict[str, Task] = field(default_factory=dict)
+
+    def to_json(self, *, with_tasks: bool = True) -> dict[str, Any]:
+        """The DAG object: id, name, state and its tasks by name."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "created_at": format_time(self.created_at),
+            "submitted_by": self.submitted_by,
+            "counts": {state.value: self.counts.get(state.value, 0) for state in ALL_STATES},
+        }
+        if with_tasks:
+            data["tasks"] = {name: task.to_json() for name, task in self.tasks.items()}
+        return data
+
+
+class DagService:
+    """`dag submit|run|status|list|cancel`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def submit(self, plan: DagPlan) -> int:
+        """Enqueue the whole DAG in one transaction; its id."""
+        ordered = [plan.specs[name] for name in plan.order]
+        check_backends(ordered, where=[f"task {name!r}" for name in plan.order])
+        position = {name: index for index, name in enumerate(plan.order)}
+        internal = [[position[dep] for dep in plan.depends_on[name]] for name in plan.order]
+        now = self._ctx.clock.now()
+        with self._ctx.change() as (tx, journal):
+            dag_id = tx.insert_dag(plan.name, now, self._ctx.actor)
+            journal.add("dag.submit", None, None, dag_id=dag_id, name=plan.name, tasks=len(ordered))
+            insert_specs(self._ctx, tx, journal, ordered, dag_id=dag_id, internal_deps=internal)
+        return dag_id
+
+    def _counts(self, tx: Any, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {dag_id: {} for dag_id in dag_ids}
+        if dag_ids:
+            for dag_id, state, count in tx.dag_task_states(list(dag_ids)):
+                counts[dag_id][state] = count
+        return counts
+
+    def get(self, dag_id: int) -> Dag:
+        """The DAG with its tasks (each with its dependencies)."""
+        with self._ctx.read() as tx:
+            row = tx.dag_row(dag_id)
+            if row is None:
+                raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")
+            counts = self._counts(tx, [dag_id])[dag_id]
+            tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=2**62, dag_id=dag_id)]
+            deps = tx.dependencies_of([task.id for task in tasks])
+        for task in tasks:
+            task.depends_on = deps[task.id]
+        ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
+        return Dag(row[0], row[1], dag_state(counts, bool(row[4])), row[2], row[3], counts, ordered)
+
+    def list(self, limit: int = 100) -> list[Dag]:
+        """The newest DAGs with their states, newest first."""
+        with self._ctx.read() as tx:
+            rows = tx.dag_rows(limit)
+            counts = self._counts(tx, [row[0] for row in rows])
+        return [Dag(r[0], r[1], dag_state(counts[r[0]], bool(r[4])), r[2], r[3], counts[r[0]]) for r in rows]
+
+    def cancel(self, dag_id: int) -> list[int]:
+        """Cancel every unfinished task of the DAG (running ones are stopped by their workers)."""
+        dag = self.get(dag_id)
+        if dag.state in ("completed", "failed", "cancelled"):
+            raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
+        from tqcli.core.queue import cancel_tasks
+
+        open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]
+        with self._ctx.change() as (tx, journal):
+            tx.mark_dag_cancelled(dag_id)
+            journal.add("dag.cancel", None, None, dag_id=dag_id, name=dag.name)
+            return cancel_tasks(self._ctx, tx, journal, open_ids, cascade=False, reason=f"DAG {dag_id} cancelled") if open_ids else []
+
+    def run(self, plan: DagPlan, *, concurrency: int = 1, log: Any = lambda text: None, backends: Any = None) -> Dag:
+        """Submit the DAG and run its tasks here until none can run any more; the finished DAG."""
+        from tqcli.core.worker import Worker, WorkerOptions
+
+        dag_id = self.submit(plan)
+        options = WorkerOptions(dag_id=dag_id, concurrency=concurrency, poll=0.2, worker_id=f"dag-run-{dag_id}")
+        Worker(self._ctx, options, backends=backends, log=log).run(handle_signals=True)
+        return self.get(dag_id)
+
+    def wait(self, dag_id: int, *, timeout: float | None = None, interval: float = 0.2) -> Dag:
+        """Block until the DAG is completed, failed or cancelled; WaitTimeout after `timeout` seconds."""
+        import time
+
+        from tqcli.errors import WaitTimeout
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            dag = self.get(dag_id)
+            if dag.state in ("completed", "failed", "cancelled"):
+                return dag
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"DAG {dag_id} is still {dag.state} after {timeout:g} s; it goes on (check with 'tqcli dag status {dag_id}')")
+            time.sleep(interval)
+
+
+def junit_xml(dag: Dag) -> str:
+    """A JUnit XML report of a DAG: one test case per task; failures and skips marked."""
+    from xml.etree import ElementTree as ET
+
+    failures = sum(1 for task in dag.tasks.values() if task.state.value == "failed")
+    skipped = sum(1 for task in dag.tasks.values() if task.state.value in ("blocked", "cancelled", "pending", "running"))
+    durations = {
+        name: max(0.0, ((task.finished_at or task.started_at or 0) - (task.started_at or 0)) / 1e6)
+        for name, task in dag.tasks.items()
+    }
+    suites = ET.Element("testsuites", name="tqcli", tests=str(len(dag.tasks)), failures=str(failures), errors="0", skipped=str(skipped))
+    suite = ET.SubElement(
+        suites, "testsuite", name=dag.name, tests=str(len(dag.tasks)), failures=str(failures), errors="0",
+        skipped=str(skipped), time=f"{sum(durations.values()):.3f}", timestamp=(format_time(dag.created_at) or "")[:19],
+    )
+    for name, task in dag.tasks.items():
+        case = ET.SubElement(suite, "testcase", name=name, classname=f"tqcli.dag.{dag.name}", time=f"{durations[name]:.3f}")
+        state = task.state.value
+        if state == "failed":
+            error = task.error or "failed"
+            failure = ET.SubElement(case, "failure", message=error.splitlines()[0], type="TaskFailed")
+            failure.text = f"task {task.id} failed after {task.attempts} attempt(s):\n{error}"
+        elif state != "completed":
+            ET.SubElement(case, "skipped", message=f"task {task.id} is {state}" + (f": {task.error}" if task.error else ""))
+        if task.result is not None:
+            ET.SubElement(case, "system-out").text = task.result
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,1 @@
+"""Cron schedules: evaluating expressions and firing due schedules."""

@@ -1,0 +1,179 @@
+"""Cron schedules kept in the database, and firing the ones that are due.
+
+Every worker run (and every poll of a long-running worker) calls
+`fire_due`. A fire time is enqueued exactly once however many workers look
+at the same moment: the fire's unique key (schedule, fire time) is inserted
+in the same transaction as its task. Without `catchup` only the latest
+missed fire is enqueued; with it, all of them (the latest 100 at most).
+A resumed schedule starts afresh: the fires it missed while paused are
+not made up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from tqcli.core.context import Context
+from tqcli.core.spec import spec_from_mapping
+from tqcli.core.submission import check_backends, insert_specs
+from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.units import check_name, format_time
+
+CATCHUP_LIMIT = 100
+# Submit keys a schedule may not carry: the name is the schedule's, and these would clash between fires.
+_NOT_FOR_SCHEDULES = {"name": "tasks are named after their schedule", "at": "a fixed time fires only once",
+                      "depends_on": "each fire is a fresh task", "idempotency_key": "every fire would repeat the key"}
+
+
+@dataclass
+class Schedule:
+    """A cron schedule and the submit options of the tasks it enqueues."""
+
+    name: str
+    cron: str
+    tz: str
+    catchup: bool
+    paused: bool
+    spec: dict[str, Any]
+    created_at: int
+    created_by: str
+    next_fire_at: int | None
+    last_fire_at: int | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "Schedule":
+        """Build from a row selected with the store's `SCHEDULE_COLUMNS`."""
+        name, cron, tz, catchup, paused, spec, created_at, created_by, next_fire_at, last_fire_at = row
+        return cls(name, cron, tz, bool(catchup), bool(paused), json.loads(spec), created_at, created_by, next_fire_at, last_fire_at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The schedule object of `schedule list --json`."""
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "tz": self.tz,
+            "paused": self.paused,
+            "next": None if self.paused else format_time(self.next_fire_at),
+            "catchup": self.catchup,
+            "last_fire": format_time(self.last_fire_at),
+            "target": self.spec.get("target"),
+            "backend": self.spec.get("backend", "simple"),
+            "queue": self.spec.get("queue", "default"),
+            "spec": self.spec,
+            "created_at": format_time(self.created_at),
+            "created_by": self.created_by,
+        }
+
+
+def _cron(expression: str, zone: str) -> Any:
+    from tqcli.scheduler.cron import CronSchedule  # croniter loads only when a schedule needs it
+
+    return CronSchedule(expression, zone)
+
+
+class ScheduleService:
+    """`schedule add|list|next|pause|resume|remove`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def add(self, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]) -> Schedule:
+        """Create a schedule; `options` are submit keys (target, payload, queue, ...)."""
+        check_name(name, what="schedule")
+        for key, why in _NOT_FOR_SCHEDULES.items():
+            if key in options:
+                raise InvalidInput(f"a schedule cannot set {key}: {why}")
+        spec = spec_from_mapping({**options, "name": name})
+        check_backends([spec])
+        schedule = _cron(cron, tz)
+        now = self._ctx.clock.now()
+        stored = json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
+        next_fire = schedule.next_after(now, 1)[0]
+        with self._ctx.change() as (tx, journal):
+            if tx.schedule_row(name) is not None:
+                raise Conflict(f"schedule {name!r} already exists: 'tqcli schedule remove {name}' first, or pick another name")
+            tx.insert_schedule((name, cron, tz, int(catchup), 0, stored, now, self._ctx.actor, next_fire, None))
+            journal.add("schedule.add", None, spec.tenant, schedule=name, cron=cron, tz=tz, catchup=catchup, target=spec.target)
+        return self.get(name)
+
+    def get(self, name: str) -> Schedule:
+        """One schedule; NotFound when there is none of that name."""
+        with self._ctx.read() as tx:
+            row = tx.schedule_row(name)
+        if row is None:
+            raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+        return Schedule.from_row(row)
+
+    def list(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        with self._ctx.read() as tx:
+            return [Schedule.from_row(row) for row in tx.schedule_rows()]
+
+    def next(self, name: str, count: int = 5) -> list[int]:
+        """The next `count` fire times after now (whether or not it is paused)."""
+        if not 1 <= count <= 10_000:
+            raise InvalidInput(f"invalid count {count}: use 1 to 10000")
+        schedule = self.get(name)
+        return _cron(schedule.cron, schedule.tz).next_after(self._ctx.clock.now(), count)
+
+    def pause(self, name: str) -> None:
+        """Stop firing until resumed."""
+        self._set_paused(name, True)
+
+    def resume(self, name: str) -> None:
+        """Fire again, from the next fire time after now (missed fires are not made up)."""
+        self._set_paused(name, False)
+
+    def _set_paused(self, name: str, paused: bool) -> None:
+        current = self.get(name)
+        next_fire = None if paused else _cron(current.cron, current.tz).next_after(self._ctx.clock.now(), 1)[0]
+        with self._ctx.change() as (tx, journal):
+            if tx.schedule_row(name) is None:
+                raise NotFound(f"schedule {name!r} does not exist")
+            if paused:
+                tx.update_schedule(name, paused=1)
+            else:
+                tx.update_schedule(name, paused=0, next_fire_at=next_fire)
+            journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
+
+    def remove(self, name: str) -> None:
+        """Delete a schedule (the tasks it enqueued stay)."""
+        with self._ctx.change() as (tx, journal):
+            if tx.schedule_row(name) is None:
+                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+            tx.delete_schedule(name)
+            journal.add("schedule.remove", None, None, schedule=name)
+
+
+def fire_due(ctx: Context, log: Any = lambda text: None) -> int:
+    """Enqueue the due fire times of every active schedule; returns how many tasks were enqueued."""
+    now = ctx.clock.now()
+    with ctx.read() as tx:
+        due = [Schedule.from_row(row) for row in tx.due_schedules(now)]
+    enqueued = 0
+    for schedule in due:
+        try:
+            cron = _cron(schedule.cron, schedule.tz)
+            spec = spec_from_mapping({**schedule.spec, "name": schedule.name})
+        except InvalidInput as exc:
+            log(f"warning: schedule {schedule.name!r} cannot fire: {exc.message}")
+            continue
+        limit = CATCHUP_LIMIT if schedule.catchup else 1
+        fires = cron.latest_between(schedule.next_fire_at - 1, now, limit)  # type: ignore[operator]
+        next_fire = cron.next_after(now, 1)[0]
+        with ctx.change() as (tx, journal):
+            row = tx.schedule_row(schedule.name)
+            if row is None or row[4]:  # removed or paused meanwhile
+                continue
+            for fire_at in fires:
+                if not tx.record_fire(schedule.name, fire_at, now):
+                    continue  # another worker enqueued this fire time
+                (result,) = insert_specs(ctx, tx, journal, [spec])
+                tx.set_fire_task(schedule.name, fire_at, result.id)
+                journal.add("schedule.fire", result.id, spec.tenant, schedule=schedule.name, fire_at=format_time(fire_at))
+                enqueued += 1
+            last = max([fire for fire in fires] + ([row[9]] if row[9] is not None else []), default=None)
+            tx.update_schedule(schedule.name, next_fire_at=next_fire, last_fire_at=last)
+    return enqueued

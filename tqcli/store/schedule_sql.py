@@ -1,0 +1,83 @@
+"""Schedule and DAG queries (mixed into the store's transaction object)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Sequence
+
+SCHEDULE_COLUMNS = "name, cron, tz, catchup, paused, spec, created_at, created_by, next_fire_at, last_fire_at"
+
+
+class ScheduleSQL:
+    """Queries on schedules, schedule_fires and dags."""
+
+    conn: sqlite3.Connection
+
+    # -- schedules ---------------------------------------------------------
+
+    def schedule_row(self, name: str) -> tuple[Any, ...] | None:
+        """One schedule (`SCHEDULE_COLUMNS`), if it exists."""
+        return self.conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?", (name,)).fetchone()
+
+    def schedule_rows(self) -> list[tuple[Any, ...]]:
+        """Every schedule, by name."""
+        return self.conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name").fetchall()
+
+    def due_schedules(self, now: int) -> list[tuple[Any, ...]]:
+        """Active schedules whose next fire time has come."""
+        return self.conn.execute(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at <= ? ORDER BY name", (now,)
+        ).fetchall()
+
+    def insert_schedule(self, row: Sequence[Any]) -> None:
+        """Add a schedule given in `SCHEDULE_COLUMNS` order."""
+        self.conn.execute(f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+
+    def update_schedule(self, name: str, **columns: Any) -> None:
+        """Set some columns of one schedule."""
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        self.conn.execute(f"UPDATE schedules SET {assignments} WHERE name = ?", (*columns.values(), name))
+
+    def delete_schedule(self, name: str) -> None:
+        """Remove a schedule and its fire records."""
+        self.conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
+
+    def record_fire(self, name: str, fire_at: int, now: int) -> bool:
+        """Claim one fire time; False when another worker already enqueued it."""
+        cursor = self.conn.execute(
+            "INSERT INTO schedule_fires (schedule, fire_at, fired_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (name, fire_at, now),
+        )
+        return cursor.rowcount == 1
+
+    def set_fire_task(self, name: str, fire_at: int, task_id: int) -> None:
+        """Remember which task a fire enqueued."""
+        self.conn.execute("UPDATE schedule_fires SET task_id = ? WHERE schedule = ? AND fire_at = ?", (task_id, name, fire_at))
+
+    # -- dags --------------------------------------------------------------
+
+    def insert_dag(self, name: str, now: int, submitted_by: str) -> int:
+        """Create a DAG row; its id."""
+        cursor = self.conn.execute("INSERT INTO dags (name, created_at, submitted_by) VALUES (?, ?, ?)", (name, now, submitted_by))
+        return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def dag_row(self, dag_id: int) -> tuple[Any, ...] | None:
+        """`(id, name, created_at, submitted_by, cancelled)` of one DAG."""
+        return self.conn.execute("SELECT id, name, created_at, submitted_by, cancelled FROM dags WHERE id = ?", (dag_id,)).fetchone()
+
+    def dag_rows(self, limit: int) -> list[tuple[Any, ...]]:
+        """The newest DAGs, newest first."""
+        return self.conn.execute(
+            "SELECT id, name, created_at, submitted_by, cancelled FROM dags ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+
+    def dag_task_states(self, dag_ids: Sequence[int]) -> list[tuple[int, str, int]]:
+        """`(dag_id, state, count)` for the tasks of these DAGs."""
+        marks = ",".join("?" * len(dag_ids))
+        return self.conn.execute(
+            f"SELECT dag_id, state, count(*) FROM tasks WHERE dag_id IN ({marks}) GROUP BY dag_id, state", tuple(dag_ids)
+        ).fetchall()
+
+    def mark_dag_cancelled(self, dag_id: int) -> None:
+        """Flag a DAG as cancelled."""
+        self.conn.execute("UPDATE dags SET cancelled = 1 WHERE id = ?", (dag_id,))
