@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench completions tools compile clean
+.PHONY: test demo bench completions docs tools compile clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tqcli needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -31,6 +31,9 @@ bench: $(STAMP) compile
 
 completions: $(STAMP)
 	$(BIN)/python scripts/gen-completions
+
+docs: $(STAMP)
+	$(BIN)/python scripts/gen-cli-docs
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .hypothesis

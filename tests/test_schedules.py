@@ -107,8 +107,12 @@ def test_remove_and_errors(sq):
 
 
 def test_workers_started_together_enqueue_a_due_fire_once(cli):
-    # A schedule added "two and a half minutes ago": its fires at the last two minute marks are due.
-    clock = ManualClock(time.time_ns() // 1000 - 150_000_000)
+    # Schedules added just after the minute mark two minutes ago: the fires at the last two
+    # minute marks are due. Start early in a minute so no new mark passes while the workers run.
+    while not 2 <= time.time() % 60 <= 40:
+        time.sleep(0.5)
+    minute = int(time.time()) // 60 * 60
+    clock = ManualClock((minute - 119) * 1_000_000)
     with tqcli.open(cli.db, clock=clock) as queue:
         queue.schedules.add("once", cron="* * * * *", options={"target": "tests.jobs:noop"})
         queue.schedules.add("every", cron="* * * * *", catchup=True, options={"target": "tests.jobs:noop"})

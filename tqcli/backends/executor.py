@@ -7,8 +7,14 @@ JSON; the task's own stdout goes to the worker's stderr so a `print` cannot
 corrupt the protocol. Module state persists between the tasks an executor
 runs, as in any prefork worker.
 
+Pipelining: a worker may send several requests before the first reply (a
+window of short tasks); the executor runs them in order and replies to
+each. Before starting a task it reads whatever else has arrived, so a
+`skip` for a task still waiting in line stops it from starting.
+
 Stopping: on timeout the worker ends the executor's whole process group
-and starts a fresh executor for the next task. On cancel it first sends
+and starts a fresh executor; the tasks still waiting in line never
+started and are released. On cancel of the running task it first sends
 SIGUSR1, which makes `ctx.is_cancelled()` true inside the task, and ends
 the group if the task has not returned a second later. A backend that
 enforces its own limits (`shell`) gets a few seconds past its timeout to
@@ -29,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from typing import Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskContext, TaskTimeout
@@ -45,24 +52,48 @@ class ExecutorDied(Exception):
     """The executor process ended while running a task (the task killed it, or it crashed)."""
 
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        chunk = os.read(fd, size)
-        if not chunk:
+class FrameReader:
+    """Reads length-prefixed JSON frames from a file descriptor, buffering partial ones."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = bytearray()
+        self.closed = False
+
+    def _frame(self) -> Any:
+        if len(self._buffer) < _HEADER:
             return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+        size = int.from_bytes(self._buffer[:_HEADER], "big")
+        if len(self._buffer) < _HEADER + size:
+            return None
+        body = bytes(self._buffer[_HEADER : _HEADER + size])
+        del self._buffer[: _HEADER + size]
+        return json.loads(body)
 
+    def fill(self) -> bool:
+        """Read what is there (one read); False at end of file."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            self.closed = True
+            return False
+        self._buffer += chunk
+        return True
 
-def read_message(fd: int) -> Any:
-    """One framed JSON message from `fd`, or None at end of file."""
-    header = _read_exact(fd, _HEADER)
-    if header is None:
-        return None
-    body = _read_exact(fd, int.from_bytes(header, "big"))
-    return None if body is None else json.loads(body)
+    def pending(self) -> Any:
+        """The next complete frame already read, or None."""
+        return self._frame()
+
+    def wait(self, timeout: float | None) -> Any:
+        """The next frame, waiting at most `timeout` seconds (None: forever); None if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is not None or self.closed:
+                return frame
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if remaining is not None and not select.select([self.fd], [], [], remaining)[0]:
+                return None
+            self.fill()
 
 
 def write_message(fd: int, message: Any) -> None:
@@ -75,9 +106,9 @@ def write_message(fd: int, message: Any) -> None:
 
 def error_text(exc: BaseException) -> str:
     """The text recorded for a failed attempt: the exception's message, else its type."""
-    text = str(exc)
     if isinstance(exc, SystemExit):
         return f"the task called exit({exc.code})"
+    text = str(exc)
     return text if text else type(exc).__name__
 
 
@@ -147,7 +178,7 @@ def _follow_parent(parent: int) -> None:
 
 
 def serve(read_fd: int, write_fd: int) -> None:
-    """The executor's loop: answer requests until the worker closes the pipe."""
+    """The executor's loop: answer requests in order until the worker closes the pipe."""
     from tqcli.backends.plugins import load_backend
 
     flag = {"cancelled": False}
@@ -155,36 +186,67 @@ def serve(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGTERM, _die_with_tasks)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its tasks stop
     backends: dict[str, Any] = {}
+    reader = FrameReader(read_fd)
+    waiting: deque[dict[str, Any]] = deque()
+    skipped: set[int] = set()
 
     def stream(chunk: bytes) -> None:
         write_message(write_fd, {"output": chunk.decode("latin-1")})
 
+    def take(message: dict[str, Any]) -> None:
+        if "skip" in message:
+            skipped.add(message["skip"])
+        else:
+            waiting.append(message)
+
     while True:
-        request = read_message(read_fd)
-        if request is None:
-            return
+        if not waiting:
+            message = reader.wait(None)
+            if message is None:
+                return
+            take(message)
+        while select.select([read_fd], [], [], 0)[0] and reader.fill():
+            pass
+        while (message := reader.pending()) is not None:
+            take(message)
+        request = waiting.popleft()
+        token = request["token"]
+        if token in skipped:
+            skipped.discard(token)
+            write_message(write_fd, {"token": token, "skipped": True})
+            continue
         flag["cancelled"] = False
         name = request["backend"]
+        started = time.perf_counter()
         try:
             backend = backends.get(name) or backends.setdefault(name, load_backend(name))
         except Exception as exc:
-            write_message(write_fd, {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"})
-            continue
-        on_output = stream if request.get("stream") else None
-        write_message(write_fd, run_request(request, backend, lambda: flag["cancelled"], on_output))
+            reply = {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"}
+        else:
+            reply = run_request(request, backend, lambda: flag["cancelled"], stream if request.get("stream") else None)
+        reply["token"] = token
+        reply["seconds"] = time.perf_counter() - started
+        write_message(write_fd, reply)
 
 
 class ExecutorProcess:
-    """The worker's handle on one executor process, started on first use."""
+    """The worker's handle on one executor process, started on first use.
+
+    Requests are answered in the order they were sent; `outstanding` lists
+    them. Only one thread may use an ExecutorProcess.
+    """
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._requests = -1
-        self._replies = -1
+        self._reader: FrameReader | None = None
+        self.outstanding: deque[dict[str, Any]] = deque()
+        self._current_since = 0.0
+        self._signalled_at: float | None = None
 
     def _start(self) -> None:
         request_read, self._requests = os.pipe()
-        self._replies, reply_write = os.pipe()
+        reply_read, reply_write = os.pipe()
         try:
             output: Any = sys.stderr.fileno()
         except (AttributeError, ValueError, OSError):
@@ -198,11 +260,87 @@ class ExecutorProcess:
         )
         os.close(request_read)
         os.close(reply_write)
+        self._reader = FrameReader(reply_read)
 
     @property
     def alive(self) -> bool:
         """Whether the process is running."""
         return self._process is not None and self._process.poll() is None
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Queue one attempt (it needs a unique `token`); replies come back in order."""
+        if not self.alive:
+            self.kill()
+            self._start()
+        if not self.outstanding:
+            self._current_since = time.monotonic()
+            self._signalled_at = None
+        self.outstanding.append(request)
+        try:
+            write_message(self._requests, request)
+        except BrokenPipeError:
+            pass  # it died; the next reply wait reports it
+
+    def skip(self, token: int) -> None:
+        """Ask the executor not to start a request still waiting in line."""
+        if self.alive:
+            try:
+                write_message(self._requests, {"skip": token})
+            except BrokenPipeError:
+                pass
+
+    def next_reply(
+        self,
+        *,
+        stop_reason: Callable[[], str | None],
+        self_enforced: bool = False,
+        on_output: Callable[[bytes], None] | None = None,
+        wait: float | None = None,
+    ) -> dict[str, Any] | None:
+        """The reply to the oldest outstanding request, enforcing its timeout and stop requests.
+
+        Returns None if `wait` seconds passed without a reply. Raises
+        TaskTimeout or TaskCancelled after ending the process group, and
+        ExecutorDied when the process ended on its own; either way the
+        requests still waiting are forgotten (they never started).
+        """
+        assert self._reader is not None and self.outstanding
+        current = self.outstanding[0]
+        timeout = current.get("timeout")
+        deadline = None if timeout is None else self._current_since + timeout + (SELF_ENFORCED_GRACE if self_enforced else 0)
+        give_up = None if wait is None else time.monotonic() + wait
+        while True:
+            now = time.monotonic()
+            limit = _POLL
+            if deadline is not None:
+                limit = min(limit, max(0.0, deadline - now))
+            if give_up is not None:
+                limit = min(limit, max(0.0, give_up - now))
+            reply = self._reader.wait(limit)
+            if reply is not None:
+                if "output" in reply:
+                    if on_output is not None:
+                        on_output(reply["output"].encode("latin-1"))
+                    continue
+                self.outstanding.popleft()
+                self._current_since = time.monotonic()
+                self._signalled_at = None
+                return reply  # type: ignore[no-any-return]
+            if self._reader.closed:
+                raise ExecutorDied(self._death())
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.kill()
+                raise TaskTimeout(timeout)  # type: ignore[arg-type]
+            if stop_reason() is not None:
+                if self._signalled_at is None:
+                    self._signalled_at = now
+                    self._signal(signal.SIGUSR1)
+                elif now - self._signalled_at >= CANCEL_GRACE:
+                    self.kill()
+                    raise TaskCancelled()
+            if give_up is not None and now >= give_up:
+                return None
 
     def run(
         self,
@@ -213,48 +351,14 @@ class ExecutorProcess:
         self_enforced: bool = False,
         on_output: Callable[[bytes], None] | None = None,
     ) -> dict[str, Any]:
-        """Send one attempt and wait for its reply, enforcing `timeout` and stop requests.
-
-        Raises TaskTimeout or TaskCancelled after ending the process group,
-        and ExecutorDied when the process ended on its own. A backend that is
-        `self_enforced` gets a grace past its timeout to report it itself;
-        `on_output` receives its output as it streams.
-        """
+        """Send one attempt and wait for its reply (see `next_reply`)."""
+        message = {"token": 0, **request, "timeout": timeout}
         if on_output is not None:
-            request = {**request, "stream": True}
-        if not self.alive:
-            self.kill()
-            self._start()
-        try:
-            write_message(self._requests, request)
-        except BrokenPipeError:
-            self.kill()
-            self._start()
-            write_message(self._requests, request)
-        deadline = None if timeout is None else time.monotonic() + timeout + (SELF_ENFORCED_GRACE if self_enforced else 0)
-        signalled_at: float | None = None
-        while True:
-            wait = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
-            readable, _, _ = select.select([self._replies], [], [], wait)
-            if readable:
-                reply = read_message(self._replies)
-                if reply is None:
-                    raise ExecutorDied(self._death())
-                if "output" in reply:
-                    if on_output is not None:
-                        on_output(reply["output"].encode("latin-1"))
-                    continue
-                return reply  # type: ignore[no-any-return]
-            if deadline is not None and time.monotonic() >= deadline:
-                self.kill()
-                raise TaskTimeout(timeout)  # type: ignore[arg-type]
-            if stop_reason() is not None:
-                if signalled_at is None:
-                    signalled_at = time.monotonic()
-                    self._signal(signal.SIGUSR1)
-                elif time.monotonic() - signalled_at >= CANCEL_GRACE:
-                    self.kill()
-                    raise TaskCancelled()
+            message["stream"] = True
+        self.send(message)
+        reply = self.next_reply(stop_reason=stop_reason, self_enforced=self_enforced, on_output=on_output)
+        assert reply is not None
+        return reply
 
     def _signal(self, signum: int) -> None:
         if self._process is not None:
@@ -271,7 +375,7 @@ class ExecutorProcess:
         return f"the executor process died while running the task ({cause})"
 
     def kill(self) -> None:
-        """End the process and everything in its process group; the next run starts a new one."""
+        """End the process and everything in its process group; the next send starts a new one."""
         if self._process is not None:
             if self._process.poll() is None:
                 end_process_group(self._process.pid, grace=CANCEL_GRACE)
@@ -279,10 +383,13 @@ class ExecutorProcess:
                 end_process_group(self._process.pid, grace=0.2)  # children the task left behind
             self._process.wait()
             self._process = None
-        for fd in (self._requests, self._replies):
-            if fd >= 0:
-                os.close(fd)
-        self._requests = self._replies = -1
+        if self._requests >= 0:
+            os.close(self._requests)
+            self._requests = -1
+        if self._reader is not None:
+            os.close(self._reader.fd)
+            self._reader = None
+        self.outstanding.clear()
 
     def close(self) -> None:
         """Let the process exit on its own (end of input), ending it if it lingers."""

@@ -1,17 +1,19 @@
 """The database side of running tasks: claim with a lease and a fencing token, finish, reclaim.
 
 Every function here works inside the caller's write transaction and
-journals its audit entries, so a worker can finish one attempt and claim
-the next in a single short transaction.
+journals its audit entries, so a worker finishes the attempts that ended
+and claims the next ones in a single short transaction.
 
-Fencing: each claim gets a fresh token (the id of its attempt row). Every
-later write of that attempt names the token and applies only while the
-token still holds the task; a result that arrives after the task was
-reclaimed is dropped and audited as `task.stale`.
+Fencing: each claim gets a fresh token (a never-repeated claim number and the task id).
+Every later write of that attempt names the token and applies only while
+the token still holds the task; a result that arrives after the task was
+reclaimed is dropped and audited as `task.stale`. The running attempt lives
+on its task row; its attempt row (id = token) is written when it ends.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 from tqcli.core import chaining
@@ -29,12 +31,16 @@ class Claim:
 
     __slots__ = (
         "id", "name", "queue", "tenant", "backend", "target", "payload", "attempt", "max_retries",
-        "backoff", "timeout", "service", "encrypted", "dag_id", "token",
+        "backoff", "timeout", "service", "encrypted", "dag_id", "token", "suspect", "has_dependents",
+        "started_at", "worker", "priority", "run_at",
     )
 
     def __init__(self, row: Sequence[Any]) -> None:
         (self.id, self.name, self.queue, self.tenant, self.backend, self.target, self.payload, self.attempt,
-         self.max_retries, self.backoff, self.timeout, self.service, self.encrypted, self.dag_id, self.token) = row[:15]
+         self.max_retries, self.backoff, self.timeout, self.service, self.encrypted, self.dag_id, self.token,
+         last_error, self.has_dependents, self.started_at, self.worker, self.priority, self.run_at) = row[:21]
+        # Its last attempt died with its worker: it may be what killed it, so it runs alone.
+        self.suspect = last_error == WORKER_LOST
 
     def __repr__(self) -> str:
         return f"Claim(task={self.id}, attempt={self.attempt}, token={self.token})"
@@ -71,12 +77,17 @@ class Outcome:
         return f"Outcome({self.kind!r}, error={self.error!r})"
 
 
-
 def backoff_delay(backoff: float, attempt: int) -> float:
     """Seconds before the next attempt: backoff * 2^(attempt-1), capped at one hour."""
     if backoff <= 0:
         return 0.0
     return min(backoff * 2 ** min(attempt - 1, 32), MAX_BACKOFF_SECONDS)
+
+
+def _attempt_details(attempt: int, worker: str) -> str:
+    # The hottest audit entries (claim, complete), written without a json.dumps each;
+    # the same text json.dumps(sort_keys=True, separators=(",", ":")) would give.
+    return f'{{"attempt":{attempt},"worker":{json.dumps(worker, ensure_ascii=False)}}}'
 
 
 def claim(
@@ -93,72 +104,99 @@ def claim(
     task_id: int | None = None,
     due_by: int | None = None,
     dag_id: int | None = None,
+    suspects: str = "alone",
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
-    `due_by` widens "ready" to tasks whose run_at is up to that time (`run` starts delayed tasks now).
+    `due_by` widens "ready" to tasks whose run_at is up to that time (`run`
+    starts delayed tasks now). A suspect (its last attempt was lost with its
+    worker) is claimed only alone: `suspects="alone"` takes one as the first
+    claim and then stops, `"exclude"` leaves them for an empty slot.
     """
     blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
-    lease_until = now + int(lease_seconds * US_PER_SECOND)
-    token = tx.next_attempt_id()
+    number = tx.next_claim_number()
+    options = dict(
+        now=now, claim_number=number, lease_until=now + int(lease_seconds * US_PER_SECOND), worker=worker,
+        queues=queues, tenants=tenants, backends=backends, task_id=task_id, due_by=due_by, dag_id=dag_id,
+    )
     claims: list[Claim] = []
-    for _ in range(count):
-        row = tx.claim_next(
-            now=now, token=token, lease_until=lease_until, worker=worker, queues=queues, tenants=tenants,
-            backends=backends, excluded_services=blocked, task_id=task_id, due_by=due_by, dag_id=dag_id,
+    while len(claims) < count:
+        # One at a time while a circuit waits for its single trial task, or for the
+        # first claim when a suspect may come up (a suspect runs alone); else in one go.
+        one = bool(trial_ready) or (suspects == "alone" and not claims)
+        rows = tx.claim_tasks(
+            count=1 if one else count - len(claims), excluded_services=blocked,
+            exclude_error=WORKER_LOST if suspects == "exclude" or claims else None, **options,
         )
-        if row is None:
+        if not rows:
             break
-        claimed = Claim(row)
-        claims.append(claimed)
-        token += 1
-        if claimed.service in trial_ready:
-            circuit_breaker.admit_trial(tx, journal, claimed.service, claimed.id, claimed.tenant, now)
-            trial_ready.discard(claimed.service)
-            blocked.append(claimed.service)
-    if claims:
-        tx.insert_attempts([(c.token, c.id, c.attempt, c.token, worker, now) for c in claims])
-        for c in claims:
-            journal.add("task.claim", c.id, c.tenant, attempt=c.attempt, worker=worker)
+        batch = sorted((Claim(row) for row in rows), key=lambda c: (-c.priority, c.run_at, c.id))
+        claims += batch
+        for claimed in batch:
+            journal.add_text("task.claim", claimed.id, claimed.tenant, _attempt_details(claimed.attempt, worker))
+            if claimed.service in trial_ready:
+                circuit_breaker.admit_trial(tx, journal, claimed.service, claimed.id, claimed.tenant, now)
+                trial_ready.discard(claimed.service)
+                blocked.append(claimed.service)
+        if claims[0].suspect and suspects == "alone":
+            break
     return claims
 
 
-def finish(tx: Any, journal: Journal, claimed: Claim, outcome: Outcome, *, now: int, worker: str) -> str:
+def finish(
+    tx: Any,
+    journal: Journal,
+    claimed: Claim,
+    outcome: Outcome,
+    *,
+    now: int,
+    worker: str,
+    attempt_rows: list[tuple[Any, ...]] | None = None,
+    breakers: "circuit_breaker.BreakerCache | None" = None,
+) -> str:
     """Record how an attempt ended; returns what became of the task.
 
     One of `completed`, `retry`, `failed`, `cancelled`, `released` or
-    `stale` (the token no longer held the task: nothing changed).
+    `stale` (the token no longer held the task: nothing changed). Attempt
+    rows are appended to `attempt_rows` for the caller to record in one go
+    (recorded at once without it); `breakers` caches circuit state per
+    transaction.
     """
     task_id, token, kind = claimed.id, claimed.token, outcome.kind
+    breakers = breakers or circuit_breaker.BreakerCache(tx)
     if kind == "completed":
         if not tx.complete_task(task_id, token, now=now, result=outcome.result):
-            return _stale(tx, journal, claimed, outcome, worker)
-        tx.close_attempt(token, now=now, outcome="completed", error=None)
-        tx.release_dependents(task_id)
-        circuit_breaker.record_success(tx, journal, claimed.service, task_id, claimed.tenant, now)
-        journal.add("task.complete", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker)
-        return "completed"
-    if kind == "released":
+            return _stale(journal, claimed, outcome, worker)
+        if claimed.has_dependents:
+            tx.release_dependents(task_id)
+        breakers.success(journal, claimed.service, task_id, claimed.tenant, now)
+        journal.add_text("task.complete", task_id, claimed.tenant, _attempt_details(claimed.attempt, worker))
+        became, error = "completed", None
+    elif kind == "released":
         if not tx.release_task(task_id, token):
-            return _stale(tx, journal, claimed, outcome, worker)
-        tx.close_attempt(token, now=now, outcome="released", error="worker stopped before it finished")
+            return _stale(journal, claimed, outcome, worker)
         journal.add("task.release", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker)
-        return "released"
-    if kind == "cancelled":
+        became, error = "released", "worker stopped before it started or finished"
+    elif kind == "cancelled":
         if not tx.end_task(task_id, token, state="cancelled", now=now, error="cancelled while running"):
-            return _stale(tx, journal, claimed, outcome, worker)
-        tx.close_attempt(token, now=now, outcome="cancelled", error=None)
+            return _stale(journal, claimed, outcome, worker)
         journal.add("task.cancel", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker, stopped=True)
         chaining.block_dependents(tx, journal, [task_id], cause=f"task {task_id} cancelled")
-        return "cancelled"
-    error = outcome.error or "failed"
-    result = _fail(tx, journal, claimed, error, now=now, action="task.fail", worker=worker, final=not outcome.retryable)
-    if result == "stale":
-        return _stale(tx, journal, claimed, outcome, worker)
-    tx.close_attempt(token, now=now, outcome="failed", error=error)
-    if outcome.counts_for_breaker:
-        circuit_breaker.record_failure(tx, journal, claimed.service, task_id, claimed.tenant, now)
-    return result
+        became, error = "cancelled", None
+    else:
+        error = outcome.error or "failed"
+        became = _fail(tx, journal, claimed, error, now=now, action="task.fail", worker=worker, final=not outcome.retryable)
+        if became == "stale":
+            return _stale(journal, claimed, outcome, worker)
+        if outcome.counts_for_breaker:
+            breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
+        kind = "failed"
+    row = (token, task_id, claimed.attempt, worker, claimed.started_at, now, kind, error)
+    if attempt_rows is None:
+        tx.record_attempts([row])
+    else:
+        attempt_rows.append(row)
+    return became
 
 
 def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, final: bool = False) -> str:
@@ -176,7 +214,7 @@ def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, ac
     return "failed"
 
 
-def _stale(tx: Any, journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> str:
+def _stale(journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> str:
     journal.add("task.stale", claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, token=claimed.token, outcome=outcome.kind)
     return "stale"
 
@@ -190,8 +228,8 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
     reclaimed = []
     for row in tx.expired_leases(now):
         lost = Claim(row)
-        cancel_requested = row[15]
-        tx.close_attempt(lost.token, now=now, outcome="lost", error=WORKER_LOST)
+        cancel_requested = row[21]
+        tx.record_attempts([(lost.token, lost.id, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
             tx.end_task(lost.id, lost.token, state="cancelled", now=now, error="cancelled; its worker was lost")
             journal.add("task.lost", lost.id, lost.tenant, attempt=lost.attempt, reclaimed_by=worker, cancelled=True)

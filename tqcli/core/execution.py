@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from typing import Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskTimeout, enforces_limits
@@ -76,57 +77,130 @@ def run_attempt(
         return _stopped(stop_reason())
     except ExecutorDied as exc:
         return Outcome("failed", error=str(exc))
+    return outcome_of(reply, stop_reason())
+
+
+# A slot keeps up to `window` short tasks in line at its executor, so neither
+# the executor nor the database waits for the other; the window is sized so
+# the tasks in line take about this long, which bounds how long a claimed
+# task can wait before it starts.
+WINDOW_SECONDS = 0.02
+MAX_WINDOW = 64
+
+
+def outcome_of(reply: dict[str, Any], reason: str | None) -> Outcome:
+    """How an attempt ended, from the executor's reply."""
     if reply.get("ok"):
         return Outcome("completed", result=reply["result"])
-    if reply.get("cancelled"):
-        return _stopped(stop_reason())
+    if reply.get("cancelled") or reply.get("skipped"):
+        return _stopped(reason)
     return Outcome("failed", error=reply.get("error") or "failed")
 
 
 class Slot:
-    """One unit of a worker's concurrency: a thread and, when needed, an executor process."""
+    """One unit of a worker's concurrency: a thread feeding one executor process.
+
+    The main thread gives it claims (`give`) and reads one outcome per claim
+    from the results queue; `stop` asks for one attempt to stop, whether it
+    runs or still waits in line.
+    """
 
     def __init__(self, backends: BackendSet, results: "queue.Queue[Any]") -> None:
         self._backends = backends
         self._results = results
-        self._inbox: "queue.Queue[Claim | None]" = queue.Queue()
+        self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
         self._executor = ExecutorProcess()
         self._thread: threading.Thread | None = None
-        self.claim: Claim | None = None
-        self._stop_reason: str | None = None
+        self._line: deque[Claim] = deque()
+        self._stops: dict[int, str] = {}
+        self._skipped: set[int] = set()
+        self.outstanding = 0  # claims given and not yet reported; kept by the main thread
+        self.average: float | None = None  # seconds per attempt, smoothed
 
     @property
-    def idle(self) -> bool:
-        """Whether the slot can take a task."""
-        return self.claim is None
+    def window(self) -> int:
+        """How many attempts this slot may hold at once, from how long its attempts take."""
+        if self.average is None:
+            return 1
+        return max(1, min(MAX_WINDOW, int(WINDOW_SECONDS / max(self.average, 1e-6))))
 
-    def start(self, claim: Claim) -> None:
-        """Run `claim` on this slot; its outcome arrives on the results queue."""
+    def give(self, claims: list[Claim]) -> None:
+        """Queue attempts on this slot; each outcome arrives on the results queue."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tqcli-slot", daemon=True)
             self._thread.start()
-        self.claim = claim
-        self._stop_reason = None
-        self._inbox.put(claim)
+        self.outstanding += len(claims)
+        self._inbox.put(claims)
 
-    def stop(self, reason: str) -> None:
-        """Ask the running attempt to stop: `cancel` (task cancelled) or `release` (shutdown)."""
-        if self.claim is not None and self._stop_reason is None:
-            self._stop_reason = reason
+    def stop(self, token: int, reason: str) -> None:
+        """Ask one attempt to stop: `cancel` (task cancelled), `release` (shutdown) or `lost`."""
+        self._stops.setdefault(token, reason)
 
-    def done(self) -> None:
-        """Mark the slot free after its outcome was recorded."""
-        self.claim = None
-        self._stop_reason = None
+    def stop_all(self, reason: str, *, waiting_only: bool = False) -> None:
+        """Stop every attempt this slot holds (or only those still waiting in line)."""
+        line = list(self._line)
+        for claim in line[1:] if waiting_only else line:
+            self.stop(claim.token, reason)
+
+    def _report(self, claim: Claim, outcome: Outcome) -> None:
+        self._stops.pop(claim.token, None)
+        self._skipped.discard(claim.token)
+        self._results.put((self, claim, outcome))
+
+    def _abandon_line(self) -> None:
+        """After the executor was ended: what waited in line never started."""
+        while self._line:
+            self._report(self._line.popleft(), Outcome("released"))
 
     def _loop(self) -> None:
+        executor = self._executor
         while True:
-            claim = self._inbox.get()
-            if claim is None:
+            try:
+                batch = self._inbox.get(block=not self._line)
+            except queue.Empty:
+                batch = []
+            if batch is None:
                 return
-            backend = self._backends.loaded[claim.backend]
-            outcome = run_attempt(claim, backend, self._executor, lambda: self._stop_reason)
-            self._results.put((self, claim, outcome))
+            for claim in batch:
+                self._line.append(claim)
+                executor.send({
+                    "token": claim.token, "id": claim.id, "backend": claim.backend, "target": claim.target,
+                    "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
+                })
+            for claim in list(self._line)[1:]:
+                if claim.token in self._stops and claim.token not in self._skipped:
+                    self._skipped.add(claim.token)
+                    executor.skip(claim.token)
+            current = self._line[0]
+            backend = self._backends.loaded[current.backend]
+            try:
+                reply = executor.next_reply(
+                    stop_reason=lambda: self._stops.get(current.token),
+                    self_enforced=enforces_limits(backend),
+                    wait=_SLOT_TICK,
+                )
+            except TaskTimeout as exc:
+                self._line.popleft()
+                self._report(current, Outcome("failed", error=str(exc)))
+                self._abandon_line()
+                continue
+            except TaskCancelled:
+                self._line.popleft()
+                self._report(current, _stopped(self._stops.get(current.token)))
+                self._abandon_line()
+                continue
+            except ExecutorDied as exc:
+                self._line.popleft()
+                self._report(current, Outcome("failed", error=str(exc)))
+                self._abandon_line()
+                continue
+            if reply is None:
+                continue
+            self._line.popleft()
+            if "seconds" in reply and not reply.get("skipped"):
+                seconds = float(reply["seconds"])
+                self.average = seconds if self.average is None else 0.8 * self.average + 0.2 * seconds
+            self._report(current, outcome_of(reply, self._stops.get(current.token)))
 
     def close(self) -> None:
         """End the thread and the executor process."""
@@ -134,3 +208,6 @@ class Slot:
             self._inbox.put(None)
             self._thread.join(timeout=5)
         self._executor.close()
+
+
+_SLOT_TICK = 0.1  # how often a waiting slot looks for new claims and stop requests

@@ -48,6 +48,10 @@ class TaskService:
             task.depends_on = tx.dependencies_of([task_id])[task_id]
             if detail:
                 task.history = [Attempt(*row) for row in tx.attempt_rows(task_id)]
+                running = tx.running_attempt(task_id)
+                if running is not None:
+                    attempt, started_at, worker = running
+                    task.history.append(Attempt(attempt, started_at, None, None, None, worker))
                 task.waiting = self._waiting(tx, task)
         return task
 

@@ -24,6 +24,7 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot
 from tqcli.core.leases import LeaseKeeper
 from tqcli.errors import InvalidInput
+from tqcli.resilience.circuit_breaker import BreakerCache
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
@@ -132,7 +133,7 @@ class Worker:
     def _stop_slot(self, token: int, reason: str) -> None:
         slot = self._by_token.get(token)
         if slot is not None:
-            slot.stop(reason)
+            slot.stop(token, reason)
 
     # -- the loop ----------------------------------------------------------
 
@@ -182,26 +183,28 @@ class Worker:
         next_poll = time.monotonic() + options.poll
         finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]] = []
         dry = False  # the last claim found fewer ready tasks than it asked for
+        released_waiting = False
         while True:
             stopping = self._stopping.is_set()
-            running = sum(1 for slot in self._slots if not slot.idle)
-            if stopping and self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
-                for slot in self._slots:
-                    slot.stop("release")
-            free = [slot for slot in self._slots if slot.idle]
-            budget = len(free)
-            if options.max_tasks is not None:
-                budget = min(budget, options.max_tasks - report.claimed)
-            want = 0 if stopping else budget
-            if finished or (want and not dry):
-                claims = self._commit(finished, want, backend_names, report, keeper)
-                dry = len(claims) < want
-                for slot, claimed in zip(free, claims):
-                    self._by_token[claimed.token] = slot
-                    keeper.hold(claimed.token)
-                    slot.start(claimed)
-                running += len(claims)
+            if stopping:
+                if not released_waiting:  # what waits in line has not started: give it back now
+                    for slot in self._slots:
+                        slot.stop_all("release", waiting_only=True)
+                    released_waiting = True
+                if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                    for slot in self._slots:
+                        slot.stop_all("release")
+            wants = [] if stopping else self._wants(report)
+            if finished or (wants and not dry):
+                claimed = self._commit(finished, wants, backend_names, report, keeper)
+                dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
+                for slot, claims in claimed:
+                    for claim in claims:
+                        self._by_token[claim.token] = slot
+                        keeper.hold(claim.token)
+                    slot.give(claims)
                 finished = []
+            running = sum(slot.outstanding for slot in self._slots)
             if running == 0:
                 if stopping or (options.max_tasks is not None and report.claimed >= options.max_tasks):
                     return
@@ -213,14 +216,28 @@ class Worker:
                 self._poll(report)
                 next_poll = time.monotonic() + options.poll
                 dry = False
-            wait = None if running else max(0.0, next_poll - time.monotonic())
-            if stopping and self._stop_deadline is not None:
-                wait = max(0.0, min(wait if wait is not None else 1.0, self._stop_deadline - time.monotonic()))
-            item = self._next_result(min(wait if wait is not None else _MAX_WAIT, _MAX_WAIT))
+            wait = _MAX_WAIT if running else max(0.0, min(_MAX_WAIT, next_poll - time.monotonic()))
+            item = self._next_result(wait)
             while item is not None:
                 finished.append(item)
-                item[0].done()  # free for the next claim, made in the same transaction as this finish
+                item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
                 item = self._next_result(0)
+
+    def _wants(self, report: WorkerReport) -> list[tuple[Slot, int]]:
+        """How many claims each slot should get now: refill a window once half of it is done."""
+        budget = None if self._options.max_tasks is None else self._options.max_tasks - report.claimed
+        wants = []
+        for slot in self._slots:
+            window = slot.window
+            if slot.outstanding > window // 2:
+                continue
+            count = window - slot.outstanding
+            if budget is not None:
+                count = min(count, budget)
+                budget -= count
+            if count > 0:
+                wants.append((slot, count))
+        return wants
 
     def _dag_can_run(self, dag_id: int) -> bool:
         with self._ctx.read() as tx:
@@ -236,27 +253,40 @@ class Worker:
     def _commit(
         self,
         finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]],
-        want: int,
+        wants: list[tuple[Slot, int]],
         backend_names: list[str],
         report: WorkerReport,
         keeper: LeaseKeeper,
-    ) -> list[dispatcher.Claim]:
-        """Record the finished attempts and claim up to `want` more, in one transaction."""
+    ) -> list[tuple[Slot, list[dispatcher.Claim]]]:
+        """Record the finished attempts and claim for the slots that want more, in one transaction."""
         now = self._ctx.clock.now()
         options = self._options
+        claimed: list[tuple[Slot, list[dispatcher.Claim]]] = []
         with self._ctx.change() as (tx, journal):
-            endings = [dispatcher.finish(tx, journal, claimed, outcome, now=now, worker=self.worker_id) for _, claimed, outcome in finished]
-            claims = dispatcher.claim(
-                tx, journal, count=want, now=now, worker=self.worker_id, lease_seconds=options.lease,
-                queues=options.queues, tenants=options.tenants, backends=backend_names, dag_id=options.dag_id,
-            ) if want else []
-        for (_, claimed, outcome), became in zip(finished, endings):
-            keeper.drop(claimed.token)
-            self._by_token.pop(claimed.token, None)
+            attempt_rows: list[tuple[Any, ...]] = []
+            breakers = BreakerCache(tx)
+            endings = [
+                dispatcher.finish(tx, journal, claim, outcome, now=now, worker=self.worker_id, attempt_rows=attempt_rows, breakers=breakers)
+                for _, claim, outcome in finished
+            ]
+            if attempt_rows:
+                tx.record_attempts(attempt_rows)
+            for slot, count in wants:
+                claims = dispatcher.claim(
+                    tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,
+                    queues=options.queues, tenants=options.tenants, backends=backend_names, dag_id=options.dag_id,
+                    suspects="alone" if slot.outstanding == 0 else "exclude",
+                )
+                if not claims:
+                    break  # nothing more is ready for anyone
+                claimed.append((slot, claims))
+        for (_, claim, outcome), became in zip(finished, endings):
+            keeper.drop(claim.token)
+            self._by_token.pop(claim.token, None)
             report.count(became)
             if became in ("retry", "failed") and outcome.error:
-                self._log(f"task {claimed.id} attempt {claimed.attempt} failed: {outcome.error.splitlines()[0][:200]}")
+                self._log(f"task {claim.id} attempt {claim.attempt} failed: {outcome.error.splitlines()[0][:200]}")
             elif became == "stale":
-                self._log(f"task {claimed.id}: dropped a late result (another worker took the task over)")
-        report.claimed += len(claims)
-        return claims
+                self._log(f"task {claim.id}: dropped a late result (another worker took the task over)")
+        report.claimed += sum(len(claims) for _, claims in claimed)
+        return claimed

@@ -94,6 +94,34 @@ def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: st
                         retry_at=row[6] if row else None, trial_task=row[7] if row else None, now=now)
 
 
+class BreakerCache:
+    """Which circuits a transaction may have to update, read once per transaction.
+
+    Most completions belong to services whose circuit is closed with no
+    failures: for them a success changes nothing and costs no query.
+    """
+
+    def __init__(self, tx: Any) -> None:
+        self._tx = tx
+        self._unclean: set[str] | None = None
+
+    def _keys(self) -> set[str]:
+        if self._unclean is None:
+            self._unclean = set(self._tx.unclean_breakers())
+        return self._unclean
+
+    def success(self, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+        """A successful attempt of `key`'s service (see `record_success`)."""
+        if key in self._keys():
+            record_success(self._tx, journal, key, task_id, tenant, now)
+            self._keys().discard(key)
+
+    def failure(self, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+        """A failed attempt of `key`'s service (see `record_failure`)."""
+        record_failure(self._tx, journal, key, task_id, tenant, now)
+        self._keys().add(key)
+
+
 def is_blocking(tx: Any, key: str, task_id: int, now: int) -> bool:
     """Whether the circuit of `key` keeps task `task_id` from being claimed now."""
     row = tx.breaker_row(key)

@@ -25,6 +25,10 @@ class BreakerSQL:
         """`(key, state, retry_at, trial_task)` of every breaker that is not closed."""
         return self.conn.execute("SELECT key, state, retry_at, trial_task FROM breakers WHERE state != 'closed'").fetchall()
 
+    def unclean_breakers(self) -> list[str]:
+        """Keys of circuits that are not closed or have counted failures."""
+        return [row[0] for row in self.conn.execute("SELECT key FROM breakers WHERE state != 'closed' OR failures > 0")]
+
     def save_breaker(
         self,
         key: str,

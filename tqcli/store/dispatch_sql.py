@@ -14,13 +14,16 @@ from tqcli.store.tasks_sql import chunks, marks
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
 CLAIM_COLUMNS = (
     "id, name, queue, tenant, backend, target, payload, attempts, max_retries, backoff, timeout, "
-    "service, encrypted, dag_id, lease_token"
+    "service, encrypted, dag_id, lease_token, error, has_dependents, started_at, worker, priority, run_at"
 )
 
 _PICK = (
     "SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND run_at <= ?{filters} "
-    "ORDER BY priority DESC, run_at, id LIMIT 1"
+    "ORDER BY priority DESC, run_at, id LIMIT ?"
 )
+
+# A claim's fencing token: its claim number (from a counter that never repeats) and the task id.
+TOKEN_SHIFT = 1 << 32
 
 
 def _in_clause(column: str, values: Sequence[str], negate: bool = False) -> str:
@@ -32,15 +35,16 @@ class DispatchSQL:
 
     conn: sqlite3.Connection
 
-    def next_attempt_id(self) -> int:
-        """The id the next attempt row gets; used as the claim's fencing token."""
-        return self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM attempts").fetchone()[0]
+    def next_claim_number(self) -> int:
+        """A claim number never handed out before; tokens are `number * 2**32 + task id`."""
+        return self.conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'claim' RETURNING value").fetchone()[0]
 
-    def claim_next(
+    def claim_tasks(
         self,
         *,
+        count: int,
         now: int,
-        token: int,
+        claim_number: int,
         lease_until: int,
         worker: str,
         queues: Sequence[str] = (),
@@ -50,11 +54,14 @@ class DispatchSQL:
         task_id: int | None = None,
         due_by: int | None = None,
         dag_id: int | None = None,
-    ) -> tuple[Any, ...] | None:
-        """Claim the best ready task matching the filters (or `task_id` if ready); its row or None.
+        exclude_error: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Claim the best `count` ready tasks matching the filters in one statement; their rows.
 
         Ready means pending, every dependency completed, and `run_at` not after
-        `due_by` (default: `now`).
+        `due_by` (default: `now`). `exclude_error` skips tasks whose last
+        attempt failed with exactly that error. Rows come back in no
+        particular order (they carry priority and run_at to sort by).
         """
         params: list[Any] = [now if due_by is None else due_by]
         filters = ""
@@ -74,24 +81,25 @@ class DispatchSQL:
         if excluded_services:
             filters += _in_clause("service", excluded_services, negate=True)
             params.extend(excluded_services)
+        if exclude_error is not None:
+            filters += " AND (error IS NULL OR error <> ?)"
+            params.append(exclude_error)
         sql = (
-            "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, lease_token = ?, "
-            "lease_until = ?, worker = ?, cancel_requested = 0 "
-            f"WHERE id = ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
+            "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
+            f"lease_token = ? * {TOKEN_SHIFT} + id, lease_until = ?, worker = ?, cancel_requested = 0 "
+            f"WHERE id IN ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
         )
-        return self.conn.execute(sql, (now, token, lease_until, worker, *params)).fetchone()
+        return self.conn.execute(sql, (now, claim_number, lease_until, worker, *params, count)).fetchall()
 
-    def insert_attempts(self, rows: Sequence[tuple[int, int, int, int, str, int]]) -> None:
-        """Open attempt rows: `(id/token, task_id, attempt, token, worker, started_at)`."""
+    def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Ended attempts: `(token, task_id, attempt, worker, started_at, finished_at, outcome, error)`.
+
+        The token is the row's id, so an attempt is recorded once.
+        """
         self.conn.executemany(
-            "INSERT INTO attempts (id, task_id, attempt, token, worker, started_at) VALUES (?, ?, ?, ?, ?, ?)", rows
-        )
-
-    def close_attempt(self, token: int, *, now: int, outcome: str, error: str | None) -> None:
-        """Record how the attempt with this token ended (only the first ending counts)."""
-        self.conn.execute(
-            "UPDATE attempts SET finished_at = ?, outcome = ?, error = ? WHERE id = ? AND outcome IS NULL",
-            (now, outcome, error, token),
+            "INSERT OR IGNORE INTO attempts (id, task_id, attempt, token, worker, started_at, finished_at, outcome, error) "
+            "VALUES (?1, ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8)",
+            rows,
         )
 
     def complete_task(self, task_id: int, token: int, *, now: int, result: str) -> bool:
@@ -165,6 +173,12 @@ class DispatchSQL:
             f"SELECT {CLAIM_COLUMNS}, cancel_requested FROM tasks WHERE state = 'running' AND lease_until < ?",
             (now,),
         ).fetchall()
+
+    def running_attempt(self, task_id: int) -> tuple[int, int, str] | None:
+        """`(attempt, started_at, worker)` of the attempt running now, if the task runs."""
+        return self.conn.execute(
+            "SELECT attempts, started_at, worker FROM tasks WHERE id = ? AND state = 'running'", (task_id,)
+        ).fetchone()
 
     def task_state(self, task_id: int) -> str | None:
         """The state of one task, or None if it does not exist."""

@@ -251,7 +251,27 @@ CREATE TABLE schedule_fires (
 
 MIGRATION_3 = (SCHEDULES, SCHEDULE_FIRES)
 
+# -- version 4: cheaper finishing -------------------------------------------
+# `has_dependents` lets a worker skip looking for dependents to release; the
+# `counters` table hands out claim numbers, from which fencing tokens are made
+# (claim number * 2**32 + task id), so a worker claims many tasks in one
+# statement and an attempt row (id = token) is written once, when the attempt
+# ends; the running attempt lives on its task row.
+
+TASKS_HAS_DEPENDENTS = "ALTER TABLE tasks ADD COLUMN has_dependents INTEGER NOT NULL DEFAULT 0"
+MARK_DEPENDED_ON = "UPDATE tasks SET has_dependents = 1 WHERE id IN (SELECT depends_on FROM task_deps)"
+COUNTERS = """
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+FIRST_CLAIM = "INSERT INTO counters (name, value) SELECT 'claim', (coalesce(max(id), 0) >> 32) + 1 FROM attempts"
+DROP_OPEN_ATTEMPTS = "DELETE FROM attempts WHERE outcome IS NULL"
+
+MIGRATION_4 = (TASKS_HAS_DEPENDENTS, MARK_DEPENDED_ON, COUNTERS, FIRST_CLAIM, DROP_OPEN_ATTEMPTS)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -49,9 +49,12 @@ class TaskSQL:
         """Insert task rows in the column order of `INSERT_TASK`."""
         self.conn.executemany(INSERT_TASK, rows)
 
-    def insert_dependencies(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Record `(task_id, depends_on)` edges."""
+    def insert_dependencies(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Record `(task_id, depends_on)` edges, marking the depended-on tasks."""
         self.conn.executemany("INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES (?, ?)", pairs)
+        depended_on = sorted({dep for _, dep in pairs})
+        for part in chunks(depended_on):
+            self.conn.execute(f"UPDATE tasks SET has_dependents = 1 WHERE id IN ({marks(len(part))})", part)
 
     def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, int]:
         """Existing task ids by idempotency key within one tenant."""
