@@ -12,7 +12,7 @@ from tqcli.backends.plugins import backend_names
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
 from tqcli.errors import InvalidInput, NotFound
-from tqcli.security.audit import Journal
+from tqcli.security.audit import Journal, encode_details
 from tqcli.units import US_PER_SECOND
 
 # A dependency in one of these states blocks its dependents (see core.chaining).
@@ -80,23 +80,26 @@ def insert_specs(
     results: list[SubmitResult] = []
     rows, edges = [], []
     actor = ctx.actor
+    details: dict[tuple[str, str, str, int], str] = {}  # bulk submits repeat the same few
     for index, spec in enumerate(specs):
-        key = (spec.tenant, spec.idempotency_key)
-        if spec.idempotency_key is not None and key in existing:
-            results.append(SubmitResult(existing[key], created=False))
-            continue
+        if spec.idempotency_key is not None:
+            key = (spec.tenant, spec.idempotency_key)
+            if key in existing:
+                results.append(SubmitResult(existing[key], created=False))
+                continue
+            existing[key] = next_id
         task_id = next_id
         next_id += 1
-        if spec.idempotency_key is not None:
-            existing[key] = task_id
-        deps = sorted(set(spec.depends_on))
-        states = [dep_states[dep] for dep in deps]
-        if internal_deps is not None:
-            internal = [results[i].id for i in internal_deps[index]]
-            deps += internal
-            states += ["pending"] * len(internal)
-        state = "blocked" if any(s in STOPPING_STATES for s in states) else "pending"
-        waiting = sum(1 for s in states if s != "completed")
+        state, waiting, deps = "pending", 0, []
+        if spec.depends_on or internal_deps is not None:
+            deps = sorted(set(spec.depends_on))
+            states = [dep_states[dep] for dep in deps]
+            if internal_deps is not None:
+                internal = [results[i].id for i in internal_deps[index]]
+                deps += internal
+                states += ["pending"] * len(internal)
+            state = "blocked" if any(s in STOPPING_STATES for s in states) else "pending"
+            waiting = sum(1 for s in states if s != "completed")
         run_at = now
         if spec.delay:
             run_at = now + int(spec.delay * US_PER_SECOND)
@@ -108,7 +111,11 @@ def insert_specs(
             spec.timeout, run_at, waiting, dag_id, spec.service_key, spec.idempotency_key, now, actor,
         ))
         edges += [(task_id, dep) for dep in deps]
-        journal.add("task.submit", task_id, spec.tenant, queue=spec.queue, backend=spec.backend, target=spec.target, priority=spec.priority)
+        summary = (spec.queue, spec.backend, spec.target, spec.priority)
+        text = details.get(summary)
+        if text is None:
+            text = details[summary] = encode_details({"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority})
+        journal.add_text("task.submit", task_id, spec.tenant, text)
         results.append(SubmitResult(task_id, created=True))
     if rows:
         tx.insert_tasks(rows)

@@ -64,9 +64,12 @@ def entry_hash(
     return hashlib.sha256(buf).hexdigest()
 
 
+_DETAILS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def encode_details(details: dict[str, Any]) -> str:
     """The stored text of an entry's details: compact JSON with sorted keys."""
-    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _DETAILS_ENCODER.encode(details)
 
 
 class Journal:
