@@ -75,7 +75,7 @@ def test_verify_names_the_first_bad_entry_and_what_happened(queue, sql, kind, se
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(queue):
     fill(queue, 4)
     entries = rows(queue)
-    seq, ts, actor, action, task_id, tenant, details, key_id, prev, _ = entries[1]
+    seq, ts, actor, action, task_id, tenant, details, key_id, prev = entries[1][:9]
     forged = entry_hash(seq, ts, "mallory", action, task_id, tenant, details, key_id, prev)
     tamper(queue, f"UPDATE audit SET actor = 'mallory', hash = '{forged}' WHERE seq = 2")
     report = queue.audit.verify()
@@ -146,3 +146,24 @@ def test_audit_log_filters_and_keeps_chain_order(queue):
     assert [e.action for e in queue.audit.entries(action="task.cancel")] == ["task.cancel"]
     assert [e.task_id for e in queue.audit.entries(task_id=ids[2])] == [ids[2], ids[2]]
     assert queue.audit.entries(actor="nobody-else") == []
+
+
+def test_a_field_of_another_type_is_reported_not_crashed_on(queue):
+    fill(queue, 3)
+    tamper(queue, "UPDATE audit SET details = 42, ts = 7 WHERE seq = 2")
+    report = queue.audit.verify()
+    assert (report.kind, report.bad_seq) == ("changed", 2)
+
+
+@pytest.mark.parametrize("sql", [None, "UPDATE audit SET actor = 'mallory' WHERE seq = 9", "DELETE FROM audit WHERE seq = 12"])
+def test_verification_split_between_processes_agrees_with_the_ordered_walk(queue, monkeypatch, sql):
+    from tqcli.security import audit_log
+
+    monkeypatch.setattr(audit_log, "PARALLEL_FROM", 1)
+    fill(queue, 20)
+    if sql:
+        tamper(queue, sql)
+    split = queue.audit.verify(processes=3)
+    ordered = verify_rows(rows(queue))
+    assert (split.intact, split.kind, split.bad_seq, split.count, split.head_hash) == (ordered.intact, ordered.kind, ordered.bad_seq, ordered.count, ordered.head_hash)
+    assert split.intact == (sql is None)

@@ -286,3 +286,11 @@ def test_breaker_reset_and_errors(queue):
     queue.breakers.configure("x", failure_threshold=2)
     queue.breakers.reset("x")
     assert breaker_of(queue, "x").failure_threshold == 2
+
+
+def test_the_claim_is_an_index_search_with_no_temp_b_tree(queue):
+    with queue._ctx.read() as tx:
+        for filters in ({}, {"queues": ("etl",), "backends": ("simple", "shell"), "exclude_error": "worker lost"}):
+            plan = " | ".join(tx.explain_claim(**filters))
+            assert "SEARCH tasks USING" in plan and "INDEX tasks_claim (state=? AND waiting_deps=?)" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan

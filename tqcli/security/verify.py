@@ -8,6 +8,7 @@ older copy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
@@ -113,13 +114,28 @@ class VerifyReport:
         }
 
 
+def _text(value: Any) -> Any:
+    # A field changed with the sqlite3 shell may hold another type; hash its text.
+    return value if value is None or isinstance(value, str) else str(value)
+
+
 def _row_hash(row: Sequence[Any], seq: int) -> str:
-    return entry_hash(seq, row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+    fields = [_text(value) for value in row[1:9]]
+    return entry_hash(seq, *fields)
+
+
+def _stored_hash(row: Sequence[Any]) -> str:
+    """The entry's hash at its stored seq, from the encoding SQLite built when the row carries it."""
+    if len(row) > 10 and isinstance(row[10], bytes):
+        return hashlib.sha256(row[10]).hexdigest()
+    return _row_hash(row, row[0])
 
 
 def _found_at_offset(row: Sequence[Any]) -> int | None:
     """The offset d such that the entry hashes correctly as seq+d, if it is nearby."""
     seq = row[0]
+    if not isinstance(seq, int):
+        return None
     for distance in range(1, _SEARCH_WINDOW + 1):
         for offset in (distance, -distance):
             if seq + offset > 0 and _row_hash(row, seq + offset) == row[9]:
@@ -132,8 +148,58 @@ def _fail(report: VerifyReport, kind: str, seq: int, problem: str) -> VerifyRepo
     return report
 
 
+_TAG_TEXT = "tqcli-audit-v1\n"
+
+
+def scan(rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None) -> tuple[int, str, str, bool]:
+    """The fast pass over a stretch of the chain: `(entries, first prev_hash, last hash, intact)`.
+
+    Checks sequence, links and hashes with the encoding of `entry_hash`
+    written out inline (this loop runs once per entry); it stops at the first
+    doubt, which `verify_rows` then classifies. `prev_hash` None accepts
+    whatever the first entry links to (a stretch that starts mid-chain).
+    """
+    sha256 = hashlib.sha256
+    count, first_prev, last = 0, "", prev_hash or ""
+    for seq, ts, actor, action, task_id, tenant, details, key_id, link, digest in rows:
+        if count == 0:
+            first_prev = link
+            if prev_hash is None:
+                last = link
+        if seq != expected_seq or link != last or key_id is not None:
+            return count, first_prev, last, False
+        if type(ts) is not str or type(actor) is not str or type(action) is not str or type(details) is not str:
+            return count, first_prev, last, False
+        number = str(seq)
+        task = "-" if task_id is None else f"{len(str(task_id))}:{task_id}"
+        tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
+        text = (
+            f"{_TAG_TEXT}{len(number)}:{number}{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}"
+            f"{task}{tenant_part}{len(details)}:{details}-{len(link)}:{link}"
+        )
+        if not text.isascii() or sha256(text.encode("ascii")).hexdigest() != digest:
+            if entry_hash(seq, ts, actor, action, task_id, tenant, details, None, link) != digest:
+                return count, first_prev, last, False
+        last = digest
+        expected_seq = seq + 1
+        count += 1
+    return count, first_prev, last, True
+
+
+def scan_range(path: str, busy_timeout: float, first: int, last: int) -> tuple[int, str, str, bool]:
+    """`scan` of the entries from `first` to `last`, on a connection of its own (another process)."""
+    from tqcli.store.sqlite import SqliteStore
+
+    store = SqliteStore(path, busy_timeout=busy_timeout)
+    try:
+        with store.read() as tx:
+            return scan(tx.iter_audit(first, last), first, None)
+    finally:
+        store.close()
+
+
 def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = None) -> VerifyReport:
-    """Check every link of the chain, streaming; stop at the first bad entry."""
+    """Check every link of the chain, streaming; stop at the first bad entry and say what happened."""
     report = VerifyReport()
     expected_seq, prev_hash, before_prev = 1, GENESIS_HASH, None
     iterator: Iterator[Sequence[Any]] = iter(rows)
@@ -149,9 +215,9 @@ def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = N
             last = seq - 1
             span = f"entry {expected_seq} was" if last == expected_seq else f"entries {expected_seq} to {last} were"
             return _fail(report, "removed", expected_seq, f"{span} removed: the chain jumps from entry {expected_seq - 1} to {seq}")
-        if _row_hash(row, seq) != row[9]:
+        if _stored_hash(row) != row[9]:
             offset = _found_at_offset(row)
-            if offset is not None and following is not None and _row_hash(following, following[0]) != following[9] and _found_at_offset(following) == -offset:
+            if offset is not None and following is not None and _stored_hash(following) != following[9] and _found_at_offset(following) == -offset:
                 return _fail(report, "reordered", seq, f"entries {seq} and {seq + offset} were reordered: each holds the other's contents")
             if offset is not None and offset > 0:
                 return _fail(report, "removed", seq, f"{offset} entr{'y was' if offset == 1 else 'ies were'} removed before entry {seq} and later entries renumbered")
@@ -182,3 +248,10 @@ def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = N
         if checkpoint.seq == 0 and checkpoint.hash != GENESIS_HASH:
             return _fail(report, "rewritten", 0, "the checkpoint's head does not match an empty chain")
     return report
+
+
+if __name__ == "__main__":  # a helper process of AuditLog.verify: scan one stretch, print the outcome
+    import sys
+
+    path, busy, first, last = sys.argv[1:5]
+    print(json.dumps(scan_range(path, float(busy), int(first), int(last))))

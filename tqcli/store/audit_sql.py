@@ -21,9 +21,16 @@ class AuditSQL:
         """Append entries given in `AUDIT_COLUMNS` order."""
         self.conn.executemany(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
-    def iter_audit(self) -> Iterator[tuple[Any, ...]]:
-        """Every entry in stored order, streamed row by row (flat memory)."""
-        return self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")
+    def iter_audit(self, first: int | None = None, last: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Entries in stored order (those with seq from `first` to `last`), streamed row by row."""
+        if first is None:
+            return self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")
+        return self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last))
+
+    def audit_bounds(self) -> tuple[int, int, int]:
+        """`(count, lowest seq, highest seq)` of the entries (zeros when there are none)."""
+        count, low, high = self.conn.execute("SELECT count(*), min(seq), max(seq) FROM audit").fetchone()
+        return count, low or 0, high or 0
 
     def audit_row(self, seq: int) -> tuple[Any, ...] | None:
         """The entry with sequence number `seq`, if it exists."""

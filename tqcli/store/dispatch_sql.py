@@ -30,6 +30,53 @@ def _in_clause(column: str, values: Sequence[str], negate: bool = False) -> str:
     return f" AND {column} {'NOT ' if negate else ''}IN ({marks(len(values))})"
 
 
+def claim_statement(
+    *,
+    due_by: int,
+    queues: Sequence[str] = (),
+    tenants: Sequence[str] = (),
+    backends: Sequence[str] | None = None,
+    excluded_services: Sequence[str] = (),
+    task_id: int | None = None,
+    dag_id: int | None = None,
+    exclude_error: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The claim UPDATE and its filter parameters.
+
+    Its own parameters come first (started_at, claim number, lease_until,
+    worker), then the filters', then the LIMIT. `backends` limits claims to
+    the backends a worker could load (maybe none); `exclude_error` skips
+    tasks whose last attempt failed with exactly that error.
+    """
+    params: list[Any] = [due_by]
+    filters = ""
+    if task_id is not None:
+        filters += " AND id = ?"
+        params.append(task_id)
+    if dag_id is not None:
+        filters += " AND dag_id = ?"
+        params.append(dag_id)
+    for column, values in (("queue", queues), ("tenant", tenants)):
+        if values:
+            filters += _in_clause(column, values)
+            params.extend(values)
+    if backends is not None:
+        filters += _in_clause("backend", backends)
+        params.extend(backends)
+    if excluded_services:
+        filters += _in_clause("service", excluded_services, negate=True)
+        params.extend(excluded_services)
+    if exclude_error is not None:
+        filters += " AND (error IS NULL OR error <> ?)"
+        params.append(exclude_error)
+    sql = (
+        "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
+        f"lease_token = ? * {TOKEN_SHIFT} + id, lease_until = ?, worker = ?, cancel_requested = 0 "
+        f"WHERE id IN ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
+    )
+    return sql, params
+
+
 class DispatchSQL:
     """Queries for workers: claim, finish, renew, reclaim."""
 
@@ -39,57 +86,21 @@ class DispatchSQL:
         """A claim number never handed out before; tokens are `number * 2**32 + task id`."""
         return self.conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'claim' RETURNING value").fetchone()[0]
 
-    def claim_tasks(
-        self,
-        *,
-        count: int,
-        now: int,
-        claim_number: int,
-        lease_until: int,
-        worker: str,
-        queues: Sequence[str] = (),
-        tenants: Sequence[str] = (),
-        backends: Sequence[str] | None = None,
-        excluded_services: Sequence[str] = (),
-        task_id: int | None = None,
-        due_by: int | None = None,
-        dag_id: int | None = None,
-        exclude_error: str | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """Claim the best `count` ready tasks matching the filters in one statement; their rows.
+    def claim_tasks(self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, **filters: Any) -> list[tuple[Any, ...]]:
+        """Claim the best `count` ready tasks matching `filters` in one statement; their rows.
 
         Ready means pending, every dependency completed, and `run_at` not after
-        `due_by` (default: `now`). `exclude_error` skips tasks whose last
-        attempt failed with exactly that error. Rows come back in no
-        particular order (they carry priority and run_at to sort by).
+        `due_by` (default: `now`); see `claim_statement` for the filters. Rows
+        come back in no particular order (they carry priority and run_at).
         """
-        params: list[Any] = [now if due_by is None else due_by]
-        filters = ""
-        if task_id is not None:
-            filters += " AND id = ?"
-            params.append(task_id)
-        if dag_id is not None:
-            filters += " AND dag_id = ?"
-            params.append(dag_id)
-        for column, values in (("queue", queues), ("tenant", tenants)):
-            if values:
-                filters += _in_clause(column, values)
-                params.extend(values)
-        if backends is not None:  # only the backends this worker could load (maybe none)
-            filters += _in_clause("backend", backends)
-            params.extend(backends)
-        if excluded_services:
-            filters += _in_clause("service", excluded_services, negate=True)
-            params.extend(excluded_services)
-        if exclude_error is not None:
-            filters += " AND (error IS NULL OR error <> ?)"
-            params.append(exclude_error)
-        sql = (
-            "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
-            f"lease_token = ? * {TOKEN_SHIFT} + id, lease_until = ?, worker = ?, cancel_requested = 0 "
-            f"WHERE id IN ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
-        )
+        sql, params = claim_statement(due_by=filters.pop("due_by", None) or now, **filters)
         return self.conn.execute(sql, (now, claim_number, lease_until, worker, *params, count)).fetchall()
+
+    def explain_claim(self, **filters: Any) -> list[str]:
+        """SQLite's query plan for the claim statement (one line per step)."""
+        sql, params = claim_statement(due_by=0, **filters)
+        rows = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 0, 0, "", *params, 1)).fetchall()
+        return [row[-1] for row in rows]
 
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Ended attempts: `(token, task_id, attempt, worker, started_at, finished_at, outcome, error)`.

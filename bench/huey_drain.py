@@ -1,0 +1,27 @@
+"""Huey's worker loop over N no-op tasks in a SqliteHuey database; prints the seconds it took.
+
+Runs in the benchmark's own environment (bench/.env), where Huey is installed.
+Usage: huey_drain.py DB N
+"""
+
+import json
+import sys
+import threading
+import time
+
+from huey import SqliteHuey
+from huey.consumer import Worker
+
+from benchjobs import noop as noop_function
+
+db, count = sys.argv[1], int(sys.argv[2])
+huey = SqliteHuey(filename=db)
+huey.storage.conn.execute("pragma synchronous = NORMAL")  # the same durability as tqcli's default
+noop = huey.task()(noop_function)
+for _ in range(count):
+    noop()
+worker = Worker(huey, threading.Event(), default_delay=0.1, max_delay=1.0, backoff=1.15)
+started = time.perf_counter()
+while huey.pending_count():
+    worker.loop()
+print(json.dumps({"seconds": time.perf_counter() - started}))

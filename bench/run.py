@@ -1,0 +1,421 @@
+"""tqcli's benchmark: `make bench` runs it and prints one table.
+
+Every figure is the median of several runs with their min-max, and every
+comparison is a ratio measured in the same run (these machines are noisy:
+absolute figures drift 15-30 %). Data is built in a temporary folder; what
+tqcli is compared against (Huey) is installed into bench/.env, never into
+the project's environment.
+
+    python bench/run.py [--quick] [--runs N] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+import tqcli  # noqa: E402
+from tqcli.core import dispatcher  # noqa: E402
+from tqcli.core.spec import TaskSpec  # noqa: E402
+
+TQCLI = str(Path(sys.executable).parent / "tqcli")
+ENV_DIR = HERE / ".env"
+
+
+@dataclass
+class Figure:
+    """One line of the results table."""
+
+    name: str
+    how: str
+    value: str
+    target: str
+    met: bool | None
+
+
+def spread(values: list[float], unit: str = "", digits: int = 0) -> str:
+    """`median (min-max) unit`."""
+    fmt = f"{{:,.{digits}f}}"
+    med, low, high = statistics.median(values), min(values), max(values)
+    return f"{fmt.format(med)} ({fmt.format(low)}-{fmt.format(high)}){unit}"
+
+
+def run_env(db: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, TQCLI_DB=str(db), PYTHONPATH=f"{HERE}:{ROOT}", NO_COLOR="1")
+    env.pop("TQCLI_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def timed(command: list[str], env: dict[str, str], **kwargs: object) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    return time.perf_counter() - started
+
+
+def fresh(folder: Path, name: str) -> Path:
+    path = folder / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
+def write_jobs(path: Path, count: int, target: str = "benchjobs:noop", backend: str = "simple") -> Path:
+    with open(path, "w") as handle:
+        line = json.dumps({"target": target, "backend": backend}) + "\n"
+        handle.write(line * count)
+    return path
+
+
+def fill(db: Path, count: int, target: str = "benchjobs:noop", backend: str = "simple") -> None:
+    """Submit `count` tasks through the library, in bulk transactions."""
+    with tqcli.open(db) as queue:
+        chunk = 50_000
+        for start in range(0, count, chunk):
+            queue.submit_many([TaskSpec(target, backend=backend) for _ in range(min(chunk, count - start))])
+
+
+# -- the figures ----------------------------------------------------------------
+
+
+def submit_latency(work: Path, runs: int) -> Figure:
+    db = fresh(work, "latency.db")
+    env = run_env(db)
+    timed([TQCLI, "status"], env)  # create the database first
+    bare, ours = [], []
+    for _ in range(runs * 5):
+        bare.append(timed([sys.executable, "-c", "pass"], env))
+        ours.append(timed([TQCLI, "submit", "benchjobs:noop"], env))
+    ratio = statistics.median(ours) / statistics.median(bare)
+    return Figure(
+        "submit latency", "median wall time of `tqcli submit` vs `python -c pass`",
+        f"{spread([t * 1000 for t in ours], ' ms', 1)} vs {spread([t * 1000 for t in bare], ' ms', 1)}: {ratio:.1f}x",
+        "<= 8x", ratio <= 8,
+    )
+
+
+def raw_bulk_loop(db: Path, count: int) -> float:
+    """A bare SQLite loop inserting a task row and an audit row per task (the reference)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, target TEXT, payload TEXT, state TEXT, priority INT, run_at INT)")
+    conn.execute("CREATE TABLE a (seq INTEGER PRIMARY KEY, ts TEXT, action TEXT, task_id INT, details TEXT, hash TEXT)")
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO t VALUES (?, 'benchjobs:noop', '{}', 'pending', 0, 0)", ((i,) for i in range(count)))
+    conn.executemany("INSERT INTO a VALUES (?, 'ts', 'task.submit', ?, '{}', 'h')", ((i, i) for i in range(count)))
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return count / elapsed
+
+
+def bulk_submit(work: Path, runs: int, count: int) -> Figure:
+    jobs = write_jobs(work / "bulk.jsonl", count)
+    rates, raw = [], []
+    for _ in range(runs):
+        db = fresh(work, "bulk.db")
+        rates.append(count / timed([TQCLI, "submit", "--from-file", str(jobs)], run_env(db)))
+        raw.append(raw_bulk_loop(fresh(work, "raw.db"), count))
+    median = statistics.median(rates)
+    return Figure(
+        "bulk submit", f"`submit --from-file` of {count:,} tasks, audit entries included",
+        f"{spread(rates, '/s')}; a bare SQLite loop with an audit row per task: {spread(raw, '/s')}",
+        ">= 100,000/s", median >= 100_000,
+    )
+
+
+def drain_noop(work: Path, runs: int, count: int) -> list[Figure]:
+    ours, huey = [], []
+    python = ENV_DIR / "bin" / "python"
+    for _ in range(runs):
+        db = fresh(work, "drain.db")
+        fill(db, count)
+        ours.append(count / timed([TQCLI, "worker", "--once"], run_env(db), cwd=HERE))
+        if python.exists():
+            huey_db = fresh(work, "huey.db")
+            out = subprocess.run([str(python), str(HERE / "huey_drain.py"), str(huey_db), str(count)], capture_output=True, text=True, check=True, cwd=HERE)
+            huey.append(count / json.loads(out.stdout)["seconds"])
+    figures = [Figure(
+        "drain, no-op Python tasks", f"one `worker --once` over {count:,} ready tasks, audit on",
+        spread(ours, "/s"), ">= 10,000/s", statistics.median(ours) >= 10_000,
+    )]
+    if huey:
+        ratio = statistics.median([a / b for a, b in zip(ours, huey)])
+        figures.append(Figure(
+            "  vs Huey", "SqliteHuey's worker loop (dequeue + execute) on the same tasks, same run",
+            f"Huey {spread(huey, '/s')}: tqcli is {ratio:.2f}x", ">= 2x", ratio >= 2,
+        ))
+    return figures
+
+
+def bare_spawn_loop(count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        subprocess.run(["/bin/sh", "-c", "true"], check=True)
+    return count / (time.perf_counter() - started)
+
+
+def drain_shell(work: Path, runs: int, count: int) -> Figure:
+    ours, bare = [], []
+    for _ in range(runs):
+        db = fresh(work, "shell.db")
+        fill(db, count, target="true", backend="shell")
+        ours.append(count / timed([TQCLI, "worker", "--once"], run_env(db)))
+        bare.append(bare_spawn_loop(count))
+    ratio = statistics.median([a / b for a, b in zip(ours, bare)])
+    return Figure(
+        "drain, shell `true` tasks", f"one worker over {count:,} tasks vs a bare Python loop spawning `/bin/sh -c true`",
+        f"{spread(ours, '/s')} vs {spread(bare, '/s')}: {ratio:.2f}x", ">= 0.7x", ratio >= 0.7,
+    )
+
+
+def two_workers(work: Path, runs: int, count: int) -> Figure:
+    ratios, doubled = [], 0
+    command = "sleep 0.02"
+    for _ in range(runs):
+        db = fresh(work, "one.db")
+        fill(db, count, target=command, backend="shell")
+        one = timed([TQCLI, "worker", "--once"], run_env(db))
+        db = fresh(work, "two.db")
+        fill(db, count, target=command, backend="shell")
+        env = run_env(db)
+        started = time.perf_counter()
+        workers = [subprocess.Popen([TQCLI, "worker", "--once"], env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
+        for worker in workers:
+            worker.wait()
+        two = time.perf_counter() - started
+        ratios.append(one / two)
+        conn = sqlite3.connect(db)
+        doubled += conn.execute("SELECT count(*) FROM tasks WHERE attempts != 1 OR state != 'completed'").fetchone()[0]
+        doubled += conn.execute("SELECT count(*) - count(DISTINCT task_id) FROM audit WHERE action = 'task.claim'").fetchone()[0]
+        conn.close()
+    ratio = statistics.median(ratios)
+    return Figure(
+        "two workers, shell tasks", f"`worker --once` x2 vs x1 over {count:,} `{command}` tasks",
+        f"{spread(ratios, 'x', 2)}; tasks run twice: {doubled}", ">= 1.7x; 0 run twice", ratio >= 1.7 and doubled == 0,
+    )
+
+
+def claim_cost(db: Path, samples: int) -> float:
+    """Median seconds of one claim (rolled back, so every sample claims from the same data)."""
+    times = []
+    with tqcli.open(db) as queue:
+        store = queue._ctx.store
+        for _ in range(samples):
+            started = time.perf_counter()
+            try:
+                with store.write() as tx:
+                    tx.claim_tasks(count=1, now=queue.clock.now(), claim_number=1, lease_until=0, worker="bench")
+                    raise _Rollback
+            except _Rollback:
+                pass
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class _Rollback(Exception):
+    pass
+
+
+def build_big(work: Path, pending: int, finished: int) -> Path:
+    db = fresh(work, "big.db")
+    fill(db, pending + finished)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE tasks SET state = 'completed', attempts = 1, finished_at = created_at, result = 'null' WHERE id <= ?", (finished,))
+    conn.commit()
+    conn.close()
+    return db
+
+
+def claim_growth(work: Path, runs: int, big: Path, pending: int, finished: int) -> Figure:
+    small = fresh(work, "small.db")
+    fill(small, 1000)
+    ratios, small_times, big_times = [], [], []
+    for _ in range(runs):
+        s, b = claim_cost(small, 300), claim_cost(big, 300)
+        small_times.append(s * 1e6)
+        big_times.append(b * 1e6)
+        ratios.append(b / s)
+    with tqcli.open(big) as queue, queue._ctx.read() as tx:
+        plan = " | ".join(tx.explain_claim())
+    searched = "SEARCH tasks USING COVERING INDEX tasks_claim" in plan and "TEMP B-TREE" not in plan
+    ratio = statistics.median(ratios)
+    return Figure(
+        "claim cost growth", f"per-claim time, 1k pending vs {pending:,} pending + {finished:,} finished",
+        f"{spread(small_times, ' us', 1)} vs {spread(big_times, ' us', 1)}: {ratio:.2f}x; plan: {plan}",
+        "<= 1.25x; index search, no temp B-tree", ratio <= 1.25 and searched,
+    )
+
+
+def status_at_scale(runs: int, big: Path, total: int) -> Figure:
+    times = [timed([TQCLI, "status"], run_env(big)) for _ in range(runs)]
+    return Figure(
+        "status at scale", f"`tqcli status` on a database of {total:,} tasks",
+        spread(times, " s", 3), "<= 0.5 s", statistics.median(times) <= 0.5,
+    )
+
+
+def read_rows(db: Path) -> float:
+    conn = sqlite3.connect(db)
+    started = time.perf_counter()
+    for _ in conn.execute("SELECT seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash, hash FROM audit ORDER BY seq"):
+        pass
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+def audit_verify(runs: int, big: Path, entries: int) -> Figure:
+    ratios, verify_times = [], []
+    for _ in range(runs):
+        read = read_rows(big)
+        with tqcli.open(big) as queue:
+            started = time.perf_counter()
+            report = queue.audit.verify()
+            verify = time.perf_counter() - started
+        assert report.intact
+        verify_times.append(verify)
+        ratios.append(verify / read)
+    ratio = statistics.median(ratios)
+    return Figure(
+        "audit verify", f"{entries:,} entries, vs just reading those rows",
+        f"{spread(verify_times, ' s', 2)}: {ratio:.2f}x the read", "<= 1.5x", ratio <= 1.5,
+    )
+
+
+def peak_rss(db: Path) -> float:
+    """Peak resident memory (MB) of one `worker --once` process."""
+    process = subprocess.Popen([TQCLI, "worker", "--once"], env=run_env(db), stderr=subprocess.DEVNULL, cwd=HERE)
+    _, _, usage = os.wait4(process.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+def worker_memory(work: Path, count: int) -> Figure:
+    small = fresh(work, "mem-small.db")
+    fill(small, count // 10)
+    big = fresh(work, "mem-big.db")
+    fill(big, count)
+    low, high = peak_rss(small), peak_rss(big)
+    return Figure(
+        "worker memory", f"peak RSS of `worker --once` over {count // 10:,} vs {count:,} tasks",
+        f"{low:.1f} MB vs {high:.1f} MB", "<= 35 MB, flat", high <= 35 and high <= low * 1.15,
+    )
+
+
+def durability(work: Path, runs: int, count: int) -> Figure:
+    rates: dict[str, list[float]] = {"normal": [], "full": []}
+    for _ in range(runs):
+        for mode in rates:
+            db = fresh(work, f"sync-{mode}.db")
+            fill(db, count)
+            config = work / f"{mode}.toml"
+            config.write_text(f'synchronous = "{mode}"\n')
+            rates[mode].append(count / timed([TQCLI, "--config", str(config), "worker", "--once"], run_env(db), cwd=HERE))
+    ratio = statistics.median(rates["normal"]) / statistics.median(rates["full"])
+    return Figure(
+        "durability setting", f"drain of {count:,} no-op tasks, synchronous NORMAL (default) vs FULL",
+        f"NORMAL {spread(rates['normal'], '/s')}, FULL {spread(rates['full'], '/s')}: FULL costs {ratio:.1f}x", "(reported)", None,
+    )
+
+
+# -- the run --------------------------------------------------------------------
+
+
+def ensure_comparison_env() -> bool:
+    """bench/.env with Huey, the queue tqcli is compared against."""
+    python = ENV_DIR / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(ENV_DIR)], check=True)
+    probe = subprocess.run([str(python), "-c", "import huey"], capture_output=True)
+    if probe.returncode != 0:
+        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "huey>=2.5"], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"warning: could not install Huey ({done.stderr.strip()[-200:]}); skipping the comparison", file=sys.stderr)
+            return False
+    return True
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+
+
+def table(figures: list[Figure]) -> str:
+    lines = ["| figure | how | result | target | met |", "| --- | --- | --- | --- | --- |"]
+    for f in figures:
+        met = "-" if f.met is None else ("yes" if f.met else "**no**")
+        lines.append(f"| {f.name} | {f.how} | {f.value} | {f.target} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data sets (a smoke run, not the figures)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    args = parser.parse_args()
+    sizes = dict(bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000)
+    if args.quick:
+        sizes = dict(bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200)
+    have_huey = ensure_comparison_env()
+    work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
+    figures: list[Figure] = []
+    started = time.perf_counter()
+    try:
+        steps = [
+            lambda: [submit_latency(work, args.runs)],
+            lambda: [bulk_submit(work, args.runs, sizes["bulk"])],
+            lambda: drain_noop(work, args.runs, sizes["drain"]) if have_huey else drain_noop(work, args.runs, sizes["drain"])[:1],
+            lambda: [drain_shell(work, args.runs, sizes["shell"])],
+            lambda: [two_workers(work, args.runs, sizes["two"])],
+            lambda: [worker_memory(work, sizes["memory"])],
+            lambda: [durability(work, args.runs, sizes["sync"])],
+        ]
+        for step in steps:
+            for figure in step():
+                figures.append(figure)
+                print(f"{figure.name}: {figure.value}", file=sys.stderr)
+        print(f"building a database of {sizes['pending'] + sizes['finished']:,} tasks...", file=sys.stderr)
+        big = build_big(work, sizes["pending"], sizes["finished"])
+        total = sizes["pending"] + sizes["finished"]
+        for figure in (
+            claim_growth(work, args.runs, big, sizes["pending"], sizes["finished"]),
+            status_at_scale(args.runs, big, total),
+            audit_verify(args.runs, big, total),
+        ):
+            figures.append(figure)
+            print(f"{figure.name}: {figure.value}", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = f"Machine: {machine()}\nRuns per figure: {args.runs}; took {time.perf_counter() - started:.0f} s\n\n{table(figures)}\n"
+    print(report)
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+
+
+if __name__ == "__main__":
+    main()
