@@ -254,7 +254,7 @@ def claim_growth(work: Path, runs: int, big: Path, pending: int, finished: int) 
         big_times.append(b * 1e6)
         ratios.append(b / s)
     with tqcli.open(big) as queue, queue._ctx.read() as tx:
-        plan = " | ".join(tx.explain_claim())
+        plan = "; ".join(tx.explain_claim())
     searched = "SEARCH tasks USING COVERING INDEX tasks_claim" in plan and "TEMP B-TREE" not in plan
     ratio = statistics.median(ratios)
     return Figure(
@@ -300,11 +300,34 @@ def audit_verify(runs: int, big: Path, entries: int) -> Figure:
     )
 
 
-def peak_rss(db: Path) -> float:
-    """Peak resident memory (MB) of one `worker --once` process."""
+def _high_water(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss(db: Path) -> tuple[float, float]:
+    """Peak resident memory (MB) of one `worker --once` process, and of its executor process.
+
+    Read from /proc (VmHWM) while they run: the rusage of a child that
+    waited for children of its own mixes in theirs.
+    """
     process = subprocess.Popen([TQCLI, "worker", "--once"], env=run_env(db), stderr=subprocess.DEVNULL, cwd=HERE)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_maxrss / 1024
+    worker = executor = 0
+    while process.poll() is None:
+        worker = max(worker, _high_water(process.pid))
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        try:
+            for child in children.read_text().split():
+                executor = max(executor, _high_water(int(child)))
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return worker / 1024, executor / 1024
 
 
 def worker_memory(work: Path, count: int) -> Figure:
@@ -312,10 +335,11 @@ def worker_memory(work: Path, count: int) -> Figure:
     fill(small, count // 10)
     big = fresh(work, "mem-big.db")
     fill(big, count)
-    low, high = peak_rss(small), peak_rss(big)
+    (low, _), (high, executor) = peak_rss(small), peak_rss(big)
     return Figure(
         "worker memory", f"peak RSS of `worker --once` over {count // 10:,} vs {count:,} tasks",
-        f"{low:.1f} MB vs {high:.1f} MB", "<= 35 MB, flat", high <= 35 and high <= low * 1.15,
+        f"{low:.1f} MB vs {high:.1f} MB (its executor process: {executor:.1f} MB)", "<= 35 MB, flat",
+        high <= 35 and high <= low * 1.15,
     )
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import select
 import signal
 import subprocess
+import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from tqcli.backends.base import TaskCancelled, TaskContext, TaskTimeout
 
@@ -37,6 +39,41 @@ LIVE_GROUPS: set[int] = set()
 
 class ShellFailed(Exception):
     """The command exited with a non-zero status (or was killed by a signal)."""
+
+
+_SPAWN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _task_environment(task_id: int, payload: str) -> Iterator[None]:
+    """Set TQCLI_TASK_ID and TQCLI_PAYLOAD in this process's environment for one spawn.
+
+    Cheaper than handing Popen a copied environment, which it re-encodes
+    variable by variable on every task; spawns hold `_SPAWN_LOCK`, so
+    threads never see each other's values.
+    """
+    saved = {name: os.environ.get(name) for name in ("TQCLI_TASK_ID", "TQCLI_PAYLOAD")}
+    os.environ["TQCLI_TASK_ID"] = str(task_id)
+    if len(payload) <= MAX_ENV_PAYLOAD:
+        os.environ["TQCLI_PAYLOAD"] = payload
+    else:
+        os.environ.pop("TQCLI_PAYLOAD", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _exit_notice(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux pidfd), or None."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
 
 
 def end_process_group(pgid: int, grace: float = KILL_GRACE) -> None:
@@ -66,18 +103,14 @@ class ShellBackend:
     def execute(self, ctx: TaskContext) -> Any:
         """Run the command; return its exit code and the last 4 KiB of its output."""
         payload = json.dumps(ctx.payload, separators=(",", ":"))
-        env = dict(os.environ, TQCLI_TASK_ID=str(ctx.id))
-        env.pop("TQCLI_PAYLOAD", None)
-        if len(payload) <= MAX_ENV_PAYLOAD:
-            env["TQCLI_PAYLOAD"] = payload
-        process = subprocess.Popen(
-            ["/bin/sh", "-c", ctx.target],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        with _SPAWN_LOCK, _task_environment(ctx.id, payload):
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", ctx.target],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         LIVE_GROUPS.add(process.pid)
         try:
             tail = self._pump(process, payload.encode(), ctx)
@@ -112,43 +145,60 @@ class ShellBackend:
 
         pending = memoryview(stdin_data)
         stdout_fd = process.stdout.fileno()
-        with selectors.DefaultSelector() as selector:
-            selector.register(stdout_fd, selectors.EVENT_READ)
-            if pending:
-                os.set_blocking(process.stdin.fileno(), False)
-                selector.register(process.stdin.fileno(), selectors.EVENT_WRITE)
-            else:
-                process.stdin.close()
+        stdin_fd = process.stdin.fileno()
+        exit_fd = _exit_notice(process.pid)  # readable when the shell exits: no polling
+        poller = select.poll()  # select.poll directly: the selectors layer costs per task
+        watched = {stdout_fd}
+        poller.register(stdout_fd, select.POLLIN)
+        if exit_fd is not None:
+            poller.register(exit_fd, select.POLLIN)
+            watched.add(exit_fd)
+        if pending:
+            os.set_blocking(stdin_fd, False)
+            poller.register(stdin_fd, select.POLLOUT)
+            watched.add(stdin_fd)
+        else:
+            process.stdin.close()
+        try:
             while True:
                 wait = CANCEL_POLL if deadline is None else min(CANCEL_POLL, max(0.0, deadline - time.monotonic()))
-                if selector.get_map():
-                    for key, _ in selector.select(wait):
-                        if key.fd == stdout_fd:
-                            chunk = os.read(stdout_fd, 65536)
-                            if chunk:
-                                keep(chunk)
-                            else:
-                                selector.unregister(stdout_fd)
-                        else:
-                            pending = self._feed(process, selector, pending)
-                else:
-                    try:
+                if exit_fd is None and stdout_fd not in watched:
+                    try:  # no exit notice on this system: wait for the shell itself
                         process.wait(timeout=wait)
                     except subprocess.TimeoutExpired:
                         pass
-                if process.poll() is not None:
-                    if stdout_fd in selector.get_map():
+                for fd, _ in poller.poll(wait * 1000):
+                    if fd == stdout_fd:
+                        chunk = os.read(stdout_fd, 65536)
+                        if chunk:
+                            keep(chunk)
+                        else:
+                            poller.unregister(stdout_fd)
+                            watched.discard(stdout_fd)
+                    elif fd == exit_fd:
+                        poller.unregister(exit_fd)
+                        watched.discard(exit_fd)
+                    elif fd == stdin_fd:
+                        pending = self._feed(process, pending)
+                        if not pending:
+                            poller.unregister(stdin_fd)
+                            watched.discard(stdin_fd)
+                if exit_fd not in watched and process.poll() is not None:
+                    if stdout_fd in watched:
                         self._drain(stdout_fd, keep)
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TaskTimeout(ctx.timeout)  # type: ignore[arg-type]
                 if ctx.is_cancelled():
                     raise TaskCancelled()
+        finally:
+            if exit_fd is not None:
+                os.close(exit_fd)
         end_process_group(process.pid, grace=0.2)
         return bytes(tail[-OUTPUT_TAIL:])
 
     @staticmethod
-    def _feed(process: subprocess.Popen[bytes], selector: selectors.BaseSelector, pending: memoryview) -> memoryview:
+    def _feed(process: subprocess.Popen[bytes], pending: memoryview) -> memoryview:
         """Write the next piece of the payload to stdin; close it when all is written."""
         assert process.stdin is not None
         try:
@@ -159,7 +209,6 @@ class ShellBackend:
             written = len(pending)  # the command does not read its stdin: fine
         pending = pending[written:]
         if not pending:
-            selector.unregister(process.stdin.fileno())
             process.stdin.close()
         return pending
 
