@@ -25,10 +25,11 @@ def sleepy(seconds=30.0, marker=None):
     return "slept"
 
 
-def record(path, value):
-    """Append `value` to a file: lets tests count how often a task ran."""
+def record(path, value, seconds=0.0):
+    """Append `value` to a file (lets tests count how often a task ran), then take `seconds`."""
     with open(path, "a") as handle:
         handle.write(f"{value}\n")
+    time.sleep(seconds)
     return value
 
 

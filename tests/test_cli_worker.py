@@ -60,7 +60,8 @@ def test_a_killed_worker_loses_its_task_to_the_next_worker(cli, tmp_path):
 
 def test_three_workers_side_by_side_run_each_task_exactly_once(cli, tmp_path):
     ledger = tmp_path / "ledger"
-    lines = "".join(f'{{"target": "tests.jobs:record", "payload": {{"path": "{ledger}", "value": {n}}}}}\n' for n in range(300))
+    # Tasks of a few milliseconds, so every worker gets some before the others drain the queue.
+    lines = "".join(f'{{"target": "tests.jobs:record", "payload": {{"path": "{ledger}", "value": {n}, "seconds": 0.005}}}}\n' for n in range(300))
     cli.ok("submit", "--from-file", "-", input=lines)
     workers = [cli.spawn("worker", "--once", "--concurrency", "2") for _ in range(3)]
     for worker in workers:

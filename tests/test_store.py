@@ -157,3 +157,22 @@ def test_read_only_database_reads_but_refuses_writes(shared_dir):
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.chmod(shared_dir, 0o755)
+
+
+def test_processes_creating_the_database_at_once_all_succeed(tmp_path):
+    import subprocess
+    import sys
+
+    import time
+
+    path = tmp_path / "race.db"
+    start = time.time() + 1.5  # every racer opens at the same moment, imports done
+    code = (
+        "import time; from tqcli.store.sqlite import SqliteStore; "
+        f"time.sleep(max(0, {start} - time.time())); SqliteStore({str(path)!r}).close()"
+    )
+    racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    for racer in racers:
+        _, err = racer.communicate(timeout=60)
+        assert racer.returncode == 0, err
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION

@@ -167,10 +167,7 @@ def finish(
     if kind == "completed":
         if not tx.complete_task(task_id, token, now=now, result=outcome.result):
             return _stale(journal, claimed, outcome, worker)
-        if claimed.has_dependents:
-            tx.release_dependents(task_id)
-        breakers.success(journal, claimed.service, task_id, claimed.tenant, now)
-        journal.add_text("task.complete", task_id, claimed.tenant, _attempt_details(claimed.attempt, worker))
+        _completed(tx, journal, claimed, now=now, worker=worker, breakers=breakers)
         became, error = "completed", None
     elif kind == "released":
         if not tx.release_task(task_id, token):
@@ -197,6 +194,43 @@ def finish(
     else:
         attempt_rows.append(row)
     return became
+
+
+def _completed(tx: Any, journal: Journal, claimed: Claim, *, now: int, worker: str, breakers: Any) -> None:
+    """What follows a completion: dependents, the circuit, the audit entry."""
+    if claimed.has_dependents:
+        tx.release_dependents(claimed.id)
+    breakers.success(journal, claimed.service, claimed.id, claimed.tenant, now)
+    journal.add_text("task.complete", claimed.id, claimed.tenant, _attempt_details(claimed.attempt, worker))
+
+
+def finish_all(
+    tx: Any,
+    journal: Journal,
+    ended: Sequence[tuple[Claim, Outcome]],
+    *,
+    now: int,
+    worker: str,
+) -> list[str]:
+    """`finish` for many attempts in one transaction, completions in one statement; what became of each."""
+    attempt_rows: list[tuple[Any, ...]] = []
+    breakers = circuit_breaker.BreakerCache(tx)
+    done = [(claim, outcome) for claim, outcome in ended if outcome.kind == "completed"]
+    held = tx.holding([claim.token for claim, _ in done]) if done else set()
+    tx.complete_tasks([(outcome.result, now, claim.id, claim.token) for claim, outcome in done if claim.token in held])
+    endings = []
+    for claim, outcome in ended:
+        if outcome.kind != "completed":
+            endings.append(finish(tx, journal, claim, outcome, now=now, worker=worker, attempt_rows=attempt_rows, breakers=breakers))
+        elif claim.token not in held:
+            endings.append(_stale(journal, claim, outcome, worker))
+        else:
+            _completed(tx, journal, claim, now=now, worker=worker, breakers=breakers)
+            attempt_rows.append((claim.token, claim.id, claim.attempt, worker, claim.started_at, now, "completed", None))
+            endings.append("completed")
+    if attempt_rows:
+        tx.record_attempts(attempt_rows)
+    return endings
 
 
 def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, final: bool = False) -> str:

@@ -143,9 +143,13 @@ class Slot:
             self.stop(claim.token, reason)
 
     def _report(self, claim: Claim, outcome: Outcome) -> None:
-        self._stops.pop(claim.token, None)
-        self._skipped.discard(claim.token)
-        self._results.put((self, claim, outcome))
+        self._reports([(claim, outcome)])
+
+    def _reports(self, ended: list[tuple[Claim, Outcome]]) -> None:
+        for claim, _ in ended:
+            self._stops.pop(claim.token, None)
+            self._skipped.discard(claim.token)
+        self._results.put([(self, claim, outcome) for claim, outcome in ended])
 
     def _abandon_line(self) -> None:
         """After the executor was ended: what waited in line never started."""
@@ -161,12 +165,15 @@ class Slot:
                 batch = []
             if batch is None:
                 return
-            for claim in batch:
-                self._line.append(claim)
-                executor.send({
-                    "token": claim.token, "id": claim.id, "backend": claim.backend, "target": claim.target,
-                    "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
-                })
+            if batch:
+                self._line.extend(batch)
+                executor.send(*[
+                    {
+                        "token": claim.token, "id": claim.id, "backend": claim.backend, "target": claim.target,
+                        "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
+                    }
+                    for claim in batch
+                ])
             for claim in list(self._line)[1:]:
                 if claim.token in self._stops and claim.token not in self._skipped:
                     self._skipped.add(claim.token)
@@ -194,13 +201,16 @@ class Slot:
                 self._report(current, Outcome("failed", error=str(exc)))
                 self._abandon_line()
                 continue
-            if reply is None:
-                continue
-            self._line.popleft()
-            if "seconds" in reply and not reply.get("skipped"):
-                seconds = float(reply["seconds"])
-                self.average = seconds if self.average is None else 0.8 * self.average + 0.2 * seconds
-            self._report(current, outcome_of(reply, self._stops.get(current.token)))
+            ended = []
+            while reply is not None:  # this reply and any others that already arrived
+                claim = self._line.popleft()
+                if "seconds" in reply and not reply.get("skipped"):
+                    seconds = float(reply["seconds"])
+                    self.average = seconds if self.average is None else 0.8 * self.average + 0.2 * seconds
+                ended.append((claim, outcome_of(reply, self._stops.get(claim.token))))
+                reply = executor.ready_reply() if self._line else None
+            if ended:
+                self._reports(ended)
 
     def close(self) -> None:
         """End the thread and the executor process."""

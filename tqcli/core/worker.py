@@ -24,7 +24,6 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot
 from tqcli.core.leases import LeaseKeeper
 from tqcli.errors import InvalidInput
-from tqcli.resilience.circuit_breaker import BreakerCache
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
@@ -217,11 +216,12 @@ class Worker:
                 next_poll = time.monotonic() + options.poll
                 dry = False
             wait = _MAX_WAIT if running else max(0.0, min(_MAX_WAIT, next_poll - time.monotonic()))
-            item = self._next_result(wait)
-            while item is not None:
-                finished.append(item)
-                item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
-                item = self._next_result(0)
+            batch = self._next_result(wait)
+            while batch is not None:
+                for item in batch:
+                    finished.append(item)
+                    item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
+                batch = self._next_result(0)
 
     def _wants(self, report: WorkerReport) -> list[tuple[Slot, int]]:
         """How many claims each slot should get now: refill a window once half of it is done."""
@@ -263,14 +263,7 @@ class Worker:
         options = self._options
         claimed: list[tuple[Slot, list[dispatcher.Claim]]] = []
         with self._ctx.change() as (tx, journal):
-            attempt_rows: list[tuple[Any, ...]] = []
-            breakers = BreakerCache(tx)
-            endings = [
-                dispatcher.finish(tx, journal, claim, outcome, now=now, worker=self.worker_id, attempt_rows=attempt_rows, breakers=breakers)
-                for _, claim, outcome in finished
-            ]
-            if attempt_rows:
-                tx.record_attempts(attempt_rows)
+            endings = dispatcher.finish_all(tx, journal, [(claim, outcome) for _, claim, outcome in finished], now=now, worker=self.worker_id)
             for slot, count in wants:
                 claims = dispatcher.claim(
                     tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,

@@ -122,6 +122,22 @@ class DispatchSQL:
         )
         return cursor.rowcount == 1
 
+    def holding(self, tokens: Sequence[int]) -> set[int]:
+        """The tokens among `tokens` that still hold their (running) task."""
+        held: set[int] = set()
+        for part in chunks(tokens):
+            sql = f"SELECT lease_token FROM tasks WHERE state = 'running' AND lease_token IN ({marks(len(part))})"
+            held.update(row[0] for row in self.conn.execute(sql, part))
+        return held
+
+    def complete_tasks(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
+        """Complete many held tasks: `(result, now, task_id, token)` each (check `holding` first)."""
+        self.conn.executemany(
+            "UPDATE tasks SET state = 'completed', result = ?, error = NULL, finished_at = ?, lease_token = NULL, "
+            "lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'running'",
+            rows,
+        )
+
     def retry_task(self, task_id: int, token: int, *, error: str, run_at: int) -> bool:
         """running -> pending with `run_at` pushed back, if `token` still holds the task."""
         cursor = self.conn.execute(
