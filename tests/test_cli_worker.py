@@ -58,6 +58,19 @@ def test_a_killed_worker_loses_its_task_to_the_next_worker(cli, tmp_path):
     assert task["history"][0]["error"] == "worker lost"
 
 
+def test_a_dead_workers_task_is_taken_over_without_waiting_for_its_lease(cli, tmp_path):
+    marker = tmp_path / "pid"
+    cli.submit("tests.jobs:sleepy", "--payload", f'{{"seconds": 1, "marker": "{marker}"}}', "--backoff", "0")
+    worker = cli.spawn("worker", "--lease", "1h")
+    assert wait_until(marker.exists)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    started = time.monotonic()
+    assert "1 reclaimed from lost workers" in cli.ok("worker", "--once").stderr
+    assert time.monotonic() - started < 30
+    assert cli.task(1)["state"] == "completed"
+
+
 def test_three_workers_side_by_side_run_each_task_exactly_once(cli, tmp_path):
     ledger = tmp_path / "ledger"
     # Tasks of a few milliseconds, so every worker gets some before the others drain the queue.

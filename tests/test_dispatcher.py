@@ -8,9 +8,10 @@ from tqcli.core.dispatcher import Outcome, backoff_delay
 WORKER = "w1"
 
 
-def claim(queue, count=1, **filters):
+def claim(queue, count=1, holder=None, **filters):
+    """Claim as a worker whose process cannot be looked up (by default), so its lease alone decides."""
     with queue._ctx.change() as (tx, journal):
-        return dispatcher.claim(tx, journal, count=count, now=queue.clock.now(), worker=WORKER, lease_seconds=60, **filters)
+        return dispatcher.claim(tx, journal, count=count, now=queue.clock.now(), worker=WORKER, lease_seconds=60, holder=holder, **filters)
 
 
 def finish(queue, claimed, outcome, worker=WORKER):
@@ -294,3 +295,53 @@ def test_the_claim_is_an_index_search_with_no_temp_b_tree(queue):
             plan = " | ".join(tx.explain_claim(**filters))
             assert "SEARCH tasks USING" in plan and "INDEX tasks_claim (state=? AND waiting_deps=?)" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
+
+
+def test_a_lease_held_by_a_running_process_survives_a_clock_jump(queue, clock):
+    from tqcli.core.liveness import holder_name
+
+    task_id = queue.submit("a:b")
+    claim(queue, holder=holder_name())  # this very process: alive and running
+    clock.advance(2 * 3600)  # the wall clock jumps two hours forward
+    assert reclaim(queue) == []
+    assert queue.get(task_id).state.value == "running"
+
+
+def test_a_lease_whose_holder_is_gone_is_taken_over_at_once(queue, clock):
+    import subprocess
+
+    from tqcli.core.liveness import holder_alive, holder_name
+
+    gone = subprocess.Popen(["sleep", "0.2"])
+    name = holder_name(gone.pid)
+    gone.wait()
+    assert holder_alive(name) is False
+    task_id = queue.submit("a:b", backoff=0)
+    claim(queue, holder=name)
+    assert reclaim(queue) == [(task_id, "retry")]  # no need to wait for the lease
+
+
+def test_a_stopped_holder_keeps_its_lease_until_it_expires(queue, clock):
+    import signal
+    import subprocess
+
+    from tqcli.core.liveness import holder_alive, holder_name
+
+    stopped = subprocess.Popen(["sleep", "30"])
+    try:
+        name = holder_name(stopped.pid)
+        stopped.send_signal(signal.SIGSTOP)
+        import time
+
+        deadline = time.monotonic() + 5
+        while holder_alive(name) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert holder_alive(name) is None
+        task_id = queue.submit("a:b", backoff=0)
+        claim(queue, holder=name)
+        assert reclaim(queue) == []
+        clock.advance(61)
+        assert reclaim(queue) == [(task_id, "retry")]
+    finally:
+        stopped.kill()
+        stopped.wait()

@@ -14,9 +14,10 @@ on its task row; its attempt row (id = token) is written when it ends.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Sequence
 
-from tqcli.core import chaining
+from tqcli.core import chaining, liveness
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
 from tqcli.units import US_PER_SECOND, format_time
@@ -24,6 +25,7 @@ from tqcli.units import US_PER_SECOND, format_time
 MAX_BACKOFF_SECONDS = 3600
 MAX_ERROR_CHARS = 8192
 WORKER_LOST = "worker lost"
+_THIS_PROCESS = object()
 
 
 class Claim:
@@ -105,6 +107,7 @@ def claim(
     due_by: int | None = None,
     dag_id: int | None = None,
     suspects: str = "alone",
+    holder: str | None | object = _THIS_PROCESS,
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
@@ -112,11 +115,13 @@ def claim(
     starts delayed tasks now). A suspect (its last attempt was lost with its
     worker) is claimed only alone: `suspects="alone"` takes one as the first
     claim and then stops, `"exclude"` leaves them for an empty slot.
+    `holder` names the process that will run them (default: this one).
     """
     blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
     number = tx.next_claim_number()
     options = dict(
         now=now, claim_number=number, lease_until=now + int(lease_seconds * US_PER_SECOND), worker=worker,
+        holder=liveness.own_name(os.getpid()) if holder is _THIS_PROCESS else holder,
         queues=queues, tenants=tenants, backends=backends, task_id=task_id, due_by=due_by, dag_id=dag_id,
     )
     claims: list[Claim] = []
@@ -254,15 +259,21 @@ def _stale(journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> s
 
 
 def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list[tuple[int, str]]:
-    """Running tasks whose lease ended: each counts a failed attempt (`worker lost`).
+    """Running tasks whose worker is gone: each counts a failed attempt (`worker lost`).
 
-    Returns `(task_id, what became of it)` for each. A task whose cancel
-    was requested before its worker died ends cancelled.
+    A lease is taken over when its holder process is known to be gone (at
+    once), or when it expired and its holder is not known to be running
+    (see `tqcli.core.liveness`). Returns `(task_id, what became of it)` for
+    each. A task whose cancel was requested before its worker died ends
+    cancelled.
     """
     reclaimed = []
-    for row in tx.expired_leases(now):
+    for row in tx.running_leases():
+        cancel_requested, lease_until, holder = row[21:24]
+        alive = liveness.holder_alive(holder)
+        if alive or (alive is None and lease_until >= now):
+            continue
         lost = Claim(row)
-        cancel_requested = row[21]
         tx.record_attempts([(lost.token, lost.id, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
             tx.end_task(lost.id, lost.token, state="cancelled", now=now, error="cancelled; its worker was lost")

@@ -10,8 +10,8 @@ namespace, not Linux) the lease's expiry alone decides.
 This makes recovery exact where it can be: a lease whose holder is alive
 and running is not taken over because a wall clock jumped forward, and a
 lease whose holder is gone is taken over at once, without waiting for it
-to expire. A stopped process (SIGSTOP) counts as not running: its lease is
-taken over once it expires, and its late result is fenced off.
+to expire. A stopped process (SIGSTOP) is neither: its lease is taken
+over once it expires, and its late result is fenced off when it resumes.
 """
 
 from __future__ import annotations
@@ -58,8 +58,14 @@ def holder_name(pid: int | None = None) -> str | None:
     return f"{place}/{pid}/{stat[1]}"
 
 
+@lru_cache(maxsize=8)
+def own_name(pid: int) -> str | None:
+    """`holder_name()` of this process, looked up once (keyed by PID, so a fork asks again)."""
+    return holder_name(pid)
+
+
 def holder_alive(holder: str | None) -> bool | None:
-    """True if the holder runs, False if it is gone (or stopped), None if this process cannot tell."""
+    """True if the holder runs, False if it is gone, None if that cannot be told (or it is stopped)."""
     place = _place()
     if not holder or place is None or not holder.startswith(place + "/"):
         return None
@@ -69,6 +75,8 @@ def holder_alive(holder: str | None) -> bool | None:
     except ValueError:
         return None
     stat = _stat(pid)
-    if stat is None or stat[1] != started:
-        return False  # gone, or the PID now belongs to another process
-    return stat[0] not in ("Z", "X", "x", "T", "t")
+    if stat is None or stat[1] != started or stat[0] in ("Z", "X", "x"):
+        return False  # gone, a zombie, or the PID now belongs to another process
+    if stat[0] in ("T", "t"):
+        return None  # stopped: it may come back, so let the lease decide
+    return True

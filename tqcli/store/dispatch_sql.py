@@ -44,7 +44,7 @@ def claim_statement(
     """The claim UPDATE and its filter parameters.
 
     Its own parameters come first (started_at, claim number, lease_until,
-    worker), then the filters', then the LIMIT. `backends` limits claims to
+    worker, holder), then the filters', then the LIMIT. `backends` limits claims to
     the backends a worker could load (maybe none); `exclude_error` skips
     tasks whose last attempt failed with exactly that error.
     """
@@ -71,7 +71,7 @@ def claim_statement(
         params.append(exclude_error)
     sql = (
         "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
-        f"lease_token = ? * {TOKEN_SHIFT} + id, lease_until = ?, worker = ?, cancel_requested = 0 "
+        f"lease_token = ? * {TOKEN_SHIFT} + id, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
         f"WHERE id IN ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
     )
     return sql, params
@@ -86,7 +86,9 @@ class DispatchSQL:
         """A claim number never handed out before; tokens are `number * 2**32 + task id`."""
         return self.conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'claim' RETURNING value").fetchone()[0]
 
-    def claim_tasks(self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, **filters: Any) -> list[tuple[Any, ...]]:
+    def claim_tasks(
+        self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
+    ) -> list[tuple[Any, ...]]:
         """Claim the best `count` ready tasks matching `filters` in one statement; their rows.
 
         Ready means pending, every dependency completed, and `run_at` not after
@@ -94,12 +96,12 @@ class DispatchSQL:
         come back in no particular order (they carry priority and run_at).
         """
         sql, params = claim_statement(due_by=filters.pop("due_by", None) or now, **filters)
-        return self.conn.execute(sql, (now, claim_number, lease_until, worker, *params, count)).fetchall()
+        return self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()
 
     def explain_claim(self, **filters: Any) -> list[str]:
         """SQLite's query plan for the claim statement (one line per step)."""
         sql, params = claim_statement(due_by=0, **filters)
-        rows = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 0, 0, "", *params, 1)).fetchall()
+        rows = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 0, 0, "", None, *params, 1)).fetchall()
         return [row[-1] for row in rows]
 
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -194,11 +196,10 @@ class DispatchSQL:
             ).fetchall()
         return rows
 
-    def expired_leases(self, now: int) -> list[tuple[Any, ...]]:
-        """Claim rows (`CLAIM_COLUMNS`) of running tasks whose lease ended before `now`."""
+    def running_leases(self) -> list[tuple[Any, ...]]:
+        """Claim rows (`CLAIM_COLUMNS`) of every running task, then cancel_requested, lease_until, holder."""
         return self.conn.execute(
-            f"SELECT {CLAIM_COLUMNS}, cancel_requested FROM tasks WHERE state = 'running' AND lease_until < ?",
-            (now,),
+            f"SELECT {CLAIM_COLUMNS}, cancel_requested, lease_until, holder FROM tasks WHERE state = 'running'"
         ).fetchall()
 
     def running_attempt(self, task_id: int) -> tuple[int, int, str] | None:

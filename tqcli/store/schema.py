@@ -259,6 +259,8 @@ MIGRATION_3 = (SCHEDULES, SCHEDULE_FIRES)
 # ends; the running attempt lives on its task row.
 
 TASKS_HAS_DEPENDENTS = "ALTER TABLE tasks ADD COLUMN has_dependents INTEGER NOT NULL DEFAULT 0"
+# Which process holds a running task's lease (see tqcli.core.liveness).
+TASKS_HOLDER = "ALTER TABLE tasks ADD COLUMN holder TEXT"
 MARK_DEPENDED_ON = "UPDATE tasks SET has_dependents = 1 WHERE id IN (SELECT depends_on FROM task_deps)"
 COUNTERS = """
 CREATE TABLE counters (
@@ -269,7 +271,7 @@ CREATE TABLE counters (
 FIRST_CLAIM = "INSERT INTO counters (name, value) SELECT 'claim', (coalesce(max(id), 0) >> 32) + 1 FROM attempts"
 DROP_OPEN_ATTEMPTS = "DELETE FROM attempts WHERE outcome IS NULL"
 
-MIGRATION_4 = (TASKS_HAS_DEPENDENTS, MARK_DEPENDED_ON, COUNTERS, FIRST_CLAIM, DROP_OPEN_ATTEMPTS)
+MIGRATION_4 = (TASKS_HAS_DEPENDENTS, TASKS_HOLDER, MARK_DEPENDED_ON, COUNTERS, FIRST_CLAIM, DROP_OPEN_ATTEMPTS)
 
 # Each entry upgrades the schema by one version; index 0 makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
