@@ -41,3 +41,18 @@ def kill_my_worker():
 
 def not_json():
     return {1, 2}
+
+
+def flaky(marker):
+    """Fails on its first attempt, succeeds afterwards (the marker file remembers)."""
+    if not os.path.exists(marker):
+        Path(marker).write_text("failed once")
+        raise RuntimeError("first attempt fails")
+    return "second time lucky"
+
+
+def poison(ledger):
+    """Records the run, then kills the worker running it: every time."""
+    with open(ledger, "a") as handle:
+        handle.write("ran\n")
+    kill_my_worker()

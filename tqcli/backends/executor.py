@@ -400,6 +400,15 @@ class ExecutorProcess:
         cause = f"exit status {code}" if code >= 0 else f"signal {-code}"
         return f"the executor process died while running the task ({cause})"
 
+    def terminate(self) -> None:
+        """SIGKILL the process group now; safe from another thread (the owner then sees it died)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def kill(self) -> None:
         """End the process and everything in its process group; the next send starts a new one."""
         if self._process is not None:

@@ -212,6 +212,10 @@ class Slot:
             if ended:
                 self._reports(ended)
 
+    def terminate(self) -> None:
+        """End the executor's process group now, whatever it runs (safe from any thread)."""
+        self._executor.terminate()
+
     def close(self) -> None:
         """End the thread and the executor process."""
         if self._thread is not None:

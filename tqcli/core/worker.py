@@ -23,7 +23,7 @@ from tqcli.core import dispatcher
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot
 from tqcli.core.leases import LeaseKeeper
-from tqcli.errors import InvalidInput
+from tqcli.errors import InvalidInput, TqcliError
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
@@ -112,7 +112,7 @@ class Worker:
         self._stopping = threading.Event()
         self._stop_deadline: float | None = None
         self._slots: list[Slot] = []
-        self._by_token: dict[int, Slot] = {}
+        self._by_token: dict[int, tuple[Slot, dispatcher.Claim]] = {}
 
     # -- control -----------------------------------------------------------
 
@@ -130,9 +130,9 @@ class Worker:
             self._stop_deadline = deadline
 
     def _stop_slot(self, token: int, reason: str) -> None:
-        slot = self._by_token.get(token)
-        if slot is not None:
-            slot.stop(token, reason)
+        held = self._by_token.get(token)
+        if held is not None:
+            held[0].stop(token, reason)
 
     # -- the loop ----------------------------------------------------------
 
@@ -149,6 +149,9 @@ class Worker:
         previous = self._install_signals() if handle_signals else None
         try:
             self._loop(report, backends.names, keeper)
+        except BaseException:
+            self._abandon()
+            raise
         finally:
             if previous is not None:
                 for signum, handler in previous.items():
@@ -158,6 +161,23 @@ class Worker:
                 slot.close()
         report.seconds = time.monotonic() - started
         return report
+
+    def _abandon(self) -> None:
+        """The loop failed (a full disk, say): end what runs and give its tasks back, if the database lets us.
+
+        If it does not, the tasks wait until this process ends, when the next
+        worker takes them over at once (see tqcli.core.liveness).
+        """
+        for slot in self._slots:
+            slot.terminate()
+        held = [claim for _, claim in self._by_token.values()]
+        if not held:
+            return
+        try:
+            with self._ctx.change() as (tx, journal):
+                dispatcher.finish_all(tx, journal, [(claim, dispatcher.Outcome("released")) for claim in held], now=self._ctx.clock.now(), worker=self.worker_id)
+        except TqcliError as exc:
+            self._log(f"warning: could not give back {len(held)} claimed task(s): {exc.message}")
 
     def _install_signals(self) -> dict[int, Any]:
         previous = {}
@@ -199,7 +219,7 @@ class Worker:
                 dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
                 for slot, claims in claimed:
                     for claim in claims:
-                        self._by_token[claim.token] = slot
+                        self._by_token[claim.token] = (slot, claim)
                         keeper.hold(claim.token)
                     slot.give(claims)
                 finished = []

@@ -1,0 +1,195 @@
+"""Storage faults: a full disk, a file-size limit, a lock held too long, a read-only file."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import tqcli
+from tests.conftest import TQCLI, table_dump
+from tests.reliability.helpers import consistency_problems
+from tqcli import TaskSpec
+from tqcli.errors import StorageError
+
+
+def limit_pages(queue, extra):
+    conn = queue._ctx.store._conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + extra}")
+
+
+def lift_limit(queue):
+    queue._ctx.store._conn.execute("PRAGMA max_page_count = 4294967294")
+
+
+def test_disk_full_during_a_bulk_submit_writes_nothing(queue):
+    queue.submit("tests.jobs:noop")
+    before = table_dump(queue.path)
+    limit_pages(queue, 3)
+    with pytest.raises(StorageError, match="disk full .*nothing was changed"):
+        queue.submit_many([TaskSpec("tests.jobs:noop", payload={"blob": "x" * 2000}) for _ in range(500)])
+    assert table_dump(queue.path) == before
+    lift_limit(queue)
+    assert queue.submit("tests.jobs:noop") == 2  # the database still works
+    assert queue.audit.verify().intact
+
+
+FULL_DISK_WORKER = """
+import sys
+import tqcli
+from tqcli.errors import StorageError
+with tqcli.open(sys.argv[1]) as queue:
+    conn = queue._ctx.store._conn
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0] + 2}")
+    try:
+        queue.drain()
+    except StorageError as exc:
+        print(exc.message, file=sys.stderr)
+        sys.exit(exc.exit_code)
+"""
+
+
+def test_disk_full_while_a_worker_finishes_loses_no_task(queue):
+    for _ in range(50):
+        queue.submit("tests.jobs:record", payload={"path": os.devnull, "value": "x" * 3000})
+    worker = subprocess.run([sys.executable, "-c", FULL_DISK_WORKER, str(queue.path)], capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 7 and "disk full" in worker.stderr, worker.stderr
+    assert consistency_problems(queue.path) == []
+    queue.drain()  # the next worker takes over what the failed one held, at once
+    assert queue.status().counts["completed"] == 50
+    assert queue.audit.verify().intact
+
+
+def test_a_file_size_limit_on_a_real_process_is_exit_7(cli, tmp_path):
+    cli.submit("tests.jobs:noop")
+    before = table_dump(cli.db)
+    size_kb = (cli.db.stat().st_size + 1023) // 1024
+    lines = "".join(json.dumps({"target": "tests.jobs:noop", "payload": {"blob": "x" * 4000}}) + "\n" for _ in range(2000))
+    bulk = tmp_path / "big.jsonl"
+    bulk.write_text(lines)
+    done = subprocess.run(
+        ["bash", "-c", f"ulimit -f {size_kb + 8}; exec {TQCLI} submit --from-file {bulk}"],
+        env=cli.env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert table_dump(cli.db) == before
+    assert cli.ok("status", "--json").json["counts"]["pending"] == 1
+
+
+def test_a_lock_held_past_the_busy_timeout_is_exit_7_and_says_busy(cli):
+    cli.submit("tests.jobs:noop")
+    (cli.home / "tqcli.toml").write_text('busy_timeout = "1s"\n')
+    before = table_dump(cli.db)
+    holder = sqlite3.connect(cli.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        result = cli("submit", "tests.jobs:noop")
+        elapsed = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.code == 7 and "is busy" in result.stderr and "busy timeout of 1 s" in result.stderr
+    assert 0.9 < elapsed < 10
+    assert table_dump(cli.db) == before
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another user can reach (pytest's tmp_path is private to its owner)."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="tqcli-ro-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    folder.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def run_cli_as(uid, argv, folder):
+    """Run the CLI's main() in a child that dropped to `uid`; its exit code, stdout and stderr."""
+    import tqcli.cli
+    import tqcli.cli.audit  # noqa: F401 - everything the child needs is imported before it drops privileges
+    import tqcli.cli.tasks  # noqa: F401
+    import tqcli.core.queue  # noqa: F401
+    import tqcli.security.audit_log  # noqa: F401
+    from typer.main import get_command
+
+    get_command(tqcli.cli.app)
+    out, err = folder / "out", folder / "err"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 99
+        try:
+            os.setgid(65534)
+            os.setuid(uid)
+            os.environ.update(HOME=str(folder), XDG_CONFIG_HOME=str(folder), XDG_DATA_HOME=str(folder))
+            os.environ.pop("TQCLI_CONFIG", None)
+            with open(out, "w") as stdout, open(err, "w") as stderr:
+                os.dup2(stdout.fileno(), 1)
+                os.dup2(stderr.fileno(), 2)
+                sys.stdout = os.fdopen(1, "w")
+                sys.stderr = os.fdopen(2, "w")
+                try:
+                    tqcli.cli.main(argv)
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                sys.stdout.flush()
+                sys.stderr.flush()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
+def test_a_read_only_database_reads_but_refuses_writes(shared_dir):
+    db = shared_dir / "tq.db"
+    with tqcli.open(db) as queue:
+        queue.submit("tests.jobs:noop")
+    os.chmod(db, 0o644)
+    os.chmod(shared_dir, 0o777)
+    (shared_dir / "out").touch()
+    (shared_dir / "err").touch()
+    os.chmod(shared_dir / "out", 0o666)
+    os.chmod(shared_dir / "err", 0o666)
+    os.chmod(shared_dir, 0o755)
+    before = table_dump(db)
+    code, out, err = run_cli_as(65534, ["--db", str(db), "status", "--json"], shared_dir)
+    assert code == 0, err
+    assert json.loads(out)["counts"]["pending"] == 1
+    code, out, err = run_cli_as(65534, ["--db", str(db), "submit", "tests.jobs:noop"], shared_dir)
+    assert code == 7 and "read-only" in err and err.startswith("error: "), err
+    assert table_dump(db) == before
+
+
+def test_a_network_filesystem_is_refused_before_anything_is_written(tmp_path):
+    from tqcli.store.sqlite import SqliteStore
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"fileserver:/exports {tmp_path} cifs rw 0 0\n")
+    with pytest.raises(StorageError, match="cifs filesystem, where SQLite's WAL cannot work"):
+        SqliteStore(tmp_path / "jobs.db", mounts_file=str(mounts))
+    assert not (tmp_path / "jobs.db").exists()
+
+
+def test_a_busy_database_during_a_workers_run_is_waited_out(cli):
+    for _ in range(20):
+        cli.submit("tests.jobs:noop")
+    holder = sqlite3.connect(cli.db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, lambda: (holder.execute("ROLLBACK"), holder.close()))
+    release.start()
+    result = cli("worker", "--once")  # waits on the lock within the 10 s busy timeout
+    release.join()
+    assert result.code == 0, result.stderr
+    assert cli.ok("status", "--json").json["counts"]["completed"] == 20
