@@ -345,3 +345,20 @@ def test_a_stopped_holder_keeps_its_lease_until_it_expires(queue, clock):
     finally:
         stopped.kill()
         stopped.wait()
+
+
+def test_a_dependent_submitted_while_its_dependency_runs_is_released(queue):
+    parent = queue.submit("a:b")
+    (claimed,) = claim(queue)
+    child = queue.submit("a:b", depends_on=[parent])
+    finish(queue, claimed, ok())
+    assert [c.id for c in claim(queue)] == [child]
+
+
+def test_a_failure_after_a_cancel_request_ends_cancelled_not_retried(queue):
+    task_id = queue.submit("a:b", max_retries=5)
+    (claimed,) = claim(queue)
+    queue.cancel(task_id)
+    assert finish(queue, claimed, failed()) == "cancelled"
+    task = queue.get(task_id)
+    assert task.state.value == "cancelled" and task.attempts == 1 and "the attempt failed" in task.error

@@ -2,6 +2,7 @@
 
 import sqlite3
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 
@@ -16,9 +17,13 @@ def consistency_problems(db: Path) -> list[str]:
         twice = [task for task, count in completions.items() if count > 1]
         if twice:
             problems.append(f"tasks completed twice: {twice[:10]}")
+        replayed = {}  # a replay resets attempts: only the attempts since the last one count
+        for task_id, ts in conn.execute("SELECT task_id, max(ts) FROM audit WHERE action = 'dlq.replay' GROUP BY task_id"):
+            replayed[task_id] = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1_000_000)
         for task_id, state, attempts in conn.execute("SELECT id, state, attempts FROM tasks"):
             recorded = conn.execute(
-                "SELECT count(*) FROM attempts WHERE task_id = ? AND outcome != 'released'", (task_id,)
+                "SELECT count(*) FROM attempts WHERE task_id = ? AND outcome != 'released' AND started_at >= ?",
+                (task_id, replayed.get(task_id, 0)),
             ).fetchone()[0]
             expected = attempts - 1 if state == "running" else attempts
             if recorded != expected:

@@ -63,6 +63,18 @@ def all_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
     return list(seen.values())
 
 
+def waiting_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
+    """`(id, state, tenant)` of the pending or blocked tasks that wait on `ids`, directly or through each other."""
+    seen: dict[int, tuple[int, str, str]] = {}
+    frontier = list(ids)
+    while frontier:
+        fresh = [row for row in tx.dependents_of(frontier) if row[1] in ("pending", "blocked") and row[0] not in seen and row[0] not in ids]
+        for row in fresh:
+            seen[row[0]] = row
+        frontier = [row[0] for row in fresh]
+    return list(seen.values())
+
+
 def blocking_reason(dependency_states: Sequence[tuple[int, str]]) -> str | None:
     """Why a task with these dependency states is blocked, naming the task; None if it is not."""
     for dep_id, state in dependency_states:

@@ -33,14 +33,14 @@ class Claim:
 
     __slots__ = (
         "id", "name", "queue", "tenant", "backend", "target", "payload", "attempt", "max_retries",
-        "backoff", "timeout", "service", "encrypted", "dag_id", "token", "suspect", "has_dependents",
+        "backoff", "timeout", "service", "encrypted", "dag_id", "token", "suspect",
         "started_at", "worker", "priority", "run_at",
     )
 
     def __init__(self, row: Sequence[Any]) -> None:
         (self.id, self.name, self.queue, self.tenant, self.backend, self.target, self.payload, self.attempt,
          self.max_retries, self.backoff, self.timeout, self.service, self.encrypted, self.dag_id, self.token,
-         last_error, self.has_dependents, self.started_at, self.worker, self.priority, self.run_at) = row[:21]
+         last_error, self.started_at, self.worker, self.priority, self.run_at) = row[:20]
         # Its last attempt died with its worker: it may be what killed it, so it runs alone.
         self.suspect = last_error == WORKER_LOST
 
@@ -145,6 +145,8 @@ def claim(
                 blocked.append(claimed.service)
         if claims[0].suspect and suspects == "alone":
             break
+    if claims:  # a claim that found nothing writes nothing
+        tx.use_claim_number(number)
     return claims
 
 
@@ -170,9 +172,10 @@ def finish(
     task_id, token, kind = claimed.id, claimed.token, outcome.kind
     breakers = breakers or circuit_breaker.BreakerCache(tx)
     if kind == "completed":
-        if not tx.complete_task(task_id, token, now=now, result=outcome.result):
+        has_dependents = tx.complete_task(task_id, token, now=now, result=outcome.result)
+        if has_dependents is None:
             return _stale(journal, claimed, outcome, worker)
-        _completed(tx, journal, claimed, now=now, worker=worker, breakers=breakers)
+        _completed(tx, journal, claimed, has_dependents, now=now, worker=worker, breakers=breakers)
         became, error = "completed", None
     elif kind == "released":
         if not tx.release_task(task_id, token):
@@ -201,9 +204,9 @@ def finish(
     return became
 
 
-def _completed(tx: Any, journal: Journal, claimed: Claim, *, now: int, worker: str, breakers: Any) -> None:
-    """What follows a completion: dependents, the circuit, the audit entry."""
-    if claimed.has_dependents:
+def _completed(tx: Any, journal: Journal, claimed: Claim, has_dependents: bool, *, now: int, worker: str, breakers: Any) -> None:
+    """What follows a completion: dependents (which may have been submitted since the claim), the circuit, the audit entry."""
+    if has_dependents:
         tx.release_dependents(claimed.id)
     breakers.success(journal, claimed.service, claimed.id, claimed.tenant, now)
     journal.add_text("task.complete", claimed.id, claimed.tenant, _attempt_details(claimed.attempt, worker))
@@ -221,7 +224,7 @@ def finish_all(
     attempt_rows: list[tuple[Any, ...]] = []
     breakers = circuit_breaker.BreakerCache(tx)
     done = [(claim, outcome) for claim, outcome in ended if outcome.kind == "completed"]
-    held = tx.holding([claim.token for claim, _ in done]) if done else set()
+    held = tx.holding([claim.token for claim, _ in done]) if done else {}
     tx.complete_tasks([(outcome.result, now, claim.id, claim.token) for claim, outcome in done if claim.token in held])
     endings = []
     for claim, outcome in ended:
@@ -230,7 +233,7 @@ def finish_all(
         elif claim.token not in held:
             endings.append(_stale(journal, claim, outcome, worker))
         else:
-            _completed(tx, journal, claim, now=now, worker=worker, breakers=breakers)
+            _completed(tx, journal, claim, held[claim.token], now=now, worker=worker, breakers=breakers)
             attempt_rows.append((claim.token, claim.id, claim.attempt, worker, claim.started_at, now, "completed", None))
             endings.append("completed")
     if attempt_rows:
@@ -239,7 +242,16 @@ def finish_all(
 
 
 def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, final: bool = False) -> str:
-    """Retry with backoff while retries remain, else move the task to the DLQ (`failed`)."""
+    """Retry with backoff while retries remain, else move the task to the DLQ (`failed`).
+
+    A task whose cancel was requested while this attempt ran ends cancelled
+    instead: a failure must not turn a cancel into a retry.
+    """
+    if tx.cancel_requested_for(claimed.id, claimed.token):
+        tx.end_task(claimed.id, claimed.token, state="cancelled", now=now, error=f"cancelled while running (the attempt failed: {error[:200]})")
+        journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], cancelled=True)
+        chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} cancelled")
+        return "cancelled"
     if claimed.attempt <= claimed.max_retries and not final:
         run_at = now + int(backoff_delay(claimed.backoff, claimed.attempt) * US_PER_SECOND)
         if not tx.retry_task(claimed.id, claimed.token, error=error, run_at=run_at):
@@ -269,7 +281,7 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
     """
     reclaimed = []
     for row in tx.running_leases():
-        cancel_requested, lease_until, holder = row[21:24]
+        cancel_requested, lease_until, holder = row[20:23]
         alive = liveness.holder_alive(holder)
         if alive or (alive is None and lease_until >= now):
             continue

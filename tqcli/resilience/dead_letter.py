@@ -91,7 +91,7 @@ class DeadLetterQueue:
             if cutoff is not None:
                 tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
             purge_ids = [task.id for task in tasks]
-            orphans = [row for row in chaining.all_dependents(tx, purge_ids) if row[1] in ("pending", "blocked") and row[0] not in purge_ids]
+            orphans = chaining.waiting_dependents(tx, purge_ids)
             if orphans:
                 tx.set_states([row[0] for row in orphans], "cancelled", finished_at=now, error="cancelled: a task it depends on was purged")
                 for task_id, state, tenant in orphans:

@@ -14,7 +14,7 @@ from tqcli.store.tasks_sql import chunks, marks
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
 CLAIM_COLUMNS = (
     "id, name, queue, tenant, backend, target, payload, attempts, max_retries, backoff, timeout, "
-    "service, encrypted, dag_id, lease_token, error, has_dependents, started_at, worker, priority, run_at"
+    "service, encrypted, dag_id, lease_token, error, started_at, worker, priority, run_at"
 )
 
 _PICK = (
@@ -83,8 +83,12 @@ class DispatchSQL:
     conn: sqlite3.Connection
 
     def next_claim_number(self) -> int:
-        """A claim number never handed out before; tokens are `number * 2**32 + task id`."""
-        return self.conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'claim' RETURNING value").fetchone()[0]
+        """The next claim number (tokens are `number * 2**32 + task id`); `use_claim_number` takes it."""
+        return self.conn.execute("SELECT value + 1 FROM counters WHERE name = 'claim'").fetchone()[0]
+
+    def use_claim_number(self, number: int) -> None:
+        """Record that `number` was handed out, so it is never handed out again."""
+        self.conn.execute("UPDATE counters SET value = ? WHERE name = 'claim' AND value < ?", (number, number))
 
     def claim_tasks(
         self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
@@ -115,21 +119,21 @@ class DispatchSQL:
             rows,
         )
 
-    def complete_task(self, task_id: int, token: int, *, now: int, result: str) -> bool:
-        """running -> completed, if `token` still holds the task."""
-        cursor = self.conn.execute(
+    def complete_task(self, task_id: int, token: int, *, now: int, result: str) -> bool | None:
+        """running -> completed if `token` still holds the task: whether it has dependents; None if not held."""
+        row = self.conn.execute(
             "UPDATE tasks SET state = 'completed', result = ?, error = NULL, finished_at = ?, lease_token = NULL, "
-            "lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'running'",
+            "lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING has_dependents",
             (result, now, task_id, token),
-        )
-        return cursor.rowcount == 1
+        ).fetchone()
+        return None if row is None else bool(row[0])
 
-    def holding(self, tokens: Sequence[int]) -> set[int]:
-        """The tokens among `tokens` that still hold their (running) task."""
-        held: set[int] = set()
+    def holding(self, tokens: Sequence[int]) -> dict[int, bool]:
+        """For the tokens among `tokens` that still hold their (running) task: whether it has dependents now."""
+        held: dict[int, bool] = {}
         for part in chunks(tokens):
-            sql = f"SELECT lease_token FROM tasks WHERE state = 'running' AND lease_token IN ({marks(len(part))})"
-            held.update(row[0] for row in self.conn.execute(sql, part))
+            sql = f"SELECT lease_token, has_dependents FROM tasks WHERE state = 'running' AND lease_token IN ({marks(len(part))})"
+            held.update((token, bool(flag)) for token, flag in self.conn.execute(sql, part))
         return held
 
     def complete_tasks(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
@@ -141,13 +145,20 @@ class DispatchSQL:
         )
 
     def retry_task(self, task_id: int, token: int, *, error: str, run_at: int) -> bool:
-        """running -> pending with `run_at` pushed back, if `token` still holds the task."""
+        """running -> pending with `run_at` pushed back, if `token` still holds the task and no cancel waits."""
         cursor = self.conn.execute(
             "UPDATE tasks SET state = 'pending', error = ?, run_at = ?, lease_token = NULL, lease_until = NULL, "
-            "worker = NULL WHERE id = ? AND lease_token = ? AND state = 'running'",
+            "worker = NULL WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested = 0",
             (error, run_at, task_id, token),
         )
         return cursor.rowcount == 1
+
+    def cancel_requested_for(self, task_id: int, token: int) -> bool:
+        """Whether `token` still holds the task and a cancel of it was requested."""
+        row = self.conn.execute(
+            "SELECT cancel_requested FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'", (task_id, token)
+        ).fetchone()
+        return bool(row and row[0])
 
     def end_task(self, task_id: int, token: int, *, state: str, now: int, error: str) -> bool:
         """running -> failed or cancelled, if `token` still holds the task."""
