@@ -165,14 +165,15 @@ def test_processes_creating_the_database_at_once_all_succeed(tmp_path):
 
     import time
 
-    path = tmp_path / "race.db"
-    start = time.time() + 1.5  # every racer opens at the same moment, imports done
-    code = (
-        "import time; from tqcli.store.sqlite import SqliteStore; "
-        f"time.sleep(max(0, {start} - time.time())); SqliteStore({str(path)!r}).close()"
-    )
-    racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(8)]
-    for racer in racers:
-        _, err = racer.communicate(timeout=60)
-        assert racer.returncode == 0, err
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    for round in range(4):
+        path = tmp_path / f"race-{round}.db"
+        start = time.time() + 1.0  # every racer opens at the same moment, imports done
+        code = (
+            "import time; from tqcli.store.sqlite import SqliteStore; "
+            f"time.sleep(max(0, {start} - time.time())); SqliteStore({str(path)!r}).close()"
+        )
+        racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(10)]
+        for racer in racers:
+            _, err = racer.communicate(timeout=60)
+            assert racer.returncode == 0, err
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -226,7 +227,18 @@ class SqliteStore:
             )
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # Switching to WAL needs an exclusive lock, and SQLite answers "locked" at
+        # once rather than waiting when another process holds one (as when several
+        # processes create the database together): wait here instead.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
         if str(mode).lower() != "wal":
             raise StorageError(
                 f"database {self.path} cannot use WAL mode (SQLite reports {mode!r}); "
