@@ -1,7 +1,8 @@
 """Huey's worker loop over N no-op tasks in a SqliteHuey database; prints the seconds it took.
 
 Runs in the benchmark's own environment (bench/.env), where Huey is installed.
-Usage: huey_drain.py DB N
+Usage: huey_drain.py DB N [normal]  (normal: synchronous=NORMAL like tqcli,
+instead of Huey as shipped, which leaves SQLite's default FULL)
 """
 
 import json
@@ -16,7 +17,8 @@ from benchjobs import noop as noop_function
 
 db, count = sys.argv[1], int(sys.argv[2])
 huey = SqliteHuey(filename=db)
-huey.storage.conn.execute("pragma synchronous = NORMAL")  # the same durability as tqcli's default
+if sys.argv[3:] == ["normal"]:
+    huey.storage.conn.execute("pragma synchronous = NORMAL")
 noop = huey.task()(noop_function)
 for _ in range(count):
     noop()

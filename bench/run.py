@@ -141,26 +141,33 @@ def bulk_submit(work: Path, runs: int, count: int) -> Figure:
     )
 
 
-def drain_noop(work: Path, runs: int, count: int) -> list[Figure]:
-    ours, huey = [], []
+def huey_rate(work: Path, count: int, *mode: str) -> float:
     python = ENV_DIR / "bin" / "python"
+    huey_db = fresh(work, "huey.db")
+    out = subprocess.run([str(python), str(HERE / "huey_drain.py"), str(huey_db), str(count), *mode], capture_output=True, text=True, check=True, cwd=HERE)
+    return count / json.loads(out.stdout)["seconds"]
+
+
+def drain_noop(work: Path, runs: int, count: int, with_huey: bool) -> list[Figure]:
+    ours, huey, huey_normal = [], [], []
     for _ in range(runs):
         db = fresh(work, "drain.db")
         fill(db, count)
         ours.append(count / timed([TQCLI, "worker", "--once"], run_env(db), cwd=HERE))
-        if python.exists():
-            huey_db = fresh(work, "huey.db")
-            out = subprocess.run([str(python), str(HERE / "huey_drain.py"), str(huey_db), str(count)], capture_output=True, text=True, check=True, cwd=HERE)
-            huey.append(count / json.loads(out.stdout)["seconds"])
+        if with_huey:
+            huey.append(huey_rate(work, count))
+            huey_normal.append(huey_rate(work, count, "normal"))
     figures = [Figure(
         "drain, no-op Python tasks", f"one `worker --once` over {count:,} ready tasks, audit on",
         spread(ours, "/s"), ">= 10,000/s", statistics.median(ours) >= 10_000,
     )]
-    if huey:
+    if with_huey:
         ratio = statistics.median([a / b for a, b in zip(ours, huey)])
+        ratio_normal = statistics.median([a / b for a, b in zip(ours, huey_normal)])
         figures.append(Figure(
-            "  vs Huey", "SqliteHuey's worker loop (dequeue + execute) on the same tasks, same run",
-            f"Huey {spread(huey, '/s')}: tqcli is {ratio:.2f}x", ">= 2x", ratio >= 2,
+            "  vs Huey", "SqliteHuey's worker loop (dequeue + execute, in process, no audit) on the same tasks, same run",
+            f"Huey as shipped {spread(huey, '/s')}: tqcli is {ratio:.2f}x; Huey with synchronous=NORMAL like tqcli "
+            f"{spread(huey_normal, '/s')}: {ratio_normal:.2f}x", ">= 2x (as shipped)", ratio >= 2,
         ))
     return figures
 
@@ -413,7 +420,7 @@ def main() -> None:
         steps = [
             lambda: [submit_latency(work, args.runs)],
             lambda: [bulk_submit(work, args.runs, sizes["bulk"])],
-            lambda: drain_noop(work, args.runs, sizes["drain"]) if have_huey else drain_noop(work, args.runs, sizes["drain"])[:1],
+            lambda: drain_noop(work, args.runs, sizes["drain"], have_huey),
             lambda: [drain_shell(work, args.runs, sizes["shell"])],
             lambda: [two_workers(work, args.runs, sizes["two"])],
             lambda: [worker_memory(work, sizes["memory"])],

@@ -3,12 +3,10 @@
 Built-in backends (`simple`, `shell`) are declared in tqcli's own
 pyproject.toml like any third-party plugin, so there is one discovery path.
 
-Two ways in: `backend_names()` answers "which names exist?" for `submit`
-by reading the installed distributions' `entry_points.txt` directly,
-because importing `importlib.metadata` alone costs ~25 ms of start-up;
-`load_backend()` (used by workers, which start once) goes through
-`importlib.metadata` and imports the plugin. A test keeps the two in
-agreement.
+Discovery reads the installed distributions' `entry_points.txt` directly
+(the same files `importlib.metadata` reads), because importing
+`importlib.metadata` alone costs ~25 ms of start-up, paid by every
+`submit` and every executor process. A test keeps the two in agreement.
 """
 
 from __future__ import annotations
@@ -98,10 +96,14 @@ def backend_names() -> list[str]:
 
 def load_backend(name: str) -> Any:
     """A new instance of backend `name`: its entry point's object, called with no arguments."""
-    from importlib.metadata import entry_points
+    import importlib
 
-    for entry in entry_points(group=GROUP):
-        if entry.name == name:
-            factory = entry.load()
-            return factory()
-    raise LookupError(f"no backend named {name!r} in entry-point group {GROUP}")
+    info = discover().get(name)
+    if info is None:
+        raise LookupError(f"no backend named {name!r} in entry-point group {GROUP}")
+    reference = info.value.split("[", 1)[0].strip()  # "module:attr [extras]"
+    module_name, _, attribute = reference.partition(":")
+    found: Any = importlib.import_module(module_name.strip())
+    for part in filter(None, attribute.strip().split(".")):
+        found = getattr(found, part)
+    return found()

@@ -183,7 +183,8 @@ class ShellBackend:
                         if not pending:
                             poller.unregister(stdin_fd)
                             watched.discard(stdin_fd)
-                if exit_fd not in watched and process.poll() is not None:
+                # Once output ended or the exit notice came, the shell is usually gone already.
+                if (exit_fd not in watched or stdout_fd not in watched) and process.poll() is not None:
                     if stdout_fd in watched:
                         self._drain(stdout_fd, keep)
                     break
