@@ -6,7 +6,7 @@ absolute figures drift 15-30 %). Data is built in a temporary folder; what
 tqcli is compared against (Huey) is installed into bench/.env, never into
 the project's environment.
 
-    python bench/run.py [--quick] [--runs N] [--markdown FILE]
+    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare]
 """
 
 from __future__ import annotations
@@ -327,12 +327,12 @@ def peak_rss(db: Path) -> tuple[float, float]:
     worker = executor = 0
     while process.poll() is None:
         worker = max(worker, _high_water(process.pid))
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-        try:
-            for child in children.read_text().split():
-                executor = max(executor, _high_water(int(child)))
-        except OSError:
-            pass
+        for children in Path(f"/proc/{process.pid}/task").glob("*/children"):  # executors are children of slot threads
+            try:
+                for child in children.read_text().split():
+                    executor = max(executor, _high_water(int(child)))
+            except OSError:
+                pass
         time.sleep(0.02)
     return worker / 1024, executor / 1024
 
@@ -408,11 +408,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data sets (a smoke run, not the figures)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    parser.add_argument("--no-compare", action="store_true", help="skip installing and running Huey")
     args = parser.parse_args()
     sizes = dict(bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000)
     if args.quick:
         sizes = dict(bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200)
-    have_huey = ensure_comparison_env()
+    have_huey = not args.no_compare and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
     figures: list[Figure] = []
     started = time.perf_counter()

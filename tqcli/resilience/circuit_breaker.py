@@ -20,7 +20,7 @@ from typing import Any
 from tqcli.core.context import Context
 from tqcli.errors import InvalidInput, NotFound
 from tqcli.security.audit import Journal
-from tqcli.units import US_PER_SECOND, format_duration, format_time, parse_duration
+from tqcli.units import US_PER_SECOND, format_time, parse_duration
 
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_RECOVERY_TIMEOUT = 30.0
@@ -214,10 +214,3 @@ class BreakerService:
             details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
             journal.add("breaker.set", None, None, key=key or "default", **details)
 
-
-def describe(breaker: Breaker) -> str:
-    """One line for humans: `open, 5 failures, retry at ...`."""
-    text = f"{breaker.state}, {breaker.failures} failures (opens at {breaker.failure_threshold}, recovers after {format_duration(breaker.recovery_timeout)})"
-    if breaker.state == "open" and breaker.retry_at is not None:
-        text += f", trial after {format_time(breaker.retry_at)}"
-    return text

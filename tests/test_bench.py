@@ -1,0 +1,18 @@
+"""The benchmark script runs end to end (on tiny data: this checks the script, not the figures)."""
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_the_benchmark_runs_and_prints_its_table():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--runs", "1", "--no-compare"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout
+    for figure in ("submit latency", "bulk submit", "drain, no-op Python tasks", "drain, shell `true` tasks",
+                   "two workers, shell tasks", "claim cost growth", "status at scale", "audit verify", "worker memory"):
+        assert f"| {figure} |" in table, figure
