@@ -58,7 +58,7 @@ with tqcli.open(sys.argv[1]) as queue:
 
 def test_disk_full_while_a_worker_finishes_loses_no_task(queue):
     for _ in range(50):
-        queue.submit("tests.jobs:record", payload={"path": os.devnull, "value": "x" * 3000})
+        queue.submit("tests.jobs:record", payload={"path": os.devnull, "value": "x" * 3000}, backoff=0)
     worker = subprocess.run([sys.executable, "-c", FULL_DISK_WORKER, str(queue.path)], capture_output=True, text=True, timeout=120)
     assert worker.returncode == 7 and "disk full" in worker.stderr, worker.stderr
     assert consistency_problems(queue.path) == []
