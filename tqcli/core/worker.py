@@ -93,7 +93,11 @@ _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
 
 
 class Worker:
-    """Claims and runs tasks from one database until done (`once`) or stopped."""
+    """Claims and runs tasks from one database until done (`once`) or stopped.
+
+    A run uses connections of its own, so the Queue it came from stays
+    usable from other threads while it runs.
+    """
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class Worker:
         backends: BackendSet | None = None,
         log: Callable[[str], None] = lambda text: None,
     ) -> None:
+        self._base = ctx
         self._ctx = ctx
         self._options = options
         self._backends = backends
@@ -145,7 +150,8 @@ class Worker:
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
         self._slots = [Slot(backends, self._results) for _ in range(self._options.concurrency)]
-        keeper = LeaseKeeper(self._ctx.store.reopen(), self._ctx.clock, self._options.lease, self._stop_slot, self._log)
+        self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
+        keeper = LeaseKeeper(self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log)
         previous = self._install_signals() if handle_signals else None
         try:
             self._loop(report, backends.names, keeper)
@@ -159,6 +165,8 @@ class Worker:
             keeper.close()
             for slot in self._slots:
                 slot.close()
+            self._ctx.store.close()
+            self._ctx = self._base
         report.seconds = time.monotonic() - started
         return report
 
