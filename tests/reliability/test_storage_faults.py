@@ -45,9 +45,21 @@ FULL_DISK_WORKER = """
 import sys
 import tqcli
 from tqcli.errors import StorageError
-with tqcli.open(sys.argv[1]) as queue:
-    conn = queue._ctx.store._conn
+from tqcli.store.sqlite import SqliteStore
+
+opened = SqliteStore.reopen
+
+
+def nearly_full(store):
+    # Every connection the worker opens sees a disk with two pages left.
+    other = opened(store)
+    conn = other._conn
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0] + 2}")
+    return other
+
+
+SqliteStore.reopen = nearly_full
+with tqcli.open(sys.argv[1]) as queue:
     try:
         queue.drain()
     except StorageError as exc:
