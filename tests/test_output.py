@@ -50,3 +50,29 @@ def test_pipe_gets_plain_aligned_columns(cli):
     assert lines[0].split() == ["QUEUE", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
     header = next(line for line in lines if line.startswith("ID"))
     assert header.split() == ["ID", "STATE", "QUEUE", "TENANT", "PRIO", "ATTEMPTS", "CREATED", "NAME"]
+
+
+def test_dag_status_draws_a_tree_on_a_terminal(cli, tmp_path):
+    dag = tmp_path / "d.toml"
+    dag.write_text('[tasks.root]\ntarget = "tests.jobs:noop"\n[tasks.left]\ntarget = "tests.jobs:noop"\ndepends_on = ["root"]\n'
+                   '[tasks.right]\ntarget = "tests.jobs:noop"\ndepends_on = ["root"]\n[tasks.sink]\ntarget = "tests.jobs:noop"\ndepends_on = ["left", "right"]\n')
+    cli.ok("dag", "submit", str(dag))
+    out = run_on_terminal(cli, "dag", "status", "1", env={"NO_COLOR": "1"})
+    lines = out.splitlines()
+    assert lines[0].startswith("DAG 1")
+    assert any("root #1 pending" in line for line in lines)
+    assert sum("sink #4" in line for line in lines) == 2 and "(see above)" in out  # a diamond: the sink under both parents
+    assert any(line.lstrip().startswith(("├", "└")) for line in lines)
+
+
+def test_status_watch_redraws_until_interrupted(cli):
+    import signal
+    import time
+
+    cli.submit("tests.jobs:noop", "--name", "watched")
+    watcher = cli.spawn("status", "--watch")
+    time.sleep(2.5)
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=10)
+    assert watcher.returncode == 0, err
+    assert out.count("watched") >= 2  # drawn more than once
