@@ -124,3 +124,24 @@ def test_light_discovery_agrees_with_importlib_metadata():
     from tqcli.backends.plugins import GROUP, discover
 
     assert {name: info.value for name, info in discover().items()} == {e.name: e.value for e in entry_points(group=GROUP)}
+
+
+def test_a_slow_task_after_fast_failures_does_not_hold_others_in_line(queue):
+    # Fast failures make the slot expect fast tasks; the slow ones that follow must not
+    # sit claimed behind each other: what waits is given back within a fraction of a second.
+    for _ in range(3):
+        queue.submit("tests.jobs:boom", max_retries=0)
+    slow = [queue.submit("tests.jobs:sleepy", payload={"seconds": 1.5}) for _ in range(3)]
+    worker = queue.worker(concurrency=1, poll=0.1)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while queue.get(slow[0]).state.value != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        running = queue.status().counts["running"]
+        assert running == 1, f"{running} tasks claimed at once with concurrency 1"
+    finally:
+        worker.stop(immediately=True)
+        thread.join(timeout=30)

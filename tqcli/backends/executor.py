@@ -12,7 +12,10 @@ runs, as in any prefork worker.
 Pipelining: a worker may send several requests before the first reply (a
 window of short tasks); the executor runs them in order and replies to
 each. Before starting a task it reads whatever else has arrived, so a
-`skip` for a task still waiting in line stops it from starting.
+`skip` for a task still waiting in line stops it from starting, and when
+the running task outlasts LINE_PATIENCE, the executor gives back (replies
+`returned` to) what waits behind it, so no claimed task waits long behind
+a task that turned out slow. Replies name their request's token.
 
 Stopping: on timeout the worker ends the executor's whole process group
 and starts a fresh executor; the tasks still waiting in line never
@@ -37,6 +40,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any, Callable
@@ -45,6 +49,7 @@ from tqcli.backends.base import TaskCancelled, TaskContext, TaskTimeout
 from tqcli.backends.shell import end_process_group
 
 _HEADER = 4
+LINE_PATIENCE = 0.05  # how long requests may wait behind a running one before they are given back
 CANCEL_GRACE = 1.0
 SELF_ENFORCED_GRACE = 5.0
 _POLL = 0.1
@@ -190,8 +195,79 @@ def _follow_parent(parent: int) -> None:
         os._exit(0)
 
 
+class _Line:
+    """The requests waiting in an executor, shared by its main thread and a watcher.
+
+    The main thread reads requests and runs them one at a time. While a task
+    runs longer than LINE_PATIENCE, the watcher reads what has arrived and
+    gives back (replies `returned` to) everything waiting behind it. The
+    lock makes "start this request" and "give it back" exclusive: a request
+    is either run or returned, never both.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.reader = FrameReader(read_fd)
+        self.write_fd = write_fd
+        self.lock = threading.Lock()
+        self.waiting: deque[dict[str, Any]] = deque()
+        self.skipped: set[int] = set()
+        self.running_since: float | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write a message to the worker (from either thread)."""
+        with self.lock:
+            write_message(self.write_fd, message)
+
+    def _take_arrived(self) -> None:
+        """Move every message that has arrived into the line (the lock is held)."""
+        while select.select([self.read_fd], [], [], 0)[0] and self.reader.fill():
+            pass
+        while (message := self.reader.pending()) is not None:
+            if "skip" in message:
+                self.skipped.add(message["skip"])
+            else:
+                self.waiting.append(message)
+
+    def start_next(self) -> dict[str, Any] | None:
+        """The next request to run (marked running); None once the worker closed the pipe."""
+        while True:
+            with self.lock:
+                self._take_arrived()
+                while self.waiting:
+                    request = self.waiting.popleft()
+                    if request["token"] in self.skipped:
+                        self.skipped.discard(request["token"])
+                        write_message(self.write_fd, {"token": request["token"], "skipped": True})
+                        continue
+                    self.running_since = time.monotonic()
+                    return request
+                if self.reader.closed:
+                    return None
+            select.select([self.read_fd], [], [])  # idle: wait for the worker
+
+    def finish(self, reply: dict[str, Any]) -> None:
+        """Send a finished request's reply."""
+        with self.lock:
+            self.running_since = None
+            write_message(self.write_fd, reply)
+
+    def watch(self) -> None:
+        """The watcher thread: give back what waits behind a task that outlasts LINE_PATIENCE."""
+        while True:
+            time.sleep(LINE_PATIENCE / 4)
+            with self.lock:
+                since = self.running_since
+                if since is None or time.monotonic() - since <= LINE_PATIENCE:
+                    continue
+                self._take_arrived()
+                for request in self.waiting:
+                    write_message(self.write_fd, {"token": request["token"], "returned": True})
+                self.waiting.clear()
+
+
 def serve(read_fd: int, write_fd: int) -> None:
-    """The executor's loop: answer requests in order until the worker closes the pipe."""
+    """The executor's loop: run requests in order until the worker closes the pipe."""
     from tqcli.backends.plugins import load_backend
 
     flag = {"cancelled": False}
@@ -199,35 +275,13 @@ def serve(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGTERM, _die_with_tasks)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its tasks stop
     backends: dict[str, Any] = {}
-    reader = FrameReader(read_fd)
-    waiting: deque[dict[str, Any]] = deque()
-    skipped: set[int] = set()
+    line = _Line(read_fd, write_fd)
+    threading.Thread(target=line.watch, name="tqcli-line", daemon=True).start()
 
     def stream(chunk: bytes) -> None:
-        write_message(write_fd, {"output": chunk})
+        line.send({"output": chunk})
 
-    def take(message: dict[str, Any]) -> None:
-        if "skip" in message:
-            skipped.add(message["skip"])
-        else:
-            waiting.append(message)
-
-    while True:
-        if not waiting:
-            message = reader.wait(None)
-            if message is None:
-                return
-            take(message)
-        while select.select([read_fd], [], [], 0)[0] and reader.fill():
-            pass
-        while (message := reader.pending()) is not None:
-            take(message)
-        request = waiting.popleft()
-        token = request["token"]
-        if token in skipped:
-            skipped.discard(token)
-            write_message(write_fd, {"token": token, "skipped": True})
-            continue
+    while (request := line.start_next()) is not None:
         flag["cancelled"] = False
         name = request["backend"]
         started = time.perf_counter()
@@ -237,9 +291,9 @@ def serve(read_fd: int, write_fd: int) -> None:
             reply = {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"}
         else:
             reply = run_request(request, backend, lambda: flag["cancelled"], stream if request.get("stream") else None)
-        reply["token"] = token
+        reply["token"] = request["token"]
         reply["seconds"] = time.perf_counter() - started
-        write_message(write_fd, reply)
+        line.finish(reply)
 
 
 class ExecutorProcess:
@@ -279,6 +333,10 @@ class ExecutorProcess:
     def alive(self) -> bool:
         """Whether the process is running."""
         return self._process is not None and self._process.poll() is None
+
+    def current_seconds(self) -> float:
+        """How long the oldest outstanding request has been running (0 when there is none)."""
+        return time.monotonic() - self._current_since if self.outstanding else 0.0
 
     def send(self, *requests: dict[str, Any]) -> None:
         """Queue attempts (each needs a unique `token`) in one write; replies come back in order."""
@@ -335,9 +393,7 @@ class ExecutorProcess:
                     if on_output is not None:
                         on_output(reply["output"])
                     continue
-                self.outstanding.popleft()
-                self._current_since = time.monotonic()
-                self._signalled_at = None
+                self._forget(reply)
                 return reply  # type: ignore[no-any-return]
             if self._reader.closed:
                 raise ExecutorDied(self._death())
@@ -355,6 +411,20 @@ class ExecutorProcess:
             if give_up is not None and now >= give_up:
                 return None
 
+    def _forget(self, reply: dict[str, Any]) -> None:
+        """Drop the request a reply answers; when it was the running one, the next one starts."""
+        token = reply.get("token")
+        if self.outstanding and self.outstanding[0].get("token") == token:
+            self.outstanding.popleft()
+            if not reply.get("returned"):
+                self._current_since = time.monotonic()
+                self._signalled_at = None
+            return
+        for request in self.outstanding:
+            if request.get("token") == token:
+                self.outstanding.remove(request)
+                return
+
     def ready_reply(self) -> dict[str, Any] | None:
         """The next reply if it has already arrived (no waiting, no stop checks), else None."""
         if self._reader is None or not self.outstanding:
@@ -363,9 +433,7 @@ class ExecutorProcess:
         while reply is not None and "output" in reply:  # output nobody streams any more
             reply = self._reader.pending()
         if reply is not None:
-            self.outstanding.popleft()
-            self._current_since = time.monotonic()
-            self._signalled_at = None
+            self._forget(reply)
         return reply  # type: ignore[no-any-return]
 
     def run(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from typing import Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskTimeout, enforces_limits
@@ -82,8 +81,9 @@ def run_attempt(
 
 # A slot keeps up to `window` short tasks in line at its executor, so neither
 # the executor nor the database waits for the other; the window is sized so
-# the tasks in line take about this long, which bounds how long a claimed
-# task can wait before it starts.
+# the tasks in line take about this long. When the running task outlasts the
+# estimate, the executor gives back what waits behind it (see
+# tqcli.backends.executor.LINE_PATIENCE).
 WINDOW_SECONDS = 0.02
 MAX_WINDOW = 64
 
@@ -92,6 +92,8 @@ def outcome_of(reply: dict[str, Any], reason: str | None) -> Outcome:
     """How an attempt ended, from the executor's reply."""
     if reply.get("ok"):
         return Outcome("completed", result=reply["result"])
+    if reply.get("returned"):
+        return Outcome("released")  # given back unstarted, behind a slow task
     if reply.get("cancelled") or reply.get("skipped"):
         return _stopped(reason)
     return Outcome("failed", error=reply.get("error") or "failed")
@@ -111,7 +113,7 @@ class Slot:
         self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
         self._executor = ExecutorProcess()
         self._thread: threading.Thread | None = None
-        self._line: deque[Claim] = deque()
+        self._line: dict[int, Claim] = {}  # by token, in the order they were sent
         self._stops: dict[int, str] = {}
         self._skipped: set[int] = set()
         self.outstanding = 0  # claims given and not yet reported; kept by the main thread
@@ -119,10 +121,15 @@ class Slot:
 
     @property
     def window(self) -> int:
-        """How many attempts this slot may hold at once, from how long its attempts take."""
-        if self.average is None:
+        """How many attempts this slot may hold at once, from how long its attempts take.
+
+        The attempt running now counts with its time so far, so a slot whose
+        task turned out slow stops taking more at once.
+        """
+        seconds = max(self.average or 0.0, self._executor.current_seconds())
+        if self.average is None or seconds <= 0:
             return 1
-        return max(1, min(MAX_WINDOW, int(WINDOW_SECONDS / max(self.average, 1e-6))))
+        return max(1, min(MAX_WINDOW, int(WINDOW_SECONDS / seconds)))
 
     def give(self, claims: list[Claim]) -> None:
         """Queue attempts on this slot; each outcome arrives on the results queue."""
@@ -138,7 +145,7 @@ class Slot:
 
     def stop_all(self, reason: str, *, waiting_only: bool = False) -> None:
         """Stop every attempt this slot holds (or only those still waiting in line)."""
-        line = list(self._line)
+        line = list(self._line.values())
         for claim in line[1:] if waiting_only else line:
             self.stop(claim.token, reason)
 
@@ -153,8 +160,10 @@ class Slot:
 
     def _abandon_line(self) -> None:
         """After the executor was ended: what waited in line never started."""
-        while self._line:
-            self._report(self._line.popleft(), Outcome("released"))
+        waiting = list(self._line.values())
+        self._line.clear()
+        if waiting:
+            self._reports([(claim, Outcome("released")) for claim in waiting])
 
     def _loop(self) -> None:
         executor = self._executor
@@ -166,7 +175,7 @@ class Slot:
             if batch is None:
                 return
             if batch:
-                self._line.extend(batch)
+                self._line.update((claim.token, claim) for claim in batch)
                 executor.send(*[
                     {
                         "token": claim.token, "id": claim.id, "backend": claim.backend, "target": claim.target,
@@ -174,11 +183,12 @@ class Slot:
                     }
                     for claim in batch
                 ])
-            for claim in list(self._line)[1:]:
+            waiting = list(self._line.values())
+            for claim in waiting[1:]:
                 if claim.token in self._stops and claim.token not in self._skipped:
                     self._skipped.add(claim.token)
                     executor.skip(claim.token)
-            current = self._line[0]
+            current = waiting[0]
             backend = self._backends.loaded[current.backend]
             try:
                 reply = executor.next_reply(
@@ -187,24 +197,24 @@ class Slot:
                     wait=_SLOT_TICK,
                 )
             except TaskTimeout as exc:
-                self._line.popleft()
+                del self._line[current.token]
                 self._report(current, Outcome("failed", error=str(exc)))
                 self._abandon_line()
                 continue
             except TaskCancelled:
-                self._line.popleft()
+                del self._line[current.token]
                 self._report(current, _stopped(self._stops.get(current.token)))
                 self._abandon_line()
                 continue
             except ExecutorDied as exc:
-                self._line.popleft()
+                del self._line[current.token]
                 self._report(current, Outcome("failed", error=str(exc)))
                 self._abandon_line()
                 continue
             ended = []
             while reply is not None:  # this reply and any others that already arrived
-                claim = self._line.popleft()
-                if "seconds" in reply and not reply.get("skipped"):
+                claim = self._line.pop(reply["token"])
+                if "seconds" in reply:
                     seconds = float(reply["seconds"])
                     self.average = seconds if self.average is None else 0.8 * self.average + 0.2 * seconds
                 ended.append((claim, outcome_of(reply, self._stops.get(claim.token))))
