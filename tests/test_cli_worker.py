@@ -180,6 +180,35 @@ def test_run_an_existing_task_by_id(cli):
     assert cli("run", "--id", "1", "tests.jobs:noop").code == 2
 
 
+def test_run_json_prints_the_finished_task(cli):
+    result = cli("run", "--backend", "shell", "echo hidden", "--json")
+    assert result.code == 0
+    assert result.json["state"] == "completed" and result.json["result"]["output"] == "hidden\n"
+
+
+def test_ctrl_c_on_run_cancels_the_task_it_submitted(cli, tmp_path):
+    marker = tmp_path / "started"
+    running = cli.spawn("run", "--backend", "shell", f"touch {marker}; sleep 30")
+    assert wait_until(marker.exists)
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=30)
+    assert running.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "error: interrupted: task 1 cancelled"
+    assert cli.task(1)["state"] == "cancelled"
+
+
+def test_ctrl_c_on_run_by_id_puts_the_task_back(cli, tmp_path):
+    marker = tmp_path / "started"
+    task_id = cli.submit("--backend", "shell", f"touch {marker}; sleep 30")
+    running = cli.spawn("run", "--id", str(task_id))
+    assert wait_until(marker.exists)
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=30)
+    assert running.returncode == 130 and "is pending again" in stderr
+    task = cli.task(task_id)
+    assert task["state"] == "pending" and task["attempts"] == 0
+
+
 def test_submit_wait_exit_codes(cli):
     worker = cli.spawn("worker", "--poll", "0.1")
     try:

@@ -208,4 +208,6 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"database error: {exc}", 7)
         _fail(f"internal error: {type(exc).__name__}: {exc} (this is a bug; TQCLI_DEBUG=1 shows a traceback)", 1)
     code = result if isinstance(result, int) else 0
+    if code == 130:  # Ctrl-C outside any command's own handling
+        _fail("interrupted", 130)
     sys.exit(code)

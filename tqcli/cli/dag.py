@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tqcli.cli import command_group, render, state
-from tqcli.errors import InvalidInput, WorkFailed
+from tqcli.errors import Interrupted, InvalidInput, WorkFailed
 
 app = command_group("DAGs: tasks with dependencies, from a TOML file, enqueued as one.")
 
@@ -42,7 +42,10 @@ def submit(
     if not json_output:
         sys.stdout.write(f"{dag_id}\n")
         sys.stdout.flush()
-    dag = dags.wait(dag_id, timeout=seconds) if wait else dags.get(dag_id)
+    try:
+        dag = dags.wait(dag_id, timeout=seconds) if wait else dags.get(dag_id)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: DAG {dag_id} goes on; 'tqcli dag status {dag_id}' follows it") from None
     if json_output:
         render.emit_json(dag.to_json())
     if wait:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from tqcli.cli import render
-from tqcli.errors import InvalidInput
+from tqcli.errors import Interrupted, InvalidInput
 
 
 
@@ -178,7 +178,10 @@ def submit(
         sys.stdout.write(f"{result.id}\n")
         sys.stdout.flush()
     if wait:
-        finished = queue_obj.wait(result.id, timeout=seconds)
+        try:
+            finished = queue_obj.wait(result.id, timeout=seconds)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted: task {result.id} goes on; 'tqcli status {result.id}' follows it") from None
         if json_output:
             render.emit_json(queue_obj.get(result.id).to_json())
         _exit_for(finished)

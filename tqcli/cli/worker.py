@@ -7,11 +7,10 @@ import typer
 
 from tqcli.cli import render, state
 from tqcli.cli.tasks import (
-    AtOpt, BackendOpt, BackoffOpt, DelayOpt, DependsOnOpt, IdempotencyOpt, MaxRetriesOpt, NameOpt,
-    PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt, ServiceOpt, TargetArg, TenantOpt, TimeoutOpt,
-    spec_options,
+    BackendOpt, BackoffOpt, IdempotencyOpt, MaxRetriesOpt, NameOpt, PayloadFileOpt, PayloadOpt, PriorityOpt,
+    QueueOpt, ServiceOpt, TargetArg, TenantOpt, TimeoutOpt, spec_options,
 )
-from tqcli.errors import InvalidInput, WorkFailed
+from tqcli.errors import Interrupted, InvalidInput, WorkFailed
 
 
 def _seconds(text: Optional[str], what: str, default: float) -> float:
@@ -27,7 +26,7 @@ def worker(
     tenant: Annotated[Optional[List[str]], typer.Option("--tenant", metavar="T", help="Only claim tenant T's tasks; repeat for several [default: all].")] = None,
     concurrency: Annotated[Optional[int], typer.Option(metavar="N", help="Tasks run at the same time [default: 1, or worker.concurrency in the config file].")] = None,
     max_tasks: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after claiming N tasks.")] = None,
-    lease: Annotated[Optional[str], typer.Option(metavar="DUR", help="Lease of a claimed task, renewed while it runs; after a crash the task is reclaimed once it ends [default: 60s].")] = None,
+    lease: Annotated[Optional[str], typer.Option(metavar="DUR", help="How long a claim holds without renewal; renewed while the task runs. A task whose worker died is taken over at once when the worker is known to be gone, else when its lease runs out [default: 60s].")] = None,
     poll: Annotated[Optional[str], typer.Option(metavar="DUR", help="How often an idle worker looks for work [default: 1s].")] = None,
     worker_id: Annotated[Optional[str], typer.Option("--id", metavar="NAME", help="Name in the audit log and status [default: HOST:PID].")] = None,
 ) -> None:
@@ -73,25 +72,26 @@ def run(
     max_retries: MaxRetriesOpt = None,
     backoff: BackoffOpt = None,
     timeout: TimeoutOpt = None,
-    delay: DelayOpt = None,
-    at: AtOpt = None,
-    depends_on: DependsOnOpt = None,
     service: ServiceOpt = None,
     idempotency_key: IdempotencyOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the finished task object (shell output is then not streamed).")] = False,
 ) -> None:
     """Submit a task and run it now in this process, retrying per its policy; exit 0 completed, 1 failed.
 
     A shell command's output streams as it runs; a function's result is printed
-    as JSON. The task and its attempts are recorded like any other.
+    as JSON. The task and its attempts are recorded like any other. Ctrl-C
+    stops it: a task this command submitted is then cancelled, one given with
+    --id goes back to pending.
 
       tqcli run --backend shell 'make backup' --timeout 30m --max-retries 2
     """
     options = spec_options(
         backend=backend, payload=payload, payload_file=payload_file, name=name, queue=queue, tenant=tenant,
-        priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=at,
-        depends_on=depends_on, service=service, idempotency_key=idempotency_key,
+        priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=None, at=None,
+        depends_on=None, service=service, idempotency_key=idempotency_key,
     )
     queue_obj = state(ctx).queue()
+    submitted = task_id is None
     if task_id is not None:
         if target is not None or options:
             raise InvalidInput("--id runs an existing task: give no TARGET or submit options with it")
@@ -111,12 +111,20 @@ def run(
         first = error.splitlines()[0] if error else "failed"
         render.message(f"attempt {attempt} failed: {first}; retrying in {delay:.3g} s")
 
-    became = queue_obj.run_now(task_id, on_output=stream, on_retry=retrying)
+    try:
+        became = queue_obj.run_now(task_id, on_output=None if json_output else stream, on_retry=retrying)
+    except KeyboardInterrupt:
+        if submitted:
+            queue_obj.cancel(task_id, reason="its run was interrupted")
+            raise Interrupted(f"interrupted: task {task_id} cancelled") from None
+        raise Interrupted(f"interrupted: task {task_id} is pending again (a worker will run it; 'tqcli cancel {task_id}' stops that)") from None
     task = queue_obj.get(task_id)
+    if json_output:
+        render.emit_json(task.to_json())
+    elif task.backend != "shell" and became == "completed":
+        render.emit_json(task.result_value)
     if became != "completed":
         raise WorkFailed(f"task {task_id} {task.state.value} after {task.attempts} attempt(s): {(task.error or '').splitlines()[0] if task.error else 'no error text'}")
-    if task.backend != "shell":
-        render.emit_json(task.result_value)
 
 
 def plugins(
