@@ -100,6 +100,12 @@ class Cli:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
+    def create_db(self) -> None:
+        """Create the (empty) database, as the first submit would."""
+        import tqcli
+
+        tqcli.open(self.db).close()
+
     def task(self, task_id: int) -> dict[str, Any]:
         """The task's JSON as `status ID --json` prints it."""
         return self.ok("status", str(task_id), "--json").json

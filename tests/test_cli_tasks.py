@@ -12,7 +12,7 @@ ANSI = re.compile(r"\x1b\[")
 
 def refused(cli, args, code, fragment, *, input=None, env=None):
     """Run a command that must fail: its exit code, one error line, and the database unchanged."""
-    cli.ok("status")  # make sure the database exists, so 'unchanged' is meaningful
+    cli.create_db()  # so that 'unchanged' is meaningful
     before = table_dump(cli.db)
     result = cli(*args, input=input, env=env)
     assert result.code == code, (args, result.code, result.stderr)
@@ -216,3 +216,22 @@ def test_version(cli):
 
 def test_help_keeps_square_brackets(cli):
     assert "[default: simple]" in cli.ok("submit", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["status", "1"], ["cancel", "1"], ["audit", "verify"], ["audit", "log"], ["dag", "list"],
+     ["dlq", "list"], ["breaker", "list"], ["schedule", "list"]],
+)
+def test_commands_that_only_look_do_not_create_a_missing_database(cli, args):
+    result = cli(*args)
+    assert result.code == 3
+    assert result.error_lines == [f"error: no database at {cli.db} yet: submitting a task creates it (or check --db, TQCLI_DB and the config file)"]
+    assert not cli.db.exists()
+
+
+@pytest.mark.parametrize("args", [[], ["dag"], ["audit"]])
+def test_a_command_group_alone_prints_its_help(cli, args):
+    result = cli(*args)
+    assert result.code == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"Usage: tqcli {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND")

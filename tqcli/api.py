@@ -12,6 +12,7 @@ from tqcli.config import Config, load_config, login_name
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
 from tqcli.core.submission import SubmitResult, submit_specs
+from tqcli.errors import NotFound
 from tqcli.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -170,16 +171,23 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
     actor: str | None = None,
     clock: Clock | None = None,
     config: Config | None = None,
+    create: bool = True,
 ) -> Queue:
-    """Open (creating it when missing) the database `db`, or the configured one.
+    """Open the database `db`, or the configured one, creating it when missing.
 
     `actor` acts as another identity, as `TQCLI_USER` does on the command line;
-    `clock` replaces the system clock (tests move time with `ManualClock`).
+    `clock` replaces the system clock (tests move time with `ManualClock`);
+    `create=False` raises NotFound instead of creating a missing database.
     """
     if config is None:
         config = load_config(db_flag=str(db) if db is not None else None)
     elif db is not None:
         config = config.with_db(Path(db))
+    if not create and not config.db.exists():
+        raise NotFound(
+            f"no database at {config.db} yet: submitting a task creates it "
+            "(or check --db, TQCLI_DB and the config file)"
+        )
     store = SqliteStore(config.db, busy_timeout=config.busy_timeout, synchronous=config.synchronous)
     real_user = login_name()
     ctx = Context(store=store, clock=clock or SystemClock(), actor=real_user)

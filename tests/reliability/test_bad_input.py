@@ -158,7 +158,7 @@ def test_a_payload_file_that_is_not_utf8(cli, tmp_path):
 def test_a_bulk_file_with_a_huge_line_is_refused_whole(cli, tmp_path):
     path = tmp_path / "big.jsonl"
     path.write_text(json.dumps({"target": "x:y"}) + "\n" + json.dumps({"target": "x:y", "payload": {"b": "x" * (1 << 20)}}) + "\n")
-    cli.ok("status")
+    cli.create_db()
     before = table_dump(cli.db)
     result = cli("submit", "--from-file", str(path))
     assert result.code == 2 and "line 2" in result.stderr and "1 MiB" in result.stderr

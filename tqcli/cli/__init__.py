@@ -107,14 +107,19 @@ class AppState:
         self.config_path = config
         self._queue: Any = None
 
-    def queue(self) -> Any:
-        """The `tqcli.Queue` for --db/--config, opened once per invocation."""
+    def queue(self, *, create: bool = False) -> Any:
+        """The `tqcli.Queue` for --db/--config, opened once per invocation.
+
+        Only commands that add work pass `create`: reading or changing a
+        database that is not there (a mistyped --db, say) is an error, not a
+        new empty file.
+        """
         if self._queue is None:
             from tqcli.api import open as open_queue
             from tqcli.config import load_config
 
             config = load_config(db_flag=self.db, config_flag=self.config_path)
-            self._queue = open_queue(config=config, actor=os.environ.get("TQCLI_USER") or None)
+            self._queue = open_queue(config=config, actor=os.environ.get("TQCLI_USER") or None, create=create)
         return self._queue
 
     def close(self) -> None:
@@ -187,6 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(exc.message, exc.exit_code)
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        # `tqcli` or `tqcli dag` alone asks what there is: help, not an error.
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        sys.exit(0)
     except _click.exceptions.UsageError as exc:
         if debug:
             raise

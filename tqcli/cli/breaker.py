@@ -53,5 +53,5 @@ def configure(
     """Set a circuit's thresholds (or, with --default, everyone's)."""
     if default == (key is not None):
         raise InvalidInput("give a KEY or --default (not both)")
-    state(ctx).queue().breakers.configure(None if default else key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
+    state(ctx).queue(create=True).breakers.configure(None if default else key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
     render.message(f"circuit settings of {'every service' if default else key} updated")

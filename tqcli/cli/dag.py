@@ -37,7 +37,7 @@ def submit(
         raise InvalidInput("--wait-timeout needs --wait")
     seconds = parse_duration(wait_timeout, what="--wait-timeout") if wait_timeout is not None else None
     plan = load_dag_file(path)
-    dags = state(ctx).queue().dags
+    dags = state(ctx).queue(create=True).dags
     dag_id = dags.submit(plan)
     if not json_output:
         sys.stdout.write(f"{dag_id}\n")
@@ -65,7 +65,7 @@ def run(
     plan = load_dag_file(path)
     if junit is not None and not Path(junit).resolve().parent.is_dir():
         raise InvalidInput(f"cannot write the JUnit report {junit}: its folder does not exist")
-    dags = state(ctx).queue().dags
+    dags = state(ctx).queue(create=True).dags
     render.message(f"running DAG {plan.name!r}: {len(plan.order)} tasks")
     dag = dags.run(plan, concurrency=concurrency, log=render.message)
     _show(dag)

@@ -46,7 +46,7 @@ def add(
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=None,
         depends_on=None, service=service, idempotency_key=None,
     )
-    schedule = state(ctx).queue().schedules.add(name, cron=cron, tz=tz, catchup=catchup, options={"target": target, **options})
+    schedule = state(ctx).queue(create=True).schedules.add(name, cron=cron, tz=tz, catchup=catchup, options={"target": target, **options})
     render.message(f"schedule {name} added; next fire {format_time(schedule.next_fire_at)}")
 
 

@@ -157,7 +157,7 @@ def submit(
         if payload_file == "-" and from_file == "-":
             raise InvalidInput("only one of --payload-file and --from-file can read stdin")
         specs, where = _bulk_specs(from_file, options)
-        queue_obj = state(ctx).queue()
+        queue_obj = state(ctx).queue(create=True)
         results = queue_obj.submit_specs(specs, where=where)
         if json_output:
             render.emit_json([queue_obj.get(result.id).to_json() for result in results])
@@ -170,7 +170,7 @@ def submit(
         raise InvalidInput("--wait-timeout needs --wait")
     seconds = _wait_seconds(wait_timeout)
     spec = spec_from_mapping({"target": target, **options})
-    queue_obj = state(ctx).queue()
+    queue_obj = state(ctx).queue(create=True)
     result = queue_obj.submit_specs([spec])[0]
     if not result.created:
         render.message(f"task {result.id} already has idempotency key {spec.idempotency_key!r}; nothing was submitted")

@@ -40,7 +40,7 @@ def worker(
       * * * * * tqcli --db /srv/jobs.db worker --once
     """
     app_state = state(ctx)
-    queue_obj = app_state.queue()
+    queue_obj = app_state.queue(create=True)
     defaults = queue_obj.config.worker
     runner = queue_obj.worker(
         once=once,
@@ -90,7 +90,7 @@ def run(
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=None, at=None,
         depends_on=None, service=service, idempotency_key=idempotency_key,
     )
-    queue_obj = state(ctx).queue()
+    queue_obj = state(ctx).queue(create=True)
     submitted = task_id is None
     if task_id is not None:
         if target is not None or options:
