@@ -187,9 +187,20 @@ def test_cancel_of_a_running_task_ends_cancelled_and_blocks_dependents(queue):
     task_id = queue.submit("a:b")
     child = queue.submit("a:b", depends_on=[task_id])
     (claimed,) = claim(queue)
-    queue.cancel(task_id)
+    queue.cancel(task_id, reason="wrong input")
+    assert queue.get(task_id).error.endswith("wrong input"), "a waiting cancel shows while the task runs"
     assert finish(queue, claimed, Outcome("cancelled")) == "cancelled"
     assert (state(queue, task_id), state(queue, child)) == ("cancelled", "blocked")
+    assert queue.get(task_id).error.endswith(": wrong input (stopped while running)")
+
+
+def test_a_worker_stopping_after_a_cancel_request_does_not_put_the_task_back(queue):
+    task_id = queue.submit("a:b")
+    (claimed,) = claim(queue)
+    queue.cancel(task_id, reason="not needed")
+    assert finish(queue, claimed, Outcome("released")) == "cancelled"
+    assert queue.get(task_id).error.endswith(": not needed (stopped while running)")
+    assert claim(queue) == []
 
 
 def test_cancel_requested_then_worker_lost_ends_cancelled(queue, clock):
@@ -198,6 +209,7 @@ def test_cancel_requested_then_worker_lost_ends_cancelled(queue, clock):
     queue.cancel(task_id)
     clock.advance(61)
     assert reclaim(queue) == [(task_id, "cancelled")]
+    assert queue.get(task_id).error.endswith(" (its worker was lost)")
 
 
 def test_non_retryable_failure_goes_straight_to_the_dlq(queue):
@@ -361,4 +373,4 @@ def test_a_failure_after_a_cancel_request_ends_cancelled_not_retried(queue):
     queue.cancel(task_id)
     assert finish(queue, claimed, failed()) == "cancelled"
     task = queue.get(task_id)
-    assert task.state.value == "cancelled" and task.attempts == 1 and "the attempt failed" in task.error
+    assert task.state.value == "cancelled" and task.attempts == 1 and "the running attempt failed" in task.error

@@ -177,13 +177,14 @@ def finish(
             return _stale(journal, claimed, outcome, worker)
         _completed(tx, journal, claimed, has_dependents, now=now, worker=worker, breakers=breakers)
         became, error = "completed", None
-    elif kind == "released":
+    elif kind == "released" and tx.cancel_request(task_id, token) is None:
         if not tx.release_task(task_id, token):
             return _stale(journal, claimed, outcome, worker)
         journal.add("task.release", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker)
         became, error = "released", "worker stopped before it started or finished"
-    elif kind == "cancelled":
-        if not tx.end_task(task_id, token, state="cancelled", now=now, error="cancelled while running"):
+    elif kind in ("cancelled", "released"):  # a released task whose cancel waits ends cancelled too
+        note = tx.cancel_request(task_id, token) or "cancelled"
+        if not tx.end_task(task_id, token, state="cancelled", now=now, error=f"{note} (stopped while running)"):
             return _stale(journal, claimed, outcome, worker)
         journal.add("task.cancel", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker, stopped=True)
         chaining.block_dependents(tx, journal, [task_id], cause=f"task {task_id} cancelled")
@@ -247,8 +248,9 @@ def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, ac
     A task whose cancel was requested while this attempt ran ends cancelled
     instead: a failure must not turn a cancel into a retry.
     """
-    if tx.cancel_requested_for(claimed.id, claimed.token):
-        tx.end_task(claimed.id, claimed.token, state="cancelled", now=now, error=f"cancelled while running (the attempt failed: {error[:200]})")
+    note = tx.cancel_request(claimed.id, claimed.token)
+    if note is not None:
+        tx.end_task(claimed.id, claimed.token, state="cancelled", now=now, error=f"{note} (the running attempt failed: {error[:200]})")
         journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], cancelled=True)
         chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} cancelled")
         return "cancelled"
@@ -288,7 +290,8 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
         lost = Claim(row)
         tx.record_attempts([(lost.token, lost.id, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
-            tx.end_task(lost.id, lost.token, state="cancelled", now=now, error="cancelled; its worker was lost")
+            note = tx.cancel_request(lost.id, lost.token) or "cancelled"
+            tx.end_task(lost.id, lost.token, state="cancelled", now=now, error=f"{note} (its worker was lost)")
             journal.add("task.lost", lost.id, lost.tenant, attempt=lost.attempt, reclaimed_by=worker, cancelled=True)
             chaining.block_dependents(tx, journal, [lost.id], cause=f"task {lost.id} cancelled")
             reclaimed.append((lost.id, "cancelled"))

@@ -145,7 +145,7 @@ def cancel_tasks(ctx: Context, tx: Any, journal: Any, ids: Sequence[int], *, cas
     for task in stopped:
         journal.add("task.cancel", task.id, task.tenant, reason=reason, previous=task.state.value)
     for task in running:
-        tx.request_cancel(task.id)
+        tx.request_cancel(task.id, note)
         journal.add("task.cancel", task.id, task.tenant, reason=reason, previous="running", requested=True)
     affected = [task.id for task in rows.values()]
     if cascade:

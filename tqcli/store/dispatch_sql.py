@@ -153,12 +153,12 @@ class DispatchSQL:
         )
         return cursor.rowcount == 1
 
-    def cancel_requested_for(self, task_id: int, token: int) -> bool:
-        """Whether `token` still holds the task and a cancel of it was requested."""
+    def cancel_request(self, task_id: int, token: int) -> str | None:
+        """The note of a cancel requested while `token` holds the task (who, why); None if none was."""
         row = self.conn.execute(
-            "SELECT cancel_requested FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'", (task_id, token)
+            "SELECT cancel_requested, error FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'", (task_id, token)
         ).fetchone()
-        return bool(row and row[0])
+        return (row[1] or "cancelled") if row and row[0] else None
 
     def end_task(self, task_id: int, token: int, *, state: str, now: int, error: str) -> bool:
         """running -> failed or cancelled, if `token` still holds the task."""

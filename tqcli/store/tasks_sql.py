@@ -138,9 +138,9 @@ class TaskSQL:
             )
             self.conn.execute(sql, (state, finished_at, error, *part))
 
-    def request_cancel(self, task_id: int) -> None:
-        """Flag a running task so the worker running it stops it."""
-        self.conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
+    def request_cancel(self, task_id: int, note: str) -> None:
+        """Flag a running task so the worker running it stops it; `note` (who, why) is its error meanwhile."""
+        self.conn.execute("UPDATE tasks SET cancel_requested = 1, error = ? WHERE id = ?", (note, task_id))
 
     def replay_tasks(self, ids: Sequence[int], *, now: int) -> None:
         """Failed tasks back to pending: attempts reset, ready now, previous outcome cleared."""
