@@ -233,14 +233,20 @@ def test_dlq_and_breaker_commands(cli):
     assert [t["id"] for t in listed] == [1] and listed[0]["error"] == "boom"
     assert cli.ok("dlq", "replay", "1", "--dry-run").stdout == "1\n"
     assert cli.task(1)["state"] == "failed"
-    assert cli.ok("dlq", "replay", "1").stdout == "1\n"
-    assert cli.task(1)["state"] == "pending"
+    replayed = cli.ok("dlq", "replay", "1", "--json").json
+    assert [(t["id"], t["state"], t["attempts"]) for t in replayed] == [(1, "pending", 0)]
     cli.ok("worker", "--once")
     assert cli("dlq", "purge", "--all").code == 2
     assert cli.ok("dlq", "purge", "--all", "--yes").stdout == "1\n"
+    cli.submit("tests.jobs:boom", "--max-retries", "0")
+    cli.ok("worker", "--once")
+    assert cli.ok("dlq", "replay", "--all").stdout == "2\n"
+    cli.ok("worker", "--once")
+    purged = cli.ok("dlq", "purge", "2", "--yes", "--json").json
+    assert [(t["id"], t["state"]) for t in purged] == [(2, "failed")]
     assert cli("status", "1").code == 3
     breakers = cli.ok("breaker", "list", "--json").json
-    assert breakers[0]["key"] == "simple:tests.jobs:boom" and breakers[0]["failures"] == 2
+    assert breakers[0]["key"] == "simple:tests.jobs:boom" and breakers[0]["failures"] == 4
     cli.ok("breaker", "set", "simple:tests.jobs:boom", "--failure-threshold", "1", "--recovery-timeout", "1h")
     cli.ok("breaker", "set", "--default", "--failure-threshold", "9")
     assert cli("breaker", "set", "--failure-threshold", "1").code == 2

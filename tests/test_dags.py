@@ -200,8 +200,9 @@ def test_cycle_through_the_cli_names_the_path_and_enqueues_nothing(cli, tmp_path
 def test_sample_dags_load_and_run(sample, cli):
     plan = load_dag_file(sample)
     assert plan.order
-    result = cli("dag", "run", str(sample), "--concurrency", "3", env={"PYTHONPATH": str(REPO)})
+    result = cli("dag", "run", str(sample), "--concurrency", "3", "--json", env={"PYTHONPATH": str(REPO)})
     assert result.code == 0, result.stderr
+    assert result.json["state"] == "completed" and set(result.json["tasks"]) == set(plan.order)
 
 
 def test_the_sample_config_file_loads(tmp_path):

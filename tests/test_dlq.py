@@ -48,9 +48,9 @@ def test_replay_refuses_what_is_not_in_the_dlq(queue):
     assert queue.get(dead_id).state.value == "failed"
     with pytest.raises(NotFound):
         queue.dlq.replay([999])
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="nothing to replay: give the task IDs, or --all"):
         queue.dlq.replay()
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="not both"):
         queue.dlq.replay([dead_id], every=True)
 
 
@@ -59,6 +59,12 @@ def test_purge_needs_confirmation(queue):
     with pytest.raises(InvalidInput, match="--yes"):
         queue.dlq.purge(every=True)
     assert len(queue.dlq.list()) == 1
+    with pytest.raises(InvalidInput, match="invalid --older-than"):
+        queue.dlq.purge(every=True, older_than="a week")
+    with pytest.raises(NotFound):
+        queue.dlq.purge([999])
+    with pytest.raises(InvalidInput, match="nothing to purge"):
+        queue.dlq.purge(confirmed=True)
 
 
 def test_purge_deletes_keeps_the_audit_record_and_cancels_what_waited(queue):

@@ -58,6 +58,7 @@ def run(
     path: FileArg,
     concurrency: Annotated[int, typer.Option(metavar="N", help="Tasks of the DAG run at the same time.")] = 1,
     junit: Annotated[Optional[str], typer.Option(metavar="FILE", help="Write a JUnit XML report (one test case per task) for CI servers.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the finished DAG as 'dag status --json' does.")] = False,
 ) -> None:
     """Submit a DAG and run it here now; exit 0 only if every task completed."""
     from tqcli.core.dags import junit_xml, load_dag_file
@@ -68,7 +69,10 @@ def run(
     dags = state(ctx).queue(create=True).dags
     render.message(f"running DAG {plan.name!r}: {len(plan.order)} tasks")
     dag = dags.run(plan, concurrency=concurrency, log=render.message)
-    _show(dag)
+    if json_output:
+        render.emit_json(dag.to_json())
+    else:
+        _show(dag)
     if junit is not None:
         Path(junit).write_text(junit_xml(dag), encoding="utf-8")
         render.message(f"JUnit report written to {junit}")

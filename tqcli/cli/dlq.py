@@ -1,5 +1,6 @@
 """Dead-letter queue commands: list, replay, purge."""
 
+import sys
 from typing import Annotated, List, Optional
 
 import typer
@@ -45,11 +46,18 @@ def replay(
     queue: Annotated[Optional[str], typer.Option(metavar="Q", help="With --all: only this queue.")] = None,
     tenant: Annotated[Optional[str], typer.Option(metavar="T", help="With --all: only this tenant.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; change nothing.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of the task objects (as they are now) instead of their ids.")] = False,
 ) -> None:
-    """Put failed tasks back to pending (same ids, attempts reset); tasks blocked on them are unblocked."""
-    tasks = state(ctx).queue().dlq.replay(task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run)
-    for task in tasks:
-        typer.echo(f"{task.id}")
+    """Put failed tasks back to pending (same ids, attempts reset); tasks blocked on them are unblocked.
+
+    Prints the ids, one per line.
+    """
+    queue_obj = state(ctx).queue()
+    tasks = queue_obj.dlq.replay(task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run)
+    if json_output:
+        render.emit_json([queue_obj.get(task.id).to_json() for task in tasks])
+    else:
+        sys.stdout.write("".join(f"{task.id}\n" for task in tasks))
     verb = "would replay" if dry_run else "replayed"
     render.message(f"{verb} {len(tasks)} task(s)")
 
@@ -61,9 +69,15 @@ def purge(
     every: Annotated[bool, typer.Option("--all", help="Purge every failed task.")] = False,
     older_than: Annotated[Optional[str], typer.Option(metavar="DUR", help="Only tasks that failed longer ago than DUR, e.g. 7d.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: purged tasks are deleted for good.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of the deleted task objects instead of their ids.")] = False,
 ) -> None:
-    """Delete failed tasks (the audit chain keeps their record); tasks blocked on them are cancelled."""
+    """Delete failed tasks (the audit chain keeps their record); tasks blocked on them are cancelled.
+
+    Prints the ids, one per line.
+    """
     tasks = state(ctx).queue().dlq.purge(task_ids or (), every=every, older_than=older_than, confirmed=yes)
-    for task in tasks:
-        typer.echo(f"{task.id}")
+    if json_output:
+        render.emit_json([task.to_json() for task in tasks])
+    else:
+        sys.stdout.write("".join(f"{task.id}\n" for task in tasks))
     render.message(f"purged {len(tasks)} task(s)")

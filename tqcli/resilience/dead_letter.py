@@ -32,9 +32,11 @@ class DeadLetterQueue:
             task.depends_on = deps[task.id]
         return tasks
 
-    def _select(self, tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None) -> list[Task]:
-        if bool(ids) == every:
-            raise InvalidInput("name the tasks (ID...) or give --all, not both")
+    def _select(self, tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
+        if ids and every:
+            raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
+        if not ids and not every:
+            raise InvalidInput(f"nothing to {verb}: give the task IDs, or --all for every failed task ('tqcli dlq list' shows them)")
         if ids and (queue or tenant):
             raise InvalidInput("--queue and --tenant narrow --all; they cannot be combined with IDs")
         if every:
@@ -61,9 +63,9 @@ class DeadLetterQueue:
         now = self._ctx.clock.now()
         if dry_run:
             with self._ctx.read() as tx:
-                return self._select(tx, ids, every, queue, tenant)
+                return self._select(tx, ids, every, queue, tenant, "replay")
         with self._ctx.change() as (tx, journal):
-            tasks = self._select(tx, ids, every, queue, tenant)
+            tasks = self._select(tx, ids, every, queue, tenant, "replay")
             replay_ids = [task.id for task in tasks]
             tx.replay_tasks(replay_ids, now=now)
             for task in tasks:
@@ -80,14 +82,16 @@ class DeadLetterQueue:
         confirmed: bool = False,
     ) -> list[Task]:
         """Delete failed tasks (optionally only those finished longer ago than `older_than`)."""
-        if not confirmed:
-            raise InvalidInput("purge deletes tasks for good: add --yes to confirm")
+        now = self._ctx.clock.now()
         cutoff = None
         if older_than is not None:
-            cutoff = self._ctx.clock.now() - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
-        now = self._ctx.clock.now()
+            cutoff = now - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
+        if not confirmed:
+            with self._ctx.read() as tx:
+                self._select(tx, ids, every, None, None, "purge")
+            raise InvalidInput("purge deletes tasks for good: add --yes to confirm")
         with self._ctx.change() as (tx, journal):
-            tasks = self._select(tx, ids, every, None, None)
+            tasks = self._select(tx, ids, every, None, None, "purge")
             if cutoff is not None:
                 tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
             purge_ids = [task.id for task in tasks]
