@@ -41,10 +41,17 @@ ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
-_NAMES = re.compile(r"[A-Za-z]+")
-_MONTHS = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
-_DAYS = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
+_ITEM = re.compile(r"(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?")
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+# name, lowest, highest, names (numbered from `lowest`) of the five fields
+_FIELDS = [
+    ("minute", 0, 59, []),
+    ("hour", 0, 23, []),
+    ("day of month", 1, 31, []),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+]
 _MARGIN = timedelta(hours=3)  # more than any DST shift: wall times this far apart never interleave
 _NEVER = timedelta(days=366 * 50)
 _US = 1_000_000
@@ -64,6 +71,35 @@ def check_zone(name: str) -> ZoneInfo:
         raise InvalidInput(f"unknown time zone {name!r}: use an IANA name such as UTC, Europe/Berlin or America/New_York") from None
 
 
+def _value(text: str, field: tuple[str, int, int, list[str]]) -> int:
+    name, low, high, names = field
+    if text.isdigit():
+        value = int(text)
+    elif text.lower() in names:
+        value = low + names.index(text.lower())
+    else:
+        known = f" (or a name: {'-'.join((names[0], names[-1]))})" if names else ""
+        raise ValueError(f"{name} {text!r} is not a number{known}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} {value} is out of range {low}-{high}")
+    return value
+
+
+def _check_item(item: str, field: tuple[str, int, int, list[str]]) -> None:
+    name, low, high, _ = field
+    match = _ITEM.fullmatch(item)
+    if match is None:
+        raise ValueError(f"{name} {item!r} is not a value, range (a-b), step (*/n) or list (a,b)")
+    star, first, last, step = match.groups()
+    if first is not None:
+        start = _value(first, field)
+        if last is not None and _value(last, field) < start:
+            hint = " (Sunday is 0 or 7: mon-sun is 1-7)" if name == "day of week" else ""
+            raise ValueError(f"{name} range {item!r} runs backwards; write it low-high{hint}")
+    if step is not None and not (step.isdigit() and 1 <= int(step) <= high - low + 1):
+        raise ValueError(f"{name} step {step!r} must be a whole number from 1 to {high - low + 1}")
+
+
 def _check_fields(expression: str) -> list[str]:
     fields = expression.split()
     if len(fields) != 5:
@@ -71,13 +107,12 @@ def _check_fields(expression: str) -> list[str]:
             f"invalid cron expression {expression!r}: use five fields (minute hour day-of-month month day-of-week) "
             f"or one of {', '.join(ALIASES)}"
         )
-    for position, field in enumerate(fields):
-        if not _FIELD.fullmatch(field):
-            raise InvalidInput(f"invalid cron expression {expression!r}: field {position + 1} ({field!r}) has characters cron does not know")
-        allowed = _MONTHS if position == 3 else _DAYS if position == 4 else set()
-        for name in _NAMES.findall(field):
-            if name.lower() not in allowed:
-                raise InvalidInput(f"invalid cron expression {expression!r}: {name!r} is not a valid name in field {position + 1}")
+    for text, field in zip(fields, _FIELDS):
+        try:
+            for item in text.split(","):
+                _check_item(item, field)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid cron expression {expression!r}: {exc}") from None
     return fields
 
 
