@@ -84,6 +84,7 @@ def test_audit_log_filters_and_json_shape(history):
     assert set(entries[0]) >= {"seq", "ts", "actor", "action", "task_id", "tenant", "details", "prev_hash", "hash"}
     assert [e["action"] for e in history.ok("audit", "log", "--action", "task.cancel", "--json").json] == ["task.cancel"]
     assert [e["seq"] for e in history.ok("audit", "log", "--limit", "2", "--json").json] == [6, 7]
+    assert len(history.ok("audit", "log", "--limit", "0", "--json").json) == 7
     assert [e["task_id"] for e in history.ok("audit", "log", "--task", "3", "--json").json] == [3, 3]
     assert history.ok("audit", "log", "--since", "2999-01-01T00:00:00Z", "--json").json == []
     text = history.ok("audit", "log").stdout
@@ -93,4 +94,4 @@ def test_audit_log_filters_and_json_shape(history):
 def test_audit_log_bad_input(history):
     result = history("audit", "log", "--since", "last week")
     assert result.code == 2 and "invalid time 'last week'" in result.stderr
-    assert history("audit", "log", "--limit", "0").code == 2
+    assert history("audit", "log", "--limit", "-1").code == 2

@@ -264,6 +264,20 @@ def test_a_failed_trial_reopens_the_circuit(queue, clock):
     assert breaker.state == "open" and breaker.retry_at == clock.now() + 30_000_000
 
 
+def test_a_shorter_recovery_timeout_applies_to_a_circuit_already_open(queue, clock):
+    queue.breakers.configure(None, failure_threshold=1, recovery_timeout="1h")
+    queue.submit("svc:call", backoff=0, max_retries=5)
+    (claimed,) = claim(queue)
+    finish(queue, claimed, failed())
+    opened = clock.now()
+    clock.advance(20)
+    queue.breakers.configure(None, recovery_timeout="30s")
+    assert breaker_of(queue, "simple:svc:call").retry_at == opened + 30_000_000
+    assert claim(queue) == []
+    queue.breakers.configure("simple:svc:call", recovery_timeout="10s")
+    assert len(claim(queue)) == 1, "opened 20 s ago, the 10 s wait is over"
+
+
 def test_a_lost_trial_lets_the_next_worker_try_again(queue, clock):
     queue.breakers.configure(None, failure_threshold=1, recovery_timeout=5)
     queue.submit("svc:call", backoff=0, max_retries=5)

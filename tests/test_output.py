@@ -62,6 +62,7 @@ def test_dag_status_draws_a_tree_on_a_terminal(cli, tmp_path):
     assert lines[0].startswith("DAG 1")
     assert any("root #1 pending" in line for line in lines)
     assert sum("sink #4" in line for line in lines) == 2 and "(see above)" in out  # a diamond: the sink under both parents
+    assert sum(line.startswith("DAG 1") for line in lines) == 1, "the DAG is named once"
     assert any(line.lstrip().startswith(("├", "└")) for line in lines)
 
 

@@ -40,27 +40,25 @@ class WorkerDefaults:
 class Config:
     """Resolved local settings: where the database is and how to open it."""
 
-    __slots__ = ("db", "config_file", "key_file", "busy_timeout", "synchronous", "worker")
+    __slots__ = ("db", "config_file", "busy_timeout", "synchronous", "worker")
 
     def __init__(
         self,
         db: Path,
         config_file: Path | None = None,
-        key_file: Path | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         synchronous: str = "normal",
         worker: WorkerDefaults | None = None,
     ) -> None:
         self.db = db
         self.config_file = config_file
-        self.key_file = key_file
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.worker = worker or WorkerDefaults()
 
     def with_db(self, db: Path) -> "Config":
         """The same settings for another database file."""
-        return Config(db, self.config_file, self.key_file, self.busy_timeout, self.synchronous, self.worker)
+        return Config(db, self.config_file, self.busy_timeout, self.synchronous, self.worker)
 
 
 def _xdg(var: str, fallback: str, env: Mapping[str, str]) -> Path:
@@ -102,7 +100,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"cannot read config file {path}: {exc.strerror}") from None
 
 
-_TOP_KEYS = {"db", "key_file", "busy_timeout", "synchronous", "worker"}
+_TOP_KEYS = {"db", "busy_timeout", "synchronous", "worker"}
 _WORKER_KEYS = {"concurrency", "lease", "poll", "grace"}
 
 
@@ -163,12 +161,9 @@ def load_config(
     if synchronous not in SYNCHRONOUS_MODES:
         raise InvalidInput(f"config file {config_file}: synchronous must be 'normal' or 'full', not {synchronous!r}")
     worker = _worker_defaults(raw["worker"], config_file) if "worker" in raw else WorkerDefaults()  # type: ignore[arg-type]
-    key_value = env.get("TQCLI_KEY_FILE")
-    key_file = Path(key_value).expanduser() if key_value else file_path("key_file")
     return Config(
         db=db,
         config_file=config_file,
-        key_file=key_file,
         busy_timeout=busy_timeout,
         synchronous=synchronous,
         worker=worker,

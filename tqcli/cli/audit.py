@@ -19,10 +19,10 @@ def log(
     actor: Annotated[Optional[str], typer.Option(metavar="A", help="Only entries by this identity.")] = None,
     action: Annotated[Optional[str], typer.Option(metavar="X", help="Only this action, e.g. task.cancel.")] = None,
     since: Annotated[Optional[str], typer.Option(metavar="TIME", help="Only entries at or after this ISO 8601 time.")] = None,
-    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest matching entries.")] = 100,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest matching entries; 0 for all of them.")] = 100,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of entries.")] = False,
 ) -> None:
-    """List audit entries in chain order (the newest 100 unless --limit says otherwise)."""
+    """List audit entries in chain order (the newest 100 unless --limit says otherwise, 0 for all)."""
     from tqcli.cli import state
 
     entries = state(ctx).queue().audit.entries(task_id=task, actor=actor, action=action, since=since, limit=limit)

@@ -46,9 +46,9 @@ def reset(
 def configure(
     ctx: typer.Context,
     key: Annotated[Optional[str], typer.Argument(metavar="[KEY]", help="Service key to configure.", show_default=False)] = None,
-    default: Annotated[bool, typer.Option("--default", help="Set the defaults for every service instead.")] = False,
+    default: Annotated[bool, typer.Option("--default", help="Set the defaults, used by every service without its own setting.")] = False,
     failure_threshold: Annotated[Optional[int], typer.Option(metavar="N", help="Open after N consecutive failed attempts [default: 5].")] = None,
-    recovery_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="After DUR open, admit one trial task [default: 30s].")] = None,
+    recovery_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="After DUR open, admit one trial task; an open circuit's wait is recounted from when it opened [default: 30s].")] = None,
 ) -> None:
     """Set a circuit's thresholds (or, with --default, everyone's)."""
     if default == (key is not None):

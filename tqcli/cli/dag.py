@@ -80,10 +80,10 @@ def run(
 
 
 def _show(dag: Any) -> None:
-    render.message(f"DAG {dag.id} {dag.name}: {dag.state}")
     if render.stdout_is_terminal():
-        _draw_tree(dag)
+        _draw_tree(dag)  # its root line names the DAG and its state
         return
+    render.message(f"DAG {dag.id} {dag.name}: {dag.state}")
     rows = [
         (name, task.id, task.state.value, task.attempts, ", ".join(_names(dag, task.depends_on)) or None, (task.error or "").splitlines()[0] if task.error else None)
         for name, task in dag.tasks.items()

@@ -75,8 +75,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
 
     styled = not no_color()
     view = Table(title=title, title_justify="left", header_style="bold" if styled else None, show_edge=False, box=None, pad_edge=False)
-    for header in headers:
-        view.add_column(header, overflow="fold")
+    for position, header in enumerate(headers):
+        if position < len(headers) - 1:  # ids, states and times stay on one line; the last column takes what is left
+            view.add_column(header, no_wrap=True, overflow="ellipsis")
+        else:
+            view.add_column(header, overflow="fold")
     for row in rows:
         view.add_row(*[_cell(value) for value in row])
     console().print(view)

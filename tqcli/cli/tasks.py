@@ -98,7 +98,7 @@ QueueOpt = Annotated[Optional[str], typer.Option(metavar="Q", help="Queue name [
 TenantOpt = Annotated[Optional[str], typer.Option(metavar="T", help="Tenant name [default: default].")]
 PriorityOpt = Annotated[Optional[int], typer.Option(metavar="P", help="-100..100, higher runs first [default: 0].")]
 MaxRetriesOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Retries after the first attempt; 0 = one attempt only [default: 3].")]
-BackoffOpt = Annotated[Optional[str], typer.Option(metavar="SECONDS", help="Base of the exponential backoff between attempts: delay = backoff * 2^(attempt-1), at most 1h [default: 5].")]
+BackoffOpt = Annotated[Optional[str], typer.Option(metavar="SECONDS", help="Base of the exponential backoff between attempts, in seconds or a duration (30s, 2m): delay = backoff * 2^(attempt-1), at most 1h [default: 5].")]
 TimeoutOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="How long one attempt may run, e.g. 30s, 5m [default: none].")]
 DelayOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="Run no earlier than this long from now, e.g. 10m.")]
 AtOpt = Annotated[Optional[str], typer.Option(metavar="TIME", help="Run no earlier than this ISO 8601 time (without offset: local time).")]

@@ -73,7 +73,7 @@ class TaskSpec:
         _check_int(priority, "priority", -100, 100)
         _check_int(max_retries, "max_retries", 0, MAX_RETRIES_LIMIT)
         if not isinstance(backoff, (int, float)) or isinstance(backoff, bool) or not 0 <= backoff <= 86400:
-            raise InvalidInput(f"invalid backoff {backoff!r}: use seconds between 0 and 86400")
+            raise InvalidInput(f"invalid backoff {backoff:g}: use 0 to 86400 seconds (1d)" if isinstance(backoff, (int, float)) and not isinstance(backoff, bool) else f"invalid backoff {backoff!r}: use a number of seconds")
         if timeout is not None and not timeout > 0:
             raise InvalidInput("invalid timeout: it must be longer than 0 seconds")
         if delay is not None and at is not None:

@@ -61,6 +61,10 @@ class WorkerOptions:
             raise InvalidInput("invalid worker id: it must not be empty")
 
 
+# How the summary line names each outcome ("3 completed, 1 to retry").
+_SUMMARY_WORDS = {"retry": "to retry", "released": "put back (worker stopping)", "stale": "late results dropped"}
+
+
 @dataclass
 class WorkerReport:
     """What one worker run did, counted by outcome."""
@@ -80,13 +84,13 @@ class WorkerReport:
     def summary(self) -> str:
         """The one-line summary printed at the end of a run."""
         rate = f" ({self.claimed / self.seconds:,.0f}/s)" if self.seconds > 0 and self.claimed else ""
-        parts = [f"{self.outcomes[key]} {key}" for key in ("completed", "retry", "failed", "cancelled", "released", "stale") if self.outcomes.get(key)]
+        parts = [f"{self.outcomes[key]} {_SUMMARY_WORDS.get(key, key)}" for key in ("completed", "retry", "failed", "cancelled", "released", "stale") if self.outcomes.get(key)]
         if self.reclaimed:
             parts.append(f"{self.reclaimed} reclaimed from lost workers")
         if self.fired:
             parts.append(f"{self.fired} scheduled")
         detail = ": " + ", ".join(parts) if parts else ""
-        return f"worker {self.worker_id}: ran {self.claimed} attempts in {self.seconds:.2f} s{rate}{detail}"
+        return f"worker {self.worker_id}: ran {self.claimed} attempt{'' if self.claimed == 1 else 's'} in {self.seconds:.2f} s{rate}{detail}"
 
 
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag

@@ -211,6 +211,8 @@ class BreakerService:
                 if not key.strip() or len(key) > 256:
                     raise InvalidInput("invalid service key: use 1-256 characters")
                 tx.configure_breaker(key, failure_threshold=failure_threshold, recovery_timeout=seconds, now=now)
+            if seconds is not None:
+                tx.reschedule_open_breakers(key, seconds)
             details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
             journal.add("breaker.set", None, None, key=key or "default", **details)
 

@@ -30,12 +30,12 @@ class AuditLog:
         since: str | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
-        """Matching entries in chain order: the newest `limit` of them."""
-        if limit < 1:
-            raise InvalidInput("invalid limit: use 1 or more")
+        """Matching entries in chain order: the newest `limit` of them (0: all)."""
+        if limit < 0:
+            raise InvalidInput("invalid limit: use 0 (every entry) or more")
         since_ts = audit_time(parse_time(since)) if since is not None else None
         with self._ctx.read() as tx:
-            rows = tx.audit_entries(task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit)
+            rows = tx.audit_entries(task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or -1)
         return [AuditEntry(*row) for row in rows]
 
     def verify(self, checkpoint: Checkpoint | None = None, *, processes: int | None = None) -> VerifyReport:

@@ -45,7 +45,7 @@ class AuditSQL:
         since: str | None,
         limit: int,
     ) -> list[tuple[Any, ...]]:
-        """The newest `limit` entries matching the filters, returned in chain order."""
+        """The newest `limit` entries matching the filters (-1: all), returned in chain order."""
         clauses, params = [], []
         for clause, value in (("task_id = ?", task_id), ("actor = ?", actor), ("action = ?", action), ("ts >= ?", since)):
             if value is not None:

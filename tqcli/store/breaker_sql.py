@@ -58,6 +58,14 @@ class BreakerSQL:
             (key, failure_threshold, recovery_timeout, now),
         )
 
+    def reschedule_open_breakers(self, key: str | None, recovery_timeout: float) -> None:
+        """Open circuits retry `recovery_timeout` after they opened: `key`'s, or (None) those on the default."""
+        where = "key = ?" if key is not None else "recovery_timeout IS NULL"
+        self.conn.execute(
+            f"UPDATE breakers SET retry_at = opened_at + ? WHERE state = 'open' AND opened_at IS NOT NULL AND {where}",
+            (int(recovery_timeout * 1_000_000), *((key,) if key is not None else ())),
+        )
+
     def setting(self, key: str) -> str | None:
         """A shared setting's value, if set."""
         row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
