@@ -24,6 +24,7 @@ from tqcli.errors import (
     LimitReached,
     NotFound,
     PermissionDenied,
+    StorageBusy,
     StorageError,
     TqcliError,
     WaitTimeout,
@@ -51,7 +52,7 @@ _LAZY = {
 
 __all__ = [
     "Attempt", "AuditTampered", "Conflict", "Interrupted", "InvalidInput", "KeyProblem",
-    "LimitReached", "ManualClock", "NotFound", "PermissionDenied", "Queue", "State", "StorageError",
+    "LimitReached", "ManualClock", "NotFound", "PermissionDenied", "Queue", "State", "StorageBusy", "StorageError",
     "SystemClock", "Task", "TaskSpec", "TqcliError", "WaitTimeout", "WorkFailed", "open",
 ]
 

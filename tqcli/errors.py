@@ -66,6 +66,10 @@ class StorageError(TqcliError):
     exit_code = 7
 
 
+class StorageBusy(StorageError):
+    """Another process held the database's write lock past the busy timeout; trying again may work."""
+
+
 class KeyProblem(TqcliError):
     """An encryption or audit key is missing or wrong."""
 

@@ -205,3 +205,52 @@ def test_a_busy_database_during_a_workers_run_is_waited_out(cli):
     release.join()
     assert result.code == 0, result.stderr
     assert cli.ok("status", "--json").json["counts"]["completed"] == 20
+
+
+def test_results_a_failed_commit_held_are_recorded_not_run_again(queue, tmp_path, monkeypatch):
+    from tqcli.core import worker as worker_module
+
+    log = tmp_path / "ran"
+    ids = [queue.submit("tests.jobs:record", payload={"path": str(log), "value": n}) for n in range(3)]
+    real_finish_all = worker_module.dispatcher.finish_all
+    failures = []
+
+    def fails_once(tx, journal, ended, **kwargs):
+        if ended and not failures:
+            failures.append(len(ended))
+            raise StorageError("disk full while writing: nothing was changed")
+        return real_finish_all(tx, journal, ended, **kwargs)
+
+    monkeypatch.setattr(worker_module.dispatcher, "finish_all", fails_once)
+    with pytest.raises(StorageError, match="disk full"):
+        queue.drain()
+    assert failures, "the fault was injected"
+    monkeypatch.setattr(worker_module.dispatcher, "finish_all", real_finish_all)
+    queue.drain()
+    assert [queue.get(i).state.value for i in ids] == ["completed"] * 3
+    assert sorted(log.read_text().split()) == ["0", "1", "2"], "each task ran exactly once"
+    assert consistency_problems(queue.path) == []
+
+
+def test_a_long_running_worker_outlasts_a_lock_held_past_its_busy_timeout(cli, tmp_path):
+    (cli.home / "tqcli.toml").write_text('busy_timeout = "0.3s"\n')
+    log = tmp_path / "ran"
+    for n in range(6):
+        cli.submit("tests.jobs:record", "--payload", json.dumps({"path": str(log), "value": n, "seconds": 0.2}))
+    worker = cli.spawn("worker", "--poll", "0.1")
+    deadline = time.monotonic() + 15
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    holder = sqlite3.connect(cli.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    time.sleep(1.5)  # five busy timeouts
+    holder.execute("ROLLBACK")
+    holder.close()
+    while cli.ok("status", "--json").json["counts"]["completed"] < 6 and time.monotonic() < deadline + 15:
+        time.sleep(0.1)
+    worker.terminate()
+    _, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 0, stderr
+    assert "is busy" in stderr and "trying again" in stderr
+    assert sorted(log.read_text().split()) == [str(n) for n in range(6)], "each task ran exactly once"
+    assert cli.ok("audit", "verify").code == 0

@@ -469,13 +469,14 @@ class ExecutorProcess:
         return f"the executor process died while running the task ({cause})"
 
     def terminate(self) -> None:
-        """SIGKILL the process group now; safe from another thread (the owner then sees it died)."""
+        """End the process and what its tasks started; safe from another thread (the owner then sees it died).
+
+        SIGTERM first: the executor's handler ends the shell commands' own
+        process groups, which a SIGKILL of its group alone would leave running.
+        """
         process = self._process
         if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            end_process_group(process.pid, grace=CANCEL_GRACE)
 
     def kill(self) -> None:
         """End the process and everything in its process group; the next send starts a new one."""

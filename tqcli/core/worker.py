@@ -23,7 +23,7 @@ from tqcli.core import dispatcher
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot
 from tqcli.core.leases import LeaseKeeper
-from tqcli.errors import InvalidInput, TqcliError
+from tqcli.errors import InvalidInput, StorageBusy, TqcliError
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
@@ -122,6 +122,7 @@ class Worker:
         self._stop_deadline: float | None = None
         self._slots: list[Slot] = []
         self._by_token: dict[int, tuple[Slot, dispatcher.Claim]] = {}
+        self._finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]] = []  # ended, not yet recorded
 
     # -- control -----------------------------------------------------------
 
@@ -154,6 +155,7 @@ class Worker:
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
         self._slots = [Slot(backends, self._results) for _ in range(self._options.concurrency)]
+        self._by_token, self._finished = {}, []
         self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
         keeper = LeaseKeeper(self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log)
         previous = self._install_signals() if handle_signals else None
@@ -175,21 +177,23 @@ class Worker:
         return report
 
     def _abandon(self) -> None:
-        """The loop failed (a full disk, say): end what runs and give its tasks back, if the database lets us.
+        """The loop failed (a full disk, say): end what runs, record what ended and give the rest back, if the database lets us.
 
         If it does not, the tasks wait until this process ends, when the next
         worker takes them over at once (see tqcli.core.liveness).
         """
         for slot in self._slots:
             slot.terminate()
+        ended = {claim.token: outcome for _, claim, outcome in self._finished}
         held = [claim for _, claim in self._by_token.values()]
         if not held:
             return
+        outcomes = [(claim, ended.get(claim.token, dispatcher.Outcome("released"))) for claim in held]
         try:
             with self._ctx.change() as (tx, journal):
-                dispatcher.finish_all(tx, journal, [(claim, dispatcher.Outcome("released")) for claim in held], now=self._ctx.clock.now(), worker=self.worker_id)
+                dispatcher.finish_all(tx, journal, outcomes, now=self._ctx.clock.now(), worker=self.worker_id)
         except TqcliError as exc:
-            self._log(f"warning: could not give back {len(held)} claimed task(s): {exc.message}")
+            self._log(f"warning: could not record or give back {len(held)} claimed task(s): {exc.message}")
 
     def _install_signals(self) -> dict[int, Any]:
         previous = {}
@@ -212,7 +216,7 @@ class Worker:
         options = self._options
         self._poll(report)
         next_poll = time.monotonic() + options.poll
-        finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]] = []
+        finished = self._finished
         dry = False  # the last claim found fewer ready tasks than it asked for
         released_waiting = False
         while True:
@@ -227,14 +231,21 @@ class Worker:
                         slot.stop_all("release")
             wants = [] if stopping else self._wants(report)
             if finished or (wants and not dry):
-                claimed = self._commit(finished, wants, backend_names, report, keeper)
+                try:
+                    claimed = self._commit(finished, wants, backend_names, report, keeper)
+                except StorageBusy as exc:
+                    if options.once:
+                        raise
+                    self._log(f"warning: {exc.message.split(';')[0]}; trying again")
+                    claimed = []  # the results wait in `finished` for the next try
+                else:
+                    finished.clear()
                 dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
                 for slot, claims in claimed:
                     for claim in claims:
                         self._by_token[claim.token] = (slot, claim)
                         keeper.hold(claim.token)
                     slot.give(claims)
-                finished = []
             running = sum(slot.outstanding for slot in self._slots)
             if running == 0:
                 if stopping or (options.max_tasks is not None and report.claimed >= options.max_tasks):
@@ -244,7 +255,10 @@ class Worker:
                 if options.dag_id is not None and dry and not self._dag_can_run(options.dag_id):
                     return
             if not options.once and time.monotonic() >= next_poll:
-                self._poll(report)
+                try:
+                    self._poll(report)
+                except StorageBusy as exc:
+                    self._log(f"warning: {exc.message.split(';')[0]}; trying again")
                 next_poll = time.monotonic() + options.poll
                 dry = False
             wait = _MAX_WAIT if running else max(0.0, min(_MAX_WAIT, next_poll - time.monotonic()))

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tqcli.errors import StorageError
+from tqcli.errors import StorageBusy, StorageError
 from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
 from tqcli.store.breaker_sql import BreakerSQL
@@ -64,7 +64,7 @@ def _describe(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StorageErr
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return StorageError(
+        return StorageBusy(
             f"database {path} is busy: another process held its lock for more than the busy "
             f"timeout of {busy_timeout:g} s; nothing was changed. Try again, or raise busy_timeout in the config file"
         )
