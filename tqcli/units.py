@@ -12,6 +12,10 @@ from datetime import datetime, timezone
 from tqcli.errors import InvalidInput
 
 US_PER_SECOND = 1_000_000
+# Bounds that keep every time tqcli stores printable (datetime ends at year 9999).
+MAX_DURATION = 100 * 365 * 86400.0
+EARLIEST_TIME = 0
+LATEST_TIME = int(datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp()) * US_PER_SECOND
 
 _DURATION_PART = r"(\d+(?:\.\d+)?)([smhd])"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -20,7 +24,20 @@ _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 
 def parse_duration(text: str, *, what: str = "duration") -> float:
-    """Seconds in `text`: `30s`, `5m`, `2h`, `1d`, `1h30m` or plain seconds (`90`, `0.5`)."""
+    """Seconds in `text`: `30s`, `5m`, `2h`, `1d`, `1h30m` or plain seconds (`90`, `0.5`); at most 100 years."""
+    seconds = _duration_seconds(text, what)
+    return check_seconds(seconds, what=what, text=text)
+
+
+def check_seconds(seconds: float, *, what: str, text: object = None) -> float:
+    """`seconds` if it is a duration tqcli can store: 0 up to 100 years."""
+    if not 0 <= seconds <= MAX_DURATION:
+        shown = repr(text) if text is not None else f"{seconds:g}"
+        raise InvalidInput(f"invalid {what} {shown}: use at most 36500d (100 years)")
+    return seconds
+
+
+def _duration_seconds(text: str, what: str) -> float:
     value = str(text).strip().lower()
     hint = f"invalid {what} {text!r}: use seconds or a number with s, m, h or d, e.g. 30s, 5m, 2h, 1d"
     if not value:
@@ -63,21 +80,32 @@ def parse_time(text: str) -> int:
     value = str(text).strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
+    what = f"time {text!r}"
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(
-            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-28T09:30:00Z or 2026-11-28 09:30"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()  # the machine's local zone, as `date` would read it
-    return int(parsed.timestamp() * US_PER_SECOND)
+        raise InvalidInput(f"invalid {what}: use ISO 8601, e.g. 2026-11-28T09:30:00Z or 2026-11-28 09:30") from None
+    try:
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()  # the machine's local zone, as `date` would read it
+        us = int(parsed.timestamp() * US_PER_SECOND)
+    except (ValueError, OverflowError, OSError):  # beyond what the platform's clock functions take
+        us = -1
+    return check_instant(us, what=what)
+
+
+def check_instant(us: int, *, what: str) -> int:
+    """`us` if it lies between 1970 and the year 9999, the times tqcli can store."""
+    if not EARLIEST_TIME <= us < LATEST_TIME:
+        raise InvalidInput(f"invalid {what}: use a time between 1970 and the year 9999")
+    return us
 
 
 def format_time(us: int | None) -> str | None:
     """ISO 8601 UTC with `Z`; fractional seconds only when there are any."""
     if us is None:
         return None
+    us = min(max(us, EARLIEST_TIME), LATEST_TIME)  # stored times are checked; this only guards old rows
     seconds, micros = divmod(us, US_PER_SECOND)
     stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{micros:06d}Z" if micros else f"{stamp}Z"

@@ -204,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), exc.exit_code)
     except (Abort, KeyboardInterrupt):
         _fail("interrupted", 130)
+    except OverflowError:  # an id or count beyond SQLite's 64-bit integers
+        if debug:
+            raise
+        _fail("a number is too large: ids, counts and limits go up to 9223372036854775807", 2)
     except BrokenPipeError:
         # The reader went away (`tqcli audit log | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")

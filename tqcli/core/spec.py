@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from tqcli.errors import InvalidInput
-from tqcli.units import check_name, parse_duration, parse_time
+from tqcli.units import check_instant, check_name, check_seconds, parse_duration, parse_time
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_RETRIES_LIMIT = 10_000
@@ -74,8 +74,14 @@ class TaskSpec:
         _check_int(max_retries, "max_retries", 0, MAX_RETRIES_LIMIT)
         if not isinstance(backoff, (int, float)) or isinstance(backoff, bool) or not 0 <= backoff <= 86400:
             raise InvalidInput(f"invalid backoff {backoff:g}: use 0 to 86400 seconds (1d)" if isinstance(backoff, (int, float)) and not isinstance(backoff, bool) else f"invalid backoff {backoff!r}: use a number of seconds")
-        if timeout is not None and not timeout > 0:
-            raise InvalidInput("invalid timeout: it must be longer than 0 seconds")
+        if timeout is not None:
+            if not timeout > 0:
+                raise InvalidInput("invalid timeout: it must be longer than 0 seconds")
+            check_seconds(timeout, what="timeout")
+        if delay is not None:
+            check_seconds(delay, what="delay")
+        if at is not None:
+            check_instant(at, what="at")
         if delay is not None and at is not None:
             raise InvalidInput("use either delay or at, not both")
         for dep in depends_on:
