@@ -210,3 +210,45 @@ def test_the_sample_config_file_loads(tmp_path):
 
     config = load_config(config_flag=str(REPO / "sample-configs" / "tqcli.toml"), env={"HOME": str(tmp_path)}, cwd=tmp_path)
     assert str(config.db) == "/var/lib/tqcli/jobs.db" and config.worker.concurrency == 2
+
+
+def test_dag_run_checks_its_options_before_submitting_anything(cli, tmp_path):
+    path = write(tmp_path, DIAMOND.format(right="tests.jobs:noop"))
+    cli.create_db()
+    before = table_dump(cli.db)
+    for args, fragment in [
+        (["--concurrency", "0"], "invalid concurrency"),
+        (["--junit", str(tmp_path)], "give a file name"),
+        (["--junit", ""], "give a file name"),
+        (["--junit", str(tmp_path / "missing" / "r.xml")], "its folder does not exist"),
+    ]:
+        result = cli("dag", "run", str(path), *args)
+        assert result.code == 2 and len(result.error_lines) == 1 and fragment in result.stderr, (args, result.stderr)
+    assert table_dump(cli.db) == before
+
+
+def test_a_dag_task_cannot_carry_an_idempotency_key(tmp_path):
+    path = write(tmp_path, '[tasks.a]\ntarget = "x:y"\nidempotency_key = "k"\n')
+    with pytest.raises(InvalidInput, match="cannot have idempotency keys"):
+        load_dag_file(path)
+
+
+def test_ctrl_c_on_dag_run_stops_and_cancels_the_dag(cli, tmp_path):
+    import signal
+    import time
+
+    marker = tmp_path / "started"
+    path = write(tmp_path, f'[tasks.slow]\ntarget = "touch {marker}; sleep 30"\nbackend = "shell"\n'
+                           '[tasks.after]\ntarget = "true"\nbackend = "shell"\ndepends_on = ["slow"]\n')
+    running = cli.spawn("dag", "run", str(path))
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=30)
+    assert time.monotonic() - started < 10, "Ctrl-C stops the run without waiting for the task"
+    assert running.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted: DAG 1 cancelled")
+    dag = cli.ok("dag", "status", "1", "--json").json
+    assert dag["state"] == "cancelled" and {t["state"] for t in dag["tasks"].values()} == {"cancelled"}

@@ -1,5 +1,6 @@
 """DAG commands: submit, run, status, list, cancel."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -60,23 +61,43 @@ def run(
     junit: Annotated[Optional[str], typer.Option(metavar="FILE", help="Write a JUnit XML report (one test case per task) for CI servers.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the finished DAG as 'dag status --json' does.")] = False,
 ) -> None:
-    """Submit a DAG and run it here now; exit 0 only if every task completed."""
+    """Submit a DAG and run it here now; exit 0 only if every task completed.
+
+    Ctrl-C stops its tasks and cancels the DAG (exit 130).
+    """
     from tqcli.core.dags import junit_xml, load_dag_file
 
     plan = load_dag_file(path)
-    if junit is not None and not Path(junit).resolve().parent.is_dir():
-        raise InvalidInput(f"cannot write the JUnit report {junit}: its folder does not exist")
+    if junit is not None:
+        _check_writable(junit)
     dags = state(ctx).queue(create=True).dags
-    render.message(f"running DAG {plan.name!r}: {len(plan.order)} tasks")
-    dag = dags.run(plan, concurrency=concurrency, log=render.message)
+    dag = dags.run(
+        plan, concurrency=concurrency, log=render.message, handle_signals=True,
+        on_submit=lambda dag_id: render.message(f"running DAG {dag_id} {plan.name!r}: {len(plan.order)} tasks"),
+    )
     if json_output:
         render.emit_json(dag.to_json())
     else:
         _show(dag)
     if junit is not None:
-        Path(junit).write_text(junit_xml(dag), encoding="utf-8")
+        try:
+            Path(junit).write_text(junit_xml(dag), encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write the JUnit report {junit}: {exc.strerror}; DAG {dag.id} is {dag.state}") from None
         render.message(f"JUnit report written to {junit}")
     _fail_unless_completed(dag)
+
+
+def _check_writable(report: str) -> None:
+    """Refuse a JUnit report path that cannot be written, before the DAG runs."""
+    path = Path(report)
+    if not report.strip() or path.is_dir():
+        raise InvalidInput(f"cannot write the JUnit report {report!r}: give a file name, e.g. --junit report.xml")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise InvalidInput(f"cannot write the JUnit report {report}: its folder does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InvalidInput(f"cannot write the JUnit report {report}: permission denied")
 
 
 def _show(dag: Any) -> None:

@@ -18,7 +18,7 @@ from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import ALL_STATES, Task
-from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.errors import Conflict, Interrupted, InvalidInput, NotFound
 from tqcli.units import check_name, format_time
 
 _TOP_KEYS = {"name", "defaults", "tasks"}
@@ -106,6 +106,8 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
         fields = dict(table)
         if "name" in fields:
             raise InvalidInput(f"{where}: the table's key is the task's name; remove 'name'")
+        if "idempotency_key" in fields:
+            raise InvalidInput(f"{where}: a DAG's tasks cannot have idempotency keys; the DAG is enqueued as a whole")
         deps = fields.pop("depends_on", [])
         if isinstance(deps, str):
             deps = [deps]
@@ -214,12 +216,15 @@ class DagService:
     def get(self, dag_id: int) -> Dag:
         """The DAG with its tasks (each with its dependencies)."""
         with self._ctx.read() as tx:
-            row = tx.dag_row(dag_id)
-            if row is None:
-                raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")
-            counts = self._counts(tx, [dag_id])[dag_id]
-            tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=2**62, dag_id=dag_id)]
-            deps = tx.dependencies_of([task.id for task in tasks])
+            return self._load(tx, dag_id)
+
+    def _load(self, tx: Any, dag_id: int) -> Dag:
+        row = tx.dag_row(dag_id)
+        if row is None:
+            raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")
+        counts = self._counts(tx, [dag_id])[dag_id]
+        tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=2**62, dag_id=dag_id)]
+        deps = tx.dependencies_of([task.id for task in tasks])
         for task in tasks:
             task.depends_on = deps[task.id]
         ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
@@ -234,24 +239,60 @@ class DagService:
 
     def cancel(self, dag_id: int) -> list[int]:
         """Cancel every unfinished task of the DAG (running ones are stopped by their workers)."""
-        dag = self.get(dag_id)
-        if dag.state in ("completed", "failed", "cancelled"):
-            raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
         from tqcli.core.queue import cancel_tasks
 
-        open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]
-        with self._ctx.change() as (tx, journal):
+        with self._ctx.change() as (tx, journal):  # read and cancel in one transaction: workers go on meanwhile
+            dag = self._load(tx, dag_id)
+            if dag.state in ("completed", "failed", "cancelled"):
+                raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
+            open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]
             tx.mark_dag_cancelled(dag_id)
             journal.add("dag.cancel", None, None, dag_id=dag_id, name=dag.name)
             return cancel_tasks(self._ctx, tx, journal, open_ids, cascade=False, reason=f"DAG {dag_id} cancelled") if open_ids else []
 
-    def run(self, plan: DagPlan, *, concurrency: int = 1, log: Any = lambda text: None, backends: Any = None) -> Dag:
-        """Submit the DAG and run its tasks here until none can run any more; the finished DAG."""
+    def run(
+        self,
+        plan: DagPlan,
+        *,
+        concurrency: int = 1,
+        log: Any = lambda text: None,
+        backends: Any = None,
+        handle_signals: bool = False,
+        on_submit: Any = lambda dag_id: None,
+    ) -> Dag:
+        """Submit the DAG and run its tasks here until none can run any more; the finished DAG.
+
+        With `handle_signals` (main thread only), SIGINT or SIGTERM stops the
+        run at once and cancels the DAG, then raises Interrupted. `on_submit`
+        is called with the new DAG's id before anything runs.
+        """
+        import signal
+
         from tqcli.core.worker import Worker, WorkerOptions
 
+        options = WorkerOptions(dag_id=0, concurrency=concurrency, poll=0.2)  # checked before anything is submitted
         dag_id = self.submit(plan)
-        options = WorkerOptions(dag_id=dag_id, concurrency=concurrency, poll=0.2, worker_id=f"dag-run-{dag_id}")
-        Worker(self._ctx, options, backends=backends, log=log).run(handle_signals=True)
+        on_submit(dag_id)
+        options.dag_id, options.worker_id = dag_id, f"dag-run-{dag_id}"
+        worker = Worker(self._ctx, options, backends=backends, log=log)
+        interrupted: list[int] = []
+
+        def interrupt(signum: int, frame: Any) -> None:
+            interrupted.append(signum)
+            worker.stop(immediately=True)
+
+        previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)} if handle_signals else {}
+        try:
+            worker.run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if interrupted:
+            try:
+                self.cancel(dag_id)
+            except Conflict:
+                pass  # it finished meanwhile
+            raise Interrupted(f"interrupted: DAG {dag_id} cancelled ('tqcli dag status {dag_id}' shows how far it got)")
         return self.get(dag_id)
 
     def wait(self, dag_id: int, *, timeout: float | None = None, interval: float = 0.2) -> Dag:

@@ -226,6 +226,12 @@ class Worker:
                     for slot in self._slots:
                         slot.stop_all("release", waiting_only=True)
                     released_waiting = True
+                    busy = any(slot.outstanding for slot in self._slots)
+                    if busy and self._stop_deadline is not None and self._stop_deadline > time.monotonic():
+                        self._log(
+                            f"stopping: waiting up to {self._stop_deadline - time.monotonic():.0f} s for running tasks to finish "
+                            "(then they go back to pending); a second Ctrl-C or SIGTERM stops them now"
+                        )
                 if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                     for slot in self._slots:
                         slot.stop_all("release")
