@@ -220,7 +220,7 @@ def test_help_keeps_square_brackets(cli):
 
 @pytest.mark.parametrize(
     "args",
-    [["status"], ["status", "1"], ["cancel", "1"], ["audit", "verify"], ["audit", "log"], ["dag", "list"],
+    [["status"], ["status", "1"], ["cancel", "1"], ["run", "--id", "1"], ["audit", "verify"], ["audit", "log"], ["dag", "list"],
      ["dlq", "list"], ["breaker", "list"], ["schedule", "list"]],
 )
 def test_commands_that_only_look_do_not_create_a_missing_database(cli, args):

@@ -197,16 +197,29 @@ def test_ctrl_c_on_run_cancels_the_task_it_submitted(cli, tmp_path):
     assert cli.task(1)["state"] == "cancelled"
 
 
-def test_ctrl_c_on_run_by_id_puts_the_task_back(cli, tmp_path):
-    marker = tmp_path / "started"
-    task_id = cli.submit("--backend", "shell", f"touch {marker}; sleep 30")
+def test_ctrl_c_on_run_by_id_puts_the_task_back_once_its_command_is_gone(cli, tmp_path):
+    marker = tmp_path / "pid"
+    task_id = cli.submit("--backend", "shell", f"echo $$ > {marker}.tmp; mv {marker}.tmp {marker}; exec sleep 30")
     running = cli.spawn("run", "--id", str(task_id))
     assert wait_until(marker.exists)
+    command_pid = int(marker.read_text())
     running.send_signal(signal.SIGINT)
     _, stderr = running.communicate(timeout=30)
     assert running.returncode == 130 and "is pending again" in stderr
+    assert gone(command_pid), "the command ends before the task is given back"
     task = cli.task(task_id)
     assert task["state"] == "pending" and task["attempts"] == 0
+    assert [entry["action"] for entry in cli.ok("audit", "log", "--task", str(task_id), "--json").json][-1] == "task.release"
+
+
+def test_run_with_a_used_idempotency_key_does_not_run_again(cli):
+    first = cli.ok("run", "tests.jobs:add", "--payload", '{"a": 1, "b": 2}', "--idempotency-key", "k1")
+    assert first.stdout == "3\n"
+    again = cli("run", "tests.jobs:boom", "--idempotency-key", "k1")
+    assert again.code == 0 and again.stdout == "3\n"
+    assert "task 1 already has idempotency key 'k1'; nothing was submitted" in again.stderr
+    assert cli.ok("status", "--json").json["counts"]["completed"] == 1
+    assert cli.task(1)["attempts"] == 1
 
 
 def test_submit_wait_exit_codes(cli):

@@ -1,7 +1,7 @@
 """Execution commands: worker, run, plugins."""
 
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
@@ -90,18 +90,28 @@ def run(
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=None, at=None,
         depends_on=None, service=service, idempotency_key=idempotency_key,
     )
-    queue_obj = state(ctx).queue(create=True)
-    submitted = task_id is None
+    submitted = False
     if task_id is not None:
         if target is not None or options:
             raise InvalidInput("--id runs an existing task: give no TARGET or submit options with it")
+        queue_obj = state(ctx).queue()
     else:
         if target is None:
             raise InvalidInput("missing TARGET (or --id ID); see 'tqcli run --help'")
         from tqcli.core.spec import spec_from_mapping
 
-        task_id = queue_obj.submit_specs([spec_from_mapping({"target": target, **options})])[0].id
-        render.message(f"task {task_id} submitted; running it here")
+        spec = spec_from_mapping({"target": target, **options})
+        queue_obj = state(ctx).queue(create=True)
+        result = queue_obj.submit_specs([spec])[0]
+        task_id, submitted = result.id, result.created
+        if submitted:
+            render.message(f"task {task_id} submitted; running it here")
+        else:
+            existing = queue_obj.get(task_id)
+            render.message(f"task {task_id} already has idempotency key {idempotency_key!r}; nothing was submitted")
+            if existing.state.terminal:  # it ran before: report it instead of running it again
+                _report_run(existing, json_output)
+                return
 
     def stream(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
@@ -112,19 +122,23 @@ def run(
         render.message(f"attempt {attempt} failed: {first}; retrying in {delay:.3g} s")
 
     try:
-        became = queue_obj.run_now(task_id, on_output=None if json_output else stream, on_retry=retrying)
+        queue_obj.run_now(task_id, on_output=None if json_output else stream, on_retry=retrying, cancel_on_interrupt=submitted)
     except KeyboardInterrupt:
         if submitted:
-            queue_obj.cancel(task_id, reason="its run was interrupted")
             raise Interrupted(f"interrupted: task {task_id} cancelled") from None
         raise Interrupted(f"interrupted: task {task_id} is pending again (a worker will run it; 'tqcli cancel {task_id}' stops that)") from None
-    task = queue_obj.get(task_id)
+    _report_run(queue_obj.get(task_id), json_output)
+
+
+def _report_run(task: Any, json_output: bool) -> None:
+    """Print how a task run by `run` ended; exit 1 unless it completed."""
     if json_output:
         render.emit_json(task.to_json())
-    elif task.backend != "shell" and became == "completed":
+    elif task.backend != "shell" and task.state.value == "completed":
         render.emit_json(task.result_value)
-    if became != "completed":
-        raise WorkFailed(f"task {task_id} {task.state.value} after {task.attempts} attempt(s): {(task.error or '').splitlines()[0] if task.error else 'no error text'}")
+    if task.state.value != "completed":
+        first = task.error.splitlines()[0] if task.error else "no error text"
+        raise WorkFailed(f"task {task.id} {task.state.value} after {task.attempts} attempt(s): {first}")
 
 
 def plugins(

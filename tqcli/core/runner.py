@@ -12,6 +12,7 @@ from tqcli.core import chaining, dispatcher
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
+from tqcli.core.queue import cancel_tasks
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
 from tqcli.resilience import circuit_breaker
@@ -48,11 +49,13 @@ def run_now(
     on_output: Callable[[bytes], None] | None = None,
     on_retry: Callable[[int, str, float], None] = lambda attempt, error, delay: None,
     sleep: Callable[[float], None] = time.sleep,
+    cancel_on_interrupt: bool = False,
 ) -> str:
     """Run a pending task here and now, retrying per its policy; returns how it ended.
 
     Returns `completed`, `failed` or `cancelled`. Interrupting (Ctrl-C)
-    returns the running attempt to pending without counting it.
+    ends the running attempt and returns the task to pending without
+    counting it, or cancels the task with `cancel_on_interrupt`.
     """
     backends = backends or BackendSet.discover()
     worker = f"run:{socket.gethostname()}:{os.getpid()}"
@@ -85,10 +88,15 @@ def run_now(
             delay = max(0.0, (run_at - ctx.clock.now()) / US_PER_SECOND)
             on_retry(claims[0].attempt, outcome.error or "", delay)
             sleep(delay)
-    except BaseException:
-        if claimed is not None:
+    except BaseException as exc:
+        executor.kill()  # the attempt must be over before anyone else may claim the task
+        cancel = cancel_on_interrupt and isinstance(exc, KeyboardInterrupt)
+        if claimed is not None or cancel:
             with ctx.change() as (tx, journal):
-                dispatcher.finish(tx, journal, claimed, dispatcher.Outcome("released"), now=ctx.clock.now(), worker=worker)
+                if claimed is not None:
+                    dispatcher.finish(tx, journal, claimed, dispatcher.Outcome("released"), now=ctx.clock.now(), worker=worker)
+                if cancel:
+                    cancel_tasks(ctx, tx, journal, [task_id], cascade=False, reason="its run was interrupted")
         raise
     finally:
         keeper.close()
