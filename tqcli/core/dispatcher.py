@@ -220,10 +220,14 @@ def finish_all(
     *,
     now: int,
     worker: str,
+    breakers: "circuit_breaker.BreakerCache | None" = None,
 ) -> list[str]:
-    """`finish` for many attempts in one transaction, completions in one statement; what became of each."""
+    """`finish` for many attempts in one transaction, completions in one statement; what became of each.
+
+    Pass `breakers` to learn which circuits opened (`breakers.opened`).
+    """
     attempt_rows: list[tuple[Any, ...]] = []
-    breakers = circuit_breaker.BreakerCache(tx)
+    breakers = breakers or circuit_breaker.BreakerCache(tx)
     done = [(claim, outcome) for claim, outcome in ended if outcome.kind == "completed"]
     held = tx.holding([claim.token for claim, _ in done]) if done else {}
     tx.complete_tasks([(outcome.result, now, claim.id, claim.token) for claim, outcome in done if claim.token in held])

@@ -143,6 +143,12 @@ class Slot:
         """Ask one attempt to stop: `cancel` (task cancelled), `release` (shutdown) or `lost`."""
         self._stops.setdefault(token, reason)
 
+    def release_unstarted(self, token: int) -> None:
+        """Give back one claim unless it is the attempt running now (its result is worth having)."""
+        line = list(self._line)
+        if not line or line[0] != token:
+            self.stop(token, "release")
+
     def stop_all(self, reason: str, *, waiting_only: bool = False) -> None:
         """Stop every attempt this slot holds (or only those still waiting in line)."""
         line = list(self._line.values())

@@ -24,6 +24,7 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot
 from tqcli.core.leases import LeaseKeeper
 from tqcli.errors import InvalidInput, StorageBusy, TqcliError
+from tqcli.resilience import circuit_breaker
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
@@ -62,7 +63,7 @@ class WorkerOptions:
 
 
 # How the summary line names each outcome ("3 completed, 1 to retry").
-_SUMMARY_WORDS = {"retry": "to retry", "released": "put back (worker stopping)", "stale": "late results dropped"}
+_SUMMARY_WORDS = {"retry": "to retry", "released": "given back unrun", "stale": "late results dropped"}
 
 
 @dataclass
@@ -291,6 +292,12 @@ class Worker:
                 wants.append((slot, count))
         return wants
 
+    def _give_back_unstarted(self, services: set[str]) -> None:
+        """A circuit opened: claims of its service that have not started go back to pending, unrun."""
+        for token, (slot, claim) in self._by_token.items():
+            if claim.service in services:
+                slot.release_unstarted(token)
+
     def _dag_can_run(self, dag_id: int) -> bool:
         with self._ctx.read() as tx:
             states = {state: count for _, state, count in tx.dag_task_states([dag_id])}
@@ -315,7 +322,10 @@ class Worker:
         options = self._options
         claimed: list[tuple[Slot, list[dispatcher.Claim]]] = []
         with self._ctx.change() as (tx, journal):
-            endings = dispatcher.finish_all(tx, journal, [(claim, outcome) for _, claim, outcome in finished], now=now, worker=self.worker_id)
+            breakers = circuit_breaker.BreakerCache(tx)
+            endings = dispatcher.finish_all(
+                tx, journal, [(claim, outcome) for _, claim, outcome in finished], now=now, worker=self.worker_id, breakers=breakers,
+            )
             for slot, count in wants:
                 claims = dispatcher.claim(
                     tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,
@@ -333,5 +343,7 @@ class Worker:
                 self._log(f"task {claim.id} attempt {claim.attempt} failed: {outcome.error.splitlines()[0][:200]}")
             elif became == "stale":
                 self._log(f"task {claim.id}: dropped a late result (another worker took the task over)")
+        if breakers.opened:
+            self._give_back_unstarted(breakers.opened)
         report.claimed += sum(len(claims) for _, claims in claimed)
         return claimed

@@ -78,8 +78,8 @@ def record_success(tx: Any, journal: Journal, key: str, task_id: int, tenant: st
         journal.add("breaker.close", task_id, tenant, key=key)
 
 
-def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
-    """A failed attempt counts toward opening the circuit; a failed trial reopens it."""
+def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> bool:
+    """A failed attempt counts toward opening the circuit; a failed trial reopens it. True if it opened."""
     row = tx.breaker_row(key)
     threshold, recovery = _effective(tx, row)
     state = row[1] if row else "closed"
@@ -89,9 +89,10 @@ def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: st
         tx.save_breaker(key, state="open", failures=failures, opened_at=now, retry_at=retry_at, trial_task=None, now=now)
         reason = "trial failed" if state == "half-open" else f"{failures} consecutive failures"
         journal.add("breaker.open", task_id, tenant, key=key, reason=reason, retry_at=format_time(retry_at))
-    else:
-        tx.save_breaker(key, state=state, failures=failures, opened_at=row[5] if row else None,
-                        retry_at=row[6] if row else None, trial_task=row[7] if row else None, now=now)
+        return True
+    tx.save_breaker(key, state=state, failures=failures, opened_at=row[5] if row else None,
+                    retry_at=row[6] if row else None, trial_task=row[7] if row else None, now=now)
+    return False
 
 
 class BreakerCache:
@@ -104,6 +105,7 @@ class BreakerCache:
     def __init__(self, tx: Any) -> None:
         self._tx = tx
         self._unclean: set[str] | None = None
+        self.opened: set[str] = set()  # services whose circuit opened in this transaction
 
     def _keys(self) -> set[str]:
         if self._unclean is None:
@@ -118,7 +120,8 @@ class BreakerCache:
 
     def failure(self, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
         """A failed attempt of `key`'s service (see `record_failure`)."""
-        record_failure(self._tx, journal, key, task_id, tenant, now)
+        if record_failure(self._tx, journal, key, task_id, tenant, now):
+            self.opened.add(key)
         self._keys().add(key)
 
 
