@@ -4,7 +4,6 @@ import sqlite3
 
 import pytest
 
-from tqcli.errors import KeyProblem
 from tqcli.security.audit import GENESIS_HASH, entry_hash
 from tqcli.security.verify import Checkpoint, verify_rows
 
@@ -123,10 +122,14 @@ def test_a_checkpoint_of_another_database_is_rejected(queue):
     assert not report.intact and "belongs to database not-this-db" in report.problem
 
 
-def test_a_keyed_entry_needs_the_key():
-    row = (1, "t", "a", "b", None, None, "{}", "k1", GENESIS_HASH, "x" * 64)
-    with pytest.raises(KeyProblem):
-        verify_rows([row])
+def test_a_key_id_written_into_an_entry_is_tampering(queue):
+    fill(queue, 3)
+    conn = sqlite3.connect(queue.path)
+    conn.execute("UPDATE audit SET key_id = 'k1' WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    report = queue.audit.verify()
+    assert not report.intact and report.kind == "changed" and report.bad_seq == 2 and "names key 'k1'" in report.problem
 
 
 def test_verify_streams_rows_instead_of_loading_them(queue):

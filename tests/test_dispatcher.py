@@ -212,13 +212,6 @@ def test_cancel_requested_then_worker_lost_ends_cancelled(queue, clock):
     assert queue.get(task_id).error.endswith(" (its worker was lost)")
 
 
-def test_non_retryable_failure_goes_straight_to_the_dlq(queue):
-    task_id = queue.submit("a:b", max_retries=5)
-    (claimed,) = claim(queue)
-    assert finish(queue, claimed, Outcome("failed", error="bad", retryable=False)) == "failed"
-    assert queue.get(task_id).attempts == 1
-
-
 def breaker_of(queue, key):
     return {b.key: b for b in queue.breakers.list()}.get(key)
 

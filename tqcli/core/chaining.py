@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tqcli.core.submission import STOPPING_STATES
 from tqcli.security.audit import Journal
+
+# A dependency in one of these states blocks its dependents.
+STOPPING_STATES = ("failed", "cancelled", "blocked")
 
 
 def block_dependents(tx: Any, journal: Journal, ids: Sequence[int], cause: str) -> list[int]:

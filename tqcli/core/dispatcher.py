@@ -53,27 +53,15 @@ class Outcome:
 
     kind: `completed` (result holds JSON text), `failed` (error), `cancelled`
     (stopped because the task was cancelled) or `released` (the worker shut
-    down first; the attempt does not count). A failure that is not
-    `retryable` goes to the DLQ at once; one that does not `count_for_breaker`
-    says nothing about the service.
+    down first; the attempt does not count).
     """
 
-    __slots__ = ("kind", "result", "error", "retryable", "counts_for_breaker")
+    __slots__ = ("kind", "result", "error")
 
-    def __init__(
-        self,
-        kind: str,
-        *,
-        result: str | None = None,
-        error: str | None = None,
-        retryable: bool = True,
-        counts_for_breaker: bool = True,
-    ) -> None:
+    def __init__(self, kind: str, *, result: str | None = None, error: str | None = None) -> None:
         self.kind = kind
         self.result = result
         self.error = error[:MAX_ERROR_CHARS] if error is not None else None
-        self.retryable = retryable
-        self.counts_for_breaker = counts_for_breaker
 
     def __repr__(self) -> str:
         return f"Outcome({self.kind!r}, error={self.error!r})"
@@ -177,13 +165,13 @@ def finish(
             return _stale(journal, claimed, outcome, worker)
         _completed(tx, journal, claimed, has_dependents, now=now, worker=worker, breakers=breakers)
         became, error = "completed", None
-    elif kind == "released" and tx.cancel_request(task_id, token) is None:
+    elif kind == "released" and tx.pending_cancel_note(task_id, token) is None:
         if not tx.release_task(task_id, token):
             return _stale(journal, claimed, outcome, worker)
         journal.add("task.release", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker)
         became, error = "released", "worker stopped before it started or finished"
     elif kind in ("cancelled", "released"):  # a released task whose cancel waits ends cancelled too
-        note = tx.cancel_request(task_id, token) or "cancelled"
+        note = tx.pending_cancel_note(task_id, token) or "cancelled"
         if not tx.end_task(task_id, token, state="cancelled", now=now, error=f"{note} (stopped while running)"):
             return _stale(journal, claimed, outcome, worker)
         journal.add("task.cancel", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker, stopped=True)
@@ -191,11 +179,10 @@ def finish(
         became, error = "cancelled", None
     else:
         error = outcome.error or "failed"
-        became = _fail(tx, journal, claimed, error, now=now, action="task.fail", worker=worker, final=not outcome.retryable)
+        became = _fail(tx, journal, claimed, error, now=now, action="task.fail", worker=worker)
         if became == "stale":
             return _stale(journal, claimed, outcome, worker)
-        if outcome.counts_for_breaker:
-            breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
+        breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
         kind = "failed"
     row = (token, task_id, claimed.attempt, worker, claimed.started_at, now, kind, error)
     if attempt_rows is None:
@@ -246,19 +233,19 @@ def finish_all(
     return endings
 
 
-def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, final: bool = False) -> str:
+def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str) -> str:
     """Retry with backoff while retries remain, else move the task to the DLQ (`failed`).
 
     A task whose cancel was requested while this attempt ran ends cancelled
     instead: a failure must not turn a cancel into a retry.
     """
-    note = tx.cancel_request(claimed.id, claimed.token)
+    note = tx.pending_cancel_note(claimed.id, claimed.token)
     if note is not None:
         tx.end_task(claimed.id, claimed.token, state="cancelled", now=now, error=f"{note} (the running attempt failed: {error[:200]})")
         journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], cancelled=True)
         chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} cancelled")
         return "cancelled"
-    if claimed.attempt <= claimed.max_retries and not final:
+    if claimed.attempt <= claimed.max_retries:
         run_at = now + int(backoff_delay(claimed.backoff, claimed.attempt) * US_PER_SECOND)
         if not tx.retry_task(claimed.id, claimed.token, error=error, run_at=run_at):
             return "stale"
@@ -294,7 +281,7 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
         lost = Claim(row)
         tx.record_attempts([(lost.token, lost.id, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
-            note = tx.cancel_request(lost.id, lost.token) or "cancelled"
+            note = tx.pending_cancel_note(lost.id, lost.token) or "cancelled"
             tx.end_task(lost.id, lost.token, state="cancelled", now=now, error=f"{note} (its worker was lost)")
             journal.add("task.lost", lost.id, lost.tenant, attempt=lost.attempt, reclaimed_by=worker, cancelled=True)
             chaining.block_dependents(tx, journal, [lost.id], cause=f"task {lost.id} cancelled")

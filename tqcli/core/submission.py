@@ -9,14 +9,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from tqcli.backends.plugins import backend_names
+from tqcli.core.chaining import STOPPING_STATES
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
 from tqcli.errors import InvalidInput, NotFound
 from tqcli.security.audit import Journal, encode_details
 from tqcli.units import US_PER_SECOND
-
-# A dependency in one of these states blocks its dependents (see core.chaining).
-STOPPING_STATES = ("failed", "cancelled", "blocked")
 
 
 class SubmitResult:

@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from tqcli.errors import KeyProblem
 from tqcli.security.audit import GENESIS_HASH, entry_hash
 
 _SEARCH_WINDOW = 8  # how far a moved entry is looked for when telling reorders from edits
@@ -207,10 +206,8 @@ def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = N
     while row is not None:
         following = next(iterator, None)
         seq = row[0]
-        if row[7] is not None:
-            raise KeyProblem(
-                f"audit entry {seq} is an HMAC link made with key {row[7]!r}; this tqcli cannot verify keyed entries"
-            )
+        if row[7] is not None:  # this version makes no keyed links: someone wrote the key id
+            return _fail(report, "changed", seq, f"entry {seq} was changed: it names key {row[7]!r}, but this tqcli writes no keyed entries")
         if seq != expected_seq:
             last = seq - 1
             span = f"entry {expected_seq} was" if last == expected_seq else f"entries {expected_seq} to {last} were"

@@ -102,20 +102,14 @@ class DispatchSQL:
         sql, params = claim_statement(due_by=filters.pop("due_by", None) or now, **filters)
         return self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()
 
-    def explain_claim(self, **filters: Any) -> list[str]:
-        """SQLite's query plan for the claim statement (one line per step)."""
-        sql, params = claim_statement(due_by=0, **filters)
-        rows = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 0, 0, "", None, *params, 1)).fetchall()
-        return [row[-1] for row in rows]
-
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Ended attempts: `(token, task_id, attempt, worker, started_at, finished_at, outcome, error)`.
 
         The token is the row's id, so an attempt is recorded once.
         """
         self.conn.executemany(
-            "INSERT OR IGNORE INTO attempts (id, task_id, attempt, token, worker, started_at, finished_at, outcome, error) "
-            "VALUES (?1, ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO attempts (id, task_id, attempt, token, worker, started_at, finished_at, outcome, error) "
+            "VALUES (?1, ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             rows,
         )
 
@@ -153,7 +147,7 @@ class DispatchSQL:
         )
         return cursor.rowcount == 1
 
-    def cancel_request(self, task_id: int, token: int) -> str | None:
+    def pending_cancel_note(self, task_id: int, token: int) -> str | None:
         """The note of a cancel requested while `token` holds the task (who, why); None if none was."""
         row = self.conn.execute(
             "SELECT cancel_requested, error FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'", (task_id, token)

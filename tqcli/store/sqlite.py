@@ -17,13 +17,13 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from tqcli.errors import StorageBusy, StorageError
 from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
 from tqcli.store.breaker_sql import BreakerSQL
-from tqcli.store.dispatch_sql import DispatchSQL
+from tqcli.store.dispatch_sql import DispatchSQL, claim_statement
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import TaskSQL
 
@@ -35,10 +35,24 @@ NETWORK_FILESYSTEMS = frozenset(
 
 
 class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL):
-    """The queries of one transaction; created only by `SqliteStore.read/write`."""
+    """The queries of one transaction; created only by `SqliteStore.read/write`.
+
+    The mixins hold portable SQL; what only SQLite understands is here.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+
+    def next_task_id(self) -> int:
+        """The id the next inserted task gets (ids are never reused)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").fetchone()
+        return (row[0] if row else 0) + 1
+
+    def explain_claim(self, **filters: Any) -> list[str]:
+        """SQLite's query plan for the claim statement, one line per step (the benchmark shows it)."""
+        sql, params = claim_statement(due_by=0, **filters)
+        rows = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 0, 0, "", None, *params, 1)).fetchall()
+        return [row[-1] for row in rows]
 
 
 def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str | None:

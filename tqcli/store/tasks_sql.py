@@ -40,18 +40,13 @@ class TaskSQL:
 
     # -- insert ------------------------------------------------------------
 
-    def next_task_id(self) -> int:
-        """The id the next inserted task gets (ids are never reused)."""
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").fetchone()
-        return (row[0] if row else 0) + 1
-
     def insert_tasks(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Insert task rows in the column order of `INSERT_TASK`."""
         self.conn.executemany(INSERT_TASK, rows)
 
     def insert_dependencies(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Record `(task_id, depends_on)` edges, marking the depended-on tasks."""
-        self.conn.executemany("INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES (?, ?)", pairs)
+        self.conn.executemany("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?) ON CONFLICT DO NOTHING", pairs)
         depended_on = sorted({dep for _, dep in pairs})
         for part in chunks(depended_on):
             self.conn.execute(f"UPDATE tasks SET has_dependents = 1 WHERE id IN ({marks(len(part))})", part)
