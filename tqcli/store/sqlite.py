@@ -241,18 +241,21 @@ class SqliteStore:
             )
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching to WAL needs an exclusive lock, and SQLite answers "locked" at
-        # once rather than waiting when another process holds one (as when several
-        # processes create the database together): wait here instead.
+        # Switching to WAL needs an exclusive lock, and SQLite does not wait for
+        # one: it answers "locked", or keeps the old mode and says so, when another
+        # process holds a lock (as when several processes create the database
+        # together). Wait here instead.
         deadline = time.monotonic() + self.busy_timeout
         while True:
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
-                time.sleep(0.01)
+            else:
+                if str(mode).lower() == "wal" or time.monotonic() >= deadline:
+                    break
+            time.sleep(0.01)
         if str(mode).lower() != "wal":
             raise StorageError(
                 f"database {self.path} cannot use WAL mode (SQLite reports {mode!r}); "
