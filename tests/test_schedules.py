@@ -48,6 +48,38 @@ def test_a_due_fire_enqueues_one_task_named_after_the_schedule(sq):
     assert queue.schedules.get("report").last_fire_at == T0 + 30_000_000
 
 
+def test_fire_records_are_kept_a_week_then_dropped(sq):
+    import sqlite3
+
+    queue, clock = sq
+    queue.schedules.add("daily", cron="@daily", options={"target": "tests.jobs:noop"})
+    for _ in range(10):
+        clock.advance(86400)
+        assert queue.fire_schedules() == 1
+    kept = sqlite3.connect(queue.path).execute("SELECT count(*) FROM schedule_fires").fetchone()[0]
+    assert kept == 7
+
+
+def test_a_schedule_that_can_no_longer_fire_is_paused_with_a_reason(sq):
+    import sqlite3
+
+    queue, clock = sq
+    queue.schedules.add("broken", cron="@hourly", options={"target": "tests.jobs:noop"})
+    conn = sqlite3.connect(queue.path)
+    conn.execute("UPDATE schedules SET tz = 'Mars/Base'")  # as if tzdata lost the zone
+    conn.commit()
+    warnings = []
+    clock.advance(3600)
+    from tqcli.scheduler.schedules import fire_due
+
+    assert fire_due(queue._ctx, warnings.append) == 0
+    assert fire_due(queue._ctx, warnings.append) == 0
+    assert len(warnings) == 1 and "paused it" in warnings[0]
+    assert queue.schedules.get("broken").paused
+    (entry,) = queue.audit.entries(action="schedule.pause")
+    assert "cannot fire" in entry.to_json()["details"]["reason"]
+
+
 def test_missed_fires_enqueue_only_the_latest_without_catchup(sq):
     queue, clock = sq
     queue.schedules.add("latest", cron="*/10 * * * *", options={"target": "tests.jobs:noop"})

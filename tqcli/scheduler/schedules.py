@@ -19,9 +19,11 @@ from tqcli.core.context import Context
 from tqcli.core.spec import spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.errors import Conflict, InvalidInput, NotFound
-from tqcli.units import check_name, format_time
+from tqcli.units import US_PER_SECOND, check_name, format_time
 
 CATCHUP_LIMIT = 100
+# Fire records older than this are dropped: by then no worker can still be about to enqueue them.
+FIRE_MEMORY = 7 * 86400 * US_PER_SECOND
 # Submit keys a schedule may not carry: the name is the schedule's, and these would clash between fires.
 _NOT_FOR_SCHEDULES = {"name": "tasks are named after their schedule", "at": "a fixed time fires only once",
                       "depends_on": "each fire is a fresh task", "idempotency_key": "every fire would repeat the key"}
@@ -157,15 +159,18 @@ def fire_due(ctx: Context, log: Any = lambda text: None) -> int:
         try:
             cron = _cron(schedule.cron, schedule.tz)
             spec = spec_from_mapping({**schedule.spec, "name": schedule.name})
-        except InvalidInput as exc:
-            log(f"warning: schedule {schedule.name!r} cannot fire: {exc.message}")
+        except InvalidInput as exc:  # its zone vanished from tzdata, say: pause it, visibly, rather than warn forever
+            with ctx.change() as (tx, journal):
+                tx.update_schedule(schedule.name, paused=1)
+                journal.add("schedule.pause", None, None, schedule=schedule.name, reason=f"cannot fire: {exc.message}")
+            log(f"warning: schedule {schedule.name!r} cannot fire ({exc.message}); paused it")
             continue
         limit = CATCHUP_LIMIT if schedule.catchup else 1
         fires = cron.latest_between(schedule.next_fire_at - 1, now, limit)  # type: ignore[operator]
         next_fire = cron.next_after(now, 1)[0]
         with ctx.change() as (tx, journal):
             row = tx.schedule_row(schedule.name)
-            if row is None or row[4]:  # removed or paused meanwhile
+            if row is None or row[4] or row[8] != schedule.next_fire_at:  # removed, paused or fired meanwhile
                 continue
             for fire_at in fires:
                 if not tx.record_fire(schedule.name, fire_at, now):
@@ -176,4 +181,5 @@ def fire_due(ctx: Context, log: Any = lambda text: None) -> int:
                 enqueued += 1
             last = max([fire for fire in fires] + ([row[9]] if row[9] is not None else []), default=None)
             tx.update_schedule(schedule.name, next_fire_at=next_fire, last_fire_at=last)
+            tx.forget_fires(schedule.name, before=now - FIRE_MEMORY)
     return enqueued

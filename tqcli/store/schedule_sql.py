@@ -50,6 +50,10 @@ class ScheduleSQL:
         )
         return cursor.rowcount == 1
 
+    def forget_fires(self, name: str, before: int) -> None:
+        """Drop the fire records of `name` older than `before` (they only guard recent fire times)."""
+        self.conn.execute("DELETE FROM schedule_fires WHERE schedule = ? AND fire_at < ?", (name, before))
+
     def set_fire_task(self, name: str, fire_at: int, task_id: int) -> None:
         """Remember which task a fire enqueued."""
         self.conn.execute("UPDATE schedule_fires SET task_id = ? WHERE schedule = ? AND fire_at = ?", (task_id, name, fire_at))
