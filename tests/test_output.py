@@ -64,6 +64,20 @@ def test_dag_status_draws_a_tree_on_a_terminal(cli, tmp_path):
     assert sum("sink #4" in line for line in lines) == 2 and "(see above)" in out  # a diamond: the sink under both parents
     assert sum(line.startswith("DAG 1") for line in lines) == 1, "the DAG is named once"
     assert any(line.lstrip().startswith(("├", "└")) for line in lines)
+    cli.ok("cancel", "2")
+    out = run_on_terminal(cli, "dag", "status", "1", env={"NO_COLOR": "1"})
+    assert "left #2 cancelled: cancelled by" in out, "a task that did not complete says why"
+
+
+def test_tables_fit_an_80_column_terminal(cli):
+    cli.submit("tests.jobs:boom", "--max-retries", "1", "--backoff", "0", "--name", "a rather long task name")
+    cli.ok("worker", "--once")
+    listing = run_on_terminal(cli, "status", env={"NO_COLOR": "1", "COLUMNS": "80"})
+    row = next(line for line in listing.splitlines() if line.startswith("1 "))
+    assert len(row.rstrip()) <= 80 and " failed " in row and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", row)
+    detail = run_on_terminal(cli, "status", "1", env={"NO_COLOR": "1", "COLUMNS": "80"})
+    attempts = [line for line in detail.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert len(attempts) == 2 and all(line.rstrip().endswith("boom") for line in attempts), "the error column is shown"
 
 
 def test_status_watch_redraws_until_interrupted(cli):

@@ -16,7 +16,7 @@ def list_breakers(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """Show each circuit's state (closed, open, half-open) and failure count."""
-    from tqcli.units import format_duration, format_time
+    from tqcli.units import format_duration
 
     service = state(ctx).queue().breakers
     breakers = service.list()
@@ -28,7 +28,7 @@ def list_breakers(
     if not breakers:
         render.message("no circuit has seen a failure yet")
         return
-    rows = [(b.key, b.state, b.failures, b.failure_threshold, format_duration(b.recovery_timeout), format_time(b.retry_at)) for b in breakers]
+    rows = [(b.key, b.state, b.failures, b.failure_threshold, format_duration(b.recovery_timeout), render.when(b.retry_at)) for b in breakers]
     render.table(["SERVICE", "STATE", "FAILURES", "THRESHOLD", "RECOVERY", "TRIAL AFTER"], rows)
 
 

@@ -137,7 +137,10 @@ def _draw_tree(dag: Any) -> None:
         state_text = task.state.value
         if styled:
             state_text = f"[{COLOURS.get(state_text, 'white')}]{state_text}[/]"
-        return f"{escape(name)} #{task_id} {state_text}" + (" (see above)" if seen else "")
+        if seen:
+            return f"{escape(name)} #{task_id} {state_text} (see above)"
+        why = f": {escape(task.error.splitlines()[0][:120])}" if task.error and task.state.value != "completed" else ""
+        return f"{escape(name)} #{task_id} {state_text}{why}"
 
     tree = Tree(f"DAG {dag.id} {escape(dag.name)}: {dag.state}")
     drawn: set[int] = set()
@@ -177,13 +180,11 @@ def list_dags(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List the newest DAGs and their states."""
-    from tqcli.units import format_time
-
     dags = state(ctx).queue().dags.list()
     if json_output:
         render.emit_json([dag.to_json(with_tasks=False) for dag in dags])
         return
-    rows = [(d.id, d.name, d.state, sum(d.counts.values()), d.counts.get("completed", 0), format_time(d.created_at)) for d in dags]
+    rows = [(d.id, d.name, d.state, sum(d.counts.values()), d.counts.get("completed", 0), render.when(d.created_at)) for d in dags]
     render.table(["ID", "NAME", "STATE", "TASKS", "COMPLETED", "CREATED"], rows)
 
 

@@ -13,9 +13,7 @@ IdsArg = Annotated[Optional[List[int]], typer.Argument(metavar="[ID]...", help="
 
 
 def _task_rows(tasks):  # type: ignore[no-untyped-def]
-    from tqcli.units import format_time
-
-    return [(t.id, t.queue, t.tenant, t.attempts, format_time(t.finished_at), t.name, (t.error or "").splitlines()[0] if t.error else None) for t in tasks]
+    return [(t.id, t.queue, t.tenant, t.attempts, render.when(t.finished_at), t.name, (t.error or "").splitlines()[0] if t.error else None) for t in tasks]
 
 
 HEADERS = ["ID", "QUEUE", "TENANT", "ATTEMPTS", "FAILED AT", "NAME", "ERROR"]

@@ -34,6 +34,16 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, no_color=plain, color_system=None if plain else "auto", highlight=False, emoji=False)
 
 
+def when(us: int | None) -> str | None:
+    """A time for a table cell: `2026-11-28 03:14:24Z` on a terminal, full ISO 8601 in a pipe."""
+    from tqcli.units import format_time
+
+    text = format_time(us)
+    if text is None or not stdout_is_terminal():
+        return text
+    return text[:19].replace("T", " ") + "Z"
+
+
 def emit_json(value: Any) -> None:
     """Print one JSON document on stdout."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
@@ -79,7 +89,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
         if position < len(headers) - 1:  # ids, states and times stay on one line; the last column takes what is left
             view.add_column(header, no_wrap=True, overflow="ellipsis")
         else:
-            view.add_column(header, overflow="fold")
+            view.add_column(header, overflow="fold", min_width=min(24, max(len(header), 8)))
     for row in rows:
         view.add_row(*[_cell(value) for value in row])
     console().print(view)

@@ -241,7 +241,7 @@ def _show_task(task: Any) -> None:
     if task.history:
         sys.stdout.write("\n")
         rows = [
-            (a.attempt, format_time(a.started_at), format_time(a.finished_at), a.outcome or "running", a.worker, a.error)
+            (a.attempt, render.when(a.started_at), render.when(a.finished_at), a.outcome or "running", a.worker, a.error)
             for a in task.history
         ]
         render.table(["ATTEMPT", "STARTED", "FINISHED", "OUTCOME", "WORKER", "ERROR"], rows, title="history")
@@ -249,7 +249,6 @@ def _show_task(task: Any) -> None:
 
 def _show_summary(summary: Any) -> None:
     from tqcli.core.task import ALL_STATES
-    from tqcli.units import format_time
 
     states = [s.value for s in ALL_STATES]
     rows = [(queue, *(counts[s] for s in states)) for queue, counts in summary.queues.items()]
@@ -260,7 +259,7 @@ def _show_summary(summary: Any) -> None:
         sys.stdout.write("no tasks\n")
         return
     task_rows = [
-        (t.id, t.state.value, t.queue, t.tenant, t.priority, t.attempts, format_time(t.created_at), t.name)
+        (t.id, t.state.value, t.queue, t.tenant, t.priority, t.attempts, render.when(t.created_at), t.name)
         for t in summary.tasks
     ]
     render.table(["ID", "STATE", "QUEUE", "TENANT", "PRIO", "ATTEMPTS", "CREATED", "NAME"], task_rows)
