@@ -98,7 +98,7 @@ BAD_SUBMITS = [
     (["submit", "a:b", "--payload", '{"x": NaN}'], 2, "NaN is not valid JSON"),
     (["submit", "a:b", "--priority", "101"], 2, "invalid priority 101"),
     (["submit", "a:b", "--priority", "high"], 2, "'high' is not a valid int"),
-    (["submit", "a:b", "--max-retries", "-1"], 2, "invalid max_retries -1"),
+    (["submit", "a:b", "--max-retries", "-1"], 2, "invalid max retries -1"),
     (["submit", "a:b", "--timeout", "soon"], 2, "invalid timeout 'soon'"),
     (["submit", "a:b", "--timeout", "0"], 2, "longer than 0 seconds"),
     (["submit", "a:b", "--delay", "5y"], 2, "invalid delay '5y'"),

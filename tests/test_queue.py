@@ -156,6 +156,7 @@ def test_status_counts_all_six_states_per_queue(queue):
     assert [t.id for t in summary.tasks] == [3, 2, 1]
     assert [t.id for t in queue.status(queue="q2", state="cancelled").tasks] == [3]
     assert len(queue.status(limit=1).tasks) == 1
+    assert len(queue.status(limit=0).tasks) == len(queue.status(limit=1000).tasks) > 1
 
 
 def test_status_rejects_an_unknown_state(queue):

@@ -134,6 +134,9 @@ def load_config(
     """Resolve the database path and local settings by the documented precedence."""
     env = os.environ if env is None else env
     cwd = Path.cwd() if cwd is None else cwd
+    for flag, value in (("--db", db_flag), ("--config", config_flag)):
+        if value is not None and not value.strip():
+            raise InvalidInput(f"{flag} is empty: give a file path, or leave the option out for the default")
     config_file = find_config_file(config_flag, env, cwd)
     raw: dict[str, Any] = _read_toml(config_file) if config_file else {}
     if config_file:

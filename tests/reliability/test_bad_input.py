@@ -67,6 +67,12 @@ CASES = [
     (["audit", "log", "--since", "yesterday"], None, 2, "invalid time"),
     (["audit", "verify", "--checkpoint", "{dir}/missing.json"], None, 2, "cannot read checkpoint"),
     (["dlq", "purge", "--all"], None, 2, "--yes"),
+    (["dlq", "replay", "--queue", "default"], None, 2, "add --all"),
+    (["dlq", "replay"], None, 2, "nothing to replay"),
+    (["breaker", "set", "--failure-threshold", "2"], None, 2, "missing KEY"),
+    (["--db", "", "status"], None, 2, "--db is empty"),
+    (["audit", "checkpoint", "--output", ""], None, 2, "give a file name"),
+    (["audit", "checkpoint", "--output", "{dir}"], None, 2, "give a file name"),
     (["status", "--limit", "lots"], None, 2, "not a valid int"),
     (["frobnicate"], None, 2, "No such command"),
 ]

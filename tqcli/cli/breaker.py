@@ -51,7 +51,9 @@ def configure(
     recovery_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="After DUR open, admit one trial task; an open circuit's wait is recounted from when it opened [default: 30s].")] = None,
 ) -> None:
     """Set a circuit's thresholds (or, with --default, everyone's)."""
-    if default == (key is not None):
-        raise InvalidInput("give a KEY or --default (not both)")
+    if default and key is not None:
+        raise InvalidInput("give a KEY or --default, not both")
+    if not default and key is None:
+        raise InvalidInput("missing KEY: the service key to configure ('tqcli breaker list' shows them), or --default for every service")
     state(ctx).queue(create=True).breakers.configure(None if default else key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
     render.message(f"circuit settings of {'every service' if default else key} updated")

@@ -1,12 +1,12 @@
 """Schedule commands: add, list, next, pause, resume, remove."""
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from tqcli.cli import command_group, render, state
 from tqcli.cli.tasks import (
-    BackendOpt, BackoffOpt, DelayOpt, MaxRetriesOpt, PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt,
+    BackendOpt, BackoffOpt, MaxRetriesOpt, PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt,
     ServiceOpt, TenantOpt, TimeoutOpt, spec_options,
 )
 
@@ -32,7 +32,7 @@ def add(
     max_retries: MaxRetriesOpt = None,
     backoff: BackoffOpt = None,
     timeout: TimeoutOpt = None,
-    delay: DelayOpt = None,
+    delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Each fired task becomes ready this long after its fire time, e.g. 5m.")] = None,
     service: ServiceOpt = None,
 ) -> None:
     """Add a schedule; its tasks are named after it.

@@ -271,7 +271,7 @@ def status(
     queue: Annotated[Optional[str], typer.Option(metavar="Q", help="Only this queue.")] = None,
     tenant: Annotated[Optional[str], typer.Option(metavar="T", help="Only this tenant.")] = None,
     state_filter: Annotated[Optional[str], typer.Option("--state", metavar="S", help="List only tasks in state S (pending, running, completed, failed, cancelled, blocked).")] = None,
-    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest tasks to list.")] = 20,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest tasks to list; 0 for all of them.")] = 20,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Redraw every second until Ctrl-C.")] = False,
 ) -> None:

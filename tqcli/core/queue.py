@@ -75,18 +75,18 @@ class TaskService:
     def summary(
         self, *, queue: str | None = None, tenant: str | None = None, state: str | None = None, limit: int = 20
     ) -> Summary:
-        """Counts per state and queue (filtered by queue/tenant), and the newest tasks."""
+        """Counts per state and queue (filtered by queue/tenant), and the newest `limit` tasks (0: all)."""
         if state is not None and state not in {s.value for s in ALL_STATES}:
             raise InvalidInput(f"invalid state {state!r}; use one of: {', '.join(s.value for s in ALL_STATES)}")
         if limit < 0:
-            raise InvalidInput("invalid limit: use 0 or more")
+            raise InvalidInput("invalid limit: use 0 (every task) or more")
         with self._ctx.read() as tx:
             counts = {s.value: 0 for s in ALL_STATES}
             queues: dict[str, dict[str, int]] = {}
             for queue_name, state_name, count in tx.count_by_queue_and_state(queue=queue, tenant=tenant):
                 counts[state_name] += count
                 queues.setdefault(queue_name, {s.value: 0 for s in ALL_STATES})[state_name] = count
-            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit)]
+            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit or -1)]
             deps = tx.dependencies_of([task.id for task in tasks])
         for task in tasks:
             task.depends_on = deps[task.id]

@@ -71,7 +71,7 @@ class TaskSpec:
         check_name(queue, what="queue")
         check_name(tenant, what="tenant")
         _check_int(priority, "priority", -100, 100)
-        _check_int(max_retries, "max_retries", 0, MAX_RETRIES_LIMIT)
+        _check_int(max_retries, "max retries", 0, MAX_RETRIES_LIMIT)
         if not isinstance(backoff, (int, float)) or isinstance(backoff, bool) or not 0 <= backoff <= 86400:
             raise InvalidInput(f"invalid backoff {backoff:g}: use 0 to 86400 seconds (1d)" if isinstance(backoff, (int, float)) and not isinstance(backoff, bool) else f"invalid backoff {backoff!r}: use a number of seconds")
         if timeout is not None:
@@ -85,7 +85,7 @@ class TaskSpec:
         if delay is not None and at is not None:
             raise InvalidInput("use either delay or at, not both")
         for dep in depends_on:
-            _check_int(dep, "depends_on id", 1, 2**63 - 1)
+            _check_int(dep, "dependency id", 1, 2**63 - 1)
         if service is not None:
             _check_text(service, "service", limit=256)
         if idempotency_key is not None:
@@ -248,7 +248,7 @@ def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
         values["payload"] = parse_payload(payload) if isinstance(payload, str) else payload
     for key in ("priority", "max_retries"):
         if key in merged:
-            values[key] = _as_int(merged[key], key)
+            values[key] = _as_int(merged[key], key.replace("_", " "))
     for key in ("backoff", "timeout", "delay"):
         if key in merged and merged[key] is not None:
             values[key] = _as_seconds(merged[key], key)
@@ -262,7 +262,7 @@ def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
             deps = [deps]
         if not isinstance(deps, list):
             raise InvalidInput(f"invalid depends_on {deps!r}: use a list of task ids")
-        values["depends_on"] = tuple(_as_int(dep, "depends_on id") for dep in deps)
+        values["depends_on"] = tuple(_as_int(dep, "dependency id") for dep in deps)
     target = merged["target"]
     if not isinstance(target, str):
         raise InvalidInput(f"invalid target {target!r}: it must be a string")

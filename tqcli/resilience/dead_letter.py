@@ -35,10 +35,10 @@ class DeadLetterQueue:
     def _select(self, tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
         if ids and every:
             raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
+        if (queue or tenant) and not every:
+            raise InvalidInput("--queue and --tenant narrow --all: add --all (they cannot be combined with IDs)")
         if not ids and not every:
             raise InvalidInput(f"nothing to {verb}: give the task IDs, or --all for every failed task ('tqcli dlq list' shows them)")
-        if ids and (queue or tenant):
-            raise InvalidInput("--queue and --tenant narrow --all; they cannot be combined with IDs")
         if every:
             return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=2**62)]
         rows = {row[0]: Task.from_row(row) for row in tx.task_rows(list(dict.fromkeys(ids)))}

@@ -128,6 +128,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 def write_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
     """Write a checkpoint file atomically (write a temporary file, then rename)."""
     target = Path(path)
+    if not str(path).strip() or target.is_dir() or not target.name:
+        raise InvalidInput(f"cannot write checkpoint file {str(path)!r}: give a file name, e.g. --output head.json")
     temporary = target.with_name(f".{target.name}.tmp")
     try:
         temporary.write_text(json.dumps(checkpoint.to_json(), indent=2) + "\n", encoding="utf-8")
