@@ -156,10 +156,9 @@ def test_claims_waiting_in_line_go_back_unrun_when_their_circuit_opens(queue, tm
     for _ in range(20):
         queue.submit("true", backend="shell", service="quick", priority=10)
     ids = [queue.submit(f"echo {n} >> {log}; exit 1", backend="shell", service="flaky", max_retries=0) for n in range(40)]
-    report = queue.drain()
+    queue.drain()
     ran = log.read_text().split()
     assert len(ran) < 12, f"the circuit opened after 2 failures, yet {len(ran)} ran"
     states = [queue.get(i).state.value for i in ids]
     assert states.count("failed") == len(ran) and states.count("pending") == 40 - len(ran)
     assert all(queue.get(i).attempts == 0 for i, state in zip(ids, states) if state == "pending")
-    assert report.outcomes.get("released", 0) >= 1
