@@ -159,20 +159,20 @@ def finish(
     """
     task_id, token, kind = claimed.id, claimed.token, outcome.kind
     breakers = breakers or circuit_breaker.BreakerCache(tx)
+    note = tx.pending_cancel_note(task_id, token) if kind in ("released", "cancelled") else None
     if kind == "completed":
         has_dependents = tx.complete_task(task_id, token, now=now, result=outcome.result)
         if has_dependents is None:
             return _stale(journal, claimed, outcome, worker)
         _completed(tx, journal, claimed, has_dependents, now=now, worker=worker, breakers=breakers)
         became, error = "completed", None
-    elif kind == "released" and tx.pending_cancel_note(task_id, token) is None:
+    elif kind == "released" and note is None:
         if not tx.release_task(task_id, token):
             return _stale(journal, claimed, outcome, worker)
         journal.add("task.release", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker)
         became, error = "released", "worker stopped before it started or finished"
     elif kind in ("cancelled", "released"):  # a released task whose cancel waits ends cancelled too
-        note = tx.pending_cancel_note(task_id, token) or "cancelled"
-        if not tx.end_task(task_id, token, state="cancelled", now=now, error=f"{note} (stopped while running)"):
+        if not tx.end_task(task_id, token, state="cancelled", now=now, error=f"{note or 'cancelled'} (stopped while running)"):
             return _stale(journal, claimed, outcome, worker)
         journal.add("task.cancel", task_id, claimed.tenant, attempt=claimed.attempt, worker=worker, stopped=True)
         chaining.block_dependents(tx, journal, [task_id], cause=f"task {task_id} cancelled")
