@@ -16,6 +16,14 @@ def _task_rows(tasks):  # type: ignore[no-untyped-def]
     return [(t.id, t.queue, t.tenant, t.attempts, render.when(t.finished_at), t.name, (t.error or "").splitlines()[0] if t.error else None) for t in tasks]
 
 
+def _print_tasks(tasks, json_output):  # type: ignore[no-untyped-def]
+    """The ids, one per line, or (--json) the task objects."""
+    if json_output:
+        render.emit_json([task.to_json() for task in tasks])
+    else:
+        sys.stdout.write("".join(f"{task.id}\n" for task in tasks))
+
+
 HEADERS = ["ID", "QUEUE", "TENANT", "ATTEMPTS", "FAILED AT", "NAME", "ERROR"]
 
 
@@ -50,12 +58,8 @@ def replay(
 
     Prints the ids, one per line.
     """
-    queue_obj = state(ctx).queue()
-    tasks = queue_obj.dlq.replay(task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run)
-    if json_output:
-        render.emit_json([queue_obj.get(task.id).to_json() for task in tasks])
-    else:
-        sys.stdout.write("".join(f"{task.id}\n" for task in tasks))
+    tasks = state(ctx).queue().dlq.replay(task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run)
+    _print_tasks(tasks, json_output)
     verb = "would replay" if dry_run else "replayed"
     render.message(f"{verb} {len(tasks)} task(s)")
 
@@ -74,8 +78,5 @@ def purge(
     Prints the ids, one per line.
     """
     tasks = state(ctx).queue().dlq.purge(task_ids or (), every=every, older_than=older_than, confirmed=yes)
-    if json_output:
-        render.emit_json([task.to_json() for task in tasks])
-    else:
-        sys.stdout.write("".join(f"{task.id}\n" for task in tasks))
+    _print_tasks(tasks, json_output)
     render.message(f"purged {len(tasks)} task(s)")

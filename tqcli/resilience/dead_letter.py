@@ -59,7 +59,7 @@ class DeadLetterQueue:
         tenant: str | None = None,
         dry_run: bool = False,
     ) -> list[Task]:
-        """Back to pending with attempts reset, same ids; dependents unblocked. Returns the tasks."""
+        """Back to pending with attempts reset, same ids; dependents unblocked. Returns the tasks as they now are."""
         now = self._ctx.clock.now()
         if dry_run:
             with self._ctx.read() as tx:
@@ -71,7 +71,12 @@ class DeadLetterQueue:
             for task in tasks:
                 journal.add("dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts)
             chaining.unblock_dependents(tx, journal, replay_ids, cause="dependency replayed")
-        return tasks
+            now_rows = {row[0]: row for row in tx.task_rows(replay_ids)}
+            replayed = [Task.from_row(now_rows[task_id]) for task_id in replay_ids]
+            deps = tx.dependencies_of(replay_ids)
+        for task in replayed:
+            task.depends_on = deps[task.id]
+        return replayed
 
     def purge(
         self,
