@@ -134,3 +134,16 @@ def table_dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
 def sqlite_shell(db: Path, sql: str) -> None:
     """Run SQL with the sqlite3 command-line shell, as someone tampering with the file would."""
     subprocess.run(["sqlite3", str(db)], input=sql, text=True, check=True, capture_output=True)
+
+
+@pytest.fixture
+def shared_dir() -> Any:
+    """A folder another user can reach (pytest's tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tqcli-ro-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    folder.chmod(0o755)
+    shutil.rmtree(folder)

@@ -245,11 +245,16 @@ def test_half_open_admits_one_trial_and_success_closes(queue, clock):
     assert len(claim(queue, 5)) == 3  # the other three, the trial having completed
 
 
-def test_a_failed_trial_reopens_the_circuit(queue, clock):
-    queue.breakers.configure(None, failure_threshold=1, recovery_timeout=30)
+def open_circuit(queue, recovery_timeout):
+    """Open the circuit of `svc:call` with one failure; its task waits to be retried."""
+    queue.breakers.configure(None, failure_threshold=1, recovery_timeout=recovery_timeout)
     queue.submit("svc:call", backoff=0, max_retries=5)
     (claimed,) = claim(queue)
     finish(queue, claimed, failed())
+
+
+def test_a_failed_trial_reopens_the_circuit(queue, clock):
+    open_circuit(queue, recovery_timeout=30)
     clock.advance(30)
     (trial,) = claim(queue)
     finish(queue, trial, failed())
@@ -258,10 +263,7 @@ def test_a_failed_trial_reopens_the_circuit(queue, clock):
 
 
 def test_a_shorter_recovery_timeout_applies_to_a_circuit_already_open(queue, clock):
-    queue.breakers.configure(None, failure_threshold=1, recovery_timeout="1h")
-    queue.submit("svc:call", backoff=0, max_retries=5)
-    (claimed,) = claim(queue)
-    finish(queue, claimed, failed())
+    open_circuit(queue, recovery_timeout="1h")
     opened = clock.now()
     clock.advance(20)
     queue.breakers.configure(None, recovery_timeout="30s")
@@ -272,10 +274,7 @@ def test_a_shorter_recovery_timeout_applies_to_a_circuit_already_open(queue, clo
 
 
 def test_a_lost_trial_lets_the_next_worker_try_again(queue, clock):
-    queue.breakers.configure(None, failure_threshold=1, recovery_timeout=5)
-    queue.submit("svc:call", backoff=0, max_retries=5)
-    (claimed,) = claim(queue)
-    finish(queue, claimed, failed())
+    open_circuit(queue, recovery_timeout=5)
     clock.advance(5)
     claim(queue)
     clock.advance(61)

@@ -99,10 +99,11 @@ def test_a_folder_in_place_of_the_file_is_refused(tmp_path):
         SqliteStore(tmp_path)
 
 
-def test_network_filesystem_is_refused(tmp_path):
+@pytest.mark.parametrize("fs_type", ["nfs4", "cifs"])
+def test_a_network_filesystem_is_refused_before_anything_is_written(tmp_path, fs_type):
     mounts = tmp_path / "mounts"
-    mounts.write_text(f"server:/export {tmp_path} nfs4 rw 0 0\n")
-    with pytest.raises(StorageError, match="nfs4 filesystem.*local disk"):
+    mounts.write_text(f"server:/export {tmp_path} {fs_type} rw 0 0\n")
+    with pytest.raises(StorageError, match=f"{fs_type} filesystem, where SQLite's WAL cannot work.*local disk"):
         SqliteStore(tmp_path / "tq.db", mounts_file=str(mounts))
     assert not (tmp_path / "tq.db").exists()
 
@@ -112,20 +113,6 @@ def test_filesystem_type_picks_the_longest_mount_point(tmp_path):
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\ntmpfs {tmp_path} tmpfs rw 0 0\n")
     assert filesystem_type(tmp_path / "x.db", str(mounts)) == "tmpfs"
     assert filesystem_type(tmp_path.parent, str(mounts)) == "ext4"
-
-
-@pytest.fixture
-def shared_dir():
-    """A folder another user can reach (pytest's tmp_path is private to its owner)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(tempfile.mkdtemp(prefix="tqcli-ro-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    folder.chmod(0o755)
-    shutil.rmtree(folder)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")

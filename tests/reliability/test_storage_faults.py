@@ -5,10 +5,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -114,18 +112,6 @@ def test_a_lock_held_past_the_busy_timeout_is_exit_7_and_says_busy(cli):
     assert table_dump(cli.db) == before
 
 
-@pytest.fixture
-def shared_dir():
-    """A folder another user can reach (pytest's tmp_path is private to its owner)."""
-    import shutil
-
-    folder = Path(tempfile.mkdtemp(prefix="tqcli-ro-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    folder.chmod(0o755)
-    shutil.rmtree(folder)
-
-
 def run_cli_as(uid, argv, folder):
     """Run the CLI's main() in a child that dropped to `uid`; its exit code, stdout and stderr."""
     import tqcli.cli
@@ -182,16 +168,6 @@ def test_a_read_only_database_reads_but_refuses_writes(shared_dir):
     code, out, err = run_cli_as(65534, ["--db", str(db), "submit", "tests.jobs:noop"], shared_dir)
     assert code == 7 and "read-only" in err and err.startswith("error: "), err
     assert table_dump(db) == before
-
-
-def test_a_network_filesystem_is_refused_before_anything_is_written(tmp_path):
-    from tqcli.store.sqlite import SqliteStore
-
-    mounts = tmp_path / "mounts"
-    mounts.write_text(f"fileserver:/exports {tmp_path} cifs rw 0 0\n")
-    with pytest.raises(StorageError, match="cifs filesystem, where SQLite's WAL cannot work"):
-        SqliteStore(tmp_path / "jobs.db", mounts_file=str(mounts))
-    assert not (tmp_path / "jobs.db").exists()
 
 
 def test_a_busy_database_during_a_workers_run_is_waited_out(cli):
