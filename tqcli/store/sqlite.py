@@ -223,10 +223,13 @@ class SqliteStore:
 
     @staticmethod
     def _identity(conn: sqlite3.Connection) -> tuple[int, int, int]:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        return version, app_id, tables
+        # One statement, so one snapshot: read apart, a database another process
+        # is creating could show its tables before its application id.
+        row = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), "
+            "(SELECT application_id FROM pragma_application_id), (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
 
     def _refuse_foreign(self, version: int, app_id: int, tables: int) -> None:
         if app_id != schema.APPLICATION_ID and (app_id != 0 or version != 0 or tables != 0):
