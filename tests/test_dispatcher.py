@@ -153,7 +153,7 @@ def test_a_late_result_after_reclaim_is_dropped_and_audited(queue, clock):
     assert task.result_value == "fresh" and task.attempts == 2
     assert [a.outcome for a in task.history] == ["lost", "completed"]
     stale_entry = queue.audit.entries(action="task.stale")[0].to_json()["details"]
-    assert stale_entry["outcome"] == "completed" and stale_entry["token"] == stale.token
+    assert stale_entry["outcome"] == "completed" and stale_entry["claim"] == stale.claim
 
 
 def test_lost_workers_count_attempts_so_poison_pills_reach_the_dlq(queue, clock):

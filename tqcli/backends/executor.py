@@ -211,7 +211,7 @@ class _Line:
         self.write_fd = write_fd
         self.lock = threading.Lock()
         self.waiting: deque[dict[str, Any]] = deque()
-        self.skipped: set[int] = set()
+        self.skipped: set[Any] = set()
         self.running_since: float | None = None
 
     def send(self, message: dict[str, Any]) -> None:
@@ -352,7 +352,7 @@ class ExecutorProcess:
         except BrokenPipeError:
             pass  # it died; the next reply wait reports it
 
-    def skip(self, token: int) -> None:
+    def skip(self, token: Any) -> None:
         """Ask the executor not to start a request still waiting in line."""
         if self.alive:
             try:

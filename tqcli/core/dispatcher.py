@@ -4,11 +4,11 @@ Every function here works inside the caller's write transaction and
 journals its audit entries, so a worker finishes the attempts that ended
 and claims the next ones in a single short transaction.
 
-Fencing: each claim gets a fresh token (a never-repeated claim number and the task id).
+Fencing: each claim gets a fresh token: the task id and a never-repeated claim number.
 Every later write of that attempt names the token and applies only while
 the token still holds the task; a result that arrives after the task was
 reclaimed is dropped and audited as `task.stale`. The running attempt lives
-on its task row; its attempt row (id = token) is written when it ends.
+on its task row; its attempt row (keyed by the token) is written when it ends.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ class Claim:
 
     __slots__ = (
         "id", "name", "queue", "tenant", "backend", "target", "payload", "attempt", "max_retries",
-        "backoff", "timeout", "service", "encrypted", "dag_id", "token", "suspect",
+        "backoff", "timeout", "service", "encrypted", "dag_id", "claim", "token", "suspect",
         "started_at", "worker", "priority", "run_at",
     )
 
     def __init__(self, row: Sequence[Any]) -> None:
         (self.id, self.name, self.queue, self.tenant, self.backend, self.target, self.payload, self.attempt,
-         self.max_retries, self.backoff, self.timeout, self.service, self.encrypted, self.dag_id, self.token,
+         self.max_retries, self.backoff, self.timeout, self.service, self.encrypted, self.dag_id, self.claim,
          last_error, self.started_at, self.worker, self.priority, self.run_at) = row[:20]
+        self.token = (self.id, self.claim)  # what fences this attempt: unique across all claims ever made
         # Its last attempt died with its worker: it may be what killed it, so it runs alone.
         self.suspect = last_error == WORKER_LOST
 
@@ -157,7 +158,7 @@ def finish(
     (recorded at once without it); `breakers` caches circuit state per
     transaction.
     """
-    task_id, token, kind = claimed.id, claimed.token, outcome.kind
+    task_id, token, kind = claimed.id, claimed.claim, outcome.kind
     breakers = breakers or circuit_breaker.BreakerCache(tx)
     note = tx.pending_cancel_note(task_id, token) if kind in ("released", "cancelled") else None
     if kind == "completed":
@@ -184,7 +185,7 @@ def finish(
             return _stale(journal, claimed, outcome, worker)
         breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
         kind = "failed"
-    row = (token, task_id, claimed.attempt, worker, claimed.started_at, now, kind, error)
+    row = (task_id, token, claimed.attempt, worker, claimed.started_at, now, kind, error)
     if attempt_rows is None:
         tx.record_attempts([row])
     else:
@@ -217,7 +218,7 @@ def finish_all(
     breakers = breakers or circuit_breaker.BreakerCache(tx)
     done = [(claim, outcome) for claim, outcome in ended if outcome.kind == "completed"]
     held = tx.holding([claim.token for claim, _ in done]) if done else {}
-    tx.complete_tasks([(outcome.result, now, claim.id, claim.token) for claim, outcome in done if claim.token in held])
+    tx.complete_tasks([(outcome.result, now, claim.id, claim.claim) for claim, outcome in done if claim.token in held])
     endings = []
     for claim, outcome in ended:
         if outcome.kind != "completed":
@@ -226,7 +227,7 @@ def finish_all(
             endings.append(_stale(journal, claim, outcome, worker))
         else:
             _completed(tx, journal, claim, held[claim.token], now=now, worker=worker, breakers=breakers)
-            attempt_rows.append((claim.token, claim.id, claim.attempt, worker, claim.started_at, now, "completed", None))
+            attempt_rows.append((claim.id, claim.claim, claim.attempt, worker, claim.started_at, now, "completed", None))
             endings.append("completed")
     if attempt_rows:
         tx.record_attempts(attempt_rows)
@@ -239,19 +240,19 @@ def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, ac
     A task whose cancel was requested while this attempt ran ends cancelled
     instead: a failure must not turn a cancel into a retry.
     """
-    note = tx.pending_cancel_note(claimed.id, claimed.token)
+    note = tx.pending_cancel_note(claimed.id, claimed.claim)
     if note is not None:
-        tx.end_task(claimed.id, claimed.token, state="cancelled", now=now, error=f"{note} (the running attempt failed: {error[:200]})")
+        tx.end_task(claimed.id, claimed.claim, state="cancelled", now=now, error=f"{note} (the running attempt failed: {error[:200]})")
         journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], cancelled=True)
         chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} cancelled")
         return "cancelled"
     if claimed.attempt <= claimed.max_retries:
         run_at = now + int(backoff_delay(claimed.backoff, claimed.attempt) * US_PER_SECOND)
-        if not tx.retry_task(claimed.id, claimed.token, error=error, run_at=run_at):
+        if not tx.retry_task(claimed.id, claimed.claim, error=error, run_at=run_at):
             return "stale"
         journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], retry_at=format_time(run_at))
         return "retry"
-    if not tx.end_task(claimed.id, claimed.token, state="failed", now=now, error=error):
+    if not tx.end_task(claimed.id, claimed.claim, state="failed", now=now, error=error):
         return "stale"
     journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], final=True)
     chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} failed")
@@ -259,7 +260,7 @@ def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, ac
 
 
 def _stale(journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> str:
-    journal.add("task.stale", claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, token=claimed.token, outcome=outcome.kind)
+    journal.add("task.stale", claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, claim=claimed.claim, outcome=outcome.kind)
     return "stale"
 
 
@@ -279,10 +280,10 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
         if alive or (alive is None and lease_until >= now):
             continue
         lost = Claim(row)
-        tx.record_attempts([(lost.token, lost.id, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
+        tx.record_attempts([(lost.id, lost.claim, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
-            note = tx.pending_cancel_note(lost.id, lost.token) or "cancelled"
-            tx.end_task(lost.id, lost.token, state="cancelled", now=now, error=f"{note} (its worker was lost)")
+            note = tx.pending_cancel_note(lost.id, lost.claim) or "cancelled"
+            tx.end_task(lost.id, lost.claim, state="cancelled", now=now, error=f"{note} (its worker was lost)")
             journal.add("task.lost", lost.id, lost.tenant, attempt=lost.attempt, reclaimed_by=worker, cancelled=True)
             chaining.block_dependents(tx, journal, [lost.id], cause=f"task {lost.id} cancelled")
             reclaimed.append((lost.id, "cancelled"))

@@ -113,9 +113,9 @@ class Slot:
         self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
         self._executor = ExecutorProcess()
         self._thread: threading.Thread | None = None
-        self._line: dict[int, Claim] = {}  # by token, in the order they were sent
-        self._stops: dict[int, str] = {}
-        self._skipped: set[int] = set()
+        self._line: dict[tuple[int, int], Claim] = {}  # by token, in the order they were sent
+        self._stops: dict[tuple[int, int], str] = {}
+        self._skipped: set[tuple[int, int]] = set()
         self.outstanding = 0  # claims given and not yet reported; kept by the main thread
         self.average: float | None = None  # seconds per attempt, smoothed
 
@@ -139,11 +139,11 @@ class Slot:
         self.outstanding += len(claims)
         self._inbox.put(claims)
 
-    def stop(self, token: int, reason: str) -> None:
+    def stop(self, token: tuple[int, int], reason: str) -> None:
         """Ask one attempt to stop: `cancel` (task cancelled), `release` (shutdown) or `lost`."""
         self._stops.setdefault(token, reason)
 
-    def release_unstarted(self, token: int) -> None:
+    def release_unstarted(self, token: tuple[int, int]) -> None:
         """Give back one claim unless it is the attempt running now (its result is worth having)."""
         line = list(self._line)
         if not line or line[0] != token:

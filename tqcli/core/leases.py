@@ -29,7 +29,7 @@ class LeaseKeeper:
         store: SqliteStore,
         clock: Clock,
         lease_seconds: float,
-        on_stop: Callable[[int, str], None],
+        on_stop: Callable[[tuple[int, int], str], None],
         warn: Callable[[str], None] = lambda text: None,
     ) -> None:
         self._store = store
@@ -37,14 +37,14 @@ class LeaseKeeper:
         self._lease = lease_seconds
         self._on_stop = on_stop
         self._warn = warn
-        self._tokens: set[int] = set()
+        self._tokens: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
         self._renew_every = max(0.05, lease_seconds / 3)
         self._tick = min(CANCEL_POLL, self._renew_every)
 
-    def hold(self, token: int) -> None:
+    def hold(self, token: tuple[int, int]) -> None:
         """Keep renewing the lease of `token` until `drop`."""
         with self._lock:
             self._tokens.add(token)
@@ -52,7 +52,7 @@ class LeaseKeeper:
             self._thread = threading.Thread(target=self._loop, name="tqcli-leases", daemon=True)
             self._thread.start()
 
-    def drop(self, token: int) -> None:
+    def drop(self, token: tuple[int, int]) -> None:
         """Stop renewing `token` (its attempt ended)."""
         with self._lock:
             self._tokens.discard(token)
@@ -70,7 +70,7 @@ class LeaseKeeper:
                         tx.renew_leases(tokens, self._clock.now() + int(self._lease * US_PER_SECOND))
                     last_renewal = time.monotonic()
                 with self._store.read() as tx:
-                    held = {token: cancel for _, token, cancel in tx.held_tokens(tokens)}
+                    held = tx.held_tokens(tokens)
             except StorageError as exc:
                 self._warn(f"could not renew leases: {exc.message}")
                 continue

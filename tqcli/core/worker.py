@@ -140,7 +140,7 @@ class Worker:
         if self._stop_deadline is None or deadline < self._stop_deadline:
             self._stop_deadline = deadline
 
-    def _stop_slot(self, token: int, reason: str) -> None:
+    def _stop_slot(self, token: tuple[int, int], reason: str) -> None:
         held = self._by_token.get(token)
         if held is not None:
             held[0].stop(token, reason)

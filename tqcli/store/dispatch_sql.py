@@ -1,7 +1,8 @@
 """Claiming, leasing and finishing attempts (mixed into the store's transaction object).
 
-Every write to a claimed task names its fencing token: it only applies while
-that token still holds the task (`lease_token = ? AND state = 'running'`).
+Every write to a claimed task names its fencing token, the pair (task id,
+claim number): it only applies while that token still holds the task
+(`id = ? AND claim = ? AND state = 'running'`).
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ from tqcli.store.tasks_sql import chunks, marks
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
 CLAIM_COLUMNS = (
     "id, name, queue, tenant, backend, target, payload, attempts, max_retries, backoff, timeout, "
-    "service, encrypted, dag_id, lease_token, error, started_at, worker, priority, run_at"
+    "service, encrypted, dag_id, claim, error, started_at, worker, priority, run_at"
 )
 
 _PICK = (
     "SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND run_at <= ?{filters} "
     "ORDER BY priority DESC, run_at, id LIMIT ?"
 )
-
-# A claim's fencing token: its claim number (from a counter that never repeats) and the task id.
-TOKEN_SHIFT = 1 << 32
-
 
 def _in_clause(column: str, values: Sequence[str], negate: bool = False) -> str:
     return f" AND {column} {'NOT ' if negate else ''}IN ({marks(len(values))})"
@@ -71,7 +68,7 @@ def claim_statement(
         params.append(exclude_error)
     sql = (
         "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
-        f"lease_token = ? * {TOKEN_SHIFT} + id, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
+        "claim = ?, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
         f"WHERE id IN ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
     )
     return sql, params
@@ -83,7 +80,7 @@ class DispatchSQL:
     conn: sqlite3.Connection
 
     def next_claim_number(self) -> int:
-        """The next claim number (tokens are `number * 2**32 + task id`); `use_claim_number` takes it."""
+        """The next claim number (a token is `(task id, number)`); `use_claim_number` takes it."""
         return self.conn.execute("SELECT value + 1 FROM counters WHERE name = 'claim'").fetchone()[0]
 
     def use_claim_number(self, number: int) -> None:
@@ -103,72 +100,75 @@ class DispatchSQL:
         return self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()
 
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Ended attempts: `(token, task_id, attempt, worker, started_at, finished_at, outcome, error)`.
+        """Ended attempts: `(task_id, claim, attempt, worker, started_at, finished_at, outcome, error)`.
 
-        The token is the row's id, so an attempt is recorded once.
+        `(task_id, claim)` is the row's key, so an attempt is recorded once.
         """
         self.conn.executemany(
-            "INSERT INTO attempts (id, task_id, attempt, token, worker, started_at, finished_at, outcome, error) "
-            "VALUES (?1, ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            "INSERT INTO attempts (task_id, claim, attempt, worker, started_at, finished_at, outcome, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows,
         )
 
-    def complete_task(self, task_id: int, token: int, *, now: int, result: str) -> bool | None:
-        """running -> completed if `token` still holds the task: whether it has dependents; None if not held."""
+    def complete_task(self, task_id: int, claim: int, *, now: int, result: str) -> bool | None:
+        """running -> completed if claim `claim` still holds the task: whether it has dependents; None if not held."""
         row = self.conn.execute(
-            "UPDATE tasks SET state = 'completed', result = ?, error = NULL, finished_at = ?, lease_token = NULL, "
-            "lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING has_dependents",
-            (result, now, task_id, token),
+            "UPDATE tasks SET state = 'completed', result = ?, error = NULL, finished_at = ?, claim = NULL, "
+            "lease_until = NULL WHERE id = ? AND claim = ? AND state = 'running' RETURNING has_dependents",
+            (result, now, task_id, claim),
         ).fetchone()
         return None if row is None else bool(row[0])
 
-    def holding(self, tokens: Sequence[int]) -> dict[int, bool]:
-        """For the tokens among `tokens` that still hold their (running) task: whether it has dependents now."""
-        held: dict[int, bool] = {}
-        for part in chunks(tokens):
-            sql = f"SELECT lease_token, has_dependents FROM tasks WHERE state = 'running' AND lease_token IN ({marks(len(part))})"
-            held.update((token, bool(flag)) for token, flag in self.conn.execute(sql, part))
+    def holding(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+        """For the `(task id, claim)` tokens that still hold their (running) task: whether it has dependents now."""
+        wanted = set(tokens)
+        held: dict[tuple[int, int], bool] = {}
+        for part in chunks([task_id for task_id, _ in tokens]):
+            sql = f"SELECT id, claim, has_dependents FROM tasks WHERE state = 'running' AND id IN ({marks(len(part))})"
+            for task_id, claim, flag in self.conn.execute(sql, part):
+                if (task_id, claim) in wanted:
+                    held[(task_id, claim)] = bool(flag)
         return held
 
     def complete_tasks(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
-        """Complete many held tasks: `(result, now, task_id, token)` each (check `holding` first)."""
+        """Complete many held tasks: `(result, now, task_id, claim)` each (check `holding` first)."""
         self.conn.executemany(
-            "UPDATE tasks SET state = 'completed', result = ?, error = NULL, finished_at = ?, lease_token = NULL, "
-            "lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'running'",
+            "UPDATE tasks SET state = 'completed', result = ?, error = NULL, finished_at = ?, claim = NULL, "
+            "lease_until = NULL WHERE id = ? AND claim = ? AND state = 'running'",
             rows,
         )
 
-    def retry_task(self, task_id: int, token: int, *, error: str, run_at: int) -> bool:
-        """running -> pending with `run_at` pushed back, if `token` still holds the task and no cancel waits."""
+    def retry_task(self, task_id: int, claim: int, *, error: str, run_at: int) -> bool:
+        """running -> pending with `run_at` pushed back, if `claim` still holds the task and no cancel waits."""
         cursor = self.conn.execute(
-            "UPDATE tasks SET state = 'pending', error = ?, run_at = ?, lease_token = NULL, lease_until = NULL, "
-            "worker = NULL WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested = 0",
-            (error, run_at, task_id, token),
+            "UPDATE tasks SET state = 'pending', error = ?, run_at = ?, claim = NULL, lease_until = NULL, "
+            "worker = NULL WHERE id = ? AND claim = ? AND state = 'running' AND cancel_requested = 0",
+            (error, run_at, task_id, claim),
         )
         return cursor.rowcount == 1
 
-    def pending_cancel_note(self, task_id: int, token: int) -> str | None:
-        """The note of a cancel requested while `token` holds the task (who, why); None if none was."""
+    def pending_cancel_note(self, task_id: int, claim: int) -> str | None:
+        """The note of a cancel requested while `claim` holds the task (who, why); None if none was."""
         row = self.conn.execute(
-            "SELECT cancel_requested, error FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'", (task_id, token)
+            "SELECT cancel_requested, error FROM tasks WHERE id = ? AND claim = ? AND state = 'running'", (task_id, claim)
         ).fetchone()
         return (row[1] or "cancelled") if row and row[0] else None
 
-    def end_task(self, task_id: int, token: int, *, state: str, now: int, error: str) -> bool:
-        """running -> failed or cancelled, if `token` still holds the task."""
+    def end_task(self, task_id: int, claim: int, *, state: str, now: int, error: str) -> bool:
+        """running -> failed or cancelled, if `claim` still holds the task."""
         cursor = self.conn.execute(
-            "UPDATE tasks SET state = ?, error = ?, finished_at = ?, lease_token = NULL, lease_until = NULL "
-            "WHERE id = ? AND lease_token = ? AND state = 'running'",
-            (state, error, now, task_id, token),
+            "UPDATE tasks SET state = ?, error = ?, finished_at = ?, claim = NULL, lease_until = NULL "
+            "WHERE id = ? AND claim = ? AND state = 'running'",
+            (state, error, now, task_id, claim),
         )
         return cursor.rowcount == 1
 
-    def release_task(self, task_id: int, token: int) -> bool:
-        """running -> pending without counting the attempt, if `token` still holds the task."""
+    def release_task(self, task_id: int, claim: int) -> bool:
+        """running -> pending without counting the attempt, if `claim` still holds the task."""
         cursor = self.conn.execute(
-            "UPDATE tasks SET state = 'pending', attempts = attempts - 1, lease_token = NULL, lease_until = NULL, "
-            "worker = NULL, started_at = NULL WHERE id = ? AND lease_token = ? AND state = 'running'",
-            (task_id, token),
+            "UPDATE tasks SET state = 'pending', attempts = attempts - 1, claim = NULL, lease_until = NULL, "
+            "worker = NULL, started_at = NULL WHERE id = ? AND claim = ? AND state = 'running'",
+            (task_id, claim),
         )
         return cursor.rowcount == 1
 
@@ -180,26 +180,24 @@ class DispatchSQL:
             (task_id,),
         )
 
-    def renew_leases(self, tokens: Sequence[int], lease_until: int) -> int:
-        """Extend the leases these tokens still hold; returns how many were extended."""
-        renewed = 0
-        for part in chunks(tokens):
-            cursor = self.conn.execute(
-                f"UPDATE tasks SET lease_until = ? WHERE state = 'running' AND lease_token IN ({marks(len(part))})",
-                (lease_until, *part),
-            )
-            renewed += cursor.rowcount
-        return renewed
+    def renew_leases(self, tokens: Sequence[tuple[int, int]], lease_until: int) -> int:
+        """Extend the leases these `(task id, claim)` tokens still hold; returns how many were extended."""
+        cursor = self.conn.executemany(
+            "UPDATE tasks SET lease_until = ? WHERE id = ? AND claim = ? AND state = 'running'",
+            [(lease_until, task_id, claim) for task_id, claim in tokens],
+        )
+        return cursor.rowcount
 
-    def held_tokens(self, tokens: Sequence[int]) -> list[tuple[int, int, int]]:
-        """`(task_id, token, cancel_requested)` for the tokens that still hold their task."""
-        rows: list[tuple[int, int, int]] = []
-        for part in chunks(tokens):
-            rows += self.conn.execute(
-                f"SELECT id, lease_token, cancel_requested FROM tasks WHERE state = 'running' AND lease_token IN ({marks(len(part))})",
-                part,
-            ).fetchall()
-        return rows
+    def held_tokens(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+        """For the `(task id, claim)` tokens that still hold their task: whether a cancel was requested."""
+        wanted = set(tokens)
+        held: dict[tuple[int, int], bool] = {}
+        for part in chunks([task_id for task_id, _ in tokens]):
+            sql = f"SELECT id, claim, cancel_requested FROM tasks WHERE state = 'running' AND id IN ({marks(len(part))})"
+            for task_id, claim, cancel in self.conn.execute(sql, part):
+                if (task_id, claim) in wanted:
+                    held[(task_id, claim)] = bool(cancel)
+        return held
 
     def running_leases(self) -> list[tuple[Any, ...]]:
         """Claim rows (`CLAIM_COLUMNS`) of every running task, then cancel_requested, lease_until, holder."""

@@ -273,7 +273,43 @@ DROP_OPEN_ATTEMPTS = "DELETE FROM attempts WHERE outcome IS NULL"
 
 MIGRATION_4 = (TASKS_HAS_DEPENDENTS, TASKS_HOLDER, MARK_DEPENDED_ON, COUNTERS, FIRST_CLAIM, DROP_OPEN_ATTEMPTS)
 
+# -- version 5: a fencing token that never overflows ---------------------------
+# The token was `claim number * 2**32 + task id` in one INTEGER column; past
+# 2**31 claims SQLite computed it as REAL and every worker failed. Now the
+# claim number has a column of its own and a token is the pair (task id,
+# claim). The old column is renamed, not kept, so an older tqcli still running
+# during the upgrade fails on its next statement (exit 7) instead of writing
+# under the old meaning. Attempts are keyed by (task id, claim), kept beside
+# their task.
+
+TASKS_RENAME_TOKEN = "ALTER TABLE tasks RENAME COLUMN lease_token TO claim"
+TASKS_CLAIM_FROM_TOKEN = (
+    "UPDATE tasks SET claim = CAST(claim AS INTEGER) >> 32 WHERE claim IS NOT NULL"
+)
+ATTEMPTS_V5 = """
+CREATE TABLE attempts_v5 (
+    task_id     INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    claim       INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT    NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome     TEXT,
+    error       TEXT,
+    PRIMARY KEY (task_id, claim)
+) WITHOUT ROWID
+"""
+COPY_ATTEMPTS = (
+    "INSERT OR IGNORE INTO attempts_v5 (task_id, claim, attempt, worker, started_at, finished_at, outcome, error) "
+    "SELECT task_id, CAST(token AS INTEGER) >> 32, attempt, worker, started_at, finished_at, outcome, error "
+    "FROM attempts ORDER BY task_id, id"
+)
+DROP_OLD_ATTEMPTS = "DROP TABLE attempts"
+RENAME_ATTEMPTS = "ALTER TABLE attempts_v5 RENAME TO attempts"
+
+MIGRATION_5 = (TASKS_RENAME_TOKEN, TASKS_CLAIM_FROM_TOKEN, ATTEMPTS_V5, COPY_ATTEMPTS, DROP_OLD_ATTEMPTS, RENAME_ATTEMPTS)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5)
 
 SCHEMA_VERSION = len(MIGRATIONS)

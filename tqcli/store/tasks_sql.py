@@ -118,7 +118,7 @@ class TaskSQL:
         """`(attempt, started_at, finished_at, outcome, error, worker)` in order."""
         sql = (
             "SELECT attempt, started_at, finished_at, outcome, error, worker FROM attempts "
-            "WHERE task_id = ? ORDER BY id"
+            "WHERE task_id = ? ORDER BY claim"
         )
         return self.conn.execute(sql, (task_id,)).fetchall()
 
