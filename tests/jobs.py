@@ -56,3 +56,29 @@ def poison(ledger):
     with open(ledger, "a") as handle:
         handle.write("ran\n")
     kill_my_worker()
+
+
+def exclusive(lock, ledger, seconds=4.0, c_call=False):
+    """Run while holding an exclusive lock on `lock`; write `overlap` to the ledger if another run holds it.
+
+    With `c_call`, spend the time in one long C call (no Python signal
+    handler can run meanwhile) instead of sleeping.
+    """
+    import fcntl
+
+    handle = open(lock, "a")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with open(ledger, "a") as out:
+            out.write("overlap\n")
+        raise RuntimeError("another run holds the lock") from None
+    with open(ledger, "a") as out:
+        out.write(f"start {os.getpid()}\n")
+    if c_call:
+        sum(range(int(seconds * 10**8)))
+    else:
+        time.sleep(seconds)
+    with open(ledger, "a") as out:
+        out.write("end\n")
+    return "done"

@@ -76,6 +76,12 @@ class KeyProblem(TqcliError):
     exit_code = 8
 
 
+class InternalError(TqcliError):
+    """A bug in tqcli (a worker whose slot failed twice, say): exit 70, never a task's own failure."""
+
+    exit_code = 70
+
+
 class WaitTimeout(TqcliError):
     """`--wait` gave up before the task finished; the task goes on."""
 

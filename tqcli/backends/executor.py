@@ -19,16 +19,24 @@ a task that turned out slow. Replies name their request's token.
 
 Stopping: on timeout the worker ends the executor's whole process group
 and starts a fresh executor; the tasks still waiting in line never
-started and are released. On cancel of the running task it first sends
-SIGUSR1, which makes `ctx.is_cancelled()` true inside the task, and ends
-the group if the task has not returned a second later. A backend that
-enforces its own limits (`shell`) gets a few seconds past its timeout to
-report it before the worker steps in.
+started and are released. On cancel of the running task it first sends a
+`cancel` frame naming that attempt's token (so a cancel can never land on
+the next attempt), which makes `ctx.is_cancelled()` true inside the task,
+and ends the executor if the task has not returned a second later. A
+backend that enforces its own limits (`shell`) gets a few seconds past its
+timeout to report it before the worker steps in.
 
-No attempt outlives its worker: on Linux the executor asks the kernel for
-SIGTERM when the worker dies (PR_SET_PDEATHSIG), and then ends the process
-groups its tasks started and its own group, so a task reclaimed after its
-worker died never runs twice at the same time.
+No attempt outlives its worker or its lease: the executor asks the kernel
+for SIGKILL when the worker dies (PR_SET_PDEATHSIG), it carries the
+markers of the worker's fence (see `tqcli.backends.fence`), which ends it
+and everything it started once its lease can no longer be renewed, and
+each attempt's processes carry `TQCLI_ATTEMPT`. The executor is a child
+subreaper: what a task leaves running (a daemon started with `setsid`
+included) becomes its child and is ended when the attempt ends.
+
+One attempt's trouble stays in that attempt: a payload that does not
+decode, a result that cannot be encoded (or nests too deep), or a task that
+closes stdout fail that attempt only (the first two without retry).
 """
 
 from __future__ import annotations
@@ -130,14 +138,30 @@ def error_text(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
+class Unrunnable(ValueError):
+    """An attempt that can never succeed as stored (SPEC §2 rule 3): it fails without retry."""
+
+
+def decode_payload(text: str) -> Any:
+    """The stored payload as a JSON value; Unrunnable when it does not decode or nests too deep."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise Unrunnable("the stored payload nests too deeply to decode") from None
+    except (TypeError, ValueError) as exc:
+        raise Unrunnable(f"the stored payload is not valid JSON ({exc})") from None
+
+
 def encode_result(result: Any) -> str:
-    """The stored form of a task's result; refuses what is not JSON or is over 1 MiB."""
+    """The stored form of a task's result; refuses (Unrunnable) what is not JSON or is over 1 MiB."""
     try:
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise Unrunnable("the result nests too deeply to be encoded as JSON") from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"the result is not JSON-serialisable: {exc}") from None
+        raise Unrunnable(f"the result is not JSON-serialisable: {exc}") from None
     if len(text) > MAX_RESULT_BYTES // 4 and len(text.encode()) > MAX_RESULT_BYTES:
-        raise ValueError("the result is larger than 1 MiB")
+        raise Unrunnable("the result is larger than 1 MiB")
     return text
 
 
@@ -147,11 +171,18 @@ def run_request(
     cancelled: Callable[[], bool],
     on_output: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one attempt described by `request` with `backend`; the reply to send back."""
+    """Run one attempt described by `request` with `backend`; the reply to send back.
+
+    A reply with `final` set failed in a way no retry can change.
+    """
+    try:
+        payload = decode_payload(request["payload"])
+    except Unrunnable as exc:
+        return {"ok": False, "error": str(exc), "final": True}
     ctx = TaskContext(
         id=request["id"],
         target=request["target"],
-        payload=json.loads(request["payload"]),
+        payload=payload,
         attempt=request["attempt"],
         timeout=request["timeout"],
         cancelled=cancelled,
@@ -162,11 +193,14 @@ def run_request(
     except TaskCancelled:
         return {"ok": False, "cancelled": True}
     except BaseException as exc:  # the task's failure, whatever it raised
-        return {"ok": False, "error": error_text(exc)}
+        try:
+            return {"ok": False, "error": error_text(exc)}
+        except BaseException:  # its message could not even be made into text
+            return {"ok": False, "error": type(exc).__name__}
     try:
         return {"ok": True, "result": encode_result(result)}
-    except ValueError as exc:
-        return {"ok": False, "error": str(exc)}
+    except Unrunnable as exc:
+        return {"ok": False, "error": str(exc), "final": True}
 
 
 def _die_with_tasks(signum: int, frame: Any) -> None:
@@ -182,17 +216,77 @@ def _die_with_tasks(signum: int, frame: Any) -> None:
 
 
 def _follow_parent(parent: int) -> None:
-    """Ask Linux to send SIGTERM when the worker dies; exit now if it already did."""
+    """Die with the worker (SIGKILL, PR_SET_PDEATHSIG) and adopt what tasks leave behind; exit now if the worker is gone.
+
+    SIGKILL, not a signal Python handles: a handler cannot run during a long
+    C call and a task could ignore it. The fence ends the task's own
+    sessions (shell commands), which this death would leave running.
+    """
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+            pr_set_pdeathsig, pr_set_child_subreaper = 1, 36
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:
         os._exit(0)
+
+
+def _leftover_children(owned: set[int]) -> list[int]:
+    """Children of this process that no Popen owns: what an attempt left running, adopted as subreaper."""
+    children: list[int] = []
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return children
+    for thread in threads:
+        try:
+            with open(f"/proc/self/task/{thread}/children", "rb") as handle:
+                children += [int(pid) for pid in handle.read().split()]
+        except OSError:
+            continue
+    return [pid for pid in children if pid not in owned]
+
+
+def end_leftovers(attempt_marker: str, owned: set[int]) -> None:
+    """End what the attempt left behind (its adopted children and anything carrying its marker), and reap them."""
+    leftovers = _leftover_children(owned)
+    if not leftovers:
+        return
+    from tqcli.backends.fence import ATTEMPT, end_marked
+
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    end_marked([(ATTEMPT, attempt_marker)])
+    for pid in _leftover_children(owned) + leftovers:
+        try:
+            os.waitpid(pid, 0)  # only pids no Popen owns: waitpid(-1) would steal a shell's exit status
+        except ChildProcessError:
+            pass
+
+
+def _keep_stdout() -> Callable[[], None]:
+    """A function that gives the next task a working stdout, whatever the last one did to it."""
+    saved = os.dup(1)
+
+    def restore() -> None:
+        try:
+            os.fstat(1)
+            broken = sys.stdout is None or sys.stdout.closed
+        except OSError:
+            broken = True
+        if broken:
+            os.dup2(saved, 1)
+            sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - lives as long as the process
+
+    return restore
 
 
 class _Line:
@@ -212,6 +306,8 @@ class _Line:
         self.lock = threading.Lock()
         self.waiting: deque[dict[str, Any]] = deque()
         self.skipped: set[Any] = set()
+        self.cancelled: set[Any] = set()  # tokens whose cancel arrived (running or still to come)
+        self.running: Any = None  # the token of the attempt running now
         self.running_since: float | None = None
 
     def send(self, message: dict[str, Any]) -> None:
@@ -226,6 +322,8 @@ class _Line:
         while (message := self.reader.pending()) is not None:
             if "skip" in message:
                 self.skipped.add(message["skip"])
+            elif "cancel" in message:
+                self.cancelled.add(message["cancel"])
             else:
                 self.waiting.append(message)
 
@@ -241,6 +339,7 @@ class _Line:
                         write_message(self.write_fd, {"token": request["token"], "skipped": True})
                         continue
                     self.running_since = time.monotonic()
+                    self.running = request["token"]
                     return request
                 if self.reader.closed:
                     return None
@@ -250,7 +349,15 @@ class _Line:
         """Send a finished request's reply."""
         with self.lock:
             self.running_since = None
+            self.cancelled.discard(self.running)
+            self.running = None
             write_message(self.write_fd, reply)
+
+    def is_cancelled(self, token: Any) -> bool:
+        """Whether a cancel for this attempt has arrived (read from the watcher, never a stray signal)."""
+        with self.lock:
+            self._take_arrived()
+            return token in self.cancelled
 
     def watch(self) -> None:
         """The watcher thread: give back what waits behind a task that outlasts LINE_PATIENCE."""
@@ -270,28 +377,34 @@ def serve(read_fd: int, write_fd: int) -> None:
     """The executor's loop: run requests in order until the worker closes the pipe."""
     from tqcli.backends.plugins import load_backend
 
-    flag = {"cancelled": False}
-    signal.signal(signal.SIGUSR1, lambda signum, frame: flag.__setitem__("cancelled", True))
+    from tqcli.backends.fence import ATTEMPT
+    from tqcli.backends.shell import LIVE_GROUPS
+
     signal.signal(signal.SIGTERM, _die_with_tasks)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its tasks stop
     backends: dict[str, Any] = {}
     line = _Line(read_fd, write_fd)
     threading.Thread(target=line.watch, name="tqcli-line", daemon=True).start()
+    restore_stdout = _keep_stdout()
 
     def stream(chunk: bytes) -> None:
         line.send({"output": chunk})
 
     while (request := line.start_next()) is not None:
-        flag["cancelled"] = False
         name = request["backend"]
+        token = request["token"]
+        marker = f"{request['id']}.{request.get('claim', 0)}"
+        os.environ[ATTEMPT] = marker  # every process this attempt starts carries it
         started = time.perf_counter()
         try:
             backend = backends.get(name) or backends.setdefault(name, load_backend(name))
         except Exception as exc:
             reply = {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"}
         else:
-            reply = run_request(request, backend, lambda: flag["cancelled"], stream if request.get("stream") else None)
-        reply["token"] = request["token"]
+            reply = run_request(request, backend, lambda: line.is_cancelled(token), stream if request.get("stream") else None)
+        end_leftovers(marker, set(LIVE_GROUPS))
+        restore_stdout()
+        reply["token"] = token
         reply["seconds"] = time.perf_counter() - started
         line.finish(reply)
 
@@ -303,7 +416,8 @@ class ExecutorProcess:
     them. Only one thread may use an ExecutorProcess.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, markers: dict[str, str] | None = None) -> None:
+        self._markers = markers or {}
         self._process: subprocess.Popen[bytes] | None = None
         self._requests = -1
         self._reader: FrameReader | None = None
@@ -312,21 +426,33 @@ class ExecutorProcess:
         self._signalled_at: float | None = None
 
     def _start(self) -> None:
-        request_read, self._requests = os.pipe()
-        reply_read, reply_write = os.pipe()
+        request_read, request_write = os.pipe()
+        try:
+            reply_read, reply_write = os.pipe()
+        except OSError:
+            os.close(request_read)
+            os.close(request_write)
+            raise
         try:
             output: Any = sys.stderr.fileno()
         except (AttributeError, ValueError, OSError):
             output = subprocess.DEVNULL
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tqcli.backends.executor", str(request_read), str(reply_write), str(os.getpid())],
-            pass_fds=(request_read, reply_write),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            start_new_session=True,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "tqcli.backends.executor", str(request_read), str(reply_write), str(os.getpid())],
+                pass_fds=(request_read, reply_write),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                start_new_session=True,
+                env={**os.environ, **self._markers} if self._markers else None,
+            )
+        except BaseException:
+            for fd in (request_read, request_write, reply_read, reply_write):
+                os.close(fd)
+            raise
         os.close(request_read)
         os.close(reply_write)
+        self._requests = request_write
         self._reader = FrameReader(reply_read)
 
     @property
@@ -404,7 +530,7 @@ class ExecutorProcess:
             if stop_reason() is not None:
                 if self._signalled_at is None:
                     self._signalled_at = now
-                    self._signal(signal.SIGUSR1)
+                    self._send_cancel(current.get("token"))
                 elif now - self._signalled_at >= CANCEL_GRACE:
                     self.kill()
                     raise TaskCancelled()
@@ -454,11 +580,12 @@ class ExecutorProcess:
         assert reply is not None
         return reply
 
-    def _signal(self, signum: int) -> None:
-        if self._process is not None:
+    def _send_cancel(self, token: Any) -> None:
+        """Tell the executor to cancel one attempt, named by its token."""
+        if self.alive:
             try:
-                self._process.send_signal(signum)
-            except ProcessLookupError:
+                write_message(self._requests, {"cancel": token})
+            except BrokenPipeError:
                 pass
 
     def _death(self) -> str:
@@ -479,7 +606,7 @@ class ExecutorProcess:
             end_process_group(process.pid, grace=CANCEL_GRACE)
 
     def kill(self) -> None:
-        """End the process and everything in its process group; the next send starts a new one."""
+        """End the process, its process group and everything carrying its slot's marker; the next send starts a new one."""
         if self._process is not None:
             if self._process.poll() is None:
                 end_process_group(self._process.pid, grace=CANCEL_GRACE)
@@ -487,6 +614,10 @@ class ExecutorProcess:
                 end_process_group(self._process.pid, grace=0.2)  # children the task left behind
             self._process.wait()
             self._process = None
+            from tqcli.backends.fence import SLOT, end_marked
+
+            if SLOT in self._markers:  # sessions of its own (shell commands, setsid daemons) included
+                end_marked([(SLOT, self._markers[SLOT])])
         if self._requests >= 0:
             os.close(self._requests)
             self._requests = -1

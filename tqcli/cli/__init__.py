@@ -173,6 +173,17 @@ def _usage_message(exc: Any) -> str:
     return text
 
 
+INTERNAL_ERROR = 70
+
+
+def _show_traceback(debug: bool) -> None:
+    """With TQCLI_DEBUG=1, print the traceback of the exception being handled (the exit code stays SPEC's)."""
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run tqcli with `argv` (default: sys.argv) and exit with SPEC's exit code."""
     from typer import _click
@@ -189,37 +200,35 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = command.main(args=argv, prog_name="tqcli", standalone_mode=False)
     except TqcliError as exc:
-        if debug:
-            raise
+        _show_traceback(debug)
         _fail(exc.message, exc.exit_code)
     except _click.exceptions.NoArgsIsHelpError as exc:
         # `tqcli` or `tqcli dag` alone asks what there is: help, not an error.
         sys.stdout.write(exc.ctx.get_help() + "\n")
         sys.exit(0)
     except _click.exceptions.UsageError as exc:
-        if debug:
-            raise
+        _show_traceback(debug)
         _fail(_usage_message(exc), 2)
     except _click.exceptions.ClickException as exc:
+        _show_traceback(debug)
         _fail(exc.format_message(), exc.exit_code)
     except (Abort, KeyboardInterrupt):
+        _show_traceback(debug)
         _fail("interrupted", 130)
     except OverflowError:  # an id or count beyond SQLite's 64-bit integers
-        if debug:
-            raise
+        _show_traceback(debug)
         _fail("a number is too large: ids, counts and limits go up to 9223372036854775807", 2)
     except BrokenPipeError:
         # The reader went away (`tqcli audit log | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")
         sys.exit(0)
     except Exception as exc:  # a bug: say so in one line, never a traceback unless asked
-        if debug:
-            raise
+        _show_traceback(debug)
         import sqlite3
 
         if isinstance(exc, sqlite3.Error):
             _fail(f"database error: {exc}", 7)
-        _fail(f"internal error: {type(exc).__name__}: {exc} (this is a bug; TQCLI_DEBUG=1 shows a traceback)", 1)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (this is a bug in tqcli: please report it with the output of the same command run with TQCLI_DEBUG=1)", INTERNAL_ERROR)
     code = result if isinstance(result, int) else 0
     if code == 130:  # Ctrl-C outside any command's own handling
         _fail("interrupted", 130)

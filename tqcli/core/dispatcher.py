@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from tqcli.backends.fence import ATTEMPT, HOLDER, end_marked
 from tqcli.core import chaining, liveness
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
@@ -54,15 +55,18 @@ class Outcome:
 
     kind: `completed` (result holds JSON text), `failed` (error), `cancelled`
     (stopped because the task was cancelled) or `released` (the worker shut
-    down first; the attempt does not count).
+    down first; the attempt does not count). A `final` failure can never
+    succeed as stored (a payload that does not decode, a result that is not
+    JSON): it is not retried.
     """
 
-    __slots__ = ("kind", "result", "error")
+    __slots__ = ("kind", "result", "error", "final")
 
-    def __init__(self, kind: str, *, result: str | None = None, error: str | None = None) -> None:
+    def __init__(self, kind: str, *, result: str | None = None, error: str | None = None, final: bool = False) -> None:
         self.kind = kind
         self.result = result
         self.error = error[:MAX_ERROR_CHARS] if error is not None else None
+        self.final = final
 
     def __repr__(self) -> str:
         return f"Outcome({self.kind!r}, error={self.error!r})"
@@ -180,7 +184,7 @@ def finish(
         became, error = "cancelled", None
     else:
         error = outcome.error or "failed"
-        became = _fail(tx, journal, claimed, error, now=now, action="task.fail", worker=worker)
+        became = _fail(tx, journal, claimed, error, now=now, action="task.fail", worker=worker, retry=not outcome.final)
         if became == "stale":
             return _stale(journal, claimed, outcome, worker)
         breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
@@ -234,8 +238,8 @@ def finish_all(
     return endings
 
 
-def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str) -> str:
-    """Retry with backoff while retries remain, else move the task to the DLQ (`failed`).
+def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, retry: bool = True) -> str:
+    """Retry with backoff while retries remain (and `retry`), else move the task to the DLQ (`failed`).
 
     A task whose cancel was requested while this attempt ran ends cancelled
     instead: a failure must not turn a cancel into a retry.
@@ -246,7 +250,7 @@ def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, ac
         journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], cancelled=True)
         chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} cancelled")
         return "cancelled"
-    if claimed.attempt <= claimed.max_retries:
+    if retry and claimed.attempt <= claimed.max_retries:
         run_at = now + int(backoff_delay(claimed.backoff, claimed.attempt) * US_PER_SECOND)
         if not tx.retry_task(claimed.id, claimed.claim, error=error, run_at=run_at):
             return "stale"
@@ -280,6 +284,8 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
         if alive or (alive is None and lease_until >= now):
             continue
         lost = Claim(row)
+        if liveness.is_local(holder):  # its attempt's processes must be gone before it runs again
+            end_marked([(HOLDER, holder), (ATTEMPT, f"{lost.id}.{lost.claim}")])
         tx.record_attempts([(lost.id, lost.claim, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
             note = tx.pending_cancel_note(lost.id, lost.claim) or "cancelled"

@@ -2,19 +2,23 @@
 
 Every attempt runs in an executor process (see `tqcli.backends.executor`),
 which the worker can end on timeout or cancel, and which never outlives
-the worker. A slot is a thread that feeds one executor.
+the worker or its lease (see `tqcli.backends.fence`). A slot is a thread
+that feeds one executor; it is supervised: an unexpected exception in it
+becomes a failed or released attempt and a `SlotCrashed` notice for the
+worker, never a hung worker.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskTimeout, enforces_limits
 from tqcli.backends.executor import ExecutorDied, ExecutorProcess, error_text
 from tqcli.backends.plugins import backend_names, load_backend
-from tqcli.core.dispatcher import Claim, Outcome
+from tqcli.core.dispatcher import WORKER_LOST, Claim, Outcome
 
 
 class BackendSet:
@@ -48,6 +52,22 @@ def _stopped(reason: str | None) -> Outcome:
     return Outcome("released")
 
 
+def request_of(claim: Claim) -> dict[str, Any]:
+    """The executor's request for one claimed attempt."""
+    return {
+        "token": claim.token, "id": claim.id, "claim": claim.claim, "backend": claim.backend, "target": claim.target,
+        "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
+    }
+
+
+class SlotCrashed:
+    """A slot's thread raised: what it held was reported; the worker decides whether to go on."""
+
+    def __init__(self, slot: "Slot", error: BaseException) -> None:
+        self.slot = slot
+        self.error = error
+
+
 def run_attempt(
     claim: Claim,
     backend: Any,
@@ -61,10 +81,7 @@ def run_attempt(
     the task was cancelled, `release` when the worker is shutting down and
     `lost` when another worker took the task over.
     """
-    request = {
-        "id": claim.id, "backend": claim.backend, "target": claim.target, "payload": claim.payload,
-        "attempt": claim.attempt, "timeout": claim.timeout,
-    }
+    request = request_of(claim)
     try:
         reply = executor.run(
             request, timeout=claim.timeout, stop_reason=stop_reason,
@@ -96,7 +113,7 @@ def outcome_of(reply: dict[str, Any], reason: str | None) -> Outcome:
         return Outcome("released")  # given back unstarted, behind a slow task
     if reply.get("cancelled") or reply.get("skipped"):
         return _stopped(reason)
-    return Outcome("failed", error=reply.get("error") or "failed")
+    return Outcome("failed", error=reply.get("error") or "failed", final=bool(reply.get("final")))
 
 
 class Slot:
@@ -107,12 +124,20 @@ class Slot:
     runs or still waits in line.
     """
 
-    def __init__(self, backends: BackendSet, results: "queue.Queue[Any]") -> None:
+    def __init__(
+        self, backends: BackendSet, results: "queue.Queue[Any]", *, key: str = "slot", markers: dict[str, str] | None = None,
+        lost: Callable[[str], bool] = lambda key: False,
+    ) -> None:
         self._backends = backends
         self._results = results
+        self.key = key  # names the slot to the lease keeper and the fence
+        self._markers = markers or {}
+        self._lost = lost  # whether the fence ended this slot's processes (its lease ran out)
         self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
-        self._executor = ExecutorProcess()
+        self._executor = ExecutorProcess(self._markers)
         self._thread: threading.Thread | None = None
+        self._beat = time.monotonic()  # the thread's last turn of its loop
+        self.crashes: list[float] = []  # monotonic times the thread failed
         self._line: dict[tuple[int, int], Claim] = {}  # by token, in the order they were sent
         self._stops: dict[tuple[int, int], str] = {}
         self._skipped: set[tuple[int, int]] = set()
@@ -134,7 +159,8 @@ class Slot:
     def give(self, claims: list[Claim]) -> None:
         """Queue attempts on this slot; each outcome arrives on the results queue."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="tqcli-slot", daemon=True)
+            self._beat = time.monotonic()
+            self._thread = threading.Thread(target=self._supervised, name="tqcli-slot", daemon=True)
             self._thread.start()
         self.outstanding += len(claims)
         self._inbox.put(claims)
@@ -171,9 +197,47 @@ class Slot:
         if waiting:
             self._reports([(claim, Outcome("released")) for claim in waiting])
 
+    def healthy(self, silence: float) -> bool:
+        """Whether the slot's thread runs and has turned its loop within `silence` seconds (an idle one is healthy)."""
+        thread = self._thread
+        if thread is None:
+            return True
+        return thread.is_alive() and (not self._line or time.monotonic() - self._beat < silence)
+
+    def _supervised(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug or an OS limit (EMFILE): never a hung worker
+            self._crashed(exc)
+
+    def _crashed(self, exc: BaseException) -> None:
+        """Report everything this slot held (the attempt that ran failed, the rest unstarted) and tell the worker."""
+        ran = self._executor.alive and bool(self._executor.outstanding)
+        try:
+            self._executor.kill()
+        except BaseException:  # noqa: S110 - the report below matters more than a clean kill
+            pass
+        self._executor = ExecutorProcess(self._markers)
+        held = list(self._line.values())
+        self._line.clear()
+        while True:
+            try:
+                batch = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            held += batch or []
+        error = f"internal error in the worker: {type(exc).__name__}: {exc}"
+        reports = [(claim, Outcome("failed", error=error) if ran and n == 0 else Outcome("released")) for n, claim in enumerate(held)]
+        self._thread = None
+        self.crashes.append(time.monotonic())
+        if reports:
+            self._reports(reports)
+        self._results.put(SlotCrashed(self, exc))
+
     def _loop(self) -> None:
         executor = self._executor
         while True:
+            self._beat = time.monotonic()
             try:
                 batch = self._inbox.get(block=not self._line)
             except queue.Empty:
@@ -182,13 +246,7 @@ class Slot:
                 return
             if batch:
                 self._line.update((claim.token, claim) for claim in batch)
-                executor.send(*[
-                    {
-                        "token": claim.token, "id": claim.id, "backend": claim.backend, "target": claim.target,
-                        "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
-                    }
-                    for claim in batch
-                ])
+                executor.send(*[request_of(claim) for claim in batch])
             waiting = list(self._line.values())
             for claim in waiting[1:]:
                 if claim.token in self._stops and claim.token not in self._skipped:
@@ -214,7 +272,7 @@ class Slot:
                 continue
             except ExecutorDied as exc:
                 del self._line[current.token]
-                self._report(current, Outcome("failed", error=str(exc)))
+                self._report(current, Outcome("failed", error=WORKER_LOST if self._lost(self.key) else str(exc)))
                 self._abandon_line()
                 continue
             ended = []
@@ -233,10 +291,14 @@ class Slot:
         self._executor.terminate()
 
     def close(self) -> None:
-        """End the thread and the executor process."""
-        if self._thread is not None:
+        """End the thread, then the executor process (never while the thread may still use it)."""
+        thread = self._thread
+        if thread is not None:
             self._inbox.put(None)
-            self._thread.join(timeout=5)
+            thread.join(timeout=5)
+            if thread.is_alive():  # stuck with a task: end the executor under it, then it returns
+                self._executor.terminate()
+                thread.join()
         self._executor.close()
 
 

@@ -12,6 +12,10 @@ and running is not taken over because a wall clock jumped forward, and a
 lease whose holder is gone is taken over at once, without waiting for it
 to expire. A stopped process (SIGSTOP) is neither: its lease is taken
 over once it expires, and its late result is fenced off when it resumes.
+Before a lease held on this host is taken over, every process its holder
+started for attempts is ended (see `tqcli.backends.fence`), so a task
+whose worker was killed in the middle of a long C call, or stopped, never
+runs twice at the same time.
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ def holder_name(pid: int | None = None) -> str | None:
 def own_name(pid: int) -> str | None:
     """`holder_name()` of this process, looked up once (keyed by PID, so a fork asks again)."""
     return holder_name(pid)
+
+
+def is_local(holder: str | None) -> bool:
+    """Whether the holder ran in this boot and PID namespace, so its processes can be seen here."""
+    place = _place()
+    return bool(holder) and place is not None and holder.startswith(place + "/")  # type: ignore[union-attr]
 
 
 def holder_alive(holder: str | None) -> bool | None:

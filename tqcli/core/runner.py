@@ -8,7 +8,8 @@ import time
 from typing import Callable
 
 from tqcli.backends.executor import ExecutorProcess
-from tqcli.core import chaining, dispatcher
+from tqcli.backends.fence import HOLDER, Fence
+from tqcli.core import chaining, dispatcher, liveness
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
@@ -59,13 +60,17 @@ def run_now(
     """
     backends = backends or BackendSet.discover()
     worker = f"run:{socket.gethostname()}:{os.getpid()}"
-    executor = ExecutorProcess()
+    fence = Fence(RUN_LEASE)
+    executor = ExecutorProcess({HOLDER: liveness.own_name(os.getpid()) or fence.run_id, **fence.environment(0)})
     stop: dict[str, str | None] = {"reason": None}
-    keeper = LeaseKeeper(ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason))
+    keeper = LeaseKeeper(
+        ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason), fence=fence,
+    )
     claimed: dispatcher.Claim | None = None
     try:
         while True:
             now = ctx.clock.now()
+            claimed_at = time.monotonic()
             with ctx.change() as (tx, journal):
                 claims = dispatcher.claim(
                     tx, journal, count=1, now=now, worker=worker, lease_seconds=RUN_LEASE,
@@ -74,7 +79,7 @@ def run_now(
             if not claims:
                 raise _why_not_runnable(ctx, task_id, backends)
             claimed = claims[0]
-            keeper.hold(claimed.token)
+            keeper.hold([claimed.token], fence.slot_key(0), since=claimed_at)
             stop["reason"] = None
             outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output)
             keeper.drop(claimed.token)
@@ -101,6 +106,7 @@ def run_now(
     finally:
         keeper.close()
         executor.close()
+        fence.close()
 
 
 def wait_for(

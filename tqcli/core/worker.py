@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tqcli.core import dispatcher
+from tqcli.backends.fence import HOLDER, Fence
+from tqcli.core import dispatcher, liveness
 from tqcli.core.context import Context
-from tqcli.core.execution import BackendSet, Slot
+from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
-from tqcli.errors import InvalidInput, StorageBusy, TqcliError
+from tqcli.errors import InternalError, InvalidInput, StorageBusy, StorageError, TqcliError
 from tqcli.resilience import circuit_breaker
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
@@ -95,6 +96,7 @@ class WorkerReport:
 
 
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
+CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
 
 
 class Worker:
@@ -155,10 +157,20 @@ class Worker:
         report.skipped_backends = dict(backends.failed)
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
-        self._slots = [Slot(backends, self._results) for _ in range(self._options.concurrency)]
+        fence = Fence(self._options.lease)
+        holder = liveness.own_name(os.getpid()) or fence.run_id
+        self._slots = [
+            Slot(backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)}, lost=fence.ended)
+            for n in range(self._options.concurrency)
+        ]
+        by_key = {slot.key: slot for slot in self._slots}
+        silence = max(1.0, self._options.lease / 3)
         self._by_token, self._finished = {}, []
         self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
-        keeper = LeaseKeeper(self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log)
+        keeper = LeaseKeeper(
+            self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log,
+            fence=fence, healthy=lambda key: by_key[key].healthy(silence),
+        )
         previous = self._install_signals() if handle_signals else None
         try:
             self._loop(report, backends.names, keeper)
@@ -172,6 +184,7 @@ class Worker:
             keeper.close()
             for slot in self._slots:
                 slot.close()
+            fence.close()
             self._ctx.store.close()
             self._ctx = self._base
         report.seconds = time.monotonic() - started
@@ -236,8 +249,11 @@ class Worker:
                 if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                     for slot in self._slots:
                         slot.stop_all("release")
+            if keeper.failure is not None:
+                raise InternalError(f"the worker's lease thread failed: {type(keeper.failure).__name__}: {keeper.failure}")
             wants = [] if stopping else self._wants(report)
             if finished or (wants and not dry):
+                claimed_at = time.monotonic()
                 try:
                     claimed = self._commit(finished, wants, backend_names, report, keeper)
                 except StorageBusy as exc:
@@ -251,7 +267,7 @@ class Worker:
                 for slot, claims in claimed:
                     for claim in claims:
                         self._by_token[claim.token] = (slot, claim)
-                        keeper.hold(claim.token)
+                    keeper.hold([claim.token for claim in claims], slot.key, since=claimed_at)
                     slot.give(claims)
             running = sum(slot.outstanding for slot in self._slots)
             if running == 0:
@@ -271,10 +287,26 @@ class Worker:
             wait = _MAX_WAIT if running else max(0.0, min(_MAX_WAIT, next_poll - time.monotonic()))
             batch = self._next_result(wait)
             while batch is not None:
-                for item in batch:
-                    finished.append(item)
-                    item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
+                if isinstance(batch, SlotCrashed):
+                    self._slot_crashed(batch)
+                else:
+                    for item in batch:
+                        finished.append(item)
+                        item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
                 batch = self._next_result(0)
+
+    def _slot_crashed(self, crash: SlotCrashed) -> None:
+        """A slot's thread failed (what it held is already reported): restart it once, stop on a second failure within a minute."""
+        error = crash.error
+        text = f"{type(error).__name__}: {error}"
+        recent = [when for when in crash.slot.crashes if when > time.monotonic() - CRASH_WINDOW]
+        if len(recent) < 2:
+            self._log(f"warning: a worker slot failed ({text}); its tasks were recorded or given back, and it starts again")
+            return
+        why = f"a worker slot failed twice within {CRASH_WINDOW:.0f} s ({text}); the worker stopped, recording or giving back what it held"
+        if isinstance(error, StorageError):
+            raise StorageError(why)
+        raise InternalError(why)
 
     def _wants(self, report: WorkerReport) -> list[tuple[Slot, int]]:
         """How many claims each slot should get now: refill a window once half of it is done."""
