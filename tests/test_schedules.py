@@ -183,3 +183,18 @@ def test_schedule_cli(cli):
         assert result.code == code and words in result.stderr and len(result.error_lines) == 1, (args, result.stderr)
     cli.ok("schedule", "remove", "nightly")
     assert cli.ok("schedule", "list", "--json").json == []
+
+
+def test_a_schedule_that_fails_to_fire_does_not_stop_the_worker_or_the_others(cli):
+    from tests.conftest import sqlite_shell
+
+    cli.ok("schedule", "add", "good", "--cron", "* * * * *", "tests.jobs:noop")
+    cli.ok("schedule", "add", "bad", "--cron", "* * * * *", "tests.jobs:noop")
+    sqlite_shell(cli.db, "UPDATE schedules SET next_fire_at = 1000000; UPDATE schedules SET spec = '{not json' WHERE name = 'bad';")
+    run = cli("worker", "--once")
+    assert run.code == 0, run.stderr
+    assert run.stderr.count("schedule 'bad' failed to fire") == 1
+    (task,) = cli.ok("status", "--json").json["tasks"]
+    assert task["name"] == "good" and task["state"] == "completed"
+    (entry,) = cli.ok("audit", "log", "--action", "schedule.error", "--json").json
+    assert entry["details"]["schedule"] == "bad" and "JSON" in entry["details"]["error"]

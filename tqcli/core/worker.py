@@ -166,6 +166,7 @@ class Worker:
         by_key = {slot.key: slot for slot in self._slots}
         silence = max(1.0, self._options.lease / 3)
         self._by_token, self._finished = {}, []
+        self._schedule_errors: set[tuple[str, str]] = set()  # each reported once per run
         self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
         keeper = LeaseKeeper(
             self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log,
@@ -224,7 +225,7 @@ class Worker:
             self._log(f"task {task_id}: its worker was lost; {became}")
         report.reclaimed += len(reclaimed)
         if self._options.dag_id is None:
-            report.fired += fire_due(self._ctx, self._log)
+            report.fired += fire_due(self._ctx, self._log, self._schedule_errors)
 
     def _loop(self, report: WorkerReport, backend_names: list[str], keeper: LeaseKeeper) -> None:
         options = self._options

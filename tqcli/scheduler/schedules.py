@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from tqcli.core.context import Context
 from tqcli.core.spec import spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
-from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.errors import Conflict, InvalidInput, NotFound, StorageError, TqcliError
 from tqcli.units import US_PER_SECOND, check_name, format_time
 
 CATCHUP_LIMIT = 100
@@ -149,37 +149,63 @@ class ScheduleService:
             journal.add("schedule.remove", None, None, schedule=name)
 
 
-def fire_due(ctx: Context, log: Any = lambda text: None) -> int:
-    """Enqueue the due fire times of every active schedule; returns how many tasks were enqueued."""
+def fire_due(ctx: Context, log: Any = lambda text: None, reported: set[tuple[str, str]] | None = None) -> int:
+    """Enqueue the due fire times of every active schedule; returns how many tasks were enqueued.
+
+    One schedule's error never stops the others: it is logged and audited
+    (`schedule.error`) once per `reported` set (a worker keeps one per run),
+    and that schedule is tried again on the next poll. Storage errors are
+    the worker's to handle and propagate.
+    """
     now = ctx.clock.now()
     with ctx.read() as tx:
-        due = [Schedule.from_row(row) for row in tx.due_schedules(now)]
+        due = tx.due_schedules(now)
+    reported = set() if reported is None else reported
     enqueued = 0
-    for schedule in due:
+    for row in due:
         try:
-            cron = _cron(schedule.cron, schedule.tz)
-            spec = spec_from_mapping({**schedule.spec, "name": schedule.name})
-        except InvalidInput as exc:  # its zone vanished from tzdata, say: pause it, visibly, rather than warn forever
-            with ctx.change() as (tx, journal):
-                tx.update_schedule(schedule.name, paused=1)
-                journal.add("schedule.pause", None, None, schedule=schedule.name, reason=f"cannot fire: {exc.message}")
-            log(f"warning: schedule {schedule.name!r} cannot fire ({exc.message}); paused it")
-            continue
-        limit = CATCHUP_LIMIT if schedule.catchup else 1
-        fires = cron.latest_between(schedule.next_fire_at - 1, now, limit)  # type: ignore[operator]
-        next_fire = cron.next_after(now, 1)[0]
-        with ctx.change() as (tx, journal):
-            row = tx.schedule_row(schedule.name)
-            if row is None or row[4] or row[8] != schedule.next_fire_at:  # removed, paused or fired meanwhile
+            enqueued += _fire(ctx, Schedule.from_row(row), now, log)
+        except StorageError:
+            raise
+        except Exception as exc:  # one broken schedule must not stop the worker or the others
+            text = exc.message if isinstance(exc, TqcliError) else f"{type(exc).__name__}: {exc}"
+            name = row[0]
+            if (name, text) in reported:
                 continue
-            for fire_at in fires:
-                if not tx.record_fire(schedule.name, fire_at, now):
-                    continue  # another worker enqueued this fire time
-                (result,) = insert_specs(ctx, tx, journal, [spec])
-                tx.set_fire_task(schedule.name, fire_at, result.id)
-                journal.add("schedule.fire", result.id, spec.tenant, schedule=schedule.name, fire_at=format_time(fire_at))
-                enqueued += 1
-            last = max([fire for fire in fires] + ([row[9]] if row[9] is not None else []), default=None)
-            tx.update_schedule(schedule.name, next_fire_at=next_fire, last_fire_at=last)
-            tx.forget_fires(schedule.name, before=now - FIRE_MEMORY)
+            reported.add((name, text))
+            log(f"warning: schedule {name!r} failed to fire ({text}); the other schedules go on")
+            with ctx.change() as (tx, journal):
+                journal.add("schedule.error", None, None, schedule=name, error=text[:500])
+    return enqueued
+
+
+def _fire(ctx: Context, schedule: Schedule, now: int, log: Any) -> int:
+    """Enqueue one schedule's due fire times (exactly once each, whatever other workers do)."""
+    enqueued = 0
+    try:
+        cron = _cron(schedule.cron, schedule.tz)
+        spec = spec_from_mapping({**schedule.spec, "name": schedule.name})
+    except InvalidInput as exc:  # its zone vanished from tzdata, say: pause it, visibly, rather than warn forever
+        with ctx.change() as (tx, journal):
+            tx.update_schedule(schedule.name, paused=1)
+            journal.add("schedule.pause", None, None, schedule=schedule.name, reason=f"cannot fire: {exc.message}")
+        log(f"warning: schedule {schedule.name!r} cannot fire ({exc.message}); paused it")
+        return 0
+    limit = CATCHUP_LIMIT if schedule.catchup else 1
+    fires = cron.latest_between(schedule.next_fire_at - 1, now, limit)  # type: ignore[operator]
+    next_fire = cron.next_after(now, 1)[0]
+    with ctx.change() as (tx, journal):
+        row = tx.schedule_row(schedule.name)
+        if row is None or row[4] or row[8] != schedule.next_fire_at:  # removed, paused or fired meanwhile
+            return 0
+        for fire_at in fires:
+            if not tx.record_fire(schedule.name, fire_at, now):
+                continue  # another worker enqueued this fire time
+            (result,) = insert_specs(ctx, tx, journal, [spec])
+            tx.set_fire_task(schedule.name, fire_at, result.id)
+            journal.add("schedule.fire", result.id, spec.tenant, schedule=schedule.name, fire_at=format_time(fire_at))
+            enqueued += 1
+        last = max([fire for fire in fires] + ([row[9]] if row[9] is not None else []), default=None)
+        tx.update_schedule(schedule.name, next_fire_at=next_fire, last_fire_at=last)
+        tx.forget_fires(schedule.name, before=now - FIRE_MEMORY)
     return enqueued
