@@ -312,3 +312,13 @@ def test_a_third_party_backend_from_another_distribution(cli, tmp_path):
     assert any(p["name"] == "echo" and p["distribution"] == "tqcli_echo" for p in cli.ok("plugins", "--json", env=env).json)
     cli.ok("worker", "--once", env=env)
     assert cli.task(1)["result"] == {"echo": "hello", "payload": {"n": 1}, "attempt": 1}
+
+
+def test_submit_wait_ends_when_the_task_becomes_blocked(cli):
+    first = cli.submit("tests.jobs:boom", "--max-retries", "0")
+    waiting = cli.spawn("submit", "tests.jobs:noop", "--depends-on", str(first), "--wait")
+    time.sleep(0.5)
+    cli.ok("worker", "--once")
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1
+    assert err.strip().splitlines()[-1] == f"error: task {first + 1} is blocked: task {first} failed"

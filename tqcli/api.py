@@ -149,10 +149,11 @@ class Queue:
         return run_now(self._ctx, task_id, **options)
 
     def wait(self, task_id: int, *, timeout: float | None = None) -> "Task":
-        """Block until the task is terminal; raises WaitTimeout after `timeout` seconds."""
+        """Block until the task is terminal or blocked (then `waiting` says why); WaitTimeout after `timeout` seconds."""
         from tqcli.core.runner import wait_for
 
-        return wait_for(self._ctx, task_id, timeout=timeout)
+        task = wait_for(self._ctx, task_id, timeout=timeout)
+        return self.get(task_id) if task.state.value == "blocked" else task
 
     def close(self) -> None:
         """Close the database connection."""

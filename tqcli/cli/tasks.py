@@ -203,6 +203,8 @@ def _exit_for(task: Any) -> None:
 
     if task.state.value == "completed":
         return
+    if task.state.value == "blocked":
+        raise WorkFailed(f"task {task.id} is {task.waiting or 'blocked'}")
     detail = f": {task.error.splitlines()[0]}" if task.error else ""
     raise WorkFailed(f"task {task.id} {task.state.value}{detail}")
 

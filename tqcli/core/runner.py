@@ -117,7 +117,7 @@ def wait_for(
     interval: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Task:
-    """Block until the task is completed, failed or cancelled; WaitTimeout after `timeout` seconds."""
+    """Block until the task is completed, failed, cancelled or blocked (it cannot run then); WaitTimeout after `timeout` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         with ctx.read() as tx:
@@ -125,7 +125,7 @@ def wait_for(
         if not rows:
             raise NotFound(f"task {task_id} does not exist")
         task = Task.from_row(rows[0])
-        if task.state.terminal:
+        if task.state.terminal or task.state.value == "blocked":
             return task
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout(f"task {task_id} is still {task.state.value} after {timeout:g} s; it goes on (check with 'tqcli status {task_id}')")
