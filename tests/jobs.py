@@ -82,3 +82,39 @@ def exclusive(lock, ledger, seconds=4.0, c_call=False):
     with open(ledger, "a") as out:
         out.write("end\n")
     return "done"
+
+
+def deep_result(depth=10_000):
+    """A result nested too deep for the JSON encoder."""
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def close_stdout():
+    """Close the process's stdout, as a careless task might."""
+    import sys
+
+    sys.stdout.close()
+    return "closed"
+
+
+def say(text="hello"):
+    print(text)
+    return text
+
+
+
+def start_daemon(pid_file):
+    """Start a daemon in a session of its own that outlives this call, as a careless task might."""
+    import subprocess
+
+    subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 300"], start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while not os.path.exists(pid_file) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "started"

@@ -530,7 +530,7 @@ class ExecutorProcess:
             if stop_reason() is not None:
                 if self._signalled_at is None:
                     self._signalled_at = now
-                    self._send_cancel(current.get("token"))
+                    self.cancel(current.get("token"))
                 elif now - self._signalled_at >= CANCEL_GRACE:
                     self.kill()
                     raise TaskCancelled()
@@ -580,7 +580,7 @@ class ExecutorProcess:
         assert reply is not None
         return reply
 
-    def _send_cancel(self, token: Any) -> None:
+    def cancel(self, token: Any) -> None:
         """Tell the executor to cancel one attempt, named by its token."""
         if self.alive:
             try:

@@ -104,14 +104,14 @@ class Task:
         return cls(*values)
 
     @property
-    def payload_value(self) -> dict[str, Any]:
-        """The payload as a dict."""
-        return json.loads(self.payload)
+    def payload_value(self) -> Any:
+        """The payload as a dict; the stored text itself when it does not decode (edited in the database, say)."""
+        return _decoded(self.payload)
 
     @property
     def result_value(self) -> Any:
-        """The stored result as a JSON value, or None."""
-        return None if self.result is None else json.loads(self.result)
+        """The stored result as a JSON value, or None; the stored text itself when it does not decode."""
+        return None if self.result is None else _decoded(self.result)
 
     def to_json(self) -> dict[str, Any]:
         """The task object of SPEC §1 (plus `history`/`waiting` when they were loaded)."""
@@ -146,3 +146,11 @@ class Task:
             data["history"] = [attempt.to_json() for attempt in self.history]
             data["waiting"] = self.waiting
         return data
+
+
+def _decoded(text: str) -> Any:
+    """A stored JSON text as its value, or the text itself when it is not JSON (so reading it never fails)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text

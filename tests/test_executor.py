@@ -1,0 +1,111 @@
+"""One attempt's trouble stays in that attempt, and nothing an attempt starts outlives it."""
+
+import json
+
+import pytest
+
+from tests.conftest import sqlite_shell
+from tests.test_cli_worker import wait_until
+from tqcli.backends.executor import ExecutorProcess
+
+
+def _request(token, target, *, backend="simple", payload="{}", timeout=None):
+    return {"token": token, "id": token, "claim": 1, "backend": backend, "target": target, "payload": payload, "attempt": 1, "timeout": timeout}
+
+
+@pytest.fixture
+def executor():
+    process = ExecutorProcess()
+    yield process
+    process.close()
+
+
+def test_a_cancel_for_a_finished_attempt_never_lands_on_the_next_one(executor):
+    executor.send(_request(1, "true", backend="shell"), _request(2, "sleep 0.6; echo second", backend="shell"))
+    first = executor.next_reply(stop_reason=lambda: None)
+    assert first["token"] == 1 and first["ok"]
+    executor.cancel(1)  # the worker's cancel for attempt 1 arrives just after it ended
+    second = executor.next_reply(stop_reason=lambda: None)
+    assert second["token"] == 2 and second["ok"], second
+    assert json.loads(second["result"])["output"] == "second\n"
+
+
+def test_a_payload_that_does_not_decode_fails_that_attempt_only(executor):
+    executor.send(_request(1, "tests.jobs:noop", payload="{not json"), _request(2, "tests.jobs:add", payload='{"a": 1, "b": 2}'))
+    bad = executor.next_reply(stop_reason=lambda: None)
+    assert not bad["ok"] and bad["final"] and "not valid JSON" in bad["error"]
+    good = executor.next_reply(stop_reason=lambda: None)
+    assert good["ok"] and good["result"] == "3"
+
+
+def test_a_payload_nested_half_a_million_deep_fails_that_attempt_only(executor):
+    deep = '{"a":' * 500_000 + "1" + "}" * 500_000  # 1 MiB of nesting
+    executor.send(_request(1, "tests.jobs:noop", payload=deep), _request(2, "tests.jobs:noop"))
+    bad = executor.next_reply(stop_reason=lambda: None)
+    assert not bad["ok"] and bad["final"] and "nests too deeply" in bad["error"]
+    assert executor.next_reply(stop_reason=lambda: None)["ok"]
+
+
+def test_a_result_nested_ten_thousand_deep_fails_without_killing_the_executor(executor):
+    executor.send(_request(1, "tests.jobs:deep_result"), _request(2, "tests.jobs:noop"))
+    bad = executor.next_reply(stop_reason=lambda: None)
+    assert not bad["ok"] and bad["final"] and "nests too deeply" in bad["error"]
+    assert executor.next_reply(stop_reason=lambda: None)["ok"]
+
+
+def test_a_task_that_closes_stdout_does_not_break_the_next_one(executor):
+    executor.send(_request(1, "tests.jobs:close_stdout"), _request(2, "tests.jobs:say"))
+    assert executor.next_reply(stop_reason=lambda: None)["ok"]
+    after = executor.next_reply(stop_reason=lambda: None)
+    assert after["ok"], after
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("ending", ["timeout", "success"])
+def test_a_setsid_daemon_started_by_a_shell_task_is_gone_after_the_attempt(cli, tmp_path, ending):
+    pid_file = tmp_path / "daemon.pid"
+    tail = "sleep 30" if ending == "timeout" else "true"
+    script = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 300' < /dev/null > /dev/null 2>&1 & sleep 0.3; {tail}"
+    cli.submit("--backend", "shell", script, "--timeout", "2", "--max-retries", "0")
+    cli("worker", "--once")
+    assert wait_until(pid_file.exists, timeout=5)
+    daemon = int(pid_file.read_text())
+    assert wait_until(lambda: not _alive(daemon), timeout=5), "the daemon outlived its task"
+    assert cli.task(1)["state"] == ("failed" if ending == "timeout" else "completed")
+
+
+def test_a_setsid_daemon_started_by_a_python_task_is_gone_after_the_attempt(cli, tmp_path):
+    pid_file = tmp_path / "daemon.pid"
+    cli.submit("tests.jobs:start_daemon", "--payload", json.dumps({"pid_file": str(pid_file)}))
+    cli.ok("worker", "--once")
+    daemon = int(pid_file.read_text())
+    assert wait_until(lambda: not _alive(daemon), timeout=5), "the daemon outlived its task"
+    assert cli.task(1)["state"] == "completed"
+
+
+def test_a_corrupt_payload_written_with_the_sqlite3_shell_fails_without_retry(cli):
+    bad = cli.submit("tests.jobs:noop", "--max-retries", "3")
+    good = cli.submit("tests.jobs:add", "--payload", '{"a": 2, "b": 3}')
+    sqlite_shell(cli.db, f"UPDATE tasks SET payload = '{{\"a\": ' WHERE id = {bad};")
+    run = cli("worker", "--once")
+    assert run.code == 0, run.stderr
+    task = cli.task(bad)
+    assert task["state"] == "failed" and task["attempts"] == 1
+    assert "stored payload is not valid JSON" in task["error"]
+    assert cli.task(good)["state"] == "completed"
+
+
+def test_a_result_that_is_not_json_fails_without_retry(cli):
+    cli.submit("tests.jobs:not_json", "--max-retries", "3", "--backoff", "0")
+    cli.ok("worker", "--once")
+    task = cli.task(1)
+    assert task["state"] == "failed" and task["attempts"] == 1
+    assert "not JSON-serialisable" in task["error"]
+
