@@ -223,6 +223,7 @@ def test_run_with_a_used_idempotency_key_does_not_run_again(cli):
 
 
 def test_submit_wait_exit_codes(cli):
+    cli.create_db()
     worker = cli.spawn("worker", "--poll", "0.1")
     try:
         ok = cli("submit", "tests.jobs:noop", "--wait")
@@ -322,3 +323,26 @@ def test_submit_wait_ends_when_the_task_becomes_blocked(cli):
     out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 1
     assert err.strip().splitlines()[-1] == f"error: task {first + 1} is blocked: task {first} failed"
+
+
+def test_a_worker_never_creates_a_database(cli, tmp_path):
+    mistyped = tmp_path / "nosuch" / "jobs.db"
+    result = cli("--db", str(mistyped), "worker", "--once")
+    assert result.code == 3 and "no database at" in result.error_lines[0]
+    assert not mistyped.parent.exists()
+
+
+def test_worker_once_is_silent_when_there_was_nothing_to_do(cli):
+    cli.create_db()
+    idle = cli("worker", "--once")
+    assert (idle.code, idle.stdout, idle.stderr) == (0, "", "")
+    cli.submit("tests.jobs:boom", "--max-retries", "0")
+    busy = cli("worker", "--once")
+    assert busy.code == 0 and "ran 1 attempt" in busy.stderr and "1 failed" in busy.stderr
+
+
+def test_worker_quiet_prints_no_task_failures_and_no_summary(cli):
+    cli.submit("tests.jobs:boom", "--max-retries", "0")
+    quiet = cli("worker", "--once", "--quiet")
+    assert (quiet.code, quiet.stderr) == (0, "")
+    assert cli.task(1)["state"] == "failed"

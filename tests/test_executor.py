@@ -78,7 +78,8 @@ def test_a_setsid_daemon_started_by_a_shell_task_is_gone_after_the_attempt(cli, 
     assert wait_until(pid_file.exists, timeout=5)
     daemon = int(pid_file.read_text())
     assert wait_until(lambda: not _alive(daemon), timeout=5), "the daemon outlived its task"
-    assert cli.task(1)["state"] == ("failed" if ending == "timeout" else "completed")
+    task = cli.task(1)
+    assert task["state"] == ("failed" if ending == "timeout" else "completed"), task["error"]
 
 
 def test_a_setsid_daemon_started_by_a_python_task_is_gone_after_the_attempt(cli, tmp_path):

@@ -164,3 +164,52 @@ def test_processes_creating_the_database_at_once_all_succeed(tmp_path):
             _, err = racer.communicate(timeout=60)
             assert racer.returncode == 0, err
         assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+READING_COMMANDS = [
+    ["status"], ["status", "1"], ["status", "--json"], ["audit", "verify"], ["audit", "log"], ["dlq", "list"],
+    ["schedule", "list"], ["schedule", "next", "nightly"], ["breaker", "list"], ["dag", "list"],
+]
+
+
+def _fingerprint(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def test_reading_commands_never_write(cli):
+    cli.submit("tests.jobs:noop")
+    cli.ok("schedule", "add", "nightly", "--cron", "0 3 * * *", "tests.jobs:noop")
+    cli.ok("worker", "--once")
+    before = _fingerprint(cli.db)
+    for args in READING_COMMANDS:
+        cli.ok(*args)
+    assert _fingerprint(cli.db) == before
+    assert not (cli.db.parent / f"{cli.db.name}-wal").exists() or (cli.db.parent / f"{cli.db.name}-wal").stat().st_size == 0
+
+
+def test_reading_an_older_schema_changes_nothing_and_names_the_upgrade(cli):
+    from tests.test_migrations import _database_at_schema
+
+    _database_at_schema(cli.db, 4).close()
+    before = _fingerprint(cli.db)
+    for args in (["status"], ["audit", "verify"], ["dlq", "list"]):
+        result = cli(*args)
+        assert result.code == 7, (args, result.stderr)
+        assert "uses schema 4" in result.error_lines[0] and "'tqcli worker --once'" in result.error_lines[0]
+    assert _fingerprint(cli.db) == before
+    conn = sqlite3.connect(cli.db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    conn.close()
+
+
+def test_an_empty_file_is_no_database_for_commands_that_do_not_create_one(cli):
+    cli.db.write_bytes(b"")
+    for args in (["status"], ["audit", "verify"], ["cancel", "1"], ["worker", "--once"]):
+        result = cli(*args)
+        assert result.code == 3, (args, result.stderr)
+        assert "no database at" in result.error_lines[0]
+    assert cli.db.stat().st_size == 0
+    cli.submit("tests.jobs:noop")  # a command that adds work makes it a database
+    assert cli.task(1)["state"] == "pending"

@@ -173,23 +173,26 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
     clock: Clock | None = None,
     config: Config | None = None,
     create: bool = True,
+    read_only: bool = False,
 ) -> Queue:
     """Open the database `db`, or the configured one, creating it when missing.
 
     `actor` acts as another identity, as `TQCLI_USER` does on the command line;
     `clock` replaces the system clock (tests move time with `ManualClock`);
-    `create=False` raises NotFound instead of creating a missing database.
+    `create=False` raises NotFound instead of creating a missing database
+    (an empty file is no database either); `read_only=True` (implies
+    `create=False`) opens it for reading alone: nothing is migrated or written.
     """
     if config is None:
         config = load_config(db_flag=str(db) if db is not None else None)
     elif db is not None:
         config = config.with_db(Path(db))
-    if not create and not config.db.exists():
+    if (read_only or not create) and (not config.db.exists() or _empty_file(config.db)):
         raise NotFound(
             f"no database at {config.db} yet: submitting a task creates it "
             "(or check --db, TQCLI_DB and the config file)"
         )
-    store = SqliteStore(config.db, busy_timeout=config.busy_timeout, synchronous=config.synchronous)
+    store = SqliteStore(config.db, busy_timeout=config.busy_timeout, synchronous=config.synchronous, read_only=read_only)
     real_user = login_name()
     ctx = Context(store=store, clock=clock or SystemClock(), actor=real_user)
     if actor and actor != real_user:
@@ -201,3 +204,11 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
             store.close()
             raise
     return Queue(ctx, config)
+
+
+def _empty_file(path: Path) -> bool:
+    """Whether `path` is a regular file of 0 bytes (no database yet, whatever made it)."""
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False

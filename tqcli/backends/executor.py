@@ -393,7 +393,7 @@ def serve(read_fd: int, write_fd: int) -> None:
     while (request := line.start_next()) is not None:
         name = request["backend"]
         token = request["token"]
-        marker = f"{request['id']}.{request.get('claim', 0)}"
+        marker = request.get("marker") or f"{os.getpid()}/{token}"
         os.environ[ATTEMPT] = marker  # every process this attempt starts carries it
         started = time.perf_counter()
         try:

@@ -17,8 +17,8 @@ pipe closes (the worker ended or died), every process of the worker.
 Processes are found by markers in their environment, which every child
 inherits at exec: `TQCLI_FENCE` names one worker run, `TQCLI_SLOT` one of
 its executor slots, `TQCLI_HOLDER` the worker process as its leases name
-it, and `TQCLI_ATTEMPT` (`TASK.CLAIM`) the attempt a process was started
-for. A process that clears its environment escapes this; see
+it, and `TQCLI_ATTEMPT` (`DB_ID/TASK.CLAIM`, unique across every database
+on the host) the attempt a process was started for. A process that clears its environment escapes this; see
 docs/backends.md.
 """
 
@@ -37,6 +37,11 @@ HOLDER = "TQCLI_HOLDER"
 FENCE = "TQCLI_FENCE"
 SLOT = "TQCLI_SLOT"
 ATTEMPT = "TQCLI_ATTEMPT"
+
+
+def attempt_marker(db_id: str, task_id: int, claim: int) -> str:
+    """The `TQCLI_ATTEMPT` value of one attempt: the database's id, the task id and the claim number."""
+    return f"{db_id}/{task_id}.{claim}"
 
 
 def fence_margin(lease: float) -> float:

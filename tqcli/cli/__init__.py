@@ -107,19 +107,20 @@ class AppState:
         self.config_path = config
         self._queue: Any = None
 
-    def queue(self, *, create: bool = False) -> Any:
+    def queue(self, *, create: bool = False, read_only: bool = False) -> Any:
         """The `tqcli.Queue` for --db/--config, opened once per invocation.
 
         Only commands that add work pass `create`: reading or changing a
         database that is not there (a mistyped --db, say) is an error, not a
-        new empty file.
+        new empty file. Commands that only read pass `read_only`: they never
+        write, not even a migration (SPEC §2 rule 2).
         """
         if self._queue is None:
             from tqcli.api import open as open_queue
             from tqcli.config import load_config
 
             config = load_config(db_flag=self.db, config_flag=self.config_path)
-            self._queue = open_queue(config=config, actor=os.environ.get("TQCLI_USER") or None, create=create)
+            self._queue = open_queue(config=config, actor=os.environ.get("TQCLI_USER") or None, create=create, read_only=read_only)
         return self._queue
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ def log(
     """List audit entries in chain order (the newest 100 unless --limit says otherwise, 0 for all)."""
     from tqcli.cli import state
 
-    entries = state(ctx).queue().audit.entries(task_id=task, actor=actor, action=action, since=since, limit=limit)
+    entries = state(ctx).queue(read_only=True).audit.entries(task_id=task, actor=actor, action=action, since=since, limit=limit)
     if json_output:
         render.emit_json([entry.to_json() for entry in entries])
         return
@@ -44,7 +44,7 @@ def verify(
     from tqcli.security.audit_log import read_checkpoint
 
     saved = read_checkpoint(checkpoint) if checkpoint is not None else None
-    report = state(ctx).queue().audit.verify(saved)
+    report = state(ctx).queue(read_only=True).audit.verify(saved)
     if json_output:
         render.emit_json(report.to_json())
     elif report.intact:

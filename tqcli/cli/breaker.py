@@ -18,7 +18,7 @@ def list_breakers(
     """Show each circuit's state (closed, open, half-open) and failure count."""
     from tqcli.units import format_duration
 
-    service = state(ctx).queue().breakers
+    service = state(ctx).queue(read_only=True).breakers
     breakers = service.list()
     if json_output:
         render.emit_json([breaker.to_json() for breaker in breakers])

@@ -167,7 +167,7 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="Print the DAG object with its tasks by name.")] = False,
 ) -> None:
     """Show a DAG's state and its tasks (a tree on a terminal)."""
-    dag = state(ctx).queue().dags.get(dag_id)
+    dag = state(ctx).queue(read_only=True).dags.get(dag_id)
     if json_output:
         render.emit_json(dag.to_json())
     else:
@@ -180,7 +180,7 @@ def list_dags(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List the newest DAGs and their states."""
-    dags = state(ctx).queue().dags.list()
+    dags = state(ctx).queue(read_only=True).dags.list()
     if json_output:
         render.emit_json([dag.to_json(with_tasks=False) for dag in dags])
         return

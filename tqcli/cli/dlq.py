@@ -35,7 +35,7 @@ def list_failed(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of task objects.")] = False,
 ) -> None:
     """List failed tasks, newest first."""
-    tasks = state(ctx).queue().dlq.list(queue=queue, tenant=tenant)
+    tasks = state(ctx).queue(read_only=True).dlq.list(queue=queue, tenant=tenant)
     if json_output:
         render.emit_json([task.to_json() for task in tasks])
     elif tasks:

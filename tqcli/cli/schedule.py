@@ -56,7 +56,7 @@ def list_schedules(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List schedules with their next fire time."""
-    schedules = state(ctx).queue().schedules.list()
+    schedules = state(ctx).queue(read_only=True).schedules.list()
     if json_output:
         render.emit_json([schedule.to_json() for schedule in schedules])
         return
@@ -80,7 +80,7 @@ def next_fires(
     from tqcli.scheduler.cron import check_zone
     from tqcli.units import format_time
 
-    schedules = state(ctx).queue().schedules
+    schedules = state(ctx).queue(read_only=True).schedules
     times = schedules.next(name, count)
     if json_output:
         render.emit_json([format_time(us) for us in times])

@@ -280,7 +280,7 @@ def status(
     """Show counts per queue and state and the newest tasks, or one task in detail."""
     from tqcli.cli import state
 
-    queue_obj = state(ctx).queue()
+    queue_obj = state(ctx).queue(read_only=True)
 
     def draw() -> None:
         if task_id is not None:

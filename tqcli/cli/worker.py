@@ -29,18 +29,22 @@ def worker(
     lease: Annotated[Optional[str], typer.Option(metavar="DUR", help="How long a claim holds without renewal; renewed while the task runs. A task whose worker died is taken over at once when the worker is known to be gone, else when its lease runs out [default: 60s].")] = None,
     poll: Annotated[Optional[str], typer.Option(metavar="DUR", help="How often an idle worker looks for work [default: 1s].")] = None,
     worker_id: Annotated[Optional[str], typer.Option("--id", metavar="NAME", help="Name in the audit log and status [default: HOST:PID].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only errors about the worker itself (storage, the database), never a task's failure or the summary.")] = False,
 ) -> None:
     """Claim and run ready tasks, best first, until stopped (SIGTERM/SIGINT) or, with --once, until none is ready.
 
     On SIGTERM or Ctrl-C it stops claiming, lets running tasks finish within a
     grace period (worker.grace in the config file, default 30s), returns the
     rest to pending without counting an attempt, and exits 0. A second signal
-    stops at once. Crontab example:
+    stops at once. With --once it prints a one-line summary on stderr only
+    when it did something, so a crontab line mails only news. It never
+    creates a database (a mistyped --db is exit 3). Crontab example:
 
       * * * * * tqcli --db /srv/jobs.db worker --once
     """
     app_state = state(ctx)
-    queue_obj = app_state.queue(create=True)
+    queue_obj = app_state.queue()
+    log = _worker_log(quiet)
     defaults = queue_obj.config.worker
     runner = queue_obj.worker(
         once=once,
@@ -52,10 +56,26 @@ def worker(
         poll=_seconds(poll, "--poll", defaults.poll),
         grace=defaults.grace,
         worker_id=worker_id,
-        log=render.message,
+        log=log,
     )
     report = runner.run(handle_signals=True)
-    render.message(report.summary())
+    if not quiet and (report.did_something or not once):
+        render.message(report.summary())
+
+
+def _worker_log(quiet: bool) -> Any:
+    """The worker's message printer: each text at most once per run; with `quiet`, only trouble of the worker itself."""
+    seen: set[str] = set()
+
+    def log(text: str) -> None:
+        if text in seen:
+            return
+        if quiet and not text.startswith(("warning: could not", "warning: database", "warning: a worker slot", "error:")):
+            return
+        seen.add(text)
+        render.message(text)
+
+    return log
 
 
 def run(

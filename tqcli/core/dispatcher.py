@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from tqcli.backends.fence import ATTEMPT, HOLDER, end_marked
+from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
 from tqcli.core import chaining, liveness
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
@@ -278,6 +278,7 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
     cancelled.
     """
     reclaimed = []
+    db_id: str | None = None
     for row in tx.running_leases():
         cancel_requested, lease_until, holder = row[20:23]
         alive = liveness.holder_alive(holder)
@@ -285,7 +286,8 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
             continue
         lost = Claim(row)
         if liveness.is_local(holder):  # its attempt's processes must be gone before it runs again
-            end_marked([(HOLDER, holder), (ATTEMPT, f"{lost.id}.{lost.claim}")])
+            db_id = (tx.meta_value("db_id") or "") if db_id is None else db_id
+            end_marked([(HOLDER, holder), (ATTEMPT, attempt_marker(db_id, lost.id, lost.claim))])
         tx.record_attempts([(lost.id, lost.claim, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
         if cancel_requested:
             note = tx.pending_cancel_note(lost.id, lost.claim) or "cancelled"

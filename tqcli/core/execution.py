@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskTimeout, enforces_limits
 from tqcli.backends.executor import ExecutorDied, ExecutorProcess, error_text
+from tqcli.backends.fence import attempt_marker
 from tqcli.backends.plugins import backend_names, load_backend
 from tqcli.core.dispatcher import WORKER_LOST, Claim, Outcome
 
@@ -52,11 +53,11 @@ def _stopped(reason: str | None) -> Outcome:
     return Outcome("released")
 
 
-def request_of(claim: Claim) -> dict[str, Any]:
-    """The executor's request for one claimed attempt."""
+def request_of(claim: Claim, db_id: str) -> dict[str, Any]:
+    """The executor's request for one claimed attempt of database `db_id`."""
     return {
-        "token": claim.token, "id": claim.id, "claim": claim.claim, "backend": claim.backend, "target": claim.target,
-        "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
+        "token": claim.token, "id": claim.id, "marker": attempt_marker(db_id, claim.id, claim.claim), "backend": claim.backend,
+        "target": claim.target, "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
     }
 
 
@@ -74,6 +75,7 @@ def run_attempt(
     executor: ExecutorProcess,
     stop_reason: Callable[[], str | None],
     on_output: Callable[[bytes], None] | None = None,
+    db_id: str = "",
 ) -> Outcome:
     """Run one attempt in `executor` and say how it ended; never raises for the task's own failures.
 
@@ -81,7 +83,7 @@ def run_attempt(
     the task was cancelled, `release` when the worker is shutting down and
     `lost` when another worker took the task over.
     """
-    request = request_of(claim)
+    request = request_of(claim, db_id)
     try:
         reply = executor.run(
             request, timeout=claim.timeout, stop_reason=stop_reason,
@@ -126,13 +128,14 @@ class Slot:
 
     def __init__(
         self, backends: BackendSet, results: "queue.Queue[Any]", *, key: str = "slot", markers: dict[str, str] | None = None,
-        lost: Callable[[str], bool] = lambda key: False,
+        lost: Callable[[str], bool] = lambda key: False, db_id: str = "",
     ) -> None:
         self._backends = backends
         self._results = results
         self.key = key  # names the slot to the lease keeper and the fence
         self._markers = markers or {}
         self._lost = lost  # whether the fence ended this slot's processes (its lease ran out)
+        self._db_id = db_id
         self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
         self._executor = ExecutorProcess(self._markers)
         self._thread: threading.Thread | None = None
@@ -246,7 +249,7 @@ class Slot:
                 return
             if batch:
                 self._line.update((claim.token, claim) for claim in batch)
-                executor.send(*[request_of(claim) for claim in batch])
+                executor.send(*[request_of(claim, self._db_id) for claim in batch])
             waiting = list(self._line.values())
             for claim in waiting[1:]:
                 if claim.token in self._stops and claim.token not in self._skipped:

@@ -67,6 +67,8 @@ def run_now(
         ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason), fence=fence,
     )
     claimed: dispatcher.Claim | None = None
+    with ctx.read() as tx:
+        db_id = tx.meta_value("db_id") or ""
     try:
         while True:
             now = ctx.clock.now()
@@ -81,7 +83,7 @@ def run_now(
             claimed = claims[0]
             keeper.hold([claimed.token], fence.slot_key(0), since=claimed_at)
             stop["reason"] = None
-            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output)
+            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output, db_id)
             keeper.drop(claimed.token)
             with ctx.change() as (tx, journal):
                 became = dispatcher.finish(tx, journal, claimed, outcome, now=ctx.clock.now(), worker=worker)

@@ -83,16 +83,23 @@ class WorkerReport:
         """Add one attempt that ended as `outcome`."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
+    @property
+    def did_something(self) -> bool:
+        """Whether the run claimed, reclaimed or enqueued anything (`--once` is silent otherwise)."""
+        return bool(self.claimed or self.reclaimed or self.fired)
+
     def summary(self) -> str:
-        """The one-line summary printed at the end of a run."""
-        rate = f" ({self.claimed / self.seconds:,.0f}/s)" if self.seconds > 0 and self.claimed else ""
+        """The one-line summary printed at the end of a run; it counts only attempts that started."""
+        ran = self.claimed - self.outcomes.get("released", 0)
+        rate = f" ({ran / self.seconds:,.0f}/s)" if self.seconds > 0 and ran > 0 else ""
         parts = [f"{self.outcomes[key]} {_SUMMARY_WORDS.get(key, key)}" for key in ("completed", "retry", "failed", "cancelled", "released", "stale") if self.outcomes.get(key)]
         if self.reclaimed:
             parts.append(f"{self.reclaimed} reclaimed from lost workers")
         if self.fired:
             parts.append(f"{self.fired} scheduled")
         detail = ": " + ", ".join(parts) if parts else ""
-        return f"worker {self.worker_id}: ran {self.claimed} attempt{'' if self.claimed == 1 else 's'} in {self.seconds:.2f} s{rate}{detail}"
+        started = f"ran {ran} attempt{'' if ran == 1 else 's'}" if ran > 0 else "started no attempt"
+        return f"worker {self.worker_id}: {started} in {self.seconds:.2f} s{rate}{detail}"
 
 
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
@@ -159,8 +166,13 @@ class Worker:
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
+        with self._base.read() as tx:
+            db_id = tx.meta_value("db_id") or ""
         self._slots = [
-            Slot(backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)}, lost=fence.ended)
+            Slot(
+                backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)},
+                lost=fence.ended, db_id=db_id,
+            )
             for n in range(self._options.concurrency)
         ]
         by_key = {slot.key: slot for slot in self._slots}

@@ -83,20 +83,27 @@ class AuditLog:
 
         size = -(-high // parts)
         bounds = [(start, min(start + size - 1, high)) for start in range(1, high + 1, size)]
-        helpers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "tqcli.security.verify", str(store.path), str(store.busy_timeout), str(first), str(last)],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            )
-            for first, last in bounds[1:]
-        ]
-        with self._ctx.read() as tx:
-            results = [scan(tx.iter_audit(*bounds[0]), 1, GENESIS_HASH)]
-        for helper in helpers:
-            out, _ = helper.communicate()
-            if helper.returncode != 0:
-                return False  # the ordered walk will say what is wrong
-            results.append(tuple(json.loads(out)))
+        helpers: list[subprocess.Popen[bytes]] = []
+        try:
+            for first, last in bounds[1:]:
+                helpers.append(subprocess.Popen(
+                    [sys.executable, "-m", "tqcli.security.verify", str(store.path), str(store.busy_timeout), str(first), str(last)],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                ))
+            with self._ctx.read() as tx:
+                results = [scan(tx.iter_audit(*bounds[0]), 1, GENESIS_HASH)]
+            for helper in helpers:
+                out, _ = helper.communicate()
+                if helper.returncode != 0:
+                    return False  # the ordered walk will say what is wrong
+                results.append(tuple(json.loads(out)))
+        finally:  # every path, an error or Ctrl-C included: no helper outlives the verify
+            for helper in helpers:
+                if helper.poll() is None:
+                    helper.kill()
+                helper.wait()
+                if helper.stdout is not None:
+                    helper.stdout.close()
         link = GENESIS_HASH
         for (first, last), (seen, first_prev, last_hash, intact) in zip(bounds, results):
             if not intact or seen != last - first + 1 or first_prev != link:

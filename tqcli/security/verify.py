@@ -189,7 +189,7 @@ def scan_range(path: str, busy_timeout: float, first: int, last: int) -> tuple[i
     """`scan` of the entries from `first` to `last`, on a connection of its own (another process)."""
     from tqcli.store.sqlite import SqliteStore
 
-    store = SqliteStore(path, busy_timeout=busy_timeout)
+    store = SqliteStore(path, busy_timeout=busy_timeout, read_only=True)
     try:
         with store.read() as tx:
             return scan(tx.iter_audit(first, last), first, None)

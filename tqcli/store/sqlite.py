@@ -107,11 +107,14 @@ class SqliteStore:
         busy_timeout: float = 10.0,
         synchronous: str = "normal",
         mounts_file: str = "/proc/mounts",
+        read_only: bool = False,
     ) -> None:
+        """Open (and migrate) the file; with `read_only`, open it for reading alone: no migration, no WAL switch, no write."""
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
-        self.read_only = False
+        self.read_only = read_only
+        self._asked_read_only = read_only
         self._conn = self._open(synchronous, mounts_file)
         self._tx = SqliteTx(self._conn)
 
@@ -128,7 +131,11 @@ class SqliteStore:
         if path.exists() and not path.is_file():
             raise StorageError(f"database path {path} is not a file")
         creating = not path.exists()
-        if creating:
+        if self._asked_read_only:
+            if creating:
+                raise StorageError(f"cannot open database {path}: it does not exist")
+            mode = "ro"
+        elif creating:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -194,6 +201,11 @@ class SqliteStore:
         self._refuse_foreign(version, app_id, tables)
         if version == schema.SCHEMA_VERSION:
             return
+        if self._asked_read_only:
+            raise StorageError(
+                f"database {self.path} uses schema {version} and this tqcli reads schema {schema.SCHEMA_VERSION}; "
+                "reading commands never write, so upgrade it with a command that writes (for example 'tqcli worker --once')"
+            )
         if self.read_only:
             raise StorageError(
                 f"database {self.path} needs an upgrade from schema {version} to {schema.SCHEMA_VERSION}, "
@@ -305,7 +317,7 @@ class SqliteStore:
 
     def reopen(self) -> "SqliteStore":
         """A second, independent connection to the same file (for another thread)."""
-        return SqliteStore(self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous)
+        return SqliteStore(self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous, read_only=self._asked_read_only)
 
     def close(self) -> None:
         """Close the connection; the store is unusable afterwards."""
