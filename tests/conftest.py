@@ -147,3 +147,4 @@ def shared_dir() -> Any:
     yield folder
     folder.chmod(0o755)
     shutil.rmtree(folder)
+
