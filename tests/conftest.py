@@ -136,15 +136,23 @@ def sqlite_shell(db: Path, sql: str) -> None:
     subprocess.run(["sqlite3", str(db)], input=sql, text=True, check=True, capture_output=True)
 
 
-@pytest.fixture
-def shared_dir() -> Any:
-    """A folder another user can reach (pytest's tmp_path is private to its owner)."""
-    import shutil
-    import tempfile
+def read_only_mount_works() -> bool:
+    """Whether this machine lets the tests make a folder read-only in a mount namespace of their own (root, unshare)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount --bind / / 2>/dev/null || mount --bind /tmp /tmp"], capture_output=True)
+    return probe.returncode == 0
 
-    folder = Path(tempfile.mkdtemp(prefix="tqcli-ro-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    folder.chmod(0o755)
-    shutil.rmtree(folder)
 
+def on_read_only_folder(folder: Path, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+    """Run `argv` where `folder` is a read-only filesystem (a read-only bind mount in a private mount namespace).
+
+    Nothing else changes: the same user, the same interpreter and checkout,
+    wherever they lie, so the test does not depend on where it is cloned.
+    """
+    script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"'
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(folder), *argv],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)

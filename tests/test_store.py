@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from tests.conftest import REPO, on_read_only_folder, read_only_mount_works
 from tqcli.errors import StorageError
 from tqcli.store import schema
 from tqcli.store.sqlite import SqliteStore, filesystem_type
@@ -115,35 +116,29 @@ def test_filesystem_type_picks_the_longest_mount_point(tmp_path):
     assert filesystem_type(tmp_path.parent, str(mounts)) == "ext4"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-def test_read_only_database_reads_but_refuses_writes(shared_dir):
-    path = shared_dir / "tq.db"
+@pytest.mark.skipif(not read_only_mount_works(), reason="needs root and unshare --mount for a read-only filesystem")
+def test_read_only_database_reads_but_refuses_writes(tmp_path):
+    import sys
+
+    path = tmp_path / "tq.db"
     SqliteStore(path).close()
-    os.chmod(path, 0o444)
-    os.chmod(shared_dir, 0o555)
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            os.setuid(65534)
-            code = 0
-            try:
-                store = SqliteStore(path)
-                assert store.read_only
-                with store.read() as tx:
-                    tx.meta_value("db_id")
-                try:
-                    with store.write() as tx:
-                        pass
-                    code = 3
-                except StorageError as exc:
-                    code = 0 if "read-only" in exc.message else 4
-            except BaseException:
-                code = 5
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        os.chmod(shared_dir, 0o755)
+    code = f"""
+from tests.conftest import REPO, on_read_only_folder, read_only_mount_works
+from tqcli.errors import StorageError
+from tqcli.store.sqlite import SqliteStore
+store = SqliteStore({str(path)!r})
+assert store.read_only
+with store.read() as tx:
+    assert tx.meta_value("db_id")
+try:
+    with store.write() as tx:
+        pass
+except StorageError as exc:
+    assert "read-only" in exc.message, exc.message
+    print("refused")
+"""
+    result = on_read_only_folder(tmp_path, [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (result.code, result.stdout) == (0, "refused\n"), result.stderr
 
 
 def test_processes_creating_the_database_at_once_all_succeed(tmp_path):

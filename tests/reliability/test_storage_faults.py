@@ -11,7 +11,7 @@ import time
 import pytest
 
 import tqcli
-from tests.conftest import TQCLI, table_dump
+from tests.conftest import TQCLI, on_read_only_folder, read_only_mount_works, table_dump
 from tests.reliability.helpers import consistency_problems
 from tqcli import TaskSpec
 from tqcli.errors import StorageError
@@ -112,62 +112,17 @@ def test_a_lock_held_past_the_busy_timeout_is_exit_7_and_says_busy(cli):
     assert table_dump(cli.db) == before
 
 
-def run_cli_as(uid, argv, folder):
-    """Run the CLI's main() in a child that dropped to `uid`; its exit code, stdout and stderr."""
-    import tqcli.cli
-    import tqcli.cli.audit  # noqa: F401 - everything the child needs is imported before it drops privileges
-    import tqcli.cli.tasks  # noqa: F401
-    import tqcli.core.queue  # noqa: F401
-    import tqcli.security.audit_log  # noqa: F401
-    from typer.main import get_command
-
-    get_command(tqcli.cli.app)
-    out, err = folder / "out", folder / "err"
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 99
-        try:
-            os.setgid(65534)
-            os.setuid(uid)
-            os.environ.update(HOME=str(folder), XDG_CONFIG_HOME=str(folder), XDG_DATA_HOME=str(folder))
-            os.environ.pop("TQCLI_CONFIG", None)
-            with open(out, "w") as stdout, open(err, "w") as stderr:
-                os.dup2(stdout.fileno(), 1)
-                os.dup2(stderr.fileno(), 2)
-                sys.stdout = os.fdopen(1, "w")
-                sys.stderr = os.fdopen(2, "w")
-                try:
-                    tqcli.cli.main(argv)
-                    code = 0
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 1
-                sys.stdout.flush()
-                sys.stderr.flush()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
-def test_a_read_only_database_reads_but_refuses_writes(shared_dir):
-    db = shared_dir / "tq.db"
-    with tqcli.open(db) as queue:
-        queue.submit("tests.jobs:noop")
-    os.chmod(db, 0o644)
-    os.chmod(shared_dir, 0o777)
-    (shared_dir / "out").touch()
-    (shared_dir / "err").touch()
-    os.chmod(shared_dir / "out", 0o666)
-    os.chmod(shared_dir / "err", 0o666)
-    os.chmod(shared_dir, 0o755)
-    before = table_dump(db)
-    code, out, err = run_cli_as(65534, ["--db", str(db), "status", "--json"], shared_dir)
-    assert code == 0, err
-    assert json.loads(out)["counts"]["pending"] == 1
-    code, out, err = run_cli_as(65534, ["--db", str(db), "submit", "tests.jobs:noop"], shared_dir)
-    assert code == 7 and "read-only" in err and err.startswith("error: "), err
-    assert table_dump(db) == before
+@pytest.mark.skipif(not read_only_mount_works(), reason="needs root and unshare --mount for a read-only filesystem")
+def test_a_read_only_database_reads_but_refuses_writes(cli):
+    cli.submit("tests.jobs:noop")
+    before = table_dump(cli.db)
+    status = on_read_only_folder(cli.db.parent, [TQCLI, "status", "--json"], env=cli.env, cwd=cli.cwd)
+    assert status.code == 0, status.stderr
+    assert json.loads(status.stdout)["counts"]["pending"] == 1
+    submit = on_read_only_folder(cli.db.parent, [TQCLI, "submit", "tests.jobs:noop"], env=cli.env, cwd=cli.cwd)
+    assert submit.code == 7 and "read-only" in submit.stderr and submit.stderr.startswith("error: "), submit.stderr
+    assert len(submit.error_lines) == 1
+    assert table_dump(cli.db) == before
 
 
 def test_a_busy_database_during_a_workers_run_is_waited_out(cli):
