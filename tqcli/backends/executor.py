@@ -62,6 +62,7 @@ CANCEL_GRACE = 1.0
 SELF_ENFORCED_GRACE = 5.0
 _POLL = 0.1
 MAX_RESULT_BYTES = 1024 * 1024
+LEFTOVER_CHECK_AFTER = 0.001  # attempts at least this long are checked for leftovers at once
 
 
 class ExecutorDied(Exception):
@@ -252,24 +253,33 @@ def _leftover_children(owned: set[int]) -> list[int]:
     return [pid for pid in children if pid not in owned]
 
 
-def end_leftovers(attempt_marker: str, owned: set[int]) -> None:
-    """End what the attempt left behind (its adopted children and anything carrying its marker), and reap them."""
+def end_leftovers(attempt_markers: list[str], owned: set[int]) -> None:
+    """End what these attempts left behind (adopted children, anything carrying their markers) and reap it.
+
+    Killing an adopted child orphans its own children, which are adopted in
+    turn, so this repeats until none is left. Only pids no `Popen` owns are
+    reaped: a `waitpid(-1)` would steal a shell's exit status.
+    """
     leftovers = _leftover_children(owned)
     if not leftovers:
         return
     from tqcli.backends.fence import ATTEMPT, end_marked
 
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    end_marked([(ATTEMPT, attempt_marker)])
-    for pid in _leftover_children(owned) + leftovers:
-        try:
-            os.waitpid(pid, 0)  # only pids no Popen owns: waitpid(-1) would steal a shell's exit status
-        except ChildProcessError:
-            pass
+    end_marked([(ATTEMPT, marker) for marker in attempt_markers])
+    for _ in range(100):
+        if not leftovers:
+            return
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in leftovers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        leftovers = _leftover_children(owned)
 
 
 def _keep_stdout() -> Callable[[], None]:
@@ -277,12 +287,7 @@ def _keep_stdout() -> Callable[[], None]:
     saved = os.dup(1)
 
     def restore() -> None:
-        try:
-            os.fstat(1)
-            broken = sys.stdout is None or sys.stdout.closed
-        except OSError:
-            broken = True
-        if broken:
+        if sys.stdout is None or sys.stdout.closed:  # an attribute test: nothing per task in the common case
             os.dup2(saved, 1)
             sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - lives as long as the process
 
@@ -327,8 +332,12 @@ class _Line:
             else:
                 self.waiting.append(message)
 
-    def start_next(self) -> dict[str, Any] | None:
-        """The next request to run (marked running); None once the worker closed the pipe."""
+    def start_next(self, on_idle: Callable[[], None] = lambda: None) -> dict[str, Any] | None:
+        """The next request to run (marked running); None once the worker closed the pipe.
+
+        `on_idle` runs once before the executor waits for the worker.
+        """
+        idle_done = False
         while True:
             with self.lock:
                 self._take_arrived()
@@ -343,6 +352,10 @@ class _Line:
                     return request
                 if self.reader.closed:
                     return None
+            if not idle_done:
+                on_idle()
+                idle_done = True
+                continue  # something may have arrived meanwhile
             select.select([self.read_fd], [], [])  # idle: wait for the worker
 
     def finish(self, reply: dict[str, Any]) -> None:
@@ -390,7 +403,14 @@ def serve(read_fd: int, write_fd: int) -> None:
     def stream(chunk: bytes) -> None:
         line.send({"output": chunk})
 
-    while (request := line.start_next()) is not None:
+    unchecked: list[str] = []  # quick attempts not yet checked for leftovers
+
+    def check_leftovers() -> None:
+        if unchecked:
+            end_leftovers(unchecked, set(LIVE_GROUPS))
+            unchecked.clear()
+
+    while (request := line.start_next(check_leftovers)) is not None:
         name = request["backend"]
         token = request["token"]
         marker = request.get("marker") or f"{os.getpid()}/{token}"
@@ -402,7 +422,12 @@ def serve(read_fd: int, write_fd: int) -> None:
             reply = {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"}
         else:
             reply = run_request(request, backend, lambda: line.is_cancelled(token), stream if request.get("stream") else None)
-        end_leftovers(marker, set(LIVE_GROUPS))
+        # Starting a process takes a millisecond or more, so a quicker attempt is checked
+        # when the executor next waits for work instead (nothing per task in a busy line).
+        if time.perf_counter() - started >= LEFTOVER_CHECK_AFTER:
+            end_leftovers([marker], set(LIVE_GROUPS))
+        else:
+            unchecked.append(marker)
         restore_stdout()
         reply["token"] = token
         reply["seconds"] = time.perf_counter() - started
