@@ -70,6 +70,10 @@ class StorageBusy(StorageError):
     """Another process held the database's write lock past the busy timeout; trying again may work."""
 
 
+class StorageFull(StorageError):
+    """The disk (or a file-size limit) had no room for the write; freeing space and trying again may work."""
+
+
 class KeyProblem(TqcliError):
     """An encryption or audit key is missing or wrong."""
 

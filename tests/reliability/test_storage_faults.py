@@ -59,7 +59,7 @@ def nearly_full(store):
 SqliteStore.reopen = nearly_full
 with tqcli.open(sys.argv[1]) as queue:
     try:
-        queue.drain()
+        queue.drain(lease=2)
     except StorageError as exc:
         print(exc.message, file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -185,3 +185,68 @@ def test_a_long_running_worker_outlasts_a_lock_held_past_its_busy_timeout(cli, t
     assert "is busy" in stderr and "trying again" in stderr
     assert sorted(log.read_text().split()) == [str(n) for n in range(6)], "each task ran exactly once"
     assert cli.ok("audit", "verify").code == 0
+
+
+FULL_TMPFS = r"""
+import json, os, subprocess, sys, time
+tq, folder, ledger, mode = sys.argv[1:5]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tqcli-full", folder], check=True)
+env = dict(os.environ, TQCLI_DB=f"{folder}/tq.db")
+def cli(*args, **kwargs):
+    done = subprocess.run([tq, *args], env=env, capture_output=True, text=True, timeout=120, **kwargs)
+    return {"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+task = {"target": "tests.jobs:record", "payload": {"path": ledger, "value": "x" * 20000, "seconds": 1.0}, "backoff": 0}
+assert cli("submit", "--from-file", "-", input=(json.dumps(task) + "\n") * 5)["code"] == 0
+lease = "10s" if mode == "in-time" else "3s"
+worker = subprocess.Popen([tq, "worker", "--once", "--concurrency", "5", "--lease", lease], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+deadline = time.time() + 30
+while (not os.path.exists(ledger) or open(ledger).read().count("\n") < 5) and time.time() < deadline:
+    time.sleep(0.02)
+fd = os.open(f"{folder}/filler", os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, b"\0" * 65536)
+except OSError:
+    pass
+os.close(fd)
+report = {}
+if mode == "in-time":
+    time.sleep(2.5)  # the tasks finished meanwhile and could not be recorded
+    os.remove(f"{folder}/filler")
+    out, err = worker.communicate(timeout=60)
+    report["first"] = {"code": worker.returncode, "stderr": err}
+else:
+    out, err = worker.communicate(timeout=60)
+    report["first"] = {"code": worker.returncode, "stderr": err}
+    os.remove(f"{folder}/filler")
+    report["second"] = cli("worker", "--once")
+report["tasks"] = [json.loads(cli("status", str(n), "--json")["stdout"]) for n in range(1, 6)]
+report["verify"] = cli("audit", "verify")["code"]
+report["left"] = sorted(name for name in os.listdir(folder) if "-outcomes-" in name)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not read_only_mount_works(), reason="needs root and unshare --mount for a tmpfs of its own")
+@pytest.mark.parametrize("mode", ["in-time", "too-late"])
+def test_a_full_disk_costs_no_attempt_for_work_that_succeeded(cli, tmp_path, mode):
+    folder, ledger = tmp_path / "fs", tmp_path / "ledger"
+    folder.mkdir()
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", FULL_TMPFS, TQCLI, str(folder), str(ledger), mode],
+        capture_output=True, text=True, env=cli.env, cwd=cli.cwd, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    if mode == "in-time":
+        assert report["first"]["code"] == 0, report["first"]["stderr"]
+        assert "disk full" in report["first"]["stderr"] and "the disk has room again" in report["first"]["stderr"]
+    else:
+        first = report["first"]
+        assert first["code"] == 7 and "5 outcome(s) were saved in" in first["stderr"], first["stderr"]
+        assert report["second"]["code"] == 0, report["second"]["stderr"]
+    for task in report["tasks"]:
+        assert (task["state"], task["attempts"]) == ("completed", 1), task
+        assert [h["outcome"] for h in task["history"]] == ["completed"]
+    assert ledger.read_text().count("\n") == 5, "each task ran once"
+    assert report["verify"] == 0 and report["left"] == []

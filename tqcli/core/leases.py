@@ -94,6 +94,13 @@ class LeaseKeeper:
         if idle and self._fence is not None:
             self._fence.release(key)
 
+    def valid_until(self) -> float:
+        """Monotonic time until which every held lease surely holds (the fence's deadline for the oldest)."""
+        margin = self._fence.margin if self._fence is not None else self._lease / 3
+        with self._lock:
+            oldest = min(self._oldest.values(), default=time.monotonic())
+        return oldest + self._lease - margin
+
     def _supervised(self) -> None:
         try:
             self._loop()

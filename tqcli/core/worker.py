@@ -24,7 +24,8 @@ from tqcli.core import dispatcher, liveness
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
-from tqcli.errors import InternalError, InvalidInput, StorageBusy, StorageError, TqcliError
+from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
+from tqcli.errors import InternalError, InvalidInput, StorageBusy, StorageError, StorageFull, TqcliError
 from tqcli.resilience import circuit_breaker
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
@@ -179,6 +180,8 @@ class Worker:
         silence = max(1.0, self._options.lease / 3)
         self._by_token, self._finished = {}, []
         self._schedule_errors: set[tuple[str, str]] = set()  # each reported once per run
+        self._fence, self._holder, self._journal = fence, holder, None
+        self._full_since: float | None = None  # when commits started failing for a full disk
         self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
         keeper = LeaseKeeper(
             self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log,
@@ -198,6 +201,8 @@ class Worker:
             for slot in self._slots:
                 slot.close()
             fence.close()
+            if self._journal is not None and not self._journal_used:
+                self._journal.remove()
             self._ctx.store.close()
             self._ctx = self._base
         report.seconds = time.monotonic() - started
@@ -229,7 +234,10 @@ class Worker:
         return previous
 
     def _poll(self, report: WorkerReport) -> None:
-        """Reclaim expired leases and enqueue the due fire times of schedules."""
+        """Record outcomes other workers could not, reclaim expired leases, and enqueue the due fire times of schedules."""
+        own = self._journal.path if self._journal is not None else None
+        for task_id, became in apply_journals(self._ctx, self._ctx.store.path, worker=self.worker_id, own=own):
+            self._log(f"task {task_id}: recorded the outcome a worker left when the disk was full ({became})")
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
             reclaimed = dispatcher.reclaim_expired(tx, journal, now=now, worker=self.worker_id)
@@ -264,8 +272,9 @@ class Worker:
                         slot.stop_all("release")
             if keeper.failure is not None:
                 raise InternalError(f"the worker's lease thread failed: {type(keeper.failure).__name__}: {keeper.failure}")
-            wants = [] if stopping else self._wants(report)
-            if finished or (wants and not dry):
+            full = self._full_since is not None
+            wants = [] if stopping or full else self._wants(report)
+            if (finished or (wants and not dry)) and not (full and time.monotonic() < self._retry_at):
                 claimed_at = time.monotonic()
                 try:
                     claimed = self._commit(finished, wants, backend_names, report, keeper)
@@ -274,8 +283,17 @@ class Worker:
                         raise
                     self._log(f"warning: {exc.message.split(';')[0]}; trying again")
                     claimed = []  # the results wait in `finished` for the next try
+                except StorageFull as exc:
+                    self._disk_full(exc, keeper)
+                    claimed = []  # the results wait in `finished` while the leases hold
                 else:
                     finished.clear()
+                    if self._full_since is not None:
+                        self._log(f"the disk has room again: recorded what had waited {time.monotonic() - self._full_since:.1f} s")
+                        self._full_since = None
+                    if claimed and self._journal is None:
+                        self._journal = OutcomeJournal.create(self._ctx.store.path, self._fence.run_id, self._holder)
+                        self._journal_used = False
                 dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
                 for slot, claims in claimed:
                     for claim in claims:
@@ -283,7 +301,7 @@ class Worker:
                     keeper.hold([claim.token for claim in claims], slot.key, since=claimed_at)
                     slot.give(claims)
             running = sum(slot.outstanding for slot in self._slots)
-            if running == 0:
+            if running == 0 and not finished:
                 if stopping or (options.max_tasks is not None and report.claimed >= options.max_tasks):
                     return
                 if options.once and dry:
@@ -298,6 +316,8 @@ class Worker:
                 next_poll = time.monotonic() + options.poll
                 dry = False
             wait = _MAX_WAIT if running else max(0.0, min(_MAX_WAIT, next_poll - time.monotonic()))
+            if self._full_since is not None:
+                wait = min(_MAX_WAIT, max(0.05, self._retry_at - time.monotonic()))
             batch = self._next_result(wait)
             while batch is not None:
                 if isinstance(batch, SlotCrashed):
@@ -307,6 +327,43 @@ class Worker:
                         finished.append(item)
                         item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
                 batch = self._next_result(0)
+
+    _retry_at = 0.0
+    _journal_used = False
+
+    def _disk_full(self, exc: StorageFull, keeper: LeaseKeeper) -> None:
+        """A commit failed for a full disk: keep the outcomes and try again while the leases hold, then save them and stop."""
+        now = time.monotonic()
+        waiting = len(self._finished)
+        if not waiting and not any(slot.outstanding for slot in self._slots):
+            raise exc  # nothing ran that would be lost: say so now, as for any storage error
+        if self._full_since is None:
+            self._full_since = now
+            self._log(
+                f"warning: {exc.message.split(';')[0]}; keeping {waiting} finished attempt(s) and trying again "
+                "while their leases hold; no new work is claimed meanwhile"
+            )
+        self._retry_at = now + 0.25
+        # While the leases hold (renewals are writes too), but never longer than one lease in all.
+        if now < min(keeper.valid_until(), self._full_since + self._options.lease):
+            return
+        saved = 0
+        if self._journal is not None and self._finished:
+            try:
+                saved = self._journal.write([(claim, outcome) for _, claim, outcome in self._finished], worker=self.worker_id, now=self._ctx.clock.now())
+            except OSError:
+                saved = 0
+            self._journal_used = saved > 0
+        kept = {claim.token for _, claim, _ in self._finished[:saved]}
+        for token in kept:  # recorded by the next worker: not to be given back now
+            self._by_token.pop(token, None)
+        self._finished = [item for item in self._finished if item[1].token not in kept]
+        parts = [f"disk full: {waiting} finished attempt(s) could not be recorded in {self._ctx.store.path} while their leases held"]
+        if saved:
+            parts.append(f"{saved} outcome(s) were saved in {self._journal.path.name} and the next worker records them")  # type: ignore[union-attr]
+        if waiting - saved:
+            parts.append(f"{waiting - saved} could not be saved and run again after their leases expire (as worker lost)")
+        raise StorageFull("; ".join(parts) + ": free some space")
 
     def _slot_crashed(self, crash: SlotCrashed) -> None:
         """A slot's thread failed (what it held is already reported): restart it once, stop on a second failure within a minute."""

@@ -205,6 +205,12 @@ class DispatchSQL:
             f"SELECT {CLAIM_COLUMNS}, cancel_requested, lease_until, holder FROM tasks WHERE state = 'running'"
         ).fetchall()
 
+    def claimed_row(self, task_id: int, claim: int) -> tuple[Any, ...] | None:
+        """The claim row (`CLAIM_COLUMNS`) of a task while claim `claim` still holds it, else None."""
+        return self.conn.execute(
+            f"SELECT {CLAIM_COLUMNS} FROM tasks WHERE id = ? AND claim = ? AND state = 'running'", (task_id, claim)
+        ).fetchone()
+
     def running_attempt(self, task_id: int) -> tuple[int, int, str] | None:
         """`(attempt, started_at, worker)` of the attempt running now, if the task runs."""
         return self.conn.execute(

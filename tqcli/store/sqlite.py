@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from tqcli.errors import StorageBusy, StorageError
+from tqcli.errors import StorageBusy, StorageError, StorageFull
 from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
 from tqcli.store.breaker_sql import BreakerSQL
@@ -89,7 +89,7 @@ def _describe(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StorageErr
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
         return StorageError(f"database {path} is read-only ({text}): nothing was changed; writing needs write access to the file and its folder")
     if name.startswith("SQLITE_FULL") or "full" in text:
-        return StorageError(f"disk full while writing database {path}: nothing was changed; free some space and try again")
+        return StorageFull(f"disk full while writing database {path}: nothing was changed; free some space and try again")
     if name.startswith("SQLITE_CANTOPEN"):
         return StorageError(f"cannot open database {path}: check that the file and its folder exist and are accessible")
     if name.startswith("SQLITE_IOERR") or "I/O" in text:
