@@ -199,7 +199,17 @@ def test_no_traceback_unless_asked(cli):
     result = cli("status")
     assert result.code == 7 and "Traceback" not in result.stderr and result.error_lines
     debug = cli("status", env={"TQCLI_DEBUG": "1"})
-    assert "Traceback" in debug.stderr and debug.code != 0
+    assert "Traceback" in debug.stderr and debug.code == 7 and debug.error_lines == result.error_lines
+
+
+@pytest.mark.parametrize("args, code", [(["status", "99"], 3), (["submit", "a:b", "--priority", "500"], 2), (["status", "--nosuch"], 2)])
+def test_debug_adds_a_traceback_and_changes_no_exit_code(cli, args, code):
+    cli.submit("tests.jobs:noop")
+    plain = cli(*args)
+    debug = cli(*args, env={"TQCLI_DEBUG": "1"})
+    assert plain.code == debug.code == code
+    assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
+    assert debug.error_lines == plain.error_lines
 
 
 def test_corrupt_database_is_exit_7_and_untouched(cli):
