@@ -182,6 +182,8 @@ class Worker:
         self._schedule_errors: set[tuple[str, str]] = set()  # each reported once per run
         self._fence, self._holder, self._journal = fence, holder, None
         self._full_since: float | None = None  # when commits started failing for a full disk
+        self._retry_at = 0.0  # while the disk is full: when to try the commit again
+        self._journal_used = False  # outcomes were saved in the journal: leave it for the next worker
         self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
         keeper = LeaseKeeper(
             self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log,
@@ -293,7 +295,6 @@ class Worker:
                         self._full_since = None
                     if claimed and self._journal is None:
                         self._journal = OutcomeJournal.create(self._ctx.store.path, self._fence.run_id, self._holder)
-                        self._journal_used = False
                 dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
                 for slot, claims in claimed:
                     for claim in claims:
@@ -327,9 +328,6 @@ class Worker:
                         finished.append(item)
                         item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
                 batch = self._next_result(0)
-
-    _retry_at = 0.0
-    _journal_used = False
 
     def _disk_full(self, exc: StorageFull, keeper: LeaseKeeper) -> None:
         """A commit failed for a full disk: keep the outcomes and try again while the leases hold, then save them and stop."""
