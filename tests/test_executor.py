@@ -110,3 +110,30 @@ def test_a_result_that_is_not_json_fails_without_retry(cli):
     assert task["state"] == "failed" and task["attempts"] == 1
     assert "not JSON-serialisable" in task["error"]
 
+
+
+def _cgroups_usable():
+    from tqcli.backends import cgroups
+
+    group = cgroups.create("probe", "probe")
+    if group is None:
+        return False
+    cgroups.kill(group, remove=True)
+    return True
+
+
+@pytest.mark.skipif(not _cgroups_usable(), reason="needs a writable cgroup v2 hierarchy with cgroup.kill")
+def test_where_cgroups_can_be_made_an_attempt_runs_in_its_slots_cgroup_and_nothing_outlives_it(cli, tmp_path):
+    seen, pid_file = tmp_path / "cgroup", tmp_path / "daemon.pid"
+    # A daemon with an empty environment (no markers) in a session of its own.
+    script = f"cat /proc/self/cgroup > {seen}; env -i setsid sh -c 'echo $$ > {pid_file}; exec sleep 300' </dev/null >/dev/null 2>&1 & sleep 30"
+    cli.submit("--backend", "shell", script, "--timeout", "1", "--max-retries", "0")
+    cli("worker", "--once")
+    assert "/tqcli-" in seen.read_text()
+    daemon = int(pid_file.read_text())
+    assert wait_until(lambda: not _alive(daemon), timeout=5), "the daemon outlived its task"
+    from tqcli.backends import cgroups
+
+    assert not list(cgroups.base().glob("tqcli-*")) or all(
+        not (path / "cgroup.procs").read_text().strip() for path in cgroups.base().glob("tqcli-*")
+    )

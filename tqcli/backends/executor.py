@@ -441,8 +441,10 @@ class ExecutorProcess:
     them. Only one thread may use an ExecutorProcess.
     """
 
-    def __init__(self, markers: dict[str, str] | None = None) -> None:
+    def __init__(self, markers: dict[str, str] | None = None, make_cgroup: Callable[[], Any] | None = None) -> None:
         self._markers = markers or {}
+        self._make_cgroup = make_cgroup  # called once, at the first start: the slot's cgroup or None
+        self._cgroup: Any = None
         self._process: subprocess.Popen[bytes] | None = None
         self._requests = -1
         self._reader: FrameReader | None = None
@@ -477,6 +479,12 @@ class ExecutorProcess:
             raise
         os.close(request_read)
         os.close(reply_write)
+        if self._make_cgroup is not None:
+            self._cgroup, self._make_cgroup = self._make_cgroup(), None
+        if self._cgroup is not None:
+            from tqcli.backends import cgroups
+
+            cgroups.enter(self._cgroup, self._process.pid)  # before its first request: what it starts stays inside
         self._requests = request_write
         self._reader = FrameReader(reply_read)
 
@@ -629,6 +637,10 @@ class ExecutorProcess:
         process = self._process
         if process is not None and process.poll() is None:
             end_process_group(process.pid, grace=CANCEL_GRACE)
+        if self._cgroup is not None:
+            from tqcli.backends import cgroups
+
+            cgroups.kill(self._cgroup)
 
     def kill(self) -> None:
         """End the process, its process group and everything carrying its slot's marker; the next send starts a new one."""
@@ -639,6 +651,10 @@ class ExecutorProcess:
                 end_process_group(self._process.pid, grace=0.2)  # children the task left behind
             self._process.wait()
             self._process = None
+            if self._cgroup is not None:
+                from tqcli.backends import cgroups
+
+                cgroups.kill(self._cgroup)  # everything forked under it, whatever its environment
             from tqcli.backends.fence import SLOT, end_marked
 
             if SLOT in self._markers:  # sessions of its own (shell commands, setsid daemons) included
@@ -661,6 +677,10 @@ class ExecutorProcess:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+        if self._cgroup is not None:
+            from tqcli.backends import cgroups
+
+            cgroups.kill(self._cgroup, remove=True)
 
 
 def main(argv: list[str]) -> None:

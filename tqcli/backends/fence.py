@@ -15,7 +15,8 @@ passes, the fence SIGKILLs every process of that slot; when the worker's
 pipe closes (the worker ended or died), every process of the worker.
 
 Processes are found by markers in their environment, which every child
-inherits at exec: `TQCLI_FENCE` names one worker run, `TQCLI_SLOT` one of
+inherits at exec (and, where the worker may create cgroups, the cgroup of
+each executor: see `tqcli.backends.cgroups`): `TQCLI_FENCE` names one worker run, `TQCLI_SLOT` one of
 its executor slots, `TQCLI_HOLDER` the worker process as its leases name
 it, and `TQCLI_ATTEMPT` (`DB_ID/TASK.CLAIM`, unique across every database
 on the host) the attempt a process was started for. A process that clears its environment escapes this; see
@@ -95,11 +96,35 @@ def end_marked(markers: list[tuple[str, str]], *, timeout: float = 5.0) -> int:
         time.sleep(0.005)
 
 
+def _kill_cgroup(path: str, *, remove: bool) -> None:
+    """End every process of a cgroup (`cgroup.kill`), wait until it is empty, and remove it with `remove`."""
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w") as handle:
+            handle.write("1\n")
+    except OSError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as handle:
+                if not handle.read().strip():
+                    break
+        except OSError:
+            break
+        time.sleep(0.005)
+    if remove:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def serve(run_id: str) -> None:
     """The fence's loop: read deadlines from stdin, end slots whose deadline passed, end all at EOF."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_IGN)  # only the worker's pipe closing ends the fence
     deadlines: dict[str, float] = {}
+    groups: dict[str, str] = {}  # slot key -> its cgroup, where the worker made one
     buffer = b""
     while True:
         timeout = None
@@ -109,6 +134,8 @@ def serve(run_id: str) -> None:
         if readable:
             chunk = os.read(0, 65536)
             if not chunk:
+                for path in groups.values():
+                    _kill_cgroup(path, remove=True)
                 end_marked([(FENCE, run_id)])
                 return
             buffer += chunk
@@ -120,10 +147,15 @@ def serve(run_id: str) -> None:
                     deadlines[key] = float(when)
                 elif command == "clear":
                     deadlines.pop(rest, None)
+                elif command == "cgroup":
+                    key, _, path = rest.partition(" ")
+                    groups[key] = path
         now = time.monotonic()
         for key, when in list(deadlines.items()):
             if when <= now:
                 del deadlines[key]
+                if key in groups:
+                    _kill_cgroup(groups[key], remove=False)
                 end_marked([(SLOT, key)])
                 try:
                     os.write(1, f"ended {key}\n".encode())
@@ -142,6 +174,7 @@ class Fence:
         self._ended: set[str] = set()
         self._buffer = b""
         self._process: subprocess.Popen[bytes] | None = None
+        self._told: list[str] = []  # lines every fence process must hear first (cgroups), sent when it starts
 
     def _started(self) -> subprocess.Popen[bytes]:
         if self._process is None or self._process.poll() is not None:
@@ -153,6 +186,8 @@ class Fence:
                 start_new_session=True,
             )
             os.set_blocking(self._process.stdout.fileno(), False)  # type: ignore[union-attr]
+            if self._told:
+                self._process.stdin.write("".join(f"{line}\n" for line in self._told).encode())  # type: ignore[union-attr]
         return self._process
 
     def slot_key(self, index: int) -> str:
@@ -178,6 +213,17 @@ class Fence:
     def hold_until(self, key: str, renewed_at: float) -> None:
         """The lease of slot `key` was renewed (or claimed) at monotonic time `renewed_at`."""
         self._send(f"deadline {key} {renewed_at + self.lease - self.margin!r}")
+
+    def watch_cgroup(self, key: str, path: str) -> None:
+        """Slot `key`'s executor lives in cgroup `path`: end it there too (and remove it at the end).
+
+        Told when the fence starts (at the first claim), so an idle run starts no fence.
+        """
+        with self._lock:
+            self._told.append(f"cgroup {key} {path}")
+            if self._process is not None and self._process.poll() is None:
+                self._process.stdin.write(f"cgroup {key} {path}\n".encode())  # type: ignore[union-attr]
+                self._process.stdin.flush()  # type: ignore[union-attr]
 
     def release(self, key: str) -> None:
         """Slot `key` holds no attempt now: no deadline."""

@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from tqcli.backends import cgroups
 from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
 from tqcli.core import chaining, liveness
 from tqcli.resilience import circuit_breaker
@@ -286,6 +287,7 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
             continue
         lost = Claim(row)
         if liveness.is_local(holder):  # its attempt's processes must be gone before it runs again
+            cgroups.kill_holder(holder)
             db_id = (tx.meta_value("db_id") or "") if db_id is None else db_id
             end_marked([(HOLDER, holder), (ATTEMPT, attempt_marker(db_id, lost.id, lost.claim))])
         tx.record_attempts([(lost.id, lost.claim, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])

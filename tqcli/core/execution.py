@@ -128,7 +128,7 @@ class Slot:
 
     def __init__(
         self, backends: BackendSet, results: "queue.Queue[Any]", *, key: str = "slot", markers: dict[str, str] | None = None,
-        lost: Callable[[str], bool] = lambda key: False, db_id: str = "",
+        lost: Callable[[str], bool] = lambda key: False, db_id: str = "", make_cgroup: Callable[[], Any] | None = None,
     ) -> None:
         self._backends = backends
         self._results = results
@@ -136,8 +136,9 @@ class Slot:
         self._markers = markers or {}
         self._lost = lost  # whether the fence ended this slot's processes (its lease ran out)
         self._db_id = db_id
+        self._make_cgroup = make_cgroup
         self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
-        self._executor = ExecutorProcess(self._markers)
+        self._executor = ExecutorProcess(self._markers, make_cgroup)
         self._thread: threading.Thread | None = None
         self._beat = time.monotonic()  # the thread's last turn of its loop
         self.crashes: list[float] = []  # monotonic times the thread failed
@@ -220,7 +221,7 @@ class Slot:
             self._executor.kill()
         except BaseException:  # noqa: S110 - the report below matters more than a clean kill
             pass
-        self._executor = ExecutorProcess(self._markers)
+        self._executor = ExecutorProcess(self._markers, self._make_cgroup)
         held = list(self._line.values())
         self._line.clear()
         while True:

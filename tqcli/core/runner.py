@@ -7,6 +7,7 @@ import socket
 import time
 from typing import Callable
 
+from tqcli.backends import cgroups
 from tqcli.backends.executor import ExecutorProcess
 from tqcli.backends.fence import HOLDER, Fence
 from tqcli.core import chaining, dispatcher, liveness
@@ -61,7 +62,8 @@ def run_now(
     backends = backends or BackendSet.discover()
     worker = f"run:{socket.gethostname()}:{os.getpid()}"
     fence = Fence(RUN_LEASE)
-    executor = ExecutorProcess({HOLDER: liveness.own_name(os.getpid()) or fence.run_id, **fence.environment(0)})
+    holder = liveness.own_name(os.getpid()) or fence.run_id
+    executor = ExecutorProcess({HOLDER: holder, **fence.environment(0)}, lambda: cgroups.create(holder, fence.slot_key(0), fence))
     stop: dict[str, str | None] = {"reason": None}
     keeper = LeaseKeeper(
         ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason), fence=fence,

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tqcli.backends import cgroups
 from tqcli.backends.fence import HOLDER, Fence
 from tqcli.core import dispatcher, liveness
 from tqcli.core.context import Context
@@ -172,7 +173,7 @@ class Worker:
         self._slots = [
             Slot(
                 backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)},
-                lost=fence.ended, db_id=db_id,
+                lost=fence.ended, db_id=db_id, make_cgroup=lambda key=fence.slot_key(n): cgroups.create(holder, key, fence),
             )
             for n in range(self._options.concurrency)
         ]
