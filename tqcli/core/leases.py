@@ -58,7 +58,9 @@ class LeaseKeeper:
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
         self._renew_every = max(0.05, lease_seconds / 3)
-        self._tick = min(CANCEL_POLL, self._renew_every)
+        # Fine enough that a claim is renewed within lease/3 + a tick of being made: the
+        # fence's deadline (lease - margin, the margin at most lease/3) leaves lease/4 of slack.
+        self._tick = max(0.02, min(CANCEL_POLL, self._renew_every / 4))
         self.failure: BaseException | None = None  # what stopped the thread, if anything did
 
     def hold(self, tokens: Sequence[Token], key: str = "", *, since: float | None = None) -> None:
@@ -108,20 +110,19 @@ class LeaseKeeper:
             self.failure = exc
 
     def _loop(self) -> None:
-        last_renewal = time.monotonic()
         while not self._quit.wait(self._tick):
             with self._lock:
                 tokens = dict(self._tokens)
+                oldest = min(self._oldest.values(), default=None)
             if not tokens:
                 continue
             healthy_keys = {key for key in set(tokens.values()) if self._healthy(key)}
             try:
-                if time.monotonic() - last_renewal >= self._renew_every:
+                if oldest is not None and time.monotonic() - oldest >= self._renew_every:  # measured from each claim
                     started = time.monotonic()
                     renewable = [token for token, key in tokens.items() if key in healthy_keys]
                     with self._store.write() as tx:
                         tx.renew_leases(renewable, self._clock.now() + int(self._lease * US_PER_SECOND))
-                    last_renewal = started
                     self._renewed(healthy_keys, started)
                 with self._store.read() as tx:
                     held = tx.held_tokens(list(tokens))
