@@ -1,14 +1,11 @@
 """Workers, run and --wait as real processes: kills, signals, concurrency, cron, plugins."""
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 
 from tests.conftest import REPO, TQCLI
 

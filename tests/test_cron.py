@@ -1,6 +1,6 @@
 """Cron evaluation: cron(8)'s rules, DST in real zones, checked against an independent implementation."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest

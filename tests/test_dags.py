@@ -1,7 +1,5 @@
 """DAGs: file checks, one-transaction submit, derived state, blocking, replay, JUnit reports."""
 
-import json
-from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-import tqcli
 from tests.conftest import TQCLI, on_read_only_folder, read_only_mount_works, table_dump
 from tests.reliability.helpers import consistency_problems
 from tqcli import TaskSpec
