@@ -123,6 +123,7 @@ def serve(run_id: str) -> None:
     """The fence's loop: read deadlines from stdin, end slots whose deadline passed, end all at EOF."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_IGN)  # only the worker's pipe closing ends the fence
+    os.set_blocking(1, False)  # a worker that never asks must not be able to stall the fence
     deadlines: dict[str, float] = {}
     groups: dict[str, str] = {}  # slot key -> its cgroup, where the worker made one
     buffer = b""
@@ -159,7 +160,7 @@ def serve(run_id: str) -> None:
                 end_marked([(SLOT, key)])
                 try:
                     os.write(1, f"ended {key}\n".encode())
-                except OSError:
+                except OSError:  # full (nobody asked lately) or closed: the worker learns it from the executor's death
                     pass
 
 
@@ -222,8 +223,11 @@ class Fence:
         with self._lock:
             self._told.append(f"cgroup {key} {path}")
             if self._process is not None and self._process.poll() is None:
-                self._process.stdin.write(f"cgroup {key} {path}\n".encode())  # type: ignore[union-attr]
-                self._process.stdin.flush()  # type: ignore[union-attr]
+                try:
+                    self._process.stdin.write(f"cgroup {key} {path}\n".encode())  # type: ignore[union-attr]
+                    self._process.stdin.flush()  # type: ignore[union-attr]
+                except BrokenPipeError:
+                    self._process = None  # the next line starts another fence, which hears it first
 
     def release(self, key: str) -> None:
         """Slot `key` holds no attempt now: no deadline."""
