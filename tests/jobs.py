@@ -118,3 +118,18 @@ def start_daemon(pid_file):
     while not os.path.exists(pid_file) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "started"
+
+
+def close_descriptors():
+    """Close file descriptors 1 and 2 themselves, not just sys.stdout."""
+    os.close(1)
+    os.close(2)
+    return "closed"
+
+
+def print_both(text="hello"):
+    import sys
+
+    print(text)
+    print(text, file=sys.stderr)
+    return text

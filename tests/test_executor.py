@@ -137,3 +137,20 @@ def test_where_cgroups_can_be_made_an_attempt_runs_in_its_slots_cgroup_and_nothi
     assert not list(cgroups.base().glob("tqcli-*")) or all(
         not (path / "cgroup.procs").read_text().strip() for path in cgroups.base().glob("tqcli-*")
     )
+
+
+def test_a_task_that_closes_descriptors_1_and_2_does_not_break_the_next_one(executor):
+    executor.send(_request(1, "tests.jobs:close_descriptors"), _request(2, "tests.jobs:print_both"))
+    assert executor.next_reply(stop_reason=lambda: None)["ok"]
+    after = executor.next_reply(stop_reason=lambda: None)
+    assert after["ok"], after
+
+
+def test_a_shell_timeout_ends_the_attempt_without_waiting_out_the_grace(cli):
+    import time
+
+    cli.submit("--backend", "shell", "sleep 30", "--timeout", "1", "--max-retries", "0")
+    started = time.monotonic()
+    cli("worker", "--once")
+    assert time.monotonic() - started < 2.8, "the stop waited out the whole kill grace"
+    assert "timed out" in cli.task(1)["error"]

@@ -283,11 +283,21 @@ def end_leftovers(attempt_markers: list[str], owned: set[int]) -> None:
 
 
 def _keep_stdout() -> Callable[[], None]:
-    """A function that gives the next task a working stdout, whatever the last one did to it."""
-    saved = os.dup(1)
+    """A function that gives the next task working stdout and stderr, whatever the last one did to them.
+
+    Two `fstat` calls per attempt: a fraction of a microsecond.
+    """
+    saved, saved_err = os.dup(1), os.dup(2)
 
     def restore() -> None:
-        if sys.stdout is None or sys.stdout.closed:  # an attribute test: nothing per task in the common case
+        for fd, copy in ((1, saved), (2, saved_err)):
+            try:
+                os.fstat(fd)
+            except OSError:  # the task closed the descriptor itself
+                os.dup2(copy, fd)
+        if sys.stderr is not None and sys.stderr.closed:
+            sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115 - lives as long as the process
+        if sys.stdout is None or sys.stdout.closed:
             os.dup2(saved, 1)
             sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - lives as long as the process
 
@@ -636,7 +646,7 @@ class ExecutorProcess:
         """
         process = self._process
         if process is not None and process.poll() is None:
-            end_process_group(process.pid, grace=CANCEL_GRACE)
+            end_process_group(process.pid, grace=CANCEL_GRACE, leader=process)
         if self._cgroup is not None:
             from tqcli.backends import cgroups
 
@@ -646,7 +656,7 @@ class ExecutorProcess:
         """End the process, its process group and everything carrying its slot's marker; the next send starts a new one."""
         if self._process is not None:
             if self._process.poll() is None:
-                end_process_group(self._process.pid, grace=CANCEL_GRACE)
+                end_process_group(self._process.pid, grace=CANCEL_GRACE, leader=self._process)
             else:
                 end_process_group(self._process.pid, grace=0.2)  # children the task left behind
             self._process.wait()

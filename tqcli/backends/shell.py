@@ -76,14 +76,34 @@ def _exit_notice(pid: int) -> int | None:
         return None
 
 
-def end_process_group(pgid: int, grace: float = KILL_GRACE) -> None:
-    """SIGTERM the group, then SIGKILL whatever is still there after `grace` seconds."""
+def _reap_group(pgid: int) -> None:
+    """Reap our own exited children in process group `pgid` (adopted orphans, as a subreaper), so the group can empty."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def end_process_group(pgid: int, grace: float = KILL_GRACE, leader: "subprocess.Popen[bytes] | None" = None) -> None:
+    """SIGTERM the group, then SIGKILL whatever is still there after `grace` seconds.
+
+    Pass the group's `leader` when this process started it: it, and any of
+    its group that this process adopted as a subreaper, are reaped as soon
+    as they exit, since unreaped zombies keep the group alive and would
+    make every stop wait out the whole grace.
+    """
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if leader is not None:
+            leader.poll()
+            _reap_group(pgid)
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -115,7 +135,7 @@ class ShellBackend:
         try:
             tail = self._pump(process, payload.encode(), ctx)
         except BaseException:
-            end_process_group(process.pid)
+            end_process_group(process.pid, leader=process)
             process.wait()
             raise
         finally:
@@ -195,7 +215,7 @@ class ShellBackend:
         finally:
             if exit_fd is not None:
                 os.close(exit_fd)
-        end_process_group(process.pid, grace=0.2)
+        end_process_group(process.pid, grace=0.2, leader=process)
         return bytes(tail[-OUTPUT_TAIL:])
 
     @staticmethod

@@ -66,7 +66,7 @@ class WorkerOptions:
 
 
 # How the summary line names each outcome ("3 completed, 1 to retry").
-_SUMMARY_WORDS = {"retry": "to retry", "released": "given back unrun", "stale": "late results dropped"}
+_SUMMARY_WORDS = {"retry": "to retry", "released": "given back (not counted as attempts)", "stale": "late results dropped"}
 
 
 @dataclass
@@ -100,7 +100,11 @@ class WorkerReport:
         if self.fired:
             parts.append(f"{self.fired} scheduled")
         detail = ": " + ", ".join(parts) if parts else ""
-        started = f"ran {ran} attempt{'' if ran == 1 else 's'}" if ran > 0 else "started no attempt"
+        released = self.outcomes.get("released", 0)
+        if released:  # given back unstarted or stopped at shutdown: claimed, but no attempt counted
+            started = f"claimed {self.claimed} task{'' if self.claimed == 1 else 's'}"
+        else:
+            started = f"ran {ran} attempt{'' if ran == 1 else 's'}"
         return f"worker {self.worker_id}: {started} in {self.seconds:.2f} s{rate}{detail}"
 
 

@@ -87,6 +87,13 @@ def _describe(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StorageErr
             f"database {path} is corrupt or not a SQLite database ({text}); it was left untouched: restore it from a backup"
         )
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        for suffix in ("-shm", "-wal"):
+            companion = Path(f"{path}{suffix}")
+            if os.path.exists(companion) and os.access(path, os.W_OK) and not os.access(companion, os.W_OK):
+                return StorageError(
+                    f"database {path} cannot be written: {companion.name} beside it is read-only (left by a reader "
+                    f"without write access); nothing was changed: remove {companion} and its -wal/-shm sibling while no tqcli runs"
+                )
         return StorageError(f"database {path} is read-only ({text}): nothing was changed; writing needs write access to the file and its folder")
     if name.startswith("SQLITE_FULL") or "full" in text:
         return StorageFull(f"disk full while writing database {path}: nothing was changed; free some space and try again")
