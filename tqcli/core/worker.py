@@ -170,10 +170,16 @@ class Worker:
         report.skipped_backends = dict(backends.failed)
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
+        self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)  # never the caller's connection
+        try:
+            with self._ctx.read() as tx:
+                db_id = tx.meta_value("db_id") or ""
+        except BaseException:
+            self._ctx.store.close()
+            self._ctx = self._base
+            raise
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
-        with self._base.read() as tx:
-            db_id = tx.meta_value("db_id") or ""
         self._slots = [
             Slot(
                 backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)},
@@ -189,7 +195,6 @@ class Worker:
         self._full_since: float | None = None  # when commits started failing for a full disk
         self._retry_at = 0.0  # while the disk is full: when to try the commit again
         self._journal_used = False  # outcomes were saved in the journal: leave it for the next worker
-        self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)
         keeper = LeaseKeeper(
             self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log,
             fence=fence, healthy=lambda key: by_key[key].healthy(silence),
