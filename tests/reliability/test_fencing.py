@@ -56,6 +56,15 @@ def _rescue(cli, rescuer):
         time.sleep(0.25)
 
 
+def _assert_ran_apart_and_completed_after_a_takeover(cli, ledger):
+    text = ledger.read_text()
+    assert "overlap" not in text, text
+    task = cli.task(1)
+    assert task["state"] == "completed", task
+    assert [h["outcome"] for h in task["history"]] == ["lost", "completed"]
+    assert consistency_problems(cli.db) == []
+
+
 def _started(ledger):
     return ledger.exists() and ledger.read_text().count("start") >= 1
 
@@ -74,12 +83,7 @@ def test_a_stopped_workers_task_is_ended_before_another_worker_runs_it(cli, tmp_
         stopped.send_signal(signal.SIGCONT)
         stopped.send_signal(signal.SIGTERM)
         stopped.wait(timeout=60)
-    text = ledger.read_text()
-    assert "overlap" not in text, text
-    task = cli.task(1)
-    assert task["state"] == "completed", task
-    assert [h["outcome"] for h in task["history"]] == ["lost", "completed"]
-    assert consistency_problems(cli.db) == []
+    _assert_ran_apart_and_completed_after_a_takeover(cli, ledger)
 
 
 @pytest.mark.parametrize("rescuer", RESCUERS)
@@ -92,9 +96,4 @@ def test_a_killed_workers_task_inside_a_long_c_call_never_overlaps_its_rerun(cli
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     _rescue(cli, rescuer)
-    text = ledger.read_text()
-    assert "overlap" not in text, text
-    task = cli.task(1)
-    assert task["state"] == "completed", task
-    assert [h["outcome"] for h in task["history"]] == ["lost", "completed"]
-    assert consistency_problems(cli.db) == []
+    _assert_ran_apart_and_completed_after_a_takeover(cli, ledger)

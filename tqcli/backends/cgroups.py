@@ -109,13 +109,3 @@ def kill_holder(holder: str) -> None:
     for path in folder.glob(f"tqcli-{holder_tag(holder)}-*"):
         kill(path, remove=True)
 
-
-def kill_run(folder: str, prefix: str) -> None:
-    """End and remove the cgroups under `folder` whose names start with `prefix` (the fence, at its end)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            kill(Path(folder) / name, remove=True)

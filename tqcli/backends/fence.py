@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 HOLDER = "TQCLI_HOLDER"
 FENCE = "TQCLI_FENCE"
@@ -96,33 +97,13 @@ def end_marked(markers: list[tuple[str, str]], *, timeout: float = 5.0) -> int:
         time.sleep(0.005)
 
 
-def _kill_cgroup(path: str, *, remove: bool) -> None:
-    """End every process of a cgroup (`cgroup.kill`), wait until it is empty, and remove it with `remove`."""
-    try:
-        with open(os.path.join(path, "cgroup.kill"), "w") as handle:
-            handle.write("1\n")
-    except OSError:
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            with open(os.path.join(path, "cgroup.procs")) as handle:
-                if not handle.read().strip():
-                    break
-        except OSError:
-            break
-        time.sleep(0.005)
-    if remove:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
-
-
 def serve(run_id: str) -> None:
     """The fence's loop: read deadlines from stdin, end slots whose deadline passed, end all at EOF."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_IGN)  # only the worker's pipe closing ends the fence
+    # Run as a script, this file's folder is first on sys.path: its sibling imports as a plain module.
+    import cgroups  # type: ignore[import-not-found]
+
     os.set_blocking(1, False)  # a worker that never asks must not be able to stall the fence
     deadlines: dict[str, float] = {}
     groups: dict[str, str] = {}  # slot key -> its cgroup, where the worker made one
@@ -136,7 +117,7 @@ def serve(run_id: str) -> None:
             chunk = os.read(0, 65536)
             if not chunk:
                 for path in groups.values():
-                    _kill_cgroup(path, remove=True)
+                    cgroups.kill(Path(path), remove=True)
                 end_marked([(FENCE, run_id)])
                 return
             buffer += chunk
@@ -156,7 +137,7 @@ def serve(run_id: str) -> None:
             if when <= now:
                 del deadlines[key]
                 if key in groups:
-                    _kill_cgroup(groups[key], remove=False)
+                    cgroups.kill(Path(groups[key]))
                 end_marked([(SLOT, key)])
                 try:
                     os.write(1, f"ended {key}\n".encode())

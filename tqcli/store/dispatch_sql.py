@@ -119,16 +119,20 @@ class DispatchSQL:
         ).fetchone()
         return None if row is None else bool(row[0])
 
-    def holding(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
-        """For the `(task id, claim)` tokens that still hold their (running) task: whether it has dependents now."""
+    def _held_flags(self, tokens: Sequence[tuple[int, int]], flag: str) -> dict[tuple[int, int], bool]:
+        """For the `(task id, claim)` tokens that still hold their running task: the boolean column `flag`."""
         wanted = set(tokens)
         held: dict[tuple[int, int], bool] = {}
         for part in chunks([task_id for task_id, _ in tokens]):
-            sql = f"SELECT id, claim, has_dependents FROM tasks WHERE state = 'running' AND id IN ({marks(len(part))})"
-            for task_id, claim, flag in self.conn.execute(sql, part):
+            sql = f"SELECT id, claim, {flag} FROM tasks WHERE state = 'running' AND id IN ({marks(len(part))})"
+            for task_id, claim, value in self.conn.execute(sql, part):
                 if (task_id, claim) in wanted:
-                    held[(task_id, claim)] = bool(flag)
+                    held[(task_id, claim)] = bool(value)
         return held
+
+    def holding(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+        """For the `(task id, claim)` tokens that still hold their (running) task: whether it has dependents now."""
+        return self._held_flags(tokens, "has_dependents")
 
     def complete_tasks(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
         """Complete many held tasks: `(result, now, task_id, claim)` each (check `holding` first)."""
@@ -190,14 +194,7 @@ class DispatchSQL:
 
     def held_tokens(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
         """For the `(task id, claim)` tokens that still hold their task: whether a cancel was requested."""
-        wanted = set(tokens)
-        held: dict[tuple[int, int], bool] = {}
-        for part in chunks([task_id for task_id, _ in tokens]):
-            sql = f"SELECT id, claim, cancel_requested FROM tasks WHERE state = 'running' AND id IN ({marks(len(part))})"
-            for task_id, claim, cancel in self.conn.execute(sql, part):
-                if (task_id, claim) in wanted:
-                    held[(task_id, claim)] = bool(cancel)
-        return held
+        return self._held_flags(tokens, "cancel_requested")
 
     def running_leases(self) -> list[tuple[Any, ...]]:
         """Claim rows (`CLAIM_COLUMNS`) of every running task, then cancel_requested, lease_until, holder."""
