@@ -18,6 +18,8 @@ def test_submit_stores_every_field(queue, clock):
         "depends_on": [], "dag_id": None, "service": "images", "idempotency_key": "k1", "encrypted": False,
         "result": None, "error": None, "created_at": format_time(clock.now()), "started_at": None,
         "finished_at": None, "submitted_by": queue.actor, "history": None, "waiting": "ready: waiting for a worker",
+        "run": 1, "restarted_from": None, "expires_at": None, "cwd": None, "env": {}, "replays": [],
+        "waiting_detail": None,
     }
 
 

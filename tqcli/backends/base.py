@@ -5,7 +5,9 @@ name; the entry point names a class (or factory) called with no arguments.
 Its `execute(ctx)` runs one attempt of one task:
 
 - the return value (JSON-serialisable) is the task's result;
-- an exception is a failed attempt, whose error is the exception's text.
+- an exception is a failed attempt, whose error is the exception's type and
+  text (`ValueError: nope`), its traceback kept beside it; a `TaskFailed`
+  (which the built-in backends raise) is its text alone.
 
 How the worker isolates it depends on one class attribute:
 
@@ -26,7 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 
-class TaskTimeout(Exception):
+class TaskFailed(Exception):
+    """A failure a backend words itself: its text is the whole error, without the exception's type."""
+
+
+class TaskTimeout(TaskFailed):
     """The attempt ran longer than its timeout and was stopped."""
 
     def __init__(self, seconds: float) -> None:
@@ -54,6 +60,10 @@ class TaskContext:
     payload: dict[str, Any]
     attempt: int = 1
     timeout: float | None = None
+    cwd: str | None = None
+    """The directory a `shell` task runs in (None: the worker's)."""
+    env: dict[str, str] | None = None
+    """Extra environment variables for a `shell` task."""
     cancelled: Callable[[], bool] = field(default=_never, repr=False)
     on_output: Callable[[bytes], None] | None = field(default=None, repr=False)
     """Where a backend may stream output as it appears (used by `tqcli run`)."""

@@ -53,7 +53,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from tqcli.backends.base import TaskCancelled, TaskContext, TaskTimeout
+from tqcli.backends.base import TaskCancelled, TaskContext, TaskFailed, TaskTimeout
 from tqcli.backends.shell import end_process_group
 
 _HEADER = 4
@@ -132,11 +132,28 @@ def write_message(fd: int, message: Any) -> None:
 
 
 def error_text(exc: BaseException) -> str:
-    """The text recorded for a failed attempt: the exception's message, else its type."""
+    """The text recorded for a failed attempt: `Type: message` (a `TaskFailed` is its message alone)."""
     if isinstance(exc, SystemExit):
         return f"the task called exit({exc.code})"
     text = str(exc)
-    return text if text else type(exc).__name__
+    if isinstance(exc, TaskFailed):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def traceback_text(exc: BaseException) -> str | None:
+    """The traceback of a task's exception from the task's own first frame (tqcli's frames left out)."""
+    import traceback  # only when a task failed: it is not needed on the way to a success
+
+    if isinstance(exc, (TaskFailed, SystemExit)):
+        return None
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 class Unrunnable(ValueError):
@@ -186,6 +203,8 @@ def run_request(
         payload=payload,
         attempt=request["attempt"],
         timeout=request["timeout"],
+        cwd=request.get("cwd"),
+        env=json.loads(request["env"]) if request.get("env") else None,
         cancelled=cancelled,
         on_output=on_output,
     )
@@ -195,7 +214,7 @@ def run_request(
         return {"ok": False, "cancelled": True}
     except BaseException as exc:  # the task's failure, whatever it raised
         try:
-            return {"ok": False, "error": error_text(exc)}
+            return {"ok": False, "error": error_text(exc), "traceback": traceback_text(exc)}
         except BaseException:  # its message could not even be made into text
             return {"ok": False, "error": type(exc).__name__}
     try:

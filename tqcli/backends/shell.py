@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from tqcli.backends.base import TaskCancelled, TaskContext, TaskTimeout
+from tqcli.backends.base import TaskCancelled, TaskContext, TaskFailed, TaskTimeout
 
 OUTPUT_TAIL = 4096
 ERROR_TAIL = 2000
@@ -37,7 +37,7 @@ MAX_ENV_PAYLOAD = 100 * 1024
 LIVE_GROUPS: set[int] = set()
 
 
-class ShellFailed(Exception):
+class ShellFailed(TaskFailed):
     """The command exited with a non-zero status (or was killed by a signal)."""
 
 
@@ -45,14 +45,16 @@ _SPAWN_LOCK = threading.Lock()
 
 
 @contextmanager
-def _task_environment(task_id: int, payload: str) -> Iterator[None]:
+def _task_environment(task_id: int, payload: str, extra: dict[str, str] | None = None) -> Iterator[None]:
     """Set TQCLI_TASK_ID and TQCLI_PAYLOAD in this process's environment for one spawn.
 
     Cheaper than handing Popen a copied environment, which it re-encodes
     variable by variable on every task; spawns hold `_SPAWN_LOCK`, so
     threads never see each other's values.
     """
-    saved = {name: os.environ.get(name) for name in ("TQCLI_TASK_ID", "TQCLI_PAYLOAD")}
+    names = ("TQCLI_TASK_ID", "TQCLI_PAYLOAD", *(extra or ()))
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(extra or {})
     os.environ["TQCLI_TASK_ID"] = str(task_id)
     if len(payload) <= MAX_ENV_PAYLOAD:
         os.environ["TQCLI_PAYLOAD"] = payload
@@ -123,14 +125,20 @@ class ShellBackend:
     def execute(self, ctx: TaskContext) -> Any:
         """Run the command; return its exit code and the last 4 KiB of its output."""
         payload = json.dumps(ctx.payload, separators=(",", ":"))
-        with _SPAWN_LOCK, _task_environment(ctx.id, payload):
-            process = subprocess.Popen(
-                ["/bin/sh", "-c", ctx.target],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        try:
+            with _SPAWN_LOCK, _task_environment(ctx.id, payload, ctx.env):
+                process = subprocess.Popen(
+                    ["/bin/sh", "-c", ctx.target],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=ctx.cwd,
+                )
+        except OSError as exc:
+            if ctx.cwd is not None and not os.path.isdir(ctx.cwd):
+                raise ShellFailed(f"the working directory {ctx.cwd} does not exist on this worker's host") from None
+            raise ShellFailed(f"could not start /bin/sh: {exc.strerror or exc}") from None
         LIVE_GROUPS.add(process.pid)
         try:
             tail = self._pump(process, payload.encode(), ctx)

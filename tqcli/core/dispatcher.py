@@ -26,6 +26,7 @@ from tqcli.units import US_PER_SECOND, format_time
 
 MAX_BACKOFF_SECONDS = 3600
 MAX_ERROR_CHARS = 8192
+MAX_TRACEBACK_CHARS = 65_536
 WORKER_LOST = "worker lost"
 _THIS_PROCESS = object()
 
@@ -36,13 +37,13 @@ class Claim:
     __slots__ = (
         "id", "name", "queue", "tenant", "backend", "target", "payload", "attempt", "max_retries",
         "backoff", "timeout", "service", "encrypted", "dag_id", "claim", "token", "suspect",
-        "started_at", "worker", "priority", "run_at",
+        "started_at", "worker", "priority", "run_at", "run", "cwd", "env",
     )
 
     def __init__(self, row: Sequence[Any]) -> None:
         (self.id, self.name, self.queue, self.tenant, self.backend, self.target, self.payload, self.attempt,
          self.max_retries, self.backoff, self.timeout, self.service, self.encrypted, self.dag_id, self.claim,
-         last_error, self.started_at, self.worker, self.priority, self.run_at) = row[:20]
+         last_error, self.started_at, self.worker, self.priority, self.run_at, self.run, self.cwd, self.env) = row[:23]
         self.token = (self.id, self.claim)  # what fences this attempt: unique across all claims ever made
         # Its last attempt died with its worker: it may be what killed it, so it runs alone.
         self.suspect = last_error == WORKER_LOST
@@ -61,13 +62,17 @@ class Outcome:
     JSON): it is not retried.
     """
 
-    __slots__ = ("kind", "result", "error", "final")
+    __slots__ = ("kind", "result", "error", "final", "traceback")
 
-    def __init__(self, kind: str, *, result: str | None = None, error: str | None = None, final: bool = False) -> None:
+    def __init__(
+        self, kind: str, *, result: str | None = None, error: str | None = None, final: bool = False,
+        traceback: str | None = None,
+    ) -> None:
         self.kind = kind
         self.result = result
         self.error = error[:MAX_ERROR_CHARS] if error is not None else None
         self.final = final
+        self.traceback = traceback[-MAX_TRACEBACK_CHARS:] if traceback else None
 
     def __repr__(self) -> str:
         return f"Outcome({self.kind!r}, error={self.error!r})"
@@ -190,7 +195,7 @@ def finish(
             return _stale(journal, claimed, outcome, worker)
         breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
         kind = "failed"
-    row = (task_id, token, claimed.attempt, worker, claimed.started_at, now, kind, error)
+    row = (task_id, token, claimed.run, claimed.attempt, worker, claimed.started_at, now, kind, error, outcome.traceback)
     if attempt_rows is None:
         tx.record_attempts([row])
     else:
@@ -232,7 +237,7 @@ def finish_all(
             endings.append(_stale(journal, claim, outcome, worker))
         else:
             _completed(tx, journal, claim, held[claim.token], now=now, worker=worker, breakers=breakers)
-            attempt_rows.append((claim.id, claim.claim, claim.attempt, worker, claim.started_at, now, "completed", None))
+            attempt_rows.append((claim.id, claim.claim, claim.run, claim.attempt, worker, claim.started_at, now, "completed", None, None))
             endings.append("completed")
     if attempt_rows:
         tx.record_attempts(attempt_rows)
@@ -281,7 +286,7 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
     reclaimed = []
     db_id: str | None = None
     for row in tx.running_leases():
-        cancel_requested, lease_until, holder = row[20:23]
+        cancel_requested, lease_until, holder = row[23:26]
         alive = liveness.holder_alive(holder)
         if alive or (alive is None and lease_until >= now):
             continue
@@ -290,7 +295,7 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
             cgroups.kill_holder(holder)
             db_id = (tx.meta_value("db_id") or "") if db_id is None else db_id
             end_marked([(HOLDER, holder), (ATTEMPT, attempt_marker(db_id, lost.id, lost.claim))])
-        tx.record_attempts([(lost.id, lost.claim, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST)])
+        tx.record_attempts([(lost.id, lost.claim, lost.run, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST, None)])
         if cancel_requested:
             note = tx.pending_cancel_note(lost.id, lost.claim) or "cancelled"
             tx.end_task(lost.id, lost.claim, state="cancelled", now=now, error=f"{note} (its worker was lost)")

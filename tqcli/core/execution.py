@@ -58,6 +58,7 @@ def request_of(claim: Claim, db_id: str) -> dict[str, Any]:
     return {
         "token": claim.token, "id": claim.id, "marker": attempt_marker(db_id, claim.id, claim.claim), "backend": claim.backend,
         "target": claim.target, "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
+        "cwd": claim.cwd, "env": claim.env,
     }
 
 
@@ -115,7 +116,7 @@ def outcome_of(reply: dict[str, Any], reason: str | None) -> Outcome:
         return Outcome("released")  # given back unstarted, behind a slow task
     if reply.get("cancelled") or reply.get("skipped"):
         return _stopped(reason)
-    return Outcome("failed", error=reply.get("error") or "failed", final=bool(reply.get("final")))
+    return Outcome("failed", error=reply.get("error") or "failed", final=bool(reply.get("final")), traceback=reply.get("traceback"))
 
 
 class Slot:

@@ -39,25 +39,46 @@ ALL_STATES = tuple(State)
 
 @dataclass
 class Attempt:
-    """One claim of a task by a worker, and how it ended."""
+    """One claim of a task by a worker, and how it ended.
 
+    `run` is 1, then one more after each `dlq replay`; `attempt` counts
+    within the run (it is what `ctx.attempt` was).
+    """
+
+    run: int
     attempt: int
     started_at: int
     finished_at: int | None
     outcome: str | None
     error: str | None
     worker: str
+    traceback: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The attempt as in `status ID --json` (`history`)."""
         return {
+            "run": self.run,
             "attempt": self.attempt,
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
             "outcome": self.outcome or "running",
             "error": self.error,
             "worker": self.worker,
+            "traceback": self.traceback,
         }
+
+
+@dataclass
+class Replay:
+    """A `dlq replay` of a task: it began run `run`."""
+
+    run: int
+    at: str
+    by: str
+
+    def to_json(self) -> dict[str, Any]:
+        """As in `status ID --json` (`replays`)."""
+        return {"run": self.run, "at": self.at, "by": self.by}
 
 
 @dataclass
@@ -90,9 +111,16 @@ class Task:
     submitted_by: str
     waiting_deps: int = 0
     cancel_requested: bool = False
+    run: int = 1
+    restarted_from: int | None = None
+    expires_at: int | None = None
+    cwd: str | None = None
+    env: str | None = None
     depends_on: list[int] = field(default_factory=list)
     history: list[Attempt] | None = None
+    replays: list[Replay] = field(default_factory=list)
     waiting: str | None = None
+    waiting_detail: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> "Task":
@@ -141,10 +169,17 @@ class Task:
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
             "submitted_by": self.submitted_by,
+            "run": self.run,
+            "restarted_from": self.restarted_from,
+            "expires_at": format_time(self.expires_at),
+            "cwd": self.cwd,
+            "env": _decoded(self.env) if self.env is not None else {},
         }
         if self.history is not None:
             data["history"] = [attempt.to_json() for attempt in self.history]
+            data["replays"] = [replay.to_json() for replay in self.replays]
             data["waiting"] = self.waiting
+            data["waiting_detail"] = self.waiting_detail
         return data
 
 

@@ -127,12 +127,29 @@ class BreakerCache:
 
 def is_blocking(tx: Any, key: str, task_id: int, now: int) -> bool:
     """Whether the circuit of `key` keeps task `task_id` from being claimed now."""
+    return blocking_detail(tx, key, task_id, now) is not None
+
+
+def blocking_detail(tx: Any, key: str, task_id: int, now: int) -> dict[str, Any] | None:
+    """Why the circuit of `key` keeps task `task_id` from being claimed now, or None if it does not.
+
+    `{"service", "state", "trial_at", "trial_task", "reset"}`: an open
+    circuit's trial is due at `trial_at`; a half-open one waits for its
+    running trial task; `reset` is the command that closes it by hand.
+    """
     row = tx.breaker_row(key)
     if row is None or row[1] == "closed":
-        return False
+        return None
+    detail = {"service": key, "state": row[1], "trial_at": None, "trial_task": None, "reset": f"tqcli breaker reset {key}"}
     if row[1] == "open":
-        return row[6] is not None and row[6] > now
-    return row[7] is not None and row[7] != task_id and tx.task_state(row[7]) == "running"
+        if row[6] is None or row[6] <= now:
+            return None
+        detail["trial_at"] = format_time(row[6])
+        return detail
+    if row[7] is None or row[7] == task_id or tx.task_state(row[7]) != "running":
+        return None
+    detail["trial_task"] = row[7]
+    return detail
 
 
 @dataclass

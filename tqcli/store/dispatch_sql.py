@@ -15,7 +15,7 @@ from tqcli.store.tasks_sql import chunks, marks
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
 CLAIM_COLUMNS = (
     "id, name, queue, tenant, backend, target, payload, attempts, max_retries, backoff, timeout, "
-    "service, encrypted, dag_id, claim, error, started_at, worker, priority, run_at"
+    "service, encrypted, dag_id, claim, error, started_at, worker, priority, run_at, run, cwd, env"
 )
 
 _PICK = (
@@ -100,13 +100,13 @@ class DispatchSQL:
         return self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()
 
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Ended attempts: `(task_id, claim, attempt, worker, started_at, finished_at, outcome, error)`.
+        """Ended attempts: `(task_id, claim, run, attempt, worker, started_at, finished_at, outcome, error, traceback)`.
 
         `(task_id, claim)` is the row's key, so an attempt is recorded once.
         """
         self.conn.executemany(
-            "INSERT INTO attempts (task_id, claim, attempt, worker, started_at, finished_at, outcome, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO attempts (task_id, claim, run, attempt, worker, started_at, finished_at, outcome, error, traceback) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows,
         )
 
@@ -208,10 +208,10 @@ class DispatchSQL:
             f"SELECT {CLAIM_COLUMNS} FROM tasks WHERE id = ? AND claim = ? AND state = 'running'", (task_id, claim)
         ).fetchone()
 
-    def running_attempt(self, task_id: int) -> tuple[int, int, str] | None:
-        """`(attempt, started_at, worker)` of the attempt running now, if the task runs."""
+    def running_attempt(self, task_id: int) -> tuple[int, int, int, str] | None:
+        """`(run, attempt, started_at, worker)` of the attempt running now, if the task runs."""
         return self.conn.execute(
-            "SELECT attempts, started_at, worker FROM tasks WHERE id = ? AND state = 'running'", (task_id,)
+            "SELECT run, attempts, started_at, worker FROM tasks WHERE id = ? AND state = 'running'", (task_id,)
         ).fetchone()
 
     def task_state(self, task_id: int) -> str | None:

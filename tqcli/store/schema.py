@@ -309,7 +309,75 @@ RENAME_ATTEMPTS = "ALTER TABLE attempts_v5 RENAME TO attempts"
 
 MIGRATION_5 = (TASKS_RENAME_TOKEN, TASKS_CLAIM_FROM_TOKEN, ATTEMPTS_V5, COPY_ATTEMPTS, DROP_OLD_ATTEMPTS, RENAME_ATTEMPTS)
 
+# -- version 6: the everyday commands -------------------------------------------
+# `run` counts a task's runs (1, one more after each `dlq replay`), so its
+# history reads run by run; `restarted_from` links a `restart`; `expires_at`
+# is when a still-pending task is cancelled instead of run (a partial index
+# keeps the poll that finds them an index search); `cwd` and `env` (a JSON
+# object) are where and with what a shell task runs. An attempt keeps its run
+# and the traceback of a Python exception. `workers` is the registry behind
+# `tqcli workers` and the "no worker is alive" hint of `wait`. A DAG task
+# removed by `dlq purge` or `prune` leaves a row in `purged_tasks`, so the
+# DAG keeps its state and shows the task as purged.
+
+TASKS_RUN = "ALTER TABLE tasks ADD COLUMN run INTEGER NOT NULL DEFAULT 1"
+TASKS_RESTARTED_FROM = "ALTER TABLE tasks ADD COLUMN restarted_from INTEGER"
+TASKS_EXPIRES_AT = "ALTER TABLE tasks ADD COLUMN expires_at INTEGER"
+TASKS_CWD = "ALTER TABLE tasks ADD COLUMN cwd TEXT"
+TASKS_ENV = "ALTER TABLE tasks ADD COLUMN env TEXT"
+TASKS_EXPIRY_INDEX = """
+CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state = 'pending'
+"""
+TASKS_FINISHED_INDEX = """
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE state IN ('completed', 'cancelled', 'failed')
+"""
+ATTEMPTS_RUN = "ALTER TABLE attempts ADD COLUMN run INTEGER NOT NULL DEFAULT 1"
+ATTEMPTS_TRACEBACK = "ALTER TABLE attempts ADD COLUMN traceback TEXT"
+# Attempts given back are never recorded, so each earlier first attempt of
+# the same task began one run.
+NUMBER_RUNS = (
+    "UPDATE attempts SET run = (SELECT count(*) FROM attempts AS first WHERE first.task_id = attempts.task_id "
+    "AND first.attempt = 1 AND first.claim <= attempts.claim) WHERE task_id IN "
+    "(SELECT task_id FROM attempts WHERE attempt = 1 GROUP BY task_id HAVING count(*) > 1)"
+)
+CURRENT_RUN = (
+    "UPDATE tasks SET run = (SELECT max(run) FROM attempts WHERE attempts.task_id = tasks.id) "
+    "WHERE id IN (SELECT task_id FROM attempts WHERE run > 1)"
+)
+WORKERS = """
+CREATE TABLE workers (
+    run_id       TEXT    PRIMARY KEY,
+    id           TEXT    NOT NULL,
+    host         TEXT    NOT NULL,
+    pid          INTEGER NOT NULL,
+    holder       TEXT,
+    lease        REAL    NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    stopped_at   INTEGER
+) WITHOUT ROWID
+"""
+WORKERS_HEARTBEAT_INDEX = "CREATE INDEX workers_heartbeat ON workers (heartbeat_at)"
+PURGED_TASKS = """
+CREATE TABLE purged_tasks (
+    id        INTEGER PRIMARY KEY,
+    dag_id    INTEGER NOT NULL REFERENCES dags(id),
+    name      TEXT    NOT NULL,
+    state     TEXT    NOT NULL,
+    purged_at INTEGER NOT NULL
+)
+"""
+PURGED_TASKS_DAG_INDEX = "CREATE INDEX purged_tasks_dag ON purged_tasks (dag_id)"
+
+MIGRATION_6 = (
+    TASKS_RUN, TASKS_RESTARTED_FROM, TASKS_EXPIRES_AT, TASKS_CWD, TASKS_ENV, TASKS_EXPIRY_INDEX,
+    TASKS_FINISHED_INDEX, ATTEMPTS_RUN, ATTEMPTS_TRACEBACK, NUMBER_RUNS, CURRENT_RUN, WORKERS,
+    WORKERS_HEARTBEAT_INDEX, PURGED_TASKS, PURGED_TASKS_DAG_INDEX,
+)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6,
+)
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,7 +9,8 @@ from typing import Any, Iterable, Iterator, Sequence
 TASK_COLUMNS = (
     "id, name, queue, tenant, backend, target, payload, priority, state, attempts, "
     "max_retries, backoff, timeout, run_at, dag_id, service, idempotency_key, encrypted, "
-    "result, error, created_at, started_at, finished_at, submitted_by, waiting_deps, cancel_requested"
+    "result, error, created_at, started_at, finished_at, submitted_by, waiting_deps, cancel_requested, "
+    "run, restarted_from, expires_at, cwd, env"
 )
 
 # SQLite allows 32766 host parameters; stay far below it.
@@ -115,9 +116,9 @@ class TaskSQL:
         return rows
 
     def attempt_rows(self, task_id: int) -> list[tuple[Any, ...]]:
-        """`(attempt, started_at, finished_at, outcome, error, worker)` in order."""
+        """`(run, attempt, started_at, finished_at, outcome, error, worker, traceback)` in order."""
         sql = (
-            "SELECT attempt, started_at, finished_at, outcome, error, worker FROM attempts "
+            "SELECT run, attempt, started_at, finished_at, outcome, error, worker, traceback FROM attempts "
             "WHERE task_id = ? ORDER BY claim"
         )
         return self.conn.execute(sql, (task_id,)).fetchall()
