@@ -48,8 +48,13 @@ def test_submit_reads_the_payload_from_a_file_or_stdin(cli, tmp_path):
 
 def test_idempotency_key_prints_the_existing_id(cli):
     first = cli.submit("app.jobs:run", "--idempotency-key", "k")
-    again = cli.ok("submit", "app.jobs:other", "--idempotency-key", "k")
+    again = cli.ok("submit", "app.jobs:run", "--idempotency-key", "k")
     assert int(again.stdout) == first and "already has idempotency key" in again.stderr
+    other = cli("submit", "app.jobs:other", "--idempotency-key", "k")
+    assert other.code == 6 and other.stdout == ""
+    assert other.error_lines == [
+        f"error: idempotency key k is held by task {first}, whose target differs: use another key for other work (nothing was submitted)"
+    ]
     assert cli.ok("status", "--json").json["counts"]["pending"] == 1
 
 

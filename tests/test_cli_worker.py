@@ -160,7 +160,7 @@ def test_run_retries_in_process_then_exits_1(cli):
     result = cli("run", "tests.jobs:boom", "--max-retries", "2", "--backoff", "0.1")
     assert result.code == 1
     assert result.stderr.count("retrying in") == 2
-    assert result.error_lines == ["error: task 1 failed after 3 attempt(s): boom"]
+    assert result.error_lines == ["error: task 1 failed after 3 attempt(s): ValueError: boom"]
 
 
 def test_run_an_existing_task_by_id(cli):
@@ -212,9 +212,11 @@ def test_ctrl_c_on_run_by_id_puts_the_task_back_once_its_command_is_gone(cli, tm
 def test_run_with_a_used_idempotency_key_does_not_run_again(cli):
     first = cli.ok("run", "tests.jobs:add", "--payload", '{"a": 1, "b": 2}', "--idempotency-key", "k1")
     assert first.stdout == "3\n"
-    again = cli("run", "tests.jobs:boom", "--idempotency-key", "k1")
+    again = cli("run", "tests.jobs:add", "--payload", '{"b": 2, "a": 1}', "--idempotency-key", "k1")
     assert again.code == 0 and again.stdout == "3\n"
     assert "task 1 already has idempotency key 'k1'; nothing was submitted" in again.stderr
+    other = cli("run", "tests.jobs:boom", "--idempotency-key", "k1")
+    assert other.code == 6 and "held by task 1" in other.error_lines[0]
     assert cli.ok("status", "--json").json["counts"]["completed"] == 1
     assert cli.task(1)["attempts"] == 1
 
@@ -226,7 +228,7 @@ def test_submit_wait_exit_codes(cli):
         ok = cli("submit", "tests.jobs:noop", "--wait")
         assert ok.code == 0 and ok.stdout.strip().isdigit()
         bad = cli("submit", "tests.jobs:boom", "--max-retries", "0", "--wait")
-        assert bad.code == 1 and bad.error_lines[0].endswith("failed: boom")
+        assert bad.code == 1 and bad.error_lines[0].endswith("failed: ValueError: boom")
         slow = cli("submit", "tests.jobs:sleepy", "--payload", '{"seconds": 5}', "--wait", "--wait-timeout", "0.5")
         assert slow.code == 124 and "still running" in slow.stderr
         json_done = cli("submit", "tests.jobs:add", "--payload", '{"a": 1, "b": 1}', "--wait", "--json")
@@ -241,7 +243,7 @@ def test_dlq_and_breaker_commands(cli):
     cli.submit("tests.jobs:boom", "--max-retries", "0")
     cli.ok("worker", "--once")
     listed = cli.ok("dlq", "list", "--json").json
-    assert [t["id"] for t in listed] == [1] and listed[0]["error"] == "boom"
+    assert [t["id"] for t in listed] == [1] and listed[0]["error"] == "ValueError: boom"
     assert cli.ok("dlq", "replay", "1", "--dry-run").stdout == "1\n"
     assert cli.task(1)["state"] == "failed"
     replayed = cli.ok("dlq", "replay", "1", "--json").json

@@ -42,11 +42,24 @@ def test_delay_and_at_set_run_at(queue, clock):
 
 def test_idempotency_key_returns_the_existing_task(queue):
     first = queue.submit_specs([TaskSpec("a:b", idempotency_key="nightly-2026-11-28")])[0]
-    again = queue.submit_specs([TaskSpec("c:d", idempotency_key="nightly-2026-11-28")])[0]
+    again = queue.submit_specs([TaskSpec("a:b", idempotency_key="nightly-2026-11-28")])[0]
     assert first.created and not again.created and again.id == first.id
     other_tenant = queue.submit_specs([TaskSpec("a:b", idempotency_key="nightly-2026-11-28", tenant="acme")])[0]
     assert other_tenant.created and other_tenant.id != first.id
     assert queue.status().counts["pending"] == 2
+
+
+@pytest.mark.parametrize("other", [
+    {"target": "c:d"}, {"backend": "shell", "target": "a:b"}, {"target": "a:b", "payload": {"n": 2}},
+])
+def test_an_idempotency_key_held_by_other_work_is_a_conflict(queue, other):
+    first = queue.submit("a:b", payload={"n": 1}, idempotency_key="k")
+    assert queue.submit_specs([TaskSpec("a:b", payload={"n": 1}, idempotency_key="k")])[0].id == first
+    with pytest.raises(Conflict, match=f"idempotency key k is held by task {first}"):
+        queue.submit_specs([TaskSpec(other.pop("target"), idempotency_key="k", **other)])
+    with pytest.raises(Conflict, match="line 2: idempotency key k is held"):
+        queue.submit_specs([TaskSpec("x:y"), TaskSpec("c:d", idempotency_key="k")], where=["line 1", "line 2"])
+    assert queue.status().counts["pending"] == 1
 
 
 def test_idempotency_keys_repeated_inside_one_bulk_submit(queue):

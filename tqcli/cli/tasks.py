@@ -42,8 +42,11 @@ def spec_options(
     depends_on: list[int] | None,
     service: str | None,
     idempotency_key: str | None,
+    expires: str | None = None,
+    cwd: str | None = None,
+    env: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The submit options that were given, as TaskSpec keys (payload parsed)."""
+    """The submit options that were given, as TaskSpec keys (payload parsed, `--env` pairs as a dict)."""
     from tqcli.core.spec import parse_payload
 
     if payload is not None and payload_file is not None:
@@ -58,12 +61,25 @@ def spec_options(
     given = {
         "backend": backend, "name": name, "queue": queue, "tenant": tenant, "priority": priority,
         "max_retries": max_retries, "backoff": backoff, "timeout": timeout, "delay": delay, "at": at,
-        "service": service, "idempotency_key": idempotency_key,
+        "service": service, "idempotency_key": idempotency_key, "expires": expires, "cwd": cwd,
     }
     options.update({key: value for key, value in given.items() if value is not None})
     if depends_on:
         options["depends_on"] = list(depends_on)
+    if env:
+        options["env"] = env_pairs(env)
     return options
+
+
+def env_pairs(pairs: list[str]) -> dict[str, str]:
+    """`--env NAME=VALUE` options as a dict (a repeated name: the last one wins)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise InvalidInput(f"invalid --env {pair!r}: use NAME=VALUE")
+        env[name] = value
+    return env
 
 
 def _bulk_specs(path: str, defaults: dict[str, Any]) -> tuple[list[Any], list[str]]:
@@ -98,13 +114,16 @@ QueueOpt = Annotated[Optional[str], typer.Option(metavar="Q", help="Queue name [
 TenantOpt = Annotated[Optional[str], typer.Option(metavar="T", help="Tenant name [default: default].")]
 PriorityOpt = Annotated[Optional[int], typer.Option(metavar="P", help="-100..100, higher runs first [default: 0].")]
 MaxRetriesOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Retries after the first attempt; 0 = one attempt only [default: 3].")]
-BackoffOpt = Annotated[Optional[str], typer.Option(metavar="SECONDS", help="Base of the exponential backoff between attempts, in seconds or a duration (30s, 2m): delay = backoff * 2^(attempt-1), at most 1h [default: 5].")]
+BackoffOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="Base of the exponential backoff between attempts, in seconds or a duration (30s, 2m): delay = backoff * 2^(attempt-1), at most 1h [default: 5].")]
 TimeoutOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="How long one attempt may run, e.g. 30s, 5m [default: none].")]
 DelayOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="Run no earlier than this long from now, e.g. 10m.")]
 AtOpt = Annotated[Optional[str], typer.Option(metavar="TIME", help="Run no earlier than this ISO 8601 time (without offset: local time).")]
 DependsOnOpt = Annotated[Optional[List[int]], typer.Option(metavar="ID", help="Run only after task ID completed; repeat for several.")]
 ServiceOpt = Annotated[Optional[str], typer.Option(metavar="KEY", help="Circuit-breaker key [default: BACKEND:TARGET].")]
-IdempotencyOpt = Annotated[Optional[str], typer.Option(metavar="K", help="Submit once per tenant: a repeat prints the existing id.")]
+IdempotencyOpt = Annotated[Optional[str], typer.Option(metavar="K", help="Submit once per tenant: a repeat of the same work prints the existing id; other work under the key is exit 6.")]
+ExpiresOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="Cancel the task (reason: expired) if it is still pending DUR after its run time.")]
+CwdOpt = Annotated[Optional[str], typer.Option(metavar="DIR", help="Shell tasks: run in DIR (. is this directory) [default: the worker's].")]
+EnvOpt = Annotated[Optional[List[str]], typer.Option(metavar="NAME=VALUE", help="Shell tasks: set an environment variable; repeat for several [default: the worker's environment].")]
 
 
 def submit(
@@ -125,6 +144,9 @@ def submit(
     depends_on: DependsOnOpt = None,
     service: ServiceOpt = None,
     idempotency_key: IdempotencyOpt = None,
+    expires: ExpiresOpt = None,
+    cwd: CwdOpt = None,
+    env: EnvOpt = None,
     from_file: Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Bulk submit: one JSON object per line with the keys above (target, payload, priority, ...); all or nothing. Options given here are defaults for every line.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until a worker finishes the task: exit 0 completed, 1 failed or cancelled, 124 on --wait-timeout.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="Give up waiting after DUR (the task goes on).")] = None,
@@ -145,7 +167,7 @@ def submit(
     options = spec_options(
         backend=backend, payload=payload, payload_file=payload_file, name=name, queue=queue, tenant=tenant,
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=at,
-        depends_on=depends_on, service=service, idempotency_key=idempotency_key,
+        depends_on=depends_on, service=service, idempotency_key=idempotency_key, expires=expires, cwd=cwd, env=env,
     )
     from tqcli.cli import state
 

@@ -274,6 +274,25 @@ def _stale(journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> s
     return "stale"
 
 
+EXPIRE_BATCH = 500
+
+
+def cancel_expired(tx: Any, journal: Journal, *, now: int) -> list[int]:
+    """Cancel (reason `expired`) up to EXPIRE_BATCH pending tasks whose `--expires` has passed; their ids.
+
+    Their dependents become blocked, as after any cancel.
+    """
+    rows = tx.expired_tasks(now, EXPIRE_BATCH)
+    if not rows:
+        return []
+    ids = [task_id for task_id, _ in rows]
+    tx.set_states(ids, "cancelled", finished_at=now, error="expired")
+    for task_id, tenant in rows:
+        journal.add("task.cancel", task_id, tenant, reason="expired", previous="pending")
+    chaining.block_dependents(tx, journal, ids, cause="dependency expired")
+    return ids
+
+
 def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list[tuple[int, str]]:
     """Running tasks whose worker is gone: each counts a failed attempt (`worker lost`).
 

@@ -8,6 +8,7 @@ gets the same message wherever it came from.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
@@ -20,8 +21,9 @@ MAX_TEXT = 65_536
 
 SPEC_KEYS = (
     "target", "backend", "payload", "name", "queue", "tenant", "priority", "max_retries",
-    "backoff", "timeout", "delay", "at", "depends_on", "service", "idempotency_key",
+    "backoff", "timeout", "delay", "at", "depends_on", "service", "idempotency_key", "expires", "cwd", "env",
 )
+MAX_ENV_VARS = 256
 
 
 @lru_cache(maxsize=4096)  # bulk submits repeat the same few targets
@@ -61,6 +63,9 @@ class TaskSpec:
         depends_on: Sequence[int] = (),
         service: str | None = None,
         idempotency_key: str | None = None,
+        expires: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         _check_text(target, "target")
         _check_text(backend, "backend", limit=64)
@@ -90,6 +95,17 @@ class TaskSpec:
             _check_text(service, "service", limit=256)
         if idempotency_key is not None:
             _check_text(idempotency_key, "idempotency key", limit=256)
+        if expires is not None:
+            if not expires > 0:
+                raise InvalidInput("invalid expires: it must be longer than 0 seconds")
+            check_seconds(expires, what="expires")
+        if cwd is not None or env:
+            if backend != "shell":
+                raise InvalidInput(f"cwd and env apply to shell tasks only, not to the {backend} backend")
+            if cwd is not None:
+                _check_text(cwd, "cwd", limit=4096)
+                cwd = os.path.abspath(cwd)
+            env = _checked_env(env) if env else None
         payload = {} if payload is None else payload
         if not isinstance(payload, dict) and not isinstance(payload, Mapping):  # dict first: it is the fast check
             raise InvalidInput(f"invalid payload: it must be a JSON object, not {_json_type(payload)}")
@@ -109,6 +125,9 @@ class TaskSpec:
         self.depends_on = tuple(depends_on)
         self.service = service
         self.idempotency_key = idempotency_key
+        self.expires = expires
+        self.cwd = cwd
+        self.env = env
 
     def __repr__(self) -> str:
         return f"TaskSpec(target={self.target!r}, backend={self.backend!r}, queue={self.queue!r})"
@@ -122,6 +141,23 @@ class TaskSpec:
     def service_key(self) -> str:
         """The circuit-breaker key: the given service, else `BACKEND:TARGET`."""
         return self.service if self.service is not None else f"{self.backend}:{self.target}"
+
+
+def _checked_env(env: Mapping[str, Any]) -> dict[str, str]:
+    """Extra environment variables for a shell task: names `[A-Za-z_][A-Za-z0-9_]*`, string values, none `TQCLI_*`."""
+    if not isinstance(env, Mapping):
+        raise InvalidInput(f"invalid env: use NAME=VALUE pairs (an object of strings), not {_json_type(env)}")
+    if len(env) > MAX_ENV_VARS:
+        raise InvalidInput(f"invalid env: more than {MAX_ENV_VARS} variables")
+    for name, value in env.items():
+        if not isinstance(name, str) or not name.isascii() or not (name[:1].isalpha() or name[:1] == "_") or not name.replace("_", "a").isalnum():
+            raise InvalidInput(f"invalid env name {name!r}: use letters, digits and _ (A-Z a-z 0-9 _), not starting with a digit")
+        if name.startswith("TQCLI_"):
+            raise InvalidInput(f"invalid env name {name!r}: TQCLI_* variables are set by the worker")
+        if not isinstance(value, str):
+            raise InvalidInput(f"invalid env value for {name}: it must be a string")
+        _check_text(value or " ", f"env value for {name}")
+    return dict(env)
 
 
 def _json_type(value: Any) -> str:
@@ -238,7 +274,7 @@ def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
     if "target" not in merged:
         raise InvalidInput("missing key 'target'")
     values: dict[str, Any] = {}
-    for key in ("backend", "name", "queue", "tenant", "service", "idempotency_key"):
+    for key in ("backend", "name", "queue", "tenant", "service", "idempotency_key", "cwd"):
         if key in merged and merged[key] is not None:
             if not isinstance(merged[key], str):
                 raise InvalidInput(f"invalid {key} {merged[key]!r}: it must be a string")
@@ -249,7 +285,7 @@ def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
     for key in ("priority", "max_retries"):
         if key in merged:
             values[key] = _as_int(merged[key], key.replace("_", " "))
-    for key in ("backoff", "timeout", "delay"):
+    for key in ("backoff", "timeout", "delay", "expires"):
         if key in merged and merged[key] is not None:
             values[key] = _as_seconds(merged[key], key)
     if "at" in merged and merged["at"] is not None:
@@ -263,6 +299,8 @@ def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
         if not isinstance(deps, list):
             raise InvalidInput(f"invalid depends_on {deps!r}: use a list of task ids")
         values["depends_on"] = tuple(_as_int(dep, "dependency id") for dep in deps)
+    if merged.get("env") is not None:
+        values["env"] = merged["env"]
     target = merged["target"]
     if not isinstance(target, str):
         raise InvalidInput(f"invalid target {target!r}: it must be a string")

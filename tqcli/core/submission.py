@@ -6,13 +6,14 @@ the hottest start-up path: this module imports only what a submit needs.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 from tqcli.backends.plugins import backend_names
 from tqcli.core.chaining import STOPPING_STATES
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
-from tqcli.errors import InvalidInput, NotFound
+from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal, encode_details
 from tqcli.units import US_PER_SECOND
 
@@ -63,8 +64,14 @@ def insert_specs(
     dag_id: int | None = None,
     where: Sequence[str] | None = None,
     internal_deps: Sequence[Sequence[int]] | None = None,
+    restarted_from: int | None = None,
 ) -> list[SubmitResult]:
-    """Insert `specs` inside the caller's transaction; `internal_deps[i]` lists earlier specs task i needs."""
+    """Insert `specs` inside the caller's transaction; `internal_deps[i]` lists earlier specs task i needs.
+
+    A spec whose idempotency key is held in its tenant by a task of the same
+    backend, target and payload yields that task (not created); held by
+    other work, the whole call is a Conflict (exit 6).
+    """
     now = ctx.clock.now()
     existing = _existing_keys(tx, specs)
     dep_ids = sorted({dep for spec in specs for dep in spec.depends_on})
@@ -82,10 +89,12 @@ def insert_specs(
     for index, spec in enumerate(specs):
         if spec.idempotency_key is not None:
             key = (spec.tenant, spec.idempotency_key)
-            if key in existing:
-                results.append(SubmitResult(existing[key], created=False))
+            holder = existing.get(key)
+            if holder is not None:
+                _check_same_work(spec, holder, where[index] if where else None)
+                results.append(SubmitResult(holder[0], created=False))
                 continue
-            existing[key] = next_id
+            existing[key] = (next_id, spec.backend, spec.target, spec.payload_json)
         task_id = next_id
         next_id += 1
         state, waiting, deps = "pending", 0, []
@@ -103,17 +112,23 @@ def insert_specs(
             run_at = now + int(spec.delay * US_PER_SECOND)
         elif spec.at is not None:
             run_at = spec.at
+        expires_at = None if spec.expires is None else run_at + int(spec.expires * US_PER_SECOND)
         rows.append((
             task_id, spec.display_name, spec.queue, spec.tenant, spec.backend, spec.target,
             spec.payload_json, spec.priority, state, spec.max_retries, float(spec.backoff),
             spec.timeout, run_at, waiting, dag_id, spec.service_key, spec.idempotency_key, now, actor,
+            restarted_from, expires_at, spec.cwd, None if spec.env is None else json.dumps(spec.env, sort_keys=True),
         ))
         edges += [(task_id, dep) for dep in deps]
         summary = (spec.queue, spec.backend, spec.target, spec.priority)
         text = details.get(summary)
         if text is None:
             text = details[summary] = encode_details({"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority})
-        journal.add_text("task.submit", task_id, spec.tenant, text)
+        if restarted_from is not None:
+            journal.add("task.submit", task_id, spec.tenant, queue=spec.queue, backend=spec.backend, target=spec.target,
+                        priority=spec.priority, restarted_from=restarted_from)
+        else:
+            journal.add_text("task.submit", task_id, spec.tenant, text)
         results.append(SubmitResult(task_id, created=True))
     if rows:
         tx.insert_tasks(rows)
@@ -122,13 +137,27 @@ def insert_specs(
     return results
 
 
-def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], int]:
+def _check_same_work(spec: TaskSpec, holder: tuple[int, str, str, str], where: str | None) -> None:
+    """Refuse a reused idempotency key whose holder is other work (backend, target or payload differ)."""
+    task_id, backend, target, payload = holder
+    if backend == spec.backend and target == spec.target and (payload == spec.payload_json or json.loads(payload) == spec.payload):
+        return
+    differs = [name for name, same in (("backend", backend == spec.backend), ("target", target == spec.target)) if not same] or ["payload"]
+    prefix = f"{where}: " if where else ""
+    raise Conflict(
+        f"{prefix}idempotency key {spec.idempotency_key} is held by task {task_id}, whose {' and '.join(differs)} "
+        f"{'differs' if len(differs) == 1 else 'differ'}: "
+        "use another key for other work (nothing was submitted)"
+    )
+
+
+def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[int, str, str, str]]:
     by_tenant: dict[str, list[str]] = {}
     for spec in specs:
         if spec.idempotency_key is not None:
             by_tenant.setdefault(spec.tenant, []).append(spec.idempotency_key)
-    existing: dict[tuple[str, str], int] = {}
+    existing: dict[tuple[str, str], tuple[int, str, str, str]] = {}
     for tenant, keys in by_tenant.items():
-        for key, task_id in tx.find_idempotency_keys(tenant, sorted(set(keys))).items():
-            existing[(tenant, key)] = task_id
+        for key, holder in tx.find_idempotency_keys(tenant, sorted(set(keys))).items():
+            existing[(tenant, key)] = holder
     return existing

@@ -77,6 +77,7 @@ class WorkerReport:
     claimed: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     reclaimed: int = 0
+    expired: int = 0
     fired: int = 0
     seconds: float = 0.0
     skipped_backends: dict[str, str] = field(default_factory=dict)
@@ -88,7 +89,7 @@ class WorkerReport:
     @property
     def did_something(self) -> bool:
         """Whether the run claimed, reclaimed or enqueued anything (`--once` is silent otherwise)."""
-        return bool(self.claimed or self.reclaimed or self.fired)
+        return bool(self.claimed or self.reclaimed or self.fired or self.expired)
 
     def summary(self) -> str:
         """The one-line summary printed at the end of a run; it counts only attempts that started."""
@@ -97,6 +98,8 @@ class WorkerReport:
         parts = [f"{self.outcomes[key]} {_SUMMARY_WORDS.get(key, key)}" for key in ("completed", "retry", "failed", "cancelled", "released", "stale") if self.outcomes.get(key)]
         if self.reclaimed:
             parts.append(f"{self.reclaimed} reclaimed from lost workers")
+        if self.expired:
+            parts.append(f"{self.expired} expired (cancelled unrun)")
         if self.fired:
             parts.append(f"{self.fired} scheduled")
         detail = ": " + ", ".join(parts) if parts else ""
@@ -246,16 +249,18 @@ class Worker:
         return previous
 
     def _poll(self, report: WorkerReport) -> None:
-        """Record outcomes other workers could not, reclaim expired leases, and enqueue the due fire times of schedules."""
+        """Record outcomes other workers could not, reclaim expired leases, cancel expired tasks, and fire due schedules."""
         own = self._journal.path if self._journal is not None else None
         for task_id, became in apply_journals(self._ctx, self._ctx.store.path, worker=self.worker_id, own=own):
             self._log(f"task {task_id}: recorded the outcome a worker left when the disk was full ({became})")
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
             reclaimed = dispatcher.reclaim_expired(tx, journal, now=now, worker=self.worker_id)
+            expired = dispatcher.cancel_expired(tx, journal, now=now)
         for task_id, became in reclaimed:
             self._log(f"task {task_id}: its worker was lost; {became}")
         report.reclaimed += len(reclaimed)
+        report.expired += len(expired)
         if self._options.dag_id is None:
             report.fired += fire_due(self._ctx, self._log, self._schedule_errors)
 

@@ -18,8 +18,10 @@ CLAIM_COLUMNS = (
     "service, encrypted, dag_id, claim, error, started_at, worker, priority, run_at, run, cwd, env"
 )
 
+# An expired task is never claimed; the next poll cancels it (see `expired_tasks`).
 _PICK = (
-    "SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND run_at <= ?{filters} "
+    "SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND run_at <= ? "
+    "AND (expires_at IS NULL OR expires_at > ?){filters} "
     "ORDER BY priority DESC, run_at, id LIMIT ?"
 )
 
@@ -45,7 +47,7 @@ def claim_statement(
     the backends a worker could load (maybe none); `exclude_error` skips
     tasks whose last attempt failed with exactly that error.
     """
-    params: list[Any] = [due_by]
+    params: list[Any] = [due_by, due_by]
     filters = ""
     if task_id is not None:
         filters += " AND id = ?"
@@ -195,6 +197,14 @@ class DispatchSQL:
     def held_tokens(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
         """For the `(task id, claim)` tokens that still hold their task: whether a cancel was requested."""
         return self._held_flags(tokens, "cancel_requested")
+
+    def expired_tasks(self, now: int, limit: int) -> list[tuple[int, str]]:
+        """`(id, tenant)` of up to `limit` pending tasks whose `expires_at` has passed (an index search)."""
+        return self.conn.execute(
+            "SELECT id, tenant FROM tasks WHERE expires_at IS NOT NULL AND state = 'pending' AND expires_at <= ? "
+            "ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
 
     def running_leases(self) -> list[tuple[Any, ...]]:
         """Claim rows (`CLAIM_COLUMNS`) of every running task, then cancel_requested, lease_until, holder."""

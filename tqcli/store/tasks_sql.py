@@ -19,7 +19,7 @@ CHUNK = 500
 INSERT_TASK = (
     "INSERT INTO tasks (id, name, queue, tenant, backend, target, payload, priority, state, "
     "max_retries, backoff, timeout, run_at, waiting_deps, dag_id, service, idempotency_key, "
-    "created_at, submitted_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "created_at, submitted_by, restarted_from, expires_at, cwd, env) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -52,12 +52,15 @@ class TaskSQL:
         for part in chunks(depended_on):
             self.conn.execute(f"UPDATE tasks SET has_dependents = 1 WHERE id IN ({marks(len(part))})", part)
 
-    def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, int]:
-        """Existing task ids by idempotency key within one tenant."""
-        found: dict[str, int] = {}
+    def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[int, str, str, str]]:
+        """`(id, backend, target, payload)` of the task holding each idempotency key within one tenant."""
+        found: dict[str, tuple[int, str, str, str]] = {}
         for part in chunks(keys):
-            sql = f"SELECT idempotency_key, id FROM tasks WHERE tenant = ? AND idempotency_key IN ({marks(len(part))})"
-            found.update(self.conn.execute(sql, (tenant, *part)).fetchall())
+            sql = (
+                "SELECT idempotency_key, id, backend, target, payload FROM tasks "
+                f"WHERE tenant = ? AND idempotency_key IN ({marks(len(part))})"
+            )
+            found.update((row[0], row[1:]) for row in self.conn.execute(sql, (tenant, *part)))
         return found
 
     # -- read --------------------------------------------------------------
