@@ -1,6 +1,7 @@
 """Audit commands on a real file, tampered with the sqlite3 shell as an attacker would."""
 
 import json
+import re
 
 import pytest
 
@@ -95,3 +96,76 @@ def test_audit_log_bad_input(history):
     result = history("audit", "log", "--since", "last week")
     assert result.code == 2 and "invalid time 'last week'" in result.stderr
     assert history("audit", "log", "--limit", "-1").code == 2
+
+
+def emitted_actions():
+    """Every action name the code passes to journal.add / add_text, or as `action=` to a helper that does."""
+    import ast
+
+    from tests.conftest import REPO
+
+    found = {}
+    for path in sorted((REPO / "tqcli").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            function = node.func
+            if isinstance(function, ast.Attribute) and function.attr in ("add", "add_text") and isinstance(function.value, ast.Name) and function.value.id.endswith("journal"):
+                names = node.args[:1]  # an `action=` keyword here is a detail (access.denied names what was denied)
+            else:
+                names = [keyword.value for keyword in node.keywords if keyword.arg == "action"]
+            for expression in names:
+                for constant in ast.walk(expression):
+                    if isinstance(constant, ast.Constant) and isinstance(constant.value, str):
+                        found.setdefault(constant.value, f"{path.relative_to(REPO)}:{constant.lineno}")
+    return found
+
+
+def test_every_action_the_code_emits_is_a_known_action():
+    from tqcli.security.audit_log import KNOWN_ACTIONS
+
+    found = emitted_actions()
+    assert {"task.submit", "task.fail", "task.lost", "schedule.fire", "schedule.pause", "schedule.resume", "breaker.set"} <= set(found)
+    missing = {name: where for name, where in found.items() if name not in KNOWN_ACTIONS}
+    assert not missing, f"add these to KNOWN_ACTIONS in tqcli/security/audit_log.py: {missing}"
+    fixed = {"task.submit", "task.claim", "task.complete", "task.fail", "task.cancel", "task.bump", "task.lost", "task.stale",
+             "dlq.replay", "dlq.purge", "dag.submit", "schedule.fire", "role.grant", "access.denied"}  # SPEC "Audit"
+    assert fixed <= KNOWN_ACTIONS
+    assert all(re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", name) for name in KNOWN_ACTIONS)
+
+
+def test_audit_log_of_an_unknown_action_is_exit_2_listing_the_known_ones(history):
+    result = history("audit", "log", "--action", "nosuch")
+    assert result.code == 2 and result.stdout == "" and len(result.error_lines) == 1
+    assert "unknown action 'nosuch'" in result.stderr and "task.submit, " in result.stderr and "schedule.fire" in result.stderr
+    typo = history("audit", "log", "--action", "task.cancle")
+    assert typo.code == 2 and "did you mean task.cancel?" in typo.stderr
+    assert history.ok("audit", "log", "--action", "dlq.purge", "--json").json == []  # known, none yet
+
+
+def test_audit_log_accepts_an_action_the_database_holds_though_this_tqcli_does_not_know_it(history):
+    import tqcli
+
+    with tqcli.open(history.db) as queue, queue._ctx.change() as (tx, journal):
+        journal.add("plugin.custom", None, None, note="written by a newer tqcli, say")
+    (entry,) = history.ok("audit", "log", "--action", "plugin.custom", "--json").json
+    assert entry["details"] == {"note": "written by a newer tqcli, say"}
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--actor", ""], "invalid actor ''"),
+        (["--actor", " alice"], "invalid actor ' alice'"),
+        (["--since", ""], "invalid time ''"),
+        (["--since", "yesterday"], "invalid time 'yesterday': use ISO 8601"),
+        (["--since", "1960-01-01"], "between 1970 and the year 9999"),
+        (["--limit", "-1"], "invalid limit -1: use 0 (every entry) or a positive number"),
+        (["--limit", "ten"], "Invalid value for '--limit': 'ten' is not a valid int"),
+        (["--task", "0"], "invalid task id 0"),
+    ],
+)
+def test_audit_log_bad_filters_are_exit_2_saying_what_is_wrong(history, args, words):
+    result = history("audit", "log", *args)
+    assert result.code == 2 and result.stdout == "" and len(result.error_lines) == 1 and words in result.stderr, result.stderr

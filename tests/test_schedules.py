@@ -198,3 +198,17 @@ def test_a_schedule_that_fails_to_fire_does_not_stop_the_worker_or_the_others(cl
     assert task["name"] == "good" and task["state"] == "completed"
     (entry,) = cli.ok("audit", "log", "--action", "schedule.error", "--json").json
     assert entry["details"]["schedule"] == "bad" and "JSON" in entry["details"]["error"]
+
+
+def test_a_fire_that_read_the_schedule_before_an_edit_enqueues_nothing(sq):
+    from tqcli.scheduler.schedules import Schedule, _fire
+
+    queue, clock = sq
+    queue.schedules.add("e", cron="@hourly", options={"target": "tests.jobs:noop"})
+    clock.advance(31)
+    stale = queue.schedules.get("e")
+    queue.schedules.edit("e", options={"priority": 9})
+    assert _fire(queue._ctx, stale, clock.now(), lambda text: None) == 0
+    assert isinstance(stale, Schedule) and queue.fire_schedules() == 1
+    (task,) = schedule_tasks(queue, "e")
+    assert task.priority == 9

@@ -38,8 +38,10 @@ def reset(
     key: Annotated[str, typer.Argument(metavar="KEY", help="Service key, e.g. simple:app.jobs:sync.", show_default=False)],
 ) -> None:
     """Close a circuit now and clear its failure count."""
-    state(ctx).queue().breakers.reset(key)
-    render.message(f"circuit {key} closed")
+    if state(ctx).queue().breakers.reset(key):
+        render.message(f"circuit {key} closed")
+    else:
+        render.message(f"nothing changed: circuit {key} is already closed with no failures counted")
 
 
 @app.command("set")
@@ -55,5 +57,11 @@ def configure(
         raise InvalidInput("give a KEY or --default, not both")
     if not default and key is None:
         raise InvalidInput("missing KEY: the service key to configure ('tqcli breaker list' shows them), or --default for every service")
-    state(ctx).queue(create=True).breakers.configure(None if default else key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
-    render.message(f"circuit settings of {'every service' if default else key} updated")
+    breakers = state(ctx).queue(create=True).breakers
+    changed = breakers.configure(None if default else key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
+    if key is not None and not breakers.in_use(key):
+        render.message(f"note: no task uses service {key} yet; tasks use BACKEND:TARGET unless --service is given")
+    if changed:
+        render.message(f"circuit settings of {'every service' if default else key} updated")
+    else:
+        render.message(f"nothing changed: circuit settings of {'every service' if default else key} already have these values")

@@ -1,5 +1,6 @@
-"""Schedule commands: add, list, next, pause, resume, remove."""
+"""Schedule commands: add, list, next, pause, resume, remove, run, edit."""
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -81,20 +82,27 @@ def next_fires(
     from tqcli.units import format_time
 
     schedules = state(ctx).queue(read_only=True).schedules
+    schedule = schedules.get(name)
     times = schedules.next(name, count)
+    if schedule.paused:
+        render.message(f"schedule {name} is paused: 'tqcli schedule resume {name}' resumes it; these are the times it would fire")
     if json_output:
         render.emit_json([format_time(us) for us in times])
         return
-    zone_name = schedules.get(name).tz
-    zone = check_zone(zone_name)
+    zone = check_zone(schedule.tz)
     rows = [(format_time(us), datetime.fromtimestamp(us / 1e6, tz=zone).isoformat()) for us in times]
-    render.table(["UTC", zone_name], rows)
+    render.table(["UTC", schedule.tz], rows)
 
 
 def _toggle(ctx: typer.Context, name: str, action: str) -> None:
     service = state(ctx).queue().schedules
-    getattr(service, action)(name)
-    render.message(f"schedule {name} {action}d" if action != "remove" else f"schedule {name} removed")
+    if action == "remove":
+        service.remove(name)
+        render.message(f"schedule {name} removed")
+    elif getattr(service, action)(name):
+        render.message(f"schedule {name} {action}d")
+    else:
+        render.message(f"nothing changed: schedule {name} is already {'paused' if action == 'pause' else 'running'}")
 
 
 @app.command("pause")
@@ -115,3 +123,58 @@ def remove(ctx: typer.Context, name: NameArg) -> None:
     _toggle(ctx, name, "remove")
 
 
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    name: NameArg,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the task object instead of the id.")] = False,
+) -> None:
+    """Enqueue one task from the schedule now, paused or not; print its id. Its cron fire times stay as they are."""
+    queue = state(ctx).queue()
+    task_id = queue.schedules.run(name)
+    if json_output:
+        render.emit_json(queue.get(task_id).to_json())
+    else:
+        sys.stdout.write(f"{task_id}\n")
+
+
+@app.command("edit")
+def edit(
+    ctx: typer.Context,
+    name: NameArg,
+    cron: Annotated[Optional[str], typer.Option(metavar="EXPR", help="New cron expression; fire times are computed from now on (times due under the old one are not caught up).", show_default=False)] = None,
+    tz: Annotated[Optional[str], typer.Option(metavar="ZONE", help="New IANA time zone; like --cron, fires from now on.", show_default=False)] = None,
+    target: Annotated[Optional[str], typer.Option(metavar="TARGET", help="What each fire runs from now on.", show_default=False)] = None,
+    backend: BackendOpt = None,
+    payload: PayloadOpt = None,
+    payload_file: PayloadFileOpt = None,
+    queue: QueueOpt = None,
+    tenant: TenantOpt = None,
+    priority: PriorityOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    backoff: BackoffOpt = None,
+    timeout: TimeoutOpt = None,
+    delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Each fired task becomes ready this long after its fire time, e.g. 5m.")] = None,
+    service: ServiceOpt = None,
+) -> None:
+    """Change a schedule's expression, zone or submit options; audited as schedule.edit.
+
+      tqcli schedule edit nightly --cron '0 3 * * *' --priority 5
+    """
+    from tqcli.units import format_time
+
+    options = spec_options(
+        backend=backend, payload=payload, payload_file=payload_file, name=None, queue=queue, tenant=tenant,
+        priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=None,
+        depends_on=None, service=service, idempotency_key=None,
+    )
+    if target is not None:
+        options["target"] = target
+    schedule, changes = state(ctx).queue().schedules.edit(name, cron=cron, tz=tz, options=options)
+    if not changes:
+        render.message(f"nothing changed: schedule {name} already has these settings")
+        return
+    when = "paused" if schedule.paused else f"next fire {format_time(schedule.next_fire_at)}"
+    render.message(f"schedule {name} changed ({', '.join(changes)}); {when}")

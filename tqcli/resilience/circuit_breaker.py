@@ -14,6 +14,7 @@ lost worker or a cancel says nothing about the service.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_RECOVERY_TIMEOUT = 30.0
 _THRESHOLD_SETTING = "breaker.failure_threshold"
 _RECOVERY_SETTING = "breaker.recovery_timeout"
+# How many of the newest tasks `in_use` reads besides the unfinished ones (a bounded scan: no index covers service).
+RECENT_TASKS = 100_000
 
 
 def defaults(tx: Any) -> tuple[int, float]:
@@ -205,34 +208,66 @@ class BreakerService:
         with self._ctx.read() as tx:
             return defaults(tx)
 
-    def reset(self, key: str) -> None:
-        """Close a circuit and clear its failures (its thresholds stay)."""
+    def reset(self, key: str) -> bool:
+        """Close a circuit and clear its failures (its thresholds stay); False when it was closed with none counted."""
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
             row = tx.breaker_row(key)
             if row is None:
                 raise NotFound(f"no circuit breaker for service {key!r}: 'tqcli breaker list' shows them")
+            if row[1] == "closed" and row[2] == 0:
+                return False
             tx.save_breaker(key, state="closed", failures=0, opened_at=None, retry_at=None, trial_task=None, now=now)
             journal.add("breaker.reset", None, None, key=key, previous=row[1])
+        return True
 
-    def configure(self, key: str | None, *, failure_threshold: int | None = None, recovery_timeout: str | float | None = None) -> None:
-        """Set one service's thresholds, or (key None) the defaults of every service."""
+    def configure(self, key: str | None, *, failure_threshold: int | None = None, recovery_timeout: str | float | None = None) -> bool:
+        """Set one service's thresholds, or (key None) the defaults of every service; False when they already had these values.
+
+        A service's own values are compared: giving a service the value it
+        inherits from the defaults pins it, which is a change. The defaults
+        are compared with what applies (the built-in ones when none is set).
+        """
         seconds = _check_settings(failure_threshold, recovery_timeout)
         if failure_threshold is None and seconds is None:
             raise InvalidInput("nothing to set: give --failure-threshold and/or --recovery-timeout")
+        if key is not None and (not key.strip() or len(key) > 256):
+            raise InvalidInput("invalid service key: use 1-256 characters")
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
+            if key is None:
+                current = defaults(tx)
+            else:
+                row = tx.breaker_row(key)
+                current = (row[3], row[4]) if row is not None else (None, None)
+            wanted = (current[0] if failure_threshold is None else failure_threshold, current[1] if seconds is None else seconds)
+            if wanted == current:
+                return False
             if key is None:
                 if failure_threshold is not None:
                     tx.set_setting(_THRESHOLD_SETTING, str(failure_threshold))
                 if seconds is not None:
                     tx.set_setting(_RECOVERY_SETTING, repr(seconds))
             else:
-                if not key.strip() or len(key) > 256:
-                    raise InvalidInput("invalid service key: use 1-256 characters")
                 tx.configure_breaker(key, failure_threshold=failure_threshold, recovery_timeout=seconds, now=now)
             if seconds is not None:
                 tx.reschedule_open_breakers(key, seconds)
             details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
             journal.add("breaker.set", None, None, key=key or "default", **details)
+        return True
 
+    def in_use(self, key: str) -> bool:
+        """Whether a task, or a schedule's tasks, use service `key` as far as a bounded look can tell.
+
+        No index covers `tasks.service`: the unfinished tasks are looked up
+        through the claim index and the others among the newest
+        `RECENT_TASKS` only, so an old finished task may go unseen.
+        """
+        with self._ctx.read() as tx:
+            if tx.service_has_tasks(key, recent=RECENT_TASKS):
+                return True
+            for row in tx.schedule_rows():
+                spec = json.loads(row[5])
+                if spec.get("service", f"{spec.get('backend', 'simple')}:{spec.get('target')}") == key:
+                    return True
+        return False

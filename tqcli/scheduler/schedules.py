@@ -76,7 +76,7 @@ def _cron(expression: str, zone: str) -> Any:
 
 
 class ScheduleService:
-    """`schedule add|list|next|pause|resume|remove`."""
+    """`schedule add|list|next|pause|resume|remove|run|edit`."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -120,25 +120,92 @@ class ScheduleService:
         schedule = self.get(name)
         return _cron(schedule.cron, schedule.tz).next_after(self._ctx.clock.now(), count)
 
-    def pause(self, name: str) -> None:
-        """Stop firing until resumed."""
-        self._set_paused(name, True)
+    def pause(self, name: str) -> bool:
+        """Stop firing until resumed; False (and nothing audited) when it was already paused."""
+        return self._set_paused(name, True)
 
-    def resume(self, name: str) -> None:
-        """Fire again, from the next fire time after now (missed fires are not made up)."""
-        self._set_paused(name, False)
+    def resume(self, name: str) -> bool:
+        """Fire again, from the next fire time after now (missed fires are not made up); False when it was not paused."""
+        return self._set_paused(name, False)
 
-    def _set_paused(self, name: str, paused: bool) -> None:
-        current = self.get(name)
-        next_fire = None if paused else _cron(current.cron, current.tz).next_after(self._ctx.clock.now(), 1)[0]
+    def _set_paused(self, name: str, paused: bool) -> bool:
+        now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
-            if tx.schedule_row(name) is None:
-                raise NotFound(f"schedule {name!r} does not exist")
+            row = tx.schedule_row(name)
+            if row is None:
+                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+            if bool(row[4]) == paused:
+                return False
             if paused:
                 tx.update_schedule(name, paused=1)
             else:
-                tx.update_schedule(name, paused=0, next_fire_at=next_fire)
+                tx.update_schedule(name, paused=0, next_fire_at=_cron(row[1], row[2]).next_after(now, 1)[0])
             journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
+        return True
+
+    def run(self, name: str) -> int:
+        """Enqueue one task from the schedule's spec now, paused or not; the id of the new task.
+
+        Audited as `schedule.fire` with `manual: true`. The cron fire times
+        are left as they are: a worker still fires the ones that are due.
+        """
+        with self._ctx.change() as (tx, journal):
+            row = tx.schedule_row(name)
+            if row is None:
+                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+            schedule = Schedule.from_row(row)
+            spec = spec_from_mapping({**schedule.spec, "name": name})
+            check_backends([spec])
+            (result,) = insert_specs(self._ctx, tx, journal, [spec])
+            journal.add("schedule.fire", result.id, spec.tenant, schedule=name, manual=True)
+        return result.id
+
+    def edit(
+        self, name: str, *, cron: str | None = None, tz: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> tuple[Schedule, dict[str, dict[str, Any]]]:
+        """Change a schedule's expression, zone or submit options; the schedule and `{FIELD: {"from", "to"}}` of what changed.
+
+        Nothing changed (an empty dict): nothing is written or audited. A new
+        expression or zone fires from now on: times that were due under the
+        old one are not caught up. Otherwise its due times stay due and fire
+        with the new options.
+        """
+        options = dict(options or {})
+        for key, why in _NOT_FOR_SCHEDULES.items():
+            if key in options:
+                raise InvalidInput(f"a schedule cannot set {key}: {why}")
+        if cron is None and tz is None and not options:
+            raise InvalidInput("nothing to change: give --cron, --tz, --target or a submit option (see 'tqcli schedule edit --help')")
+        now = self._ctx.clock.now()
+        with self._ctx.change() as (tx, journal):
+            row = tx.schedule_row(name)
+            if row is None:
+                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+            current = Schedule.from_row(row)
+            new_cron = current.cron if cron is None else cron
+            new_tz = current.tz if tz is None else tz
+            expression = _cron(new_cron, new_tz)  # an invalid or never-firing one is refused before anything changes
+            before = spec_from_mapping({**current.spec, "name": name})
+            after = spec_from_mapping({**current.spec, **options, "name": name})
+            check_backends([after])
+            changes: dict[str, dict[str, Any]] = {}
+            for field, old, new in (("cron", current.cron, new_cron), ("tz", current.tz, new_tz)):
+                if old != new:
+                    changes[field] = {"from": old, "to": new}
+            stored = dict(current.spec)
+            for key, value in options.items():
+                old, new = getattr(before, key), getattr(after, key)
+                if old != new:  # compared as the tasks get them: --timeout 300 and 5m are the same
+                    changes[key] = {"from": old, "to": new}
+                    stored[key] = value
+            if not changes:
+                return current, {}
+            columns: dict[str, Any] = {"cron": new_cron, "tz": new_tz, "spec": json.dumps(stored, sort_keys=True, separators=(",", ":"))}
+            if "cron" in changes or "tz" in changes:
+                columns["next_fire_at"] = expression.next_after(now, 1)[0]
+            tx.update_schedule(name, **columns)
+            journal.add("schedule.edit", None, after.tenant, schedule=name, **changes)
+        return self.get(name), changes
 
     def remove(self, name: str) -> None:
         """Delete a schedule (the tasks it enqueued stay)."""
@@ -196,8 +263,8 @@ def _fire(ctx: Context, schedule: Schedule, now: int, log: Any) -> int:
     next_fire = cron.next_after(now, 1)[0]
     with ctx.change() as (tx, journal):
         row = tx.schedule_row(schedule.name)
-        if row is None or row[4] or row[8] != schedule.next_fire_at:  # removed, paused or fired meanwhile
-            return 0
+        if row is None or row[4] or row[8] != schedule.next_fire_at or json.loads(row[5]) != schedule.spec:
+            return 0  # removed, paused, fired or edited meanwhile: the next poll sees it as it is now
         for fire_at in fires:
             if not tx.record_fire(schedule.name, fire_at, now):
                 continue  # another worker enqueued this fire time

@@ -14,6 +14,19 @@ from tqcli.units import parse_time
 
 PARALLEL_FROM = 200_000  # below this, starting processes costs more than it saves
 
+# Every action name an entry can carry: SPEC's fixed names and those the code emits.
+# tests/test_cli_audit.py fails when code emits an action missing here.
+KNOWN_ACTIONS = frozenset({
+    # fixed by SPEC "Audit" (and named elsewhere in SPEC)
+    "task.submit", "task.claim", "task.complete", "task.fail", "task.cancel", "task.bump", "task.lost",
+    "task.stale", "task.edit", "task.prune", "dlq.replay", "dlq.purge", "dag.submit", "schedule.fire",
+    "role.grant", "access.denied", "audit.checkpoint", "token.create", "token.revoke",
+    # emitted by the code
+    "task.block", "task.unblock", "task.release", "dag.cancel", "worker.outcomes",
+    "schedule.add", "schedule.edit", "schedule.pause", "schedule.resume", "schedule.remove", "schedule.error",
+    "breaker.open", "breaker.half_open", "breaker.close", "breaker.reset", "breaker.set",
+})
+
 
 class AuditLog:
     """The audit chain of one database, as its readers see it."""
@@ -32,9 +45,15 @@ class AuditLog:
     ) -> list[AuditEntry]:
         """Matching entries in chain order: the newest `limit` of them (0: all)."""
         if limit < 0:
-            raise InvalidInput("invalid limit: use 0 (every entry) or more")
+            raise InvalidInput(f"invalid limit {limit}: use 0 (every entry) or a positive number")
+        if task_id is not None and task_id < 1:
+            raise InvalidInput(f"invalid task id {task_id}: task ids start at 1")
+        if actor is not None and (not actor.strip() or actor != actor.strip() or "\x00" in actor):
+            raise InvalidInput(f"invalid actor {actor!r}: give a user name, e.g. alice (the ACTOR column of 'tqcli audit log')")
         since_ts = audit_time(parse_time(since)) if since is not None else None
         with self._ctx.read() as tx:
+            if action is not None and action not in KNOWN_ACTIONS and not tx.audit_has_action(action):
+                raise InvalidInput(_unknown_action(action))
             rows = tx.audit_entries(task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or -1)
         return [AuditEntry(*row) for row in rows]
 
@@ -118,6 +137,14 @@ class AuditLog:
             db_id = tx.meta_value("db_id") or ""
         seq, digest = head if head else (0, GENESIS_HASH)
         return Checkpoint(db_id=db_id, seq=seq, hash=digest, time=audit_time(self._ctx.clock.now()))
+
+
+def _unknown_action(action: str) -> str:
+    from difflib import get_close_matches
+
+    close = get_close_matches(action, KNOWN_ACTIONS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown action {action!r}: {hint}known actions: {', '.join(sorted(KNOWN_ACTIONS))}"
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -57,6 +57,10 @@ class AuditSQL:
         rows.reverse()
         return rows
 
+    def audit_has_action(self, action: str) -> bool:
+        """Whether any entry has this action (no index covers it: asked only for names this tqcli does not know)."""
+        return self.conn.execute("SELECT 1 FROM audit WHERE action = ? LIMIT 1", (action,)).fetchone() is not None
+
     def meta_value(self, key: str) -> str | None:
         """A value from the meta table (for example the database's `db_id`)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -7,6 +7,10 @@ from typing import Any
 
 BREAKER_COLUMNS = "key, state, failures, failure_threshold, recovery_timeout, opened_at, retry_at, trial_task, updated_at"
 
+# No index covers tasks.service (adding one is a migration): these two stay bounded instead.
+SERVICE_UNFINISHED_SQL = "SELECT 1 FROM tasks WHERE state IN ('pending', 'blocked', 'running') AND service = ? LIMIT 1"
+SERVICE_RECENT_SQL = "SELECT 1 FROM tasks WHERE id > (SELECT coalesce(max(id), 0) FROM tasks) - ? AND service = ? LIMIT 1"
+
 
 class BreakerSQL:
     """Queries on breakers and settings."""
@@ -65,6 +69,17 @@ class BreakerSQL:
             f"UPDATE breakers SET retry_at = opened_at + ? WHERE state = 'open' AND opened_at IS NOT NULL AND {where}",
             (int(recovery_timeout * 1_000_000), *((key,) if key is not None else ())),
         )
+
+    def service_has_tasks(self, key: str, *, recent: int) -> bool:
+        """Whether an unfinished task, or one of the newest `recent` tasks, has service `key`.
+
+        Bounded: unfinished tasks are found through the `tasks_claim` index
+        (state first), the rest by a range of the newest ids; no index covers
+        `service`, so older finished tasks are not looked at.
+        """
+        if self.conn.execute(SERVICE_UNFINISHED_SQL, (key,)).fetchone() is not None:
+            return True
+        return self.conn.execute(SERVICE_RECENT_SQL, (recent, key)).fetchone() is not None
 
     def setting(self, key: str) -> str | None:
         """A shared setting's value, if set."""
