@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tqcli.core.queue import Summary, TaskService
     from tqcli.core.task import Task
     from tqcli.core.worker import Worker, WorkerReport
+    from tqcli.core.workers import WorkerInfo
     from tqcli.resilience.circuit_breaker import BreakerService
     from tqcli.core.dags import DagService
     from tqcli.resilience.dead_letter import DeadLetterQueue
@@ -148,12 +149,51 @@ class Queue:
 
         return run_now(self._ctx, task_id, **options)
 
-    def wait(self, task_id: int, *, timeout: float | None = None) -> "Task":
-        """Block until the task is terminal or blocked (then `waiting` says why); WaitTimeout after `timeout` seconds."""
+    def wait(self, task_id: int, *, timeout: float | None = None, on_poll: Any = None) -> "Task":
+        """Block until the task is terminal or blocked (then `waiting` says why); WaitTimeout after `timeout` seconds.
+
+        `on_poll` is called between looks (the CLI says there when no worker runs).
+        """
         from tqcli.core.runner import wait_for
 
-        task = wait_for(self._ctx, task_id, timeout=timeout)
+        task = wait_for(self._ctx, task_id, timeout=timeout, on_poll=on_poll or (lambda: None))
         return self.get(task_id) if task.state.value == "blocked" else task
+
+    def wait_all(self, task_ids: Sequence[int], *, timeout: float | None = None, on_poll: Any = None) -> dict[int, Task]:
+        """Block until every task is finished or blocked; NotFound before waiting for an unknown id; WaitTimeout after `timeout` s."""
+        from tqcli.core.lifecycle import wait_all
+
+        return wait_all(self._ctx, task_ids, timeout=timeout, on_poll=on_poll or (lambda: None))
+
+    def restart(self, task_id: int, **overrides: Any) -> int:
+        """Submit a new task with the spec of a finished task (overrides are TaskSpec keys); the new id."""
+        from tqcli.core.lifecycle import restart
+
+        return restart(self._ctx, task_id, overrides)
+
+    def edit(self, task_id: int, **changes: Any) -> dict[str, dict[str, Any]]:
+        """Change a pending or blocked task (payload, target, priority, max_retries, timeout, delay, at); what changed."""
+        from tqcli.core.lifecycle import edit
+
+        return edit(self._ctx, task_id, changes)
+
+    def prune(self, *, older_than: float, states: Sequence[str] = ("completed", "cancelled"), dry_run: bool = False) -> list[int]:
+        """Delete tasks in `states` that finished `older_than` seconds ago or earlier; their ids."""
+        from tqcli.core.lifecycle import prune
+
+        return prune(self._ctx, older_than=older_than, states=states, dry_run=dry_run)
+
+    def workers(self) -> "list[WorkerInfo]":
+        """The worker runs seen in the last 24 hours, with their heartbeats and running tasks."""
+        from tqcli.core.workers import list_workers
+
+        return list_workers(self._ctx)
+
+    def no_live_worker(self) -> bool:
+        """True when no worker has sent a heartbeat in the last 10 s (so waiting may be in vain)."""
+        from tqcli.core.workers import no_recent_heartbeat
+
+        return no_recent_heartbeat(self._ctx)
 
     def close(self) -> None:
         """Close the database connection."""

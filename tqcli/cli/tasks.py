@@ -201,12 +201,15 @@ def submit(
         sys.stdout.flush()
     if wait:
         try:
-            finished = queue_obj.wait(result.id, timeout=seconds)
+            from tqcli.cli.manage import wait_notice
+
+            finished = queue_obj.wait(result.id, timeout=seconds, on_poll=wait_notice(queue_obj))
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted: task {result.id} goes on; 'tqcli status {result.id}' follows it") from None
+        finished = queue_obj.get(result.id)
         if json_output:
-            render.emit_json(queue_obj.get(result.id).to_json())
-        _exit_for(finished)
+            render.emit_json(finished.to_json())
+        exit_for(finished)
     elif json_output:
         render.emit_json(queue_obj.get(result.id).to_json())
 
@@ -219,16 +222,44 @@ def _wait_seconds(text: str | None) -> float | None:
     return parse_duration(text, what="--wait-timeout")
 
 
-def _exit_for(task: Any) -> None:
-    """Exit 1 with the task's error unless it completed."""
+FAILURE_TAIL_LINES = 20
+
+
+def show_failure(task: Any, *, headline: bool = True) -> None:
+    """On stderr: why a task did not complete, with the tail of its output or its traceback, so a CI log explains itself.
+
+    Without `headline` only the tail is shown (the `error:` line that follows says the rest).
+    """
+    if task.state.value == "completed":
+        return
+    if task.state.value == "blocked":
+        if headline:
+            render.message(f"task {task.id} is {task.waiting or 'blocked'}")
+        return
+    lines = (task.error or "").splitlines()
+    if headline:
+        render.message(f"task {task.id} {task.state.value}" + (f": {lines[0]}" if lines else ""))
+    last = next((a for a in reversed(task.history or []) if a.traceback), None)
+    extra = last.traceback.splitlines() if last is not None else lines[1:]
+    if extra:
+        what = "traceback" if last is not None else "output"
+        render.message(f"  last {min(len(extra), FAILURE_TAIL_LINES)} lines of its {what}:")
+        for line in extra[-FAILURE_TAIL_LINES:]:
+            render.message(f"  | {line}")
+
+
+def exit_for(task: Any, *, others: int = 0) -> None:
+    """Exit 1 unless the task (loaded with its history) completed; `others` more unfinished tasks are counted in the error."""
     from tqcli.errors import WorkFailed
 
     if task.state.value == "completed":
         return
+    show_failure(task, headline=False)
+    more = f" (and {others} more did not complete)" if others else ""
     if task.state.value == "blocked":
-        raise WorkFailed(f"task {task.id} is {task.waiting or 'blocked'}")
+        raise WorkFailed(f"task {task.id} is {task.waiting or 'blocked'}{more}")
     detail = f": {task.error.splitlines()[0]}" if task.error else ""
-    raise WorkFailed(f"task {task.id} {task.state.value}{detail}")
+    raise WorkFailed(f"task {task.id} {task.state.value}{detail}{more}")
 
 
 def _show_task(task: Any) -> None:
@@ -264,11 +295,36 @@ def _show_task(task: Any) -> None:
     render.fields([(label, value) for label, value in pairs if value is not None or label in ("state",)])
     if task.history:
         sys.stdout.write("\n")
-        rows = [
-            (a.attempt, render.when(a.started_at), render.when(a.finished_at), a.outcome or "running", a.worker, a.error)
-            for a in task.history
-        ]
-        render.table(["ATTEMPT", "STARTED", "FINISHED", "OUTCOME", "WORKER", "ERROR"], rows, title="history")
+        replays = {replay.run: replay for replay in task.replays}
+        run = 1
+        for number, attempts in _runs(task.history):
+            if number != run or number in replays:
+                replay = replays.get(number)
+                note = f"replayed {replay.at} by {replay.by}" if replay else "replayed"
+                sys.stdout.write(f"-- run {number}: {note}\n")
+            run = number
+            rows = [
+                (a.attempt, render.when(a.started_at), render.when(a.finished_at), a.outcome or "running", a.worker, a.error)
+                for a in attempts
+            ]
+            render.table(["ATTEMPT", "STARTED", "FINISHED", "OUTCOME", "WORKER", "ERROR"], rows, title="history" if number == 1 else None)
+        last = task.history[-1]
+        if last.traceback:
+            sys.stdout.write(f"\ntraceback of attempt {last.attempt}:\n{last.traceback.rstrip()}\n")
+    if task.waiting_detail and task.waiting_detail.get("reset"):
+        detail = task.waiting_detail
+        when = f"its trial is due at {detail['trial_at']}" if detail.get("trial_at") else f"its trial task {detail.get('trial_task')} is running"
+        render.message(f"circuit {detail['service']} is {detail['state']}: {when}; '{detail['reset']}' closes it now")
+
+
+def _runs(history: Any) -> list[tuple[int, list[Any]]]:
+    """The attempts grouped by run, in order."""
+    runs: list[tuple[int, list[Any]]] = []
+    for attempt in history:
+        if not runs or runs[-1][0] != attempt.run:
+            runs.append((attempt.run, []))
+        runs[-1][1].append(attempt)
+    return runs
 
 
 def _show_summary(summary: Any) -> None:

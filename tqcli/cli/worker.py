@@ -180,3 +180,28 @@ def plugins(
         render.emit_json(found)
         return
     render.table(["BACKEND", "ENTRY POINT", "DISTRIBUTION", "STATUS"], [tuple(item.values()) for item in found])
+
+
+def workers(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List the workers seen in the last 24 hours: host, pid, heartbeat, running tasks, and whether each is alive.
+
+    A worker is alive until it stops, or until its heartbeat is older than
+    its lease (a killed worker stops sending them).
+    """
+    queue_obj = state(ctx).queue(read_only=True)
+    found = queue_obj.workers()
+    if json_output:
+        render.emit_json([info.to_json() for info in found])
+        return
+    if not found:
+        render.message("no worker was seen in the last 24 hours; start one with 'tqcli worker'")
+        return
+    rows = [
+        (info.id, info.host, info.pid, "yes" if info.alive else "no", render.when(info.started_at),
+         render.when(info.heartbeat_at), " ".join(map(str, info.running)) or "-")
+        for info in found
+    ]
+    render.table(["WORKER", "HOST", "PID", "ALIVE", "STARTED", "HEARTBEAT", "RUNNING"], rows)

@@ -43,6 +43,7 @@ class LeaseKeeper:
         *,
         fence: Fence | None = None,
         healthy: Callable[[str], bool] = lambda key: True,
+        heartbeat: str | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -51,6 +52,7 @@ class LeaseKeeper:
         self._warn = warn
         self._fence = fence
         self._healthy = healthy
+        self._heartbeat = heartbeat  # the worker run whose registry heartbeat each renewal refreshes
         self._tokens: dict[Token, str] = {}  # token -> the slot that runs it
         self._per_key: dict[str, int] = {}
         self._oldest: dict[str, float] = {}  # per slot: monotonic start of its oldest unrenewed claim or renewal
@@ -122,7 +124,10 @@ class LeaseKeeper:
                     started = time.monotonic()
                     renewable = [token for token, key in tokens.items() if key in healthy_keys]
                     with self._store.write() as tx:
-                        tx.renew_leases(renewable, self._clock.now() + int(self._lease * US_PER_SECOND))
+                        now = self._clock.now()
+                        tx.renew_leases(renewable, now + int(self._lease * US_PER_SECOND))
+                        if self._heartbeat is not None:
+                            tx.worker_heartbeat(self._heartbeat, now)
                     self._renewed(healthy_keys, started)
                 with self._store.read() as tx:
                     held = tx.held_tokens(list(tokens))

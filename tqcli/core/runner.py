@@ -120,6 +120,7 @@ def wait_for(
     timeout: float | None = None,
     interval: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
+    on_poll: Callable[[], None] = lambda: None,
 ) -> Task:
     """Block until the task is completed, failed, cancelled or blocked (it cannot run then); WaitTimeout after `timeout` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -133,4 +134,5 @@ def wait_for(
             return task
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout(f"task {task_id} is still {task.state.value} after {timeout:g} s; it goes on (check with 'tqcli status {task_id}')")
+        on_poll()
         sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from tqcli.backends import cgroups
 from tqcli.backends.fence import HOLDER, Fence
-from tqcli.core import dispatcher, liveness
+from tqcli.core import dispatcher, liveness, workers
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
@@ -174,15 +174,20 @@ class Worker:
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
         self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)  # never the caller's connection
+        fence = Fence(self._options.lease)
+        holder = liveness.own_name(os.getpid()) or fence.run_id
         try:
-            with self._ctx.read() as tx:
+            with self._ctx.store.write() as tx:
                 db_id = tx.meta_value("db_id") or ""
+                workers.register(
+                    tx, fence.run_id, self.worker_id, holder=holder, now=self._ctx.clock.now(),
+                    alive_for=max(self._options.lease, 2 * self._options.poll),
+                )
         except BaseException:
+            fence.close()
             self._ctx.store.close()
             self._ctx = self._base
             raise
-        fence = Fence(self._options.lease)
-        holder = liveness.own_name(os.getpid()) or fence.run_id
         self._slots = [
             Slot(
                 backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)},
@@ -200,7 +205,7 @@ class Worker:
         self._journal_used = False  # outcomes were saved in the journal: leave it for the next worker
         keeper = LeaseKeeper(
             self._base.store.reopen(), self._base.clock, self._options.lease, self._stop_slot, self._log,
-            fence=fence, healthy=lambda key: by_key[key].healthy(silence),
+            fence=fence, healthy=lambda key: by_key[key].healthy(silence), heartbeat=fence.run_id,
         )
         previous = self._install_signals() if handle_signals else None
         try:
@@ -215,6 +220,7 @@ class Worker:
             keeper.close()
             for slot in self._slots:
                 slot.close()
+            self._stopped(fence.run_id)
             fence.close()
             if self._journal is not None and not self._journal_used:
                 self._journal.remove()
@@ -242,6 +248,14 @@ class Worker:
         except TqcliError as exc:
             self._log(f"warning: could not record or give back {len(held)} claimed task(s): {exc.message}")
 
+    def _stopped(self, run_id: str) -> None:
+        """Mark this run stopped in the registry; a database that refuses only leaves it to age out."""
+        try:
+            with self._ctx.store.write() as tx:
+                tx.worker_heartbeat(run_id, self._ctx.clock.now(), stopped=True)
+        except TqcliError:
+            pass
+
     def _install_signals(self) -> dict[int, Any]:
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -255,6 +269,7 @@ class Worker:
             self._log(f"task {task_id}: recorded the outcome a worker left when the disk was full ({became})")
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
+            tx.worker_heartbeat(self._fence.run_id, now)
             reclaimed = dispatcher.reclaim_expired(tx, journal, now=now, worker=self.worker_id)
             expired = dispatcher.cancel_expired(tx, journal, now=now)
         for task_id, became in reclaimed:

@@ -329,7 +329,7 @@ TASKS_EXPIRY_INDEX = """
 CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state = 'pending'
 """
 TASKS_FINISHED_INDEX = """
-CREATE INDEX tasks_finished ON tasks (finished_at) WHERE state IN ('completed', 'cancelled', 'failed')
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL
 """
 ATTEMPTS_RUN = "ALTER TABLE attempts ADD COLUMN run INTEGER NOT NULL DEFAULT 1"
 ATTEMPTS_TRACEBACK = "ALTER TABLE attempts ADD COLUMN traceback TEXT"
@@ -351,7 +351,7 @@ CREATE TABLE workers (
     host         TEXT    NOT NULL,
     pid          INTEGER NOT NULL,
     holder       TEXT,
-    lease        REAL    NOT NULL,
+    alive_for    REAL    NOT NULL,
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
     stopped_at   INTEGER

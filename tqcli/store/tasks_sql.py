@@ -142,10 +142,10 @@ class TaskSQL:
         self.conn.execute("UPDATE tasks SET cancel_requested = 1, error = ? WHERE id = ?", (note, task_id))
 
     def replay_tasks(self, ids: Sequence[int], *, now: int) -> None:
-        """Failed tasks back to pending: attempts reset, ready now, previous outcome cleared."""
+        """Failed tasks back to pending for a new run: attempts reset, ready now, previous outcome cleared."""
         for part in chunks(ids):
             self.conn.execute(
-                "UPDATE tasks SET state = 'pending', attempts = 0, run_at = ?, error = NULL, result = NULL, "
+                "UPDATE tasks SET state = 'pending', attempts = 0, run = run + 1, run_at = ?, error = NULL, result = NULL, "
                 "started_at = NULL, finished_at = NULL, worker = NULL, cancel_requested = 0 "
                 f"WHERE state = 'failed' AND id IN ({marks(len(part))})",
                 (now, *part),
