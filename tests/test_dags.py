@@ -162,7 +162,7 @@ def test_junit_report_is_valid_with_one_case_per_task_and_failures_marked(cli, t
     assert suite.get("name") == "diamond" and suite.get("tests") == "4" and suite.get("failures") == "1" and suite.get("skipped") == "1"
     cases = {case.get("name"): case for case in suite.findall("testcase")}
     assert list(cases) == ["root", "left", "right", "sink"]
-    assert cases["right"].find("failure").get("message") == "boom"
+    assert cases["right"].find("failure").get("message") == "ValueError: boom"  # SPEC: errors read 'ValueError: nope'
     assert cases["sink"].find("skipped") is not None
     assert cases["root"].find("failure") is None and float(cases["root"].get("time")) >= 0
 

@@ -32,47 +32,55 @@ class DagPlan:
     specs: dict[str, TaskSpec]
     depends_on: dict[str, list[str]]
     order: list[str]
+    source: str = "DAG file"
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as a path (`a -> b -> a` is [a, b, a]), or None."""
+    """A dependency cycle as a path (`a -> b -> a` is [a, b, a]), or None.
+
+    Depth-first with an explicit stack, so a chain of any length fits.
+    """
     colour: dict[str, int] = {}  # 1 on the current path, 2 done
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        colour[node] = 1
-        path.append(node)
-        for dep in graph.get(node, ()):
-            if colour.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
-            if dep not in colour:
-                found = visit(dep, path)
-                if found:
-                    return found
-        path.pop()
-        colour[node] = 2
-        return None
-
-    for node in graph:
-        if node not in colour:
-            found = visit(node, [])
-            if found:
-                return found
+    for start in graph:
+        if start in colour:
+            continue
+        colour[start] = 1
+        path = [start]
+        pending = [iter(graph.get(start, ()))]
+        while pending:
+            for dep in pending[-1]:
+                seen = colour.get(dep)
+                if seen == 1:
+                    return path[path.index(dep):] + [dep]
+                if seen is None:
+                    colour[dep] = 1
+                    path.append(dep)
+                    pending.append(iter(graph.get(dep, ())))
+                    break
+            else:
+                colour[path.pop()] = 2
+                pending.pop()
     return None
 
 
 def topological_order(graph: Mapping[str, Sequence[str]]) -> list[str]:
-    """Every node after the nodes it depends on, otherwise in the given order."""
+    """Every node after the nodes it depends on, otherwise in the given order (`graph` has no cycle)."""
     placed: dict[str, None] = {}
-
-    def place(node: str) -> None:
-        if node in placed:
-            return
-        for dep in graph[node]:
-            place(dep)
-        placed[node] = None
-
-    for node in graph:
-        place(node)
+    for start in graph:
+        if start in placed:
+            continue
+        entered = {start}
+        pending = [(start, iter(graph[start]))]
+        while pending:
+            node, deps = pending[-1]
+            for dep in deps:
+                if dep not in placed and dep not in entered:
+                    entered.add(dep)
+                    pending.append((dep, iter(graph[dep])))
+                    break
+            else:
+                pending.pop()
+                placed[node] = None
     return list(placed)
 
 
@@ -90,6 +98,7 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     for key in ("depends_on", "name", "idempotency_key"):
         if key in defaults:
             raise InvalidInput(f"{source}: [defaults] cannot set {key}: it differs per task")
+    _check_defaults(defaults, source)
     tasks = data.get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise InvalidInput(f"{source}: no tasks: add tables like [tasks.extract] with a target")
@@ -100,7 +109,7 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
         try:
             check_name(task_name, what="task")
         except InvalidInput as exc:
-            raise InvalidInput(f"{where}: {exc.message}") from None
+            raise InvalidInput(f"{source}: {exc.message}") from None
         if not isinstance(table, dict):
             raise InvalidInput(f"{where}: must be a table like [tasks.{task_name}]")
         fields = dict(table)
@@ -125,7 +134,18 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     cycle = find_cycle(graph)
     if cycle:
         raise InvalidInput(f"{source}: dependency cycle {' -> '.join(cycle)}")
-    return DagPlan(name, specs, graph, topological_order(graph))
+    return DagPlan(name, specs, graph, topological_order(graph), source)
+
+
+def _check_defaults(defaults: Mapping[str, Any], source: str) -> None:
+    """Refuse a bad key or value in `[defaults]` there, not in the first task that inherits it."""
+    for key, value in defaults.items():
+        # Each value alone, beside a target every backend accepts: a task may still override the others.
+        probe = {"target": "tqcli.dag:defaults", key: value} if key != "target" else {"backend": "any", "target": value}
+        try:
+            spec_from_mapping(probe)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{source}: [defaults]: {exc.message}") from None
 
 
 def load_dag_file(path: str | Path) -> DagPlan:
@@ -196,7 +216,7 @@ class DagService:
     def submit(self, plan: DagPlan) -> int:
         """Enqueue the whole DAG in one transaction; its id."""
         ordered = [plan.specs[name] for name in plan.order]
-        check_backends(ordered, where=[f"task {name!r}" for name in plan.order])
+        check_backends(ordered, where=[f"{plan.source}: task {name!r}" for name in plan.order])
         position = {name: index for index, name in enumerate(plan.order)}
         internal = [[position[dep] for dep in plan.depends_on[name]] for name in plan.order]
         now = self._ctx.clock.now()
