@@ -6,6 +6,8 @@ are inserted in one transaction. A DAG's state is derived from its tasks:
 `completed` when all completed; `failed` when any failed or is blocked and
 none can still run; `cancelled` when it was cancelled (or its remaining
 tasks were); else `running` once any task started, `pending` before.
+A task deleted by `dlq purge` or `prune` leaves a tombstone that counts as
+the state it was deleted in, so its DAG keeps its state.
 """
 
 from __future__ import annotations
@@ -181,8 +183,22 @@ def dag_state(counts: Mapping[str, int], cancelled: bool) -> str:
 
 
 @dataclass
+class PurgedTask:
+    """A DAG task deleted by `dlq purge` or `prune`: its tombstone keeps its id, name and last state."""
+
+    id: int
+    name: str
+    state: str
+    purged_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        """What the DAG's JSON shows for it: `{"id": 7, "state": null, "purged": true}`."""
+        return {"id": self.id, "state": None, "purged": True}
+
+
+@dataclass
 class Dag:
-    """A submitted DAG and (when loaded) its tasks by name."""
+    """A submitted DAG and (when loaded) its tasks by name, and its purged tasks by name."""
 
     id: int
     name: str
@@ -191,9 +207,10 @@ class Dag:
     submitted_by: str
     counts: dict[str, int]
     tasks: dict[str, Task] = field(default_factory=dict)
+    purged: dict[str, PurgedTask] = field(default_factory=dict)
 
     def to_json(self, *, with_tasks: bool = True) -> dict[str, Any]:
-        """The DAG object: id, name, state and its tasks by name."""
+        """The DAG object: id, name, state and its tasks by name (purged ones too), in id order."""
         data: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -203,7 +220,8 @@ class Dag:
             "counts": {state.value: self.counts.get(state.value, 0) for state in ALL_STATES},
         }
         if with_tasks:
-            data["tasks"] = {name: task.to_json() for name, task in self.tasks.items()}
+            entries = sorted([*self.tasks.items(), *self.purged.items()], key=lambda item: item[1].id)
+            data["tasks"] = {name: task.to_json() for name, task in entries}
         return data
 
 
@@ -248,10 +266,13 @@ class DagService:
         for task in tasks:
             task.depends_on = deps[task.id]
         ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
-        return Dag(row[0], row[1], dag_state(counts, bool(row[4])), row[2], row[3], counts, ordered)
+        purged = {name: PurgedTask(task_id, name, state, at) for task_id, name, state, at in tx.purged_dag_tasks(dag_id)}
+        return Dag(row[0], row[1], dag_state(counts, bool(row[4])), row[2], row[3], counts, ordered, purged)
 
     def list(self, limit: int = 100) -> list[Dag]:
-        """The newest DAGs with their states, newest first."""
+        """The newest `limit` DAGs with their states, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"invalid limit {limit!r} (--limit): give 1 or more, how many of the newest DAGs to list")
         with self._ctx.read() as tx:
             rows = tx.dag_rows(limit)
             counts = self._counts(tx, [row[0] for row in rows])
