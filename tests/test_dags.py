@@ -250,3 +250,178 @@ def test_ctrl_c_on_dag_run_stops_and_cancels_the_dag(cli, tmp_path):
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted: DAG 1 cancelled")
     dag = cli.ok("dag", "status", "1", "--json").json
     assert dag["state"] == "cancelled" and {t["state"] for t in dag["tasks"].values()} == {"cancelled"}
+
+
+# -- long chains: every walk is iterative --------------------------------
+
+CHAIN = 10_000
+
+
+def chain_file(tmp_path, count=CHAIN, *, cycle=False, name="chain.toml"):
+    """A DAG file of `count` tasks t0 <- t1 <- … (listed last first, so no walk meets them in order); `cycle` closes it."""
+    lines = []
+    for index in reversed(range(count)):
+        lines.append(f'[tasks.t{index}]\ntarget = "tests.jobs:noop"\n')
+        if index or cycle:
+            lines.append(f'depends_on = ["t{(index - 1) % count}"]\n')
+    return write(tmp_path, "".join(lines), name)
+
+
+def test_a_10000_task_chain_is_ordered_and_a_10000_task_cycle_is_named_without_recursion(tmp_path):
+    plan = load_dag_file(chain_file(tmp_path))
+    assert plan.order == [f"t{index}" for index in range(CHAIN)]
+    with pytest.raises(InvalidInput) as caught:
+        load_dag_file(chain_file(tmp_path, cycle=True, name="cycle.toml"))
+    path = caught.value.message.split("dependency cycle ", 1)[1].split(" -> ")
+    assert len(path) == CHAIN + 1 and path[0] == path[-1]
+    assert all(int(later[1:]) == (int(earlier[1:]) - 1) % CHAIN for earlier, later in zip(path, path[1:]))
+
+
+def test_a_10000_task_cycle_through_the_cli_is_exit_2_naming_the_path(cli, tmp_path):
+    cli.create_db()
+    before = table_dump(cli.db)
+    result = cli("dag", "submit", str(chain_file(tmp_path, cycle=True)))
+    assert result.code == 2 and len(result.error_lines) == 1, result.stderr[-500:]
+    assert "dependency cycle t9999 -> t9998 -> t9997 -> " in result.stderr and result.stderr.rstrip().endswith("t0 -> t9999")
+    assert table_dump(cli.db) == before
+
+
+def test_a_10000_task_chain_submits_and_dag_status_shows_it_as_json_table_and_tree(cli, tmp_path):
+    from tests.test_output import run_on_terminal
+
+    dag_id = cli.ok("dag", "submit", str(chain_file(tmp_path))).stdout.strip()
+    status = cli.ok("dag", "status", dag_id, "--json").json
+    assert len(status["tasks"]) == CHAIN and status["state"] == "pending"
+    assert status["tasks"]["t9999"]["depends_on"] == [status["tasks"]["t9998"]["id"]]
+    table = cli.ok("dag", "status", dag_id).stdout.splitlines()
+    assert len(table) == CHAIN + 1 and table[-1].split()[:5] == ["t9999", "10000", "pending", "0", "t9998"]
+    tree = run_on_terminal(cli, "dag", "status", dag_id, env={"NO_COLOR": "1", "COLUMNS": "120"}).splitlines()
+    assert tree[0] == f"DAG {dag_id} chain: pending"
+    drawn = [line for line in tree[1:] if "pending" in line and "continued below" not in line]
+    assert len(drawn) == CHAIN, "every task drawn once"
+    assert max(len(line) for line in tree) <= 120, "a long chain goes on at the top level instead of past the edge"
+    assert any(line.startswith("├── t20 #21 pending (after t19 #20)") for line in tree)
+
+
+def test_the_tree_of_a_diamond_deeper_than_the_terminal_still_draws_each_task_once(cli, tmp_path):
+    from tests.test_output import run_on_terminal
+
+    # a ladder: each rung has two tasks that both depend on both tasks of the rung before
+    text = ['[tasks.a0]\ntarget = "tests.jobs:noop"\n[tasks.b0]\ntarget = "tests.jobs:noop"\n']
+    for rung in range(1, 40):
+        for side in "ab":
+            text.append(f'[tasks.{side}{rung}]\ntarget = "tests.jobs:noop"\ndepends_on = ["a{rung - 1}", "b{rung - 1}"]\n')
+    dag_id = cli.ok("dag", "submit", str(write(tmp_path, "".join(text)))).stdout.strip()
+    tree = run_on_terminal(cli, "dag", "status", dag_id, env={"NO_COLOR": "1", "COLUMNS": "80"}).splitlines()
+    labels = [line for line in tree[1:] if " pending" in line and "(see above)" not in line and "continued below" not in line]
+    assert len(labels) == 80 and max(len(line) for line in tree) <= 80
+
+
+# -- DAG file messages ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "defaults, message",
+    [
+        ('queu = "etl"', "[defaults]: unknown key 'queu'"),
+        ("priority = 500", "[defaults]: invalid priority 500"),
+        ('queue = "caf\u00e9"', "[defaults]: invalid queue name 'caf\u00e9': use 1-64 characters of A-Z a-z 0-9 . _ - (ASCII)"),
+        ('backoff = "soon"', "[defaults]: invalid backoff 'soon'"),
+    ],
+)
+def test_a_bad_value_in_defaults_is_reported_against_the_defaults_table(cli, tmp_path, defaults, message):
+    path = write(tmp_path, f'[defaults]\n{defaults}\n[tasks.first]\ntarget = "tests.jobs:noop"\n')
+    result = cli("dag", "submit", str(path))
+    assert result.code == 2 and result.error_lines == [result.error_lines[0]]
+    assert result.error_lines[0].startswith(f"error: {path}: {message}"), result.stderr
+    assert "first" not in result.stderr
+
+
+def test_defaults_a_task_overrides_are_still_checked_alone(tmp_path):
+    plan = load_dag_file(write(tmp_path, '[defaults]\ntarget = "echo hi"\n[tasks.a]\nbackend = "shell"\n[tasks.b]\ntarget = "tests.jobs:noop"\n'))
+    assert plan.specs["a"].target == "echo hi" and plan.specs["b"].backend == "simple"
+
+
+def test_an_unknown_backend_in_a_dag_file_names_the_file(cli, tmp_path):
+    path = write(tmp_path, '[tasks.a]\ntarget = "tests.jobs:noop"\n[tasks.b]\ntarget = "echo"\nbackend = "shel"\n')
+    cli.create_db()
+    before = table_dump(cli.db)
+    result = cli("dag", "submit", str(path))
+    assert result.code == 2 and result.error_lines[0].startswith(f"error: {path}: task 'b': unknown backend 'shel'; available: "), result.stderr
+    assert table_dump(cli.db) == before
+
+
+@pytest.mark.parametrize("name", ["caf\u00e9", "\u212aelvin", "\uff41", "t\u0663"])
+def test_a_non_ascii_task_name_is_refused_saying_which_characters_are_allowed(cli, tmp_path, name):
+    path = write(tmp_path, f'[tasks."{name}"]\ntarget = "tests.jobs:noop"\n')
+    result = cli("dag", "submit", str(path))
+    assert result.code == 2
+    assert result.error_lines[0].startswith(f"error: {path}: invalid task name "), result.stderr
+    assert "use 1-64 characters of A-Z a-z 0-9 . _ - (ASCII)" in result.stderr
+
+
+# -- dag list --limit -----------------------------------------------------
+
+
+def test_dag_list_limit_shows_the_newest_and_refuses_zero_or_less(cli, tmp_path):
+    path = write(tmp_path, '[tasks.a]\ntarget = "tests.jobs:noop"\n')
+    for _ in range(3):
+        cli.ok("dag", "submit", str(path))
+    assert [dag["id"] for dag in cli.ok("dag", "list", "--json").json] == [3, 2, 1]
+    assert [dag["id"] for dag in cli.ok("dag", "list", "--limit", "2", "--json").json] == [3, 2]
+    assert [line.split()[0] for line in cli.ok("dag", "list", "--limit", "1").stdout.splitlines()] == ["ID", "3"]
+    for bad in ("0", "-1"):
+        result = cli("dag", "list", "--limit", bad)
+        assert result.code == 2 and len(result.error_lines) == 1, result.stderr
+        assert f"invalid limit {bad} (--limit): give 1 or more" in result.stderr and not result.stdout
+
+
+# -- purged tasks: the DAG keeps its state ---------------------------------
+
+
+def failed_diamond(cli, tmp_path):
+    """A diamond DAG whose `right` failed and whose `sink` is blocked; (dag id, {name: task id})."""
+    result = cli("dag", "run", str(write(tmp_path, DIAMOND.format(right="tests.jobs:boom"))), "--json")
+    assert result.code == 1, result.stderr
+    return result.json["id"], {name: task["id"] for name, task in result.json["tasks"].items()}
+
+
+def test_dlq_purge_keeps_a_failed_dag_failed_and_shows_the_purged_task(cli, tmp_path):
+    from tests.test_output import run_on_terminal
+
+    dag_id, ids = failed_diamond(cli, tmp_path)
+    assert cli.ok("dlq", "purge", str(ids["right"]), "--yes").stdout == f"{ids['right']}\n"
+    dag = cli.ok("dag", "status", str(dag_id), "--json").json
+    assert dag["state"] == "failed"
+    assert list(dag["tasks"]) == ["root", "left", "right", "sink"]
+    assert dag["tasks"]["right"] == {"id": ids["right"], "state": None, "purged": True}
+    assert dag["tasks"]["sink"]["state"] == "cancelled", "what was blocked on a purged task is cancelled"
+    assert dag["counts"] == {"pending": 0, "running": 0, "completed": 2, "failed": 1, "cancelled": 1, "blocked": 0}
+    listed = cli.ok("dag", "list", "--json").json[0]
+    assert listed["state"] == "failed" and listed["counts"] == dag["counts"]
+    rows = {line.split()[0]: line.split() for line in cli.ok("dag", "status", str(dag_id)).stdout.splitlines()[1:]}
+    assert rows["right"][:3] == ["right", str(ids["right"]), "purged"] and "failed" in rows["right"]
+    tree = run_on_terminal(cli, "dag", "status", str(dag_id), env={"NO_COLOR": "1"})
+    assert f"right #{ids['right']} purged" in tree and tree.startswith(f"DAG {dag_id} diamond: failed")
+    assert cli("dag", "cancel", str(dag_id)).code == 6, "a failed DAG stays finished"
+    assert cli.ok("audit", "verify", "--json").json["intact"]
+
+
+def test_a_pruned_task_of_a_completed_dag_keeps_the_dag_completed(queue, tmp_path):
+    """`prune` deletes through the same store call as `dlq purge`: the tombstone comes with it."""
+    dag = queue.dags.run(load_dag_file(write(tmp_path, DIAMOND.format(right="tests.jobs:noop"))))
+    assert dag.state == "completed"
+    with queue._ctx.store.write() as tx:
+        tx.delete_tasks([dag.tasks["root"].id, dag.tasks["left"].id])
+    again = queue.dags.get(dag.id)
+    assert again.state == "completed" and again.counts["completed"] == 4
+    assert again.to_json()["tasks"]["root"] == {"id": dag.tasks["root"].id, "state": None, "purged": True}
+    assert [task.state.value for task in again.tasks.values()] == ["completed", "completed"]
+
+
+def test_deleting_a_task_outside_any_dag_leaves_no_tombstone(queue):
+    task_id = queue.submit("tests.jobs:noop")
+    queue.cancel(task_id)
+    with queue._ctx.store.write() as tx:
+        tx.delete_tasks([task_id], now=queue.clock.now())
+        assert tx.conn.execute("SELECT count(*) FROM purged_tasks").fetchone() == (0,)

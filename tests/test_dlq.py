@@ -87,3 +87,51 @@ def test_purge_older_than(queue, clock):
     new = dead(queue)
     assert [t.id for t in queue.dlq.purge(every=True, older_than="30m", confirmed=True)] == old
     assert [t.id for t in queue.dlq.list()] == new
+
+
+def test_purge_dry_run_and_filters_in_the_library(queue):
+    etl = dead(queue, 2, queue="etl")
+    web = dead(queue, 1, queue="web", tenant="acme")
+    assert [t.id for t in queue.dlq.purge(every=True, queue="etl", dry_run=True)] == etl[::-1]
+    assert len(queue.dlq.list()) == 3, "a dry run changes nothing"
+    assert [t.id for t in queue.dlq.purge(every=True, tenant="acme", confirmed=True)] == web
+    assert sorted(t.id for t in queue.dlq.list()) == etl
+    with pytest.raises(InvalidInput, match="--queue and --tenant narrow --all"):
+        queue.dlq.purge(etl[:1], queue="etl", confirmed=True)
+
+
+def failed_by_cli(cli, *options):
+    """A task submitted with `options` that failed its only attempt, run by a worker; its id."""
+    task_id = cli.submit("tests.jobs:boom", "--max-retries", "0", *options)
+    cli.ok("worker", "--once", "--quiet")
+    assert cli.task(task_id)["state"] == "failed"
+    return task_id
+
+
+def test_dlq_purge_dry_run_prints_the_ids_and_changes_nothing(cli):
+    from tests.conftest import table_dump
+
+    first, second = failed_by_cli(cli), failed_by_cli(cli)
+    child = cli.submit("tests.jobs:noop", "--depends-on", str(first))
+    before = table_dump(cli.db)
+    for extra in ([], ["--yes"]):
+        result = cli("dlq", "purge", "--all", "--dry-run", *extra)
+        assert result.code == 0, result.stderr
+        assert result.stdout.splitlines() == [str(second), str(first)] and "would purge 2 task(s)" in result.stderr
+    assert cli.ok("dlq", "purge", str(first), "--dry-run", "--json").json[0]["id"] == first
+    assert table_dump(cli.db) == before
+    assert cli.task(child)["state"] == "blocked"
+
+
+def test_dlq_purge_filters_by_queue_tenant_and_age(cli):
+    etl = failed_by_cli(cli, "--queue", "etl")
+    acme = failed_by_cli(cli, "--tenant", "acme")
+    other = failed_by_cli(cli)
+    assert cli.ok("dlq", "purge", "--all", "--queue", "etl", "--yes").stdout == f"{etl}\n"
+    assert cli.ok("dlq", "purge", "--all", "--tenant", "acme", "--dry-run").stdout == f"{acme}\n"
+    assert cli.ok("dlq", "purge", "--all", "--older-than", "1h", "--yes").stdout == "", "nothing failed an hour ago"
+    assert cli.ok("dlq", "purge", "--all", "--older-than", "0s", "--tenant", "acme", "--yes").stdout == f"{acme}\n"
+    assert [task["id"] for task in cli.ok("dlq", "list", "--json").json] == [other]
+    for args in (["--queue", "etl", str(other)], ["--tenant", "acme"], ["--older-than", "soon", "--all"], ["--all"]):
+        result = cli("dlq", "purge", *args)
+        assert result.code == 2 and len(result.error_lines) == 1, (args, result.stderr)

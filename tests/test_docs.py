@@ -44,3 +44,13 @@ def test_files_named_in_the_docs_exist(doc):
         assert (REPO / path.rstrip("/")).exists(), f"{doc} names {path}, which does not exist"
     for link in re.findall(r"\]\(((?!https?:)[^)#]+)\)", text):
         assert ((REPO / "docs" / doc).parent / link).exists(), f"{doc} links to {link}, which does not exist"
+
+
+def test_the_state_diagram_draws_the_lifecycle_of_the_spec():
+    diagram = (REPO / "docs" / "states.md").read_text().split("```text\n", 1)[1].split("```", 1)[0]
+    lines = diagram.splitlines()
+    running = next(line for line in lines if "running" in line)
+    assert "─" not in running.split("running", 1)[1], "no arrow leaves running sideways: a running task is never blocked"
+    assert any(re.search(r"pending ─+ block ─+► blocked", line) for line in lines), "a pending task becomes blocked"
+    for label in ("claim", "success", "retry", "release", "worker lost", "unblock", "cancel", "expired", "replay", "out of retries"):
+        assert label in diagram, label

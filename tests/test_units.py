@@ -56,7 +56,13 @@ def test_valid_names(name):
     assert check_name(name, what="queue") == name
 
 
-@pytest.mark.parametrize("name", ["", "x" * 65, "with space", "slash/y", "ümlaut", "semi;colon"])
-def test_invalid_names_say_what_is_allowed(name):
-    with pytest.raises(InvalidInput, match="1-64 letters, digits"):
+@pytest.mark.parametrize("name", ["", "x" * 65, "with space", "slash/y", "ümlaut", "semi;colon", "\u212a", "\uff41bc", "\u0131", "caf\u00e9", "\u0663"])
+def test_invalid_names_say_exactly_which_ascii_characters_are_allowed(name):
+    with pytest.raises(InvalidInput) as caught:
         check_name(name, what="queue")
+    assert "use 1-64 characters of A-Z a-z 0-9 . _ - (ASCII)" in caught.value.message
+
+
+def test_a_non_ascii_letter_in_a_name_is_named_with_its_code_point():
+    with pytest.raises(InvalidInput, match=r"U\+212A, is not one of them"):
+        check_name("\u212aelvin", what="tenant")

@@ -112,13 +112,13 @@ def format_time(us: int | None) -> str | None:
 
 
 def check_name(value: str, *, what: str) -> str:
-    """`value` if it is a valid queue, tenant or schedule name (1-64 of A-Za-z0-9._-)."""
+    """`value` if it is a valid queue, tenant, schedule or DAG task name (1-64 of ASCII A-Za-z0-9._-)."""
     if value in _GOOD_NAMES:
         return value
     if not isinstance(value, str) or not 1 <= len(value) <= 64 or not _NAME_CHARACTERS.issuperset(value):
-        raise InvalidInput(
-            f"invalid {what} name {value!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
+        bad = next((char for char in value if char not in _NAME_CHARACTERS), None) if isinstance(value, str) else None
+        which = f" ({bad!r}, U+{ord(bad):04X}, is not one of them)" if bad is not None and not bad.isascii() else ""
+        raise InvalidInput(f"invalid {what} name {value!r}: use 1-64 characters of A-Z a-z 0-9 . _ - (ASCII){which}")
     if len(_GOOD_NAMES) < 4096:  # bulk submits repeat the same few names
         _GOOD_NAMES.add(value)
     return value

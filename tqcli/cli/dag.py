@@ -19,6 +19,7 @@ DagIdArg = Annotated[int, typer.Argument(metavar="DAG_ID", help="The DAG's id (f
 def _fail_unless_completed(dag: Any) -> None:
     if dag.state != "completed":
         bad = [f"{name} {task.state.value}" for name, task in dag.tasks.items() if task.state.value != "completed"]
+        bad += [f"{name} purged" for name in dag.purged]
         raise WorkFailed(f"DAG {dag.id} ({dag.name}) {dag.state}: {', '.join(bad)}")
 
 
@@ -105,38 +106,51 @@ def _show(dag: Any) -> None:
         _draw_tree(dag)  # its root line names the DAG and its state
         return
     render.message(f"DAG {dag.id} {dag.name}: {dag.state}")
+    by_id = _names_by_id(dag)
     rows = [
-        (name, task.id, task.state.value, task.attempts, ", ".join(_names(dag, task.depends_on)) or None, (task.error or "").splitlines()[0] if task.error else None)
+        (name, task.id, task.state.value, task.attempts, ", ".join(by_id.get(dep, str(dep)) for dep in task.depends_on) or None,
+         (task.error or "").splitlines()[0] if task.error else None)
         for name, task in dag.tasks.items()
     ]
+    rows += [(name, gone.id, "purged", None, None, f"purged while {gone.state}") for name, gone in dag.purged.items()]
+    rows.sort(key=lambda row: row[1])
     render.table(["TASK", "ID", "STATE", "ATTEMPTS", "DEPENDS ON", "ERROR"], rows)
 
 
-def _names(dag: Any, ids: list[int]) -> list[str]:
-    by_id = {task.id: name for name, task in dag.tasks.items()}
-    return [by_id.get(task_id, str(task_id)) for task_id in ids]
+def _names_by_id(dag: Any) -> dict[int, str]:
+    return {task.id: name for name, task in [*dag.tasks.items(), *dag.purged.items()]}
 
 
-COLOURS = {"completed": "green", "failed": "red", "blocked": "red", "running": "cyan", "pending": "yellow", "cancelled": "magenta"}
+COLOURS = {"completed": "green", "failed": "red", "blocked": "red", "running": "cyan", "pending": "yellow", "cancelled": "magenta", "purged": "dim"}
+
+# Tree levels drawn before a deeper branch is continued at the top level, at most.
+MAX_TREE_DEPTH = 24
 
 
 def _draw_tree(dag: Any) -> None:
+    """Each task under the tasks it depends on, drawn once (then `(see above)`); a branch
+    deeper than the terminal allows goes on at the top level, `(after NAME #ID)`."""
+    from collections import deque
+
     from rich.markup import escape
     from rich.tree import Tree
 
     styled = not render.no_color()
-    by_id = {task.id: (name, task) for name, task in dag.tasks.items()}
-    children: dict[int, list[int]] = {task.id: [] for task in dag.tasks.values()}
+    out = render.console()
+    max_depth = max(2, min(MAX_TREE_DEPTH, (out.width - 40) // 4))
+    by_id: dict[int, tuple[str, Any]] = {task.id: (name, task) for name, task in dag.tasks.items()}
+    children: dict[int, list[int]] = {task_id: [] for task_id in by_id}
     for task in dag.tasks.values():
         for dep in task.depends_on:
             if dep in children:
                 children[dep].append(task.id)
 
+    def paint(text: str) -> str:
+        return f"[{COLOURS.get(text, 'white')}]{text}[/]" if styled else text
+
     def label(task_id: int, seen: bool) -> str:
         name, task = by_id[task_id]
-        state_text = task.state.value
-        if styled:
-            state_text = f"[{COLOURS.get(state_text, 'white')}]{state_text}[/]"
+        state_text = paint(task.state.value)
         if seen:
             return f"{escape(name)} #{task_id} {state_text} (see above)"
         why = f": {escape(task.error.splitlines()[0][:120])}" if task.error and task.state.value != "completed" else ""
@@ -144,20 +158,31 @@ def _draw_tree(dag: Any) -> None:
 
     tree = Tree(f"DAG {dag.id} {escape(dag.name)}: {dag.state}")
     drawn: set[int] = set()
-
-    def add(node: Any, task_id: int) -> None:
+    roots = [task.id for task in dag.tasks.values() if not [dep for dep in task.depends_on if dep in by_id]]
+    # Depth-first without recursion: (node to add to, task, its depth, the task whose branch that node is).
+    pending: list[tuple[Any, int, int, int | None]] = [(tree, task_id, 1, None) for task_id in reversed(roots)]
+    continued: deque[tuple[int, int | None]] = deque()
+    while pending or continued:
+        if not pending:
+            task_id, parent_id = continued.popleft()
+            pending.append((tree, task_id, 1, parent_id))
+        node, task_id, depth, parent_id = pending.pop()
         seen = task_id in drawn
-        branch = node.add(label(task_id, seen))
+        if depth > max_depth and not seen:
+            node.add(f"{escape(by_id[task_id][0])} #{task_id} … continued below")
+            continued.append((task_id, parent_id))
+            continue
+        text = label(task_id, seen)
+        if depth == 1 and parent_id is not None:
+            text += f" (after {escape(by_id[parent_id][0])} #{parent_id})"
+        branch = node.add(text)
         if seen:
-            return
+            continue
         drawn.add(task_id)
-        for child in children[task_id]:
-            add(branch, child)
-
-    for task in dag.tasks.values():
-        if not [dep for dep in task.depends_on if dep in by_id]:
-            add(tree, task.id)
-    render.console().print(tree)
+        pending += [(branch, child, depth + 1, task_id) for child in reversed(children[task_id])]
+    for name, gone in dag.purged.items():
+        tree.add(f"{escape(name)} #{gone.id} {paint('purged')} (while {gone.state})")
+    out.print(tree)
 
 
 @app.command("status")
@@ -177,10 +202,11 @@ def status(
 @app.command("list")
 def list_dags(
     ctx: typer.Context,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many of the newest DAGs to list (1 or more).")] = 100,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List the newest DAGs and their states."""
-    dags = state(ctx).queue(read_only=True).dags.list()
+    dags = state(ctx).queue(read_only=True).dags.list(limit)
     if json_output:
         render.emit_json([dag.to_json(with_tasks=False) for dag in dags])
         return

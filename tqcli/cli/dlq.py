@@ -68,15 +68,22 @@ def replay(
 def purge(
     ctx: typer.Context,
     task_ids: IdsArg = None,
-    every: Annotated[bool, typer.Option("--all", help="Purge every failed task.")] = False,
+    every: Annotated[bool, typer.Option("--all", help="Purge every failed task (narrow with --queue/--tenant/--older-than).")] = False,
+    queue: Annotated[Optional[str], typer.Option(metavar="Q", help="With --all: only this queue.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(metavar="T", help="With --all: only this tenant.")] = None,
     older_than: Annotated[Optional[str], typer.Option(metavar="DUR", help="Only tasks that failed longer ago than DUR, e.g. 7d.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the ids it would delete; change nothing (no --yes needed).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: purged tasks are deleted for good.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of the deleted task objects instead of their ids.")] = False,
 ) -> None:
     """Delete failed tasks (the audit chain keeps their record); tasks blocked on them are cancelled.
 
-    Prints the ids, one per line.
+    Prints the ids, one per line. A DAG keeps its state: its purged tasks
+    show as purged in 'dag status'.
     """
-    tasks = state(ctx).queue().dlq.purge(task_ids or (), every=every, older_than=older_than, confirmed=yes)
+    tasks = state(ctx).queue(read_only=dry_run).dlq.purge(
+        task_ids or (), every=every, queue=queue, tenant=tenant, older_than=older_than, dry_run=dry_run, confirmed=yes,
+    )
     _print_tasks(tasks, json_output)
-    render.message(f"purged {len(tasks)} task(s)")
+    verb = "would purge" if dry_run else "purged"
+    render.message(f"{verb} {len(tasks)} task(s)")

@@ -68,9 +68,10 @@ def all_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
 def waiting_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
     """`(id, state, tenant)` of the pending or blocked tasks that wait on `ids`, directly or through each other."""
     seen: dict[int, tuple[int, str, str]] = {}
+    excluded = set(ids)
     frontier = list(ids)
     while frontier:
-        fresh = [row for row in tx.dependents_of(frontier) if row[1] in ("pending", "blocked") and row[0] not in seen and row[0] not in ids]
+        fresh = [row for row in tx.dependents_of(frontier) if row[1] in ("pending", "blocked") and row[0] not in seen and row[0] not in excluded]
         for row in fresh:
             seen[row[0]] = row
         frontier = [row[0] for row in fresh]

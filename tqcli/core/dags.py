@@ -6,6 +6,8 @@ are inserted in one transaction. A DAG's state is derived from its tasks:
 `completed` when all completed; `failed` when any failed or is blocked and
 none can still run; `cancelled` when it was cancelled (or its remaining
 tasks were); else `running` once any task started, `pending` before.
+A task deleted by `dlq purge` or `prune` leaves a tombstone that counts as
+the state it was deleted in, so its DAG keeps its state.
 """
 
 from __future__ import annotations
@@ -32,47 +34,55 @@ class DagPlan:
     specs: dict[str, TaskSpec]
     depends_on: dict[str, list[str]]
     order: list[str]
+    source: str = "DAG file"
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as a path (`a -> b -> a` is [a, b, a]), or None."""
+    """A dependency cycle as a path (`a -> b -> a` is [a, b, a]), or None.
+
+    Depth-first with an explicit stack, so a chain of any length fits.
+    """
     colour: dict[str, int] = {}  # 1 on the current path, 2 done
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        colour[node] = 1
-        path.append(node)
-        for dep in graph.get(node, ()):
-            if colour.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
-            if dep not in colour:
-                found = visit(dep, path)
-                if found:
-                    return found
-        path.pop()
-        colour[node] = 2
-        return None
-
-    for node in graph:
-        if node not in colour:
-            found = visit(node, [])
-            if found:
-                return found
+    for start in graph:
+        if start in colour:
+            continue
+        colour[start] = 1
+        path = [start]
+        pending = [iter(graph.get(start, ()))]
+        while pending:
+            for dep in pending[-1]:
+                seen = colour.get(dep)
+                if seen == 1:
+                    return path[path.index(dep):] + [dep]
+                if seen is None:
+                    colour[dep] = 1
+                    path.append(dep)
+                    pending.append(iter(graph.get(dep, ())))
+                    break
+            else:
+                colour[path.pop()] = 2
+                pending.pop()
     return None
 
 
 def topological_order(graph: Mapping[str, Sequence[str]]) -> list[str]:
-    """Every node after the nodes it depends on, otherwise in the given order."""
+    """Every node after the nodes it depends on, otherwise in the given order (`graph` has no cycle)."""
     placed: dict[str, None] = {}
-
-    def place(node: str) -> None:
-        if node in placed:
-            return
-        for dep in graph[node]:
-            place(dep)
-        placed[node] = None
-
-    for node in graph:
-        place(node)
+    for start in graph:
+        if start in placed:
+            continue
+        entered = {start}
+        pending = [(start, iter(graph[start]))]
+        while pending:
+            node, deps = pending[-1]
+            for dep in deps:
+                if dep not in placed and dep not in entered:
+                    entered.add(dep)
+                    pending.append((dep, iter(graph[dep])))
+                    break
+            else:
+                pending.pop()
+                placed[node] = None
     return list(placed)
 
 
@@ -90,6 +100,7 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     for key in ("depends_on", "name", "idempotency_key"):
         if key in defaults:
             raise InvalidInput(f"{source}: [defaults] cannot set {key}: it differs per task")
+    _check_defaults(defaults, source)
     tasks = data.get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise InvalidInput(f"{source}: no tasks: add tables like [tasks.extract] with a target")
@@ -100,7 +111,7 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
         try:
             check_name(task_name, what="task")
         except InvalidInput as exc:
-            raise InvalidInput(f"{where}: {exc.message}") from None
+            raise InvalidInput(f"{source}: {exc.message}") from None
         if not isinstance(table, dict):
             raise InvalidInput(f"{where}: must be a table like [tasks.{task_name}]")
         fields = dict(table)
@@ -125,7 +136,18 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     cycle = find_cycle(graph)
     if cycle:
         raise InvalidInput(f"{source}: dependency cycle {' -> '.join(cycle)}")
-    return DagPlan(name, specs, graph, topological_order(graph))
+    return DagPlan(name, specs, graph, topological_order(graph), source)
+
+
+def _check_defaults(defaults: Mapping[str, Any], source: str) -> None:
+    """Refuse a bad key or value in `[defaults]` there, not in the first task that inherits it."""
+    for key, value in defaults.items():
+        # Each value alone, beside a target every backend accepts: a task may still override the others.
+        probe = {"target": "tqcli.dag:defaults", key: value} if key != "target" else {"backend": "any", "target": value}
+        try:
+            spec_from_mapping(probe)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{source}: [defaults]: {exc.message}") from None
 
 
 def load_dag_file(path: str | Path) -> DagPlan:
@@ -161,8 +183,22 @@ def dag_state(counts: Mapping[str, int], cancelled: bool) -> str:
 
 
 @dataclass
+class PurgedTask:
+    """A DAG task deleted by `dlq purge` or `prune`: its tombstone keeps its id, name and last state."""
+
+    id: int
+    name: str
+    state: str
+    purged_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        """What the DAG's JSON shows for it: `{"id": 7, "state": null, "purged": true}`."""
+        return {"id": self.id, "state": None, "purged": True}
+
+
+@dataclass
 class Dag:
-    """A submitted DAG and (when loaded) its tasks by name."""
+    """A submitted DAG and (when loaded) its tasks by name, and its purged tasks by name."""
 
     id: int
     name: str
@@ -171,9 +207,10 @@ class Dag:
     submitted_by: str
     counts: dict[str, int]
     tasks: dict[str, Task] = field(default_factory=dict)
+    purged: dict[str, PurgedTask] = field(default_factory=dict)
 
     def to_json(self, *, with_tasks: bool = True) -> dict[str, Any]:
-        """The DAG object: id, name, state and its tasks by name."""
+        """The DAG object: id, name, state and its tasks by name (purged ones too), in id order."""
         data: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -183,7 +220,8 @@ class Dag:
             "counts": {state.value: self.counts.get(state.value, 0) for state in ALL_STATES},
         }
         if with_tasks:
-            data["tasks"] = {name: task.to_json() for name, task in self.tasks.items()}
+            entries = sorted([*self.tasks.items(), *self.purged.items()], key=lambda item: item[1].id)
+            data["tasks"] = {name: task.to_json() for name, task in entries}
         return data
 
 
@@ -196,7 +234,7 @@ class DagService:
     def submit(self, plan: DagPlan) -> int:
         """Enqueue the whole DAG in one transaction; its id."""
         ordered = [plan.specs[name] for name in plan.order]
-        check_backends(ordered, where=[f"task {name!r}" for name in plan.order])
+        check_backends(ordered, where=[f"{plan.source}: task {name!r}" for name in plan.order])
         position = {name: index for index, name in enumerate(plan.order)}
         internal = [[position[dep] for dep in plan.depends_on[name]] for name in plan.order]
         now = self._ctx.clock.now()
@@ -228,10 +266,13 @@ class DagService:
         for task in tasks:
             task.depends_on = deps[task.id]
         ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
-        return Dag(row[0], row[1], dag_state(counts, bool(row[4])), row[2], row[3], counts, ordered)
+        purged = {name: PurgedTask(task_id, name, state, at) for task_id, name, state, at in tx.purged_dag_tasks(dag_id)}
+        return Dag(row[0], row[1], dag_state(counts, bool(row[4])), row[2], row[3], counts, ordered, purged)
 
     def list(self, limit: int = 100) -> list[Dag]:
-        """The newest DAGs with their states, newest first."""
+        """The newest `limit` DAGs with their states, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"invalid limit {limit!r} (--limit): give 1 or more, how many of the newest DAGs to list")
         with self._ctx.read() as tx:
             rows = tx.dag_rows(limit)
             counts = self._counts(tx, [row[0] for row in rows])

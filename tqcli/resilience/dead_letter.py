@@ -83,29 +83,44 @@ class DeadLetterQueue:
         ids: Sequence[int] = (),
         *,
         every: bool = False,
+        queue: str | None = None,
+        tenant: str | None = None,
         older_than: str | float | None = None,
+        dry_run: bool = False,
         confirmed: bool = False,
     ) -> list[Task]:
-        """Delete failed tasks (optionally only those finished longer ago than `older_than`)."""
+        """Delete failed tasks (with `older_than`, only those that failed longer ago); the tasks deleted.
+
+        `dry_run` returns what would be deleted and changes nothing; otherwise
+        `confirmed` must be set. A DAG's task leaves a tombstone (see
+        `delete_tasks`), so its DAG keeps its state.
+        """
         now = self._ctx.clock.now()
         cutoff = None
         if older_than is not None:
             cutoff = now - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
-        if not confirmed:
-            with self._ctx.read() as tx:
-                self._select(tx, ids, every, None, None, "purge")
-            raise InvalidInput("purge deletes tasks for good: add --yes to confirm")
-        with self._ctx.change() as (tx, journal):
-            tasks = self._select(tx, ids, every, None, None, "purge")
+
+        def select(tx: Any) -> list[Task]:
+            tasks = self._select(tx, ids, every, queue, tenant, "purge")
             if cutoff is not None:
                 tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
+            return tasks
+
+        if dry_run or not confirmed:
+            with self._ctx.read() as tx:
+                tasks = select(tx)
+            if dry_run:
+                return tasks
+            raise InvalidInput("purge deletes tasks for good: add --yes to confirm (or --dry-run to see what it would delete)")
+        with self._ctx.change() as (tx, journal):
+            tasks = select(tx)
             purge_ids = [task.id for task in tasks]
             orphans = chaining.waiting_dependents(tx, purge_ids)
             if orphans:
                 tx.set_states([row[0] for row in orphans], "cancelled", finished_at=now, error="cancelled: a task it depends on was purged")
-                for task_id, state, tenant in orphans:
-                    journal.add("task.cancel", task_id, tenant, previous=state, reason="dependency purged")
+                for task_id, state, tenant_name in orphans:
+                    journal.add("task.cancel", task_id, tenant_name, previous=state, reason="dependency purged")
             for task in tasks:
                 journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=(task.error or "")[:500])
-            tx.delete_tasks(purge_ids)
+            tx.delete_tasks(purge_ids, now=now)
         return tasks

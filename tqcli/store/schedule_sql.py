@@ -76,10 +76,20 @@ class ScheduleSQL:
         ).fetchall()
 
     def dag_task_states(self, dag_ids: Sequence[int]) -> list[tuple[int, str, int]]:
-        """`(dag_id, state, count)` for the tasks of these DAGs."""
+        """`(dag_id, state, count)` for the tasks of these DAGs; a purged task counts as the state it was purged in."""
         marks = ",".join("?" * len(dag_ids))
         return self.conn.execute(
-            f"SELECT dag_id, state, count(*) FROM tasks WHERE dag_id IN ({marks}) GROUP BY dag_id, state", tuple(dag_ids)
+            "SELECT dag_id, state, count(*) FROM ("
+            f"SELECT dag_id, state FROM tasks WHERE dag_id IN ({marks}) "
+            f"UNION ALL SELECT dag_id, state FROM purged_tasks WHERE dag_id IN ({marks})"
+            ") GROUP BY dag_id, state",
+            (*dag_ids, *dag_ids),
+        ).fetchall()
+
+    def purged_dag_tasks(self, dag_id: int) -> list[tuple[int, str, str, int]]:
+        """`(id, name, state, purged_at)` of the DAG's tasks that `delete_tasks` removed, in id order."""
+        return self.conn.execute(
+            "SELECT id, name, state, purged_at FROM purged_tasks WHERE dag_id = ? ORDER BY id", (dag_id,)
         ).fetchall()
 
     def mark_dag_cancelled(self, dag_id: int) -> None:
