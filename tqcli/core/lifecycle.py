@@ -206,7 +206,7 @@ def prune(
                 rows = tx.prunable_tasks(states, finished_by, after, PRUNE_BATCH)
                 if rows:
                     ids = [row[1] for row in rows]
-                    tx.delete_tasks(ids)
+                    tx.delete_tasks(ids, now=ctx.clock.now())
                     journal.add("task.prune", None, None, ids=ids, count=len(ids), states=states, finished_by=format_time(finished_by))
         if not rows:
             return pruned

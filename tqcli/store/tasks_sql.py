@@ -14,7 +14,6 @@ TASK_COLUMNS = (
 )
 
 # Now in microseconds since the epoch, by the database's clock (for callers that pass no time).
-SQL_NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 # SQLite allows 32766 host parameters; stay far below it.
 CHUNK = 500
@@ -154,17 +153,17 @@ class TaskSQL:
                 (now, *part),
             )
 
-    def delete_tasks(self, ids: Sequence[int], *, now: int | None = None) -> None:
+    def delete_tasks(self, ids: Sequence[int], *, now: int) -> None:
         """Delete tasks with their attempts and dependency edges (the audit chain keeps the record).
 
         A DAG's task leaves a tombstone in `purged_tasks` (id, DAG, name, the
-        state it was deleted in, and `now`, else SQLite's clock), so its DAG
+        state it was deleted in, and `now`), so its DAG
         keeps its state and shows the task as purged.
         """
         for part in chunks(ids):
             self.conn.execute(
                 "INSERT INTO purged_tasks (id, dag_id, name, state, purged_at) "
-                f"SELECT id, dag_id, name, state, coalesce(?, {SQL_NOW_US}) FROM tasks "
+                "SELECT id, dag_id, name, state, ? FROM tasks "
                 f"WHERE dag_id IS NOT NULL AND id IN ({marks(len(part))})",
                 (now, *part),
             )
