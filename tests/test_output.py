@@ -77,7 +77,8 @@ def test_tables_fit_an_80_column_terminal(cli):
     assert len(row.rstrip()) <= 80 and " failed " in row and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", row)
     detail = run_on_terminal(cli, "status", "1", env={"NO_COLOR": "1", "COLUMNS": "80"})
     attempts = [line for line in detail.splitlines() if line.split()[:1] in (["1"], ["2"])]
-    assert len(attempts) == 2 and all("ValueErr" in line for line in attempts), "the error column is shown"
+    # the error is shown, whole or ellipsised (with a long host name in WORKER the table falls back to plain lines)
+    assert len(attempts) == 2 and all(re.search(r"ValueE(rror: boom|\S*…)$", line.rstrip()) for line in attempts), attempts
 
 
 def test_status_watch_redraws_until_interrupted(cli):

@@ -55,6 +55,9 @@ def _load_command(name: str, reference: str) -> Any:
         target = single
     command = get_command(target)
     command.name = name
+    from tqcli.cli.conventions import apply
+
+    apply(command)
     return command
 
 
@@ -182,6 +185,54 @@ def _usage_message(exc: Any) -> str:
 INTERNAL_ERROR = 70
 
 
+def _accept_click_instruction() -> None:
+    """Accept Click's spelling of a completion request (`bash_complete`) beside Typer's (`complete_bash`)."""
+    shell, _, instruction = os.environ["_TQCLI_COMPLETE"].partition("_")
+    if shell in ("bash", "zsh", "fish") and instruction in ("complete", "source"):
+        os.environ["_TQCLI_COMPLETE"] = f"{instruction}_{shell}"
+
+
+def invalid_utf8(args: list[str]) -> str | None:
+    """The error for the first argument that is not valid UTF-8 (Python keeps its bytes as surrogates), if any."""
+    for position, arg in enumerate(args):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(os.fsencode(arg))[1:]
+            return f"{_argument_name(args, position)} is not valid UTF-8: {shown}; give it in UTF-8"
+    return None
+
+
+def _argument_name(args: list[str], position: int) -> str:
+    """How an error names args[position]: `option --name`, `the value of --name`, or `argument 3`."""
+    arg = args[position]
+    if arg.startswith("--") and "=" in arg:
+        return f"option {arg.split('=', 1)[0]}"
+    if position and args[position - 1].startswith("-") and _takes_value(args[:position - 1], args[position - 1]):
+        return f"the value of {args[position - 1]}"
+    return f"argument {position + 1}"
+
+
+def _takes_value(before: list[str], flag: str) -> bool:
+    """Whether option `flag`, typed after the words `before`, takes a value (a flag does not)."""
+    from typer import _click
+    from typer.main import get_command
+
+    command: Any = get_command(app)
+    ctx = _click.Context(command)
+    try:
+        for word in before:
+            sub = command.get_command(ctx, word) if hasattr(command, "list_commands") else None
+            if sub is not None:
+                command = sub
+        for param in command.params:
+            if flag in (*param.opts, *param.secondary_opts):
+                return not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+    except Exception:
+        pass
+    return False
+
+
 def _show_traceback(debug: bool) -> None:
     """With TQCLI_DEBUG=1, print the traceback of the exception being handled (the exit code stays SPEC's)."""
     if debug:
@@ -196,13 +247,21 @@ def main(argv: list[str] | None = None) -> None:
     from typer.exceptions import Abort
     from typer.main import get_command
 
+    from tqcli.cli.conventions import apply
+
     debug = os.environ.get("TQCLI_DEBUG") == "1"
     if "_TQCLI_COMPLETE" in os.environ:
         # Shell completion (completions/tqcli.*) asks through this variable.
         from typer._completion_classes import completion_init
 
         completion_init()
+        _accept_click_instruction()
+    else:
+        problem = invalid_utf8(sys.argv[1:] if argv is None else argv)
+        if problem:
+            _fail(problem, 2)
     command = get_command(app)
+    apply(command)
     try:
         result = command.main(args=argv, prog_name="tqcli", standalone_mode=False)
     except TqcliError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 
 def stdout_is_terminal() -> bool:
@@ -69,30 +69,79 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A value as one line of text: `-` for none, line breaks and tabs as spaces."""
     if value is None:
         return "-"
-    return str(value).replace("\n", " ")
+    return " ".join(str(value).replace("\t", " ").splitlines())
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
-    """Print a table: rich on a terminal, plain aligned text otherwise."""
-    if not stdout_is_terminal():
-        if title:
-            sys.stdout.write(title + "\n")
-        sys.stdout.write(plain_table(headers, rows) + "\n")
-        return
+# Columns of free text: on a narrow terminal they are shortened (one line,
+# ellipsised) so that the others, ids, counts, states and times, are never cut.
+FREE_TEXT = frozenset({"NAME", "TARGET", "ERROR", "DETAILS"})
+FREE_TEXT_FLOOR = 8  # narrower than this a free-text column says too little: the plain layout instead
+
+
+def fit_widths(natural: Sequence[int], free: Sequence[bool], headers: Sequence[int], room: int, gap: int) -> list[int] | None:
+    """Column widths that fit `room` cells with `gap` cells between columns, or None.
+
+    Other columns keep their natural width; free-text columns start at their
+    floor (their header, at least FREE_TEXT_FLOOR) and share what is left,
+    the one that needs least served first.
+    """
+    widths = list(natural)
+    flexible = [index for index, shrinks in enumerate(free) if shrinks]
+    for index in flexible:
+        widths[index] = min(natural[index], max(headers[index], FREE_TEXT_FLOOR))
+    left = room - gap * (len(widths) - 1) - sum(widths)
+    if left < 0:
+        return None
+    flexible.sort(key=lambda index: natural[index] - widths[index])
+    for position, index in enumerate(flexible):
+        grant = min(natural[index] - widths[index], left // (len(flexible) - position))
+        widths[index] += grant
+        left -= grant
+    return widths
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None, free_text: Collection[str] | None = None) -> None:
+    """Print a table: rich on a terminal, plain aligned text otherwise.
+
+    On a terminal each cell is one line. When the table is wider than the
+    terminal, the free-text columns (`free_text`, by default those headed
+    NAME, TARGET, ERROR or DETAILS) are ellipsised; when it cannot fit even
+    so, it is printed in the plain layout, which cuts nothing.
+    """
+    cells = [[_cell(value) for value in row] for row in rows]
+    if stdout_is_terminal():
+        from rich.cells import cell_len
+
+        out = console()
+        shrinkable = FREE_TEXT if free_text is None else frozenset(free_text)
+        natural = [max([cell_len(header), *(cell_len(row[index]) for row in cells)]) for index, header in enumerate(headers)]
+        free = [header in shrinkable for header in headers]
+        header_widths = [cell_len(header) for header in headers]
+        for gap in (2, 1):
+            widths = fit_widths(natural, free, header_widths, out.width, gap)
+            if widths is not None:
+                _rich_table(out, headers, cells, widths, gap, title)
+                return
+    if title:
+        sys.stdout.write(title + "\n")
+    sys.stdout.write(plain_table(headers, cells) + "\n")
+
+
+def _rich_table(out: Any, headers: Sequence[str], cells: Sequence[Sequence[str]], widths: Sequence[int], gap: int, title: str | None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     styled = not no_color()
-    view = Table(title=title, title_justify="left", header_style="bold" if styled else None, show_edge=False, box=None, pad_edge=False)
-    for position, header in enumerate(headers):
-        if position < len(headers) - 1:  # ids, states and times stay on one line; the last column takes what is left
-            view.add_column(header, no_wrap=True, overflow="ellipsis")
-        else:
-            view.add_column(header, overflow="fold", min_width=min(24, max(len(header), 8)))
-    for row in rows:
-        view.add_row(*[_cell(value) for value in row])
-    console().print(view)
+    padding = (0, 1) if gap == 2 else (0, 1, 0, 0)
+    view = Table(title=title, title_justify="left", header_style="bold" if styled else None, show_edge=False, box=None, pad_edge=False, padding=padding)
+    for header, width in zip(headers, widths):
+        view.add_column(header, width=width, no_wrap=True, overflow="ellipsis")
+    for row in cells:
+        view.add_row(*(Text(value, no_wrap=True, overflow="ellipsis") for value in row))  # Text: a cell is never read as markup
+    out.print(view)
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:

@@ -65,7 +65,7 @@ def list_schedules(
     for schedule in schedules:
         data = schedule.to_json()
         rows.append((schedule.name, schedule.cron, schedule.tz, "paused" if schedule.paused else "active", data["next"], data["last_fire"], data["target"]))
-    render.table(["NAME", "CRON", "TZ", "STATE", "NEXT", "LAST FIRE", "TARGET"], rows)
+    render.table(["NAME", "CRON", "TZ", "STATE", "NEXT", "LAST FIRE", "TARGET"], rows, free_text=["TARGET"])
 
 
 @app.command("next")
