@@ -114,3 +114,25 @@ def test_claims_past_the_old_token_limit_work(tmp_path, counter):
     claims = conn.execute("SELECT claim, typeof(claim) FROM attempts ORDER BY claim").fetchall()
     conn.close()
     assert all(kind == "integer" and claim > counter for claim, kind in claims)
+
+
+def test_version_5_attempts_are_numbered_into_runs(tmp_path):
+    """A task replayed before schema 6 (attempts 1 2 3 1 2) reads as run 1 (1 2 3) and run 2 (1 2)."""
+    path = tmp_path / "v5.db"
+    conn = _database_at_schema(path, 5)
+    conn.execute(
+        "INSERT INTO tasks (id, name, queue, tenant, backend, target, payload, priority, state, attempts, max_retries, "
+        "backoff, run_at, service, created_at, submitted_by, finished_at) VALUES (4, 'job', 'default', 'default', "
+        "'simple', 'tests.jobs:boom', '{}', 0, 'failed', 2, 2, 0, 0, 'simple:tests.jobs:boom', 0, 'old', 9)"
+    )
+    for claim, attempt in enumerate([1, 2, 3, 1, 2], start=10):
+        conn.execute(
+            "INSERT INTO attempts (task_id, claim, attempt, worker, started_at, finished_at, outcome, error) "
+            "VALUES (4, ?, ?, 'w', ?, ?, 'failed', 'boom')",
+            (claim, attempt, claim, claim),
+        )
+    conn.close()
+    with tqcli.open(path) as queue:
+        task = queue.get(4)
+        assert [(a.run, a.attempt) for a in task.history] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+        assert task.run == 2 and task.expires_at is None and task.cwd is None

@@ -22,7 +22,7 @@ def wait_notice(queue_obj: Any) -> Any:
     from tqcli.core.workers import QUIET_WORKERS
 
     said = False
-    next_look = 0.0
+    next_look = time.monotonic() + 1.0  # a task claimed at once needs no note
 
     def look() -> None:
         nonlocal said, next_look
