@@ -63,8 +63,9 @@ class TestShellBackend(BackendContract):
 
     def test_output_streams_to_a_callback(self, backend):
         seen = []
-        backend.execute(context("echo a; echo b", on_output=seen.append))
-        assert b"".join(seen) == b"a\nb\n"
+        result = backend.execute(context("echo a; sleep 0.05; echo b >&2", on_output=lambda chunk, stream: seen.append((stream, chunk))))
+        assert seen == [(1, b"a\n"), (2, b"b\n")], "stdout and stderr are told apart, in the order read"
+        assert result["output"] == "a\nb\n", "the result keeps both, in order"
 
     def test_timeout_ends_the_whole_process_group(self, backend, tmp_path):
         pids = tmp_path / "pids"

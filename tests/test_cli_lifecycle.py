@@ -145,3 +145,13 @@ def test_status_names_an_open_circuit(cli: Cli):
     assert task["waiting"] == "circuit open" and task["waiting_detail"]["service"] == "svc"
     shown = cli.ok("status", str(waiting))
     assert "circuit svc is open: its trial is due at " in shown.stderr and "'tqcli breaker reset svc'" in shown.stderr
+
+
+def test_run_keeps_stdout_and_stderr_apart_and_json_errors_on_one_line(cli: Cli, tmp_path):
+    shown = cli("run", "--backend", "shell", "echo to-out; echo to-err >&2; exit 3", "--max-retries", "0", "--cwd", str(tmp_path))
+    assert shown.code == 1 and shown.stdout == "to-out\n" and "to-err\n" in shown.stderr
+    as_json = cli("run", "--backend", "shell", "echo to-out; echo to-err >&2; exit 3", "--max-retries", "0", "--json")
+    assert as_json.code == 1 and as_json.json["state"] == "failed"
+    assert as_json.stderr.splitlines()[-1] == f"error: task {as_json.json['id']} failed after 1 attempt(s): exit status 3"
+    env = cli.ok("run", "--backend", "shell", 'echo "$WHO"', "--env", "WHO=me")
+    assert env.stdout == "me\n"

@@ -119,7 +119,8 @@ def test_a_read_only_database_reads_but_refuses_writes(cli):
     assert status.code == 0, status.stderr
     assert json.loads(status.stdout)["counts"]["pending"] == 1
     submit = on_read_only_folder(cli.db.parent, [TQCLI, "submit", "tests.jobs:noop"], env=cli.env, cwd=cli.cwd)
-    assert submit.code == 7 and "read-only" in submit.stderr and submit.stderr.startswith("error: "), submit.stderr
+    assert submit.code == 7 and submit.stderr.startswith("error: "), submit.stderr
+    assert "is on a read-only filesystem" in submit.stderr, "the mount is named as the cause"
     assert len(submit.error_lines) == 1
     assert table_dump(cli.db) == before
 

@@ -65,8 +65,8 @@ class TaskContext:
     env: dict[str, str] | None = None
     """Extra environment variables for a `shell` task."""
     cancelled: Callable[[], bool] = field(default=_never, repr=False)
-    on_output: Callable[[bytes], None] | None = field(default=None, repr=False)
-    """Where a backend may stream output as it appears (used by `tqcli run`)."""
+    on_output: Callable[..., None] | None = field(default=None, repr=False)
+    """Where a backend may stream output as it appears: `on_output(chunk, stream)`, stream 1 (stdout, the default) or 2 (stderr)."""
 
     def is_cancelled(self) -> bool:
         """True once the task was cancelled while this attempt runs."""

@@ -187,7 +187,7 @@ def run_request(
     request: dict[str, Any],
     backend: Any,
     cancelled: Callable[[], bool],
-    on_output: Callable[[bytes], None] | None = None,
+    on_output: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Run one attempt described by `request` with `backend`; the reply to send back.
 
@@ -429,8 +429,8 @@ def serve(read_fd: int, write_fd: int) -> None:
     threading.Thread(target=line.watch, name="tqcli-line", daemon=True).start()
     restore_stdout = _keep_stdout()
 
-    def stream(chunk: bytes) -> None:
-        line.send({"output": chunk})
+    def stream(chunk: bytes, stream: int = 1) -> None:
+        line.send({"output": chunk, "stream": stream})
 
     unchecked: list[str] = []  # quick attempts not yet checked for leftovers
 
@@ -553,7 +553,7 @@ class ExecutorProcess:
         *,
         stop_reason: Callable[[], str | None],
         self_enforced: bool = False,
-        on_output: Callable[[bytes], None] | None = None,
+        on_output: Callable[..., None] | None = None,
         wait: float | None = None,
     ) -> dict[str, Any] | None:
         """The reply to the oldest outstanding request, enforcing its timeout and stop requests.
@@ -579,7 +579,7 @@ class ExecutorProcess:
             if reply is not None:
                 if "output" in reply:
                     if on_output is not None:
-                        on_output(reply["output"])
+                        on_output(reply["output"], reply.get("stream", 1))
                     continue
                 self._forget(reply)
                 return reply  # type: ignore[no-any-return]
@@ -631,7 +631,7 @@ class ExecutorProcess:
         timeout: float | None,
         stop_reason: Callable[[], str | None],
         self_enforced: bool = False,
-        on_output: Callable[[bytes], None] | None = None,
+        on_output: Callable[..., None] | None = None,
     ) -> dict[str, Any]:
         """Send one attempt and wait for its reply (see `next_reply`)."""
         message = {"token": 0, **request, "timeout": timeout}

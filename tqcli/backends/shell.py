@@ -131,7 +131,7 @@ class ShellBackend:
                     ["/bin/sh", "-c", ctx.target],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
+                    stderr=subprocess.PIPE,
                     start_new_session=True,
                     cwd=ctx.cwd,
                 )
@@ -148,7 +148,7 @@ class ShellBackend:
             raise
         finally:
             LIVE_GROUPS.discard(process.pid)
-            for stream in (process.stdin, process.stdout):
+            for stream in (process.stdin, process.stdout, process.stderr):
                 if stream is not None and not stream.closed:
                     stream.close()
         output = tail.decode("utf-8", "replace")
@@ -160,24 +160,26 @@ class ShellBackend:
 
     def _pump(self, process: subprocess.Popen[bytes], stdin_data: bytes, ctx: TaskContext) -> bytes:
         """Feed stdin, collect output, and watch the clock and the cancel flag until the shell exits."""
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
         tail = bytearray()
+        stdout_fd, stderr_fd = process.stdout.fileno(), process.stderr.fileno()
+        streams = {stdout_fd: 1, stderr_fd: 2}
 
-        def keep(chunk: bytes) -> None:
+        def keep(chunk: bytes, fd: int) -> None:
             if ctx.on_output is not None:
-                ctx.on_output(chunk)
+                ctx.on_output(chunk, streams[fd])
             tail.extend(chunk)
             if len(tail) > 2 * OUTPUT_TAIL:
                 del tail[:-OUTPUT_TAIL]
 
         pending = memoryview(stdin_data)
-        stdout_fd = process.stdout.fileno()
         stdin_fd = process.stdin.fileno()
         exit_fd = _exit_notice(process.pid)  # readable when the shell exits: no polling
         poller = select.poll()  # select.poll directly: the selectors layer costs per task
-        watched = {stdout_fd}
+        watched = {stdout_fd, stderr_fd}
         poller.register(stdout_fd, select.POLLIN)
+        poller.register(stderr_fd, select.POLLIN)
         if exit_fd is not None:
             poller.register(exit_fd, select.POLLIN)
             watched.add(exit_fd)
@@ -190,19 +192,20 @@ class ShellBackend:
         try:
             while True:
                 wait = CANCEL_POLL if deadline is None else min(CANCEL_POLL, max(0.0, deadline - time.monotonic()))
-                if exit_fd is None and stdout_fd not in watched:
+                output_open = stdout_fd in watched or stderr_fd in watched
+                if exit_fd is None and not output_open:
                     try:  # no exit notice on this system: wait for the shell itself
                         process.wait(timeout=wait)
                     except subprocess.TimeoutExpired:
                         pass
                 for fd, _ in poller.poll(wait * 1000):
-                    if fd == stdout_fd:
-                        chunk = os.read(stdout_fd, 65536)
+                    if fd in streams:
+                        chunk = os.read(fd, 65536)
                         if chunk:
-                            keep(chunk)
+                            keep(chunk, fd)
                         else:
-                            poller.unregister(stdout_fd)
-                            watched.discard(stdout_fd)
+                            poller.unregister(fd)
+                            watched.discard(fd)
                     elif fd == exit_fd:
                         poller.unregister(exit_fd)
                         watched.discard(exit_fd)
@@ -212,9 +215,11 @@ class ShellBackend:
                             poller.unregister(stdin_fd)
                             watched.discard(stdin_fd)
                 # Once output ended or the exit notice came, the shell is usually gone already.
-                if (exit_fd not in watched or stdout_fd not in watched) and process.poll() is not None:
-                    if stdout_fd in watched:
-                        self._drain(stdout_fd, keep)
+                output_open = stdout_fd in watched or stderr_fd in watched
+                if (exit_fd not in watched or not output_open) and process.poll() is not None:
+                    for fd in (stdout_fd, stderr_fd):
+                        if fd in watched:
+                            self._drain(fd, keep)
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TaskTimeout(ctx.timeout)  # type: ignore[arg-type]
@@ -252,4 +257,4 @@ class ShellBackend:
                 return
             if not chunk:
                 return
-            keep(chunk)
+            keep(chunk, fd)

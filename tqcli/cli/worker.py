@@ -7,7 +7,7 @@ import typer
 
 from tqcli.cli import render, state
 from tqcli.cli.tasks import (
-    BackendOpt, BackoffOpt, IdempotencyOpt, MaxRetriesOpt, NameOpt, PayloadFileOpt, PayloadOpt, PriorityOpt,
+    BackendOpt, BackoffOpt, CwdOpt, EnvOpt, IdempotencyOpt, MaxRetriesOpt, NameOpt, PayloadFileOpt, PayloadOpt, PriorityOpt,
     QueueOpt, ServiceOpt, TargetArg, TenantOpt, TimeoutOpt, spec_options,
 )
 from tqcli.errors import Interrupted, InvalidInput, WorkFailed
@@ -94,6 +94,8 @@ def run(
     timeout: TimeoutOpt = None,
     service: ServiceOpt = None,
     idempotency_key: IdempotencyOpt = None,
+    cwd: CwdOpt = None,
+    env: EnvOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the finished task object (shell output is then not streamed).")] = False,
 ) -> None:
     """Submit a task and run it now in this process, retrying per its policy; exit 0 completed, 1 failed.
@@ -108,7 +110,7 @@ def run(
     options = spec_options(
         backend=backend, payload=payload, payload_file=payload_file, name=name, queue=queue, tenant=tenant,
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=None, at=None,
-        depends_on=None, service=service, idempotency_key=idempotency_key,
+        depends_on=None, service=service, idempotency_key=idempotency_key, cwd=cwd, env=env,
     )
     submitted = False
     if task_id is not None:
@@ -133,9 +135,10 @@ def run(
                 _report_run(existing, json_output)
                 return
 
-    def stream(chunk: bytes) -> None:
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+    def stream(chunk: bytes, stream: int = 1) -> None:
+        out = sys.stderr if stream == 2 else sys.stdout
+        out.buffer.write(chunk)
+        out.flush()
 
     def retrying(attempt: int, error: str, delay: float) -> None:
         first = error.splitlines()[0] if error else "failed"

@@ -75,7 +75,7 @@ def run_attempt(
     backend: Any,
     executor: ExecutorProcess,
     stop_reason: Callable[[], str | None],
-    on_output: Callable[[bytes], None] | None = None,
+    on_output: Callable[..., None] | None = None,
     db_id: str = "",
 ) -> Outcome:
     """Run one attempt in `executor` and say how it ended; never raises for the task's own failures.

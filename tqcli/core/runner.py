@@ -48,7 +48,7 @@ def run_now(
     task_id: int,
     *,
     backends: BackendSet | None = None,
-    on_output: Callable[[bytes], None] | None = None,
+    on_output: Callable[..., None] | None = None,
     on_retry: Callable[[int, str, float], None] = lambda attempt, error, delay: None,
     sleep: Callable[[float], None] = time.sleep,
     cancel_on_interrupt: bool = False,

@@ -75,6 +75,16 @@ def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str | None
     return best_type
 
 
+def _on_read_only_filesystem(path: Path) -> bool:
+    """Whether the file (or, before it exists, its folder) is on a filesystem mounted read-only."""
+    for candidate in (path, path.parent):
+        try:
+            return bool(os.statvfs(candidate).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
+
+
 def _describe(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StorageError:
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)
@@ -87,6 +97,12 @@ def _describe(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StorageErr
         return StorageError(
             f"database {path} is corrupt or not a SQLite database ({text}); it was left untouched: restore it from a backup"
         )
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in text:
+        if _on_read_only_filesystem(path):
+            return StorageError(
+                f"database {path} is on a read-only filesystem: nothing was changed; writing needs it mounted "
+                "read-write (or use a --db on a writable disk)"
+            )
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
         for suffix in ("-shm", "-wal"):
             companion = Path(f"{path}{suffix}")
