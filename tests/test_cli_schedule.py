@@ -152,3 +152,13 @@ def test_next_on_a_paused_schedule_says_how_to_resume_it_and_still_lists_the_tim
     table = cli.ok("schedule", "next", "nightly", "--count", "2")
     assert "is paused" in table.stderr and table.stdout.count(":30:00") >= 2
     assert json.loads(cli.ok("schedule", "list", "--json").stdout)[0]["next"] is None
+
+
+def test_a_schedule_carries_cwd_env_and_expiry_to_its_tasks(cli, tmp_path):
+    cli.ok("schedule", "add", "nightly", "--cron", "0 2 * * *", "--backend", "shell", "pwd; echo $WHO",
+           "--cwd", str(tmp_path), "--env", "WHO=cron", "--expires", "1h")
+    task_id = int(cli.ok("schedule", "run", "nightly").stdout)
+    task = cli.task(task_id)
+    assert task["cwd"] == str(tmp_path) and task["env"] == {"WHO": "cron"} and task["expires_at"] is not None
+    cli.ok("schedule", "edit", "nightly", "--env", "WHO=edited")
+    assert cli.task(int(cli.ok("schedule", "run", "nightly").stdout))["env"] == {"WHO": "edited"}

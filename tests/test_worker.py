@@ -2,10 +2,13 @@
 
 import threading
 import time
+from pathlib import Path
 
 from tqcli.core.execution import BackendSet
 from tqcli.backends.simple import SimpleBackend
 from tqcli.backends.shell import ShellBackend
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_drain_runs_ready_tasks_and_stores_results(queue):
@@ -162,3 +165,20 @@ def test_claims_waiting_in_line_go_back_unrun_when_their_circuit_opens(queue, tm
     states = [queue.get(i).state.value for i in ids]
     assert states.count("failed") == len(ran) and states.count("pending") == 40 - len(ran)
     assert all(queue.get(i).attempts == 0 for i, state in zip(ids, states) if state == "pending")
+
+
+def test_the_sample_systemd_unit_lets_the_grace_period_hold():
+    """sample-configs/tqcli-worker.service: SIGTERM reaches the worker alone, and systemd waits past its grace."""
+    import configparser
+    import shlex
+
+    from tqcli.config import WorkerDefaults
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str
+    unit.read(REPO / "sample-configs" / "tqcli-worker.service")
+    service = unit["Service"]
+    assert service["KillMode"] == "mixed" and service["KillSignal"] == "SIGTERM"
+    assert float(service["TimeoutStopSec"]) > WorkerDefaults().grace
+    argv = shlex.split(service["ExecStart"])
+    assert argv[1:3] == ["--db", "/srv/jobs.db"] and "worker" in argv and "--once" not in argv

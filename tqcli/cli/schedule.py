@@ -7,8 +7,8 @@ import typer
 
 from tqcli.cli import command_group, render, state
 from tqcli.cli.tasks import (
-    BackendOpt, BackoffOpt, MaxRetriesOpt, PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt,
-    ServiceOpt, TenantOpt, TimeoutOpt, spec_options,
+    BackendOpt, BackoffOpt, CwdOpt, EnvOpt, ExpiresOpt, MaxRetriesOpt, PayloadFileOpt, PayloadOpt, PriorityOpt,
+    QueueOpt, ServiceOpt, TenantOpt, TimeoutOpt, spec_options,
 )
 
 app = command_group("Cron schedules: every worker run enqueues the fire times that fell due.")
@@ -35,6 +35,9 @@ def add(
     timeout: TimeoutOpt = None,
     delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Each fired task becomes ready this long after its fire time, e.g. 5m.")] = None,
     service: ServiceOpt = None,
+    expires: ExpiresOpt = None,
+    cwd: CwdOpt = None,
+    env: EnvOpt = None,
 ) -> None:
     """Add a schedule; its tasks are named after it.
 
@@ -45,7 +48,7 @@ def add(
     options = spec_options(
         backend=backend, payload=payload, payload_file=payload_file, name=None, queue=queue, tenant=tenant,
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=None,
-        depends_on=None, service=service, idempotency_key=None,
+        depends_on=None, service=service, idempotency_key=None, expires=expires, cwd=cwd, env=env,
     )
     schedule = state(ctx).queue(create=True).schedules.add(name, cron=cron, tz=tz, catchup=catchup, options={"target": target, **options})
     render.message(f"schedule {name} added; next fire {format_time(schedule.next_fire_at)}")
@@ -158,6 +161,9 @@ def edit(
     timeout: TimeoutOpt = None,
     delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Each fired task becomes ready this long after its fire time, e.g. 5m.")] = None,
     service: ServiceOpt = None,
+    expires: ExpiresOpt = None,
+    cwd: CwdOpt = None,
+    env: EnvOpt = None,
 ) -> None:
     """Change a schedule's expression, zone or submit options; audited as schedule.edit.
 
@@ -168,7 +174,7 @@ def edit(
     options = spec_options(
         backend=backend, payload=payload, payload_file=payload_file, name=None, queue=queue, tenant=tenant,
         priority=priority, max_retries=max_retries, backoff=backoff, timeout=timeout, delay=delay, at=None,
-        depends_on=None, service=service, idempotency_key=None,
+        depends_on=None, service=service, idempotency_key=None, expires=expires, cwd=cwd, env=env,
     )
     if target is not None:
         options["target"] = target
