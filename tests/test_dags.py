@@ -424,3 +424,18 @@ def test_deleting_a_task_outside_any_dag_leaves_no_tombstone(queue):
     with queue._ctx.store.write() as tx:
         tx.delete_tasks([task_id], now=queue.clock.now())
         assert tx.conn.execute("SELECT count(*) FROM purged_tasks").fetchone() == (0,)
+
+
+def test_shell_defaults_cwd_and_env_reach_every_task(queue, tmp_path):
+    plan = load_dag_file(write(tmp_path, f"""
+name = "shelly"
+[defaults]
+backend = "shell"
+cwd = "{tmp_path}"
+env = {{ WHO = "dag" }}
+[tasks.one]
+target = "pwd; echo $WHO"
+"""))
+    dag = queue.dags.run(plan)
+    assert dag.state == "completed"
+    assert dag.tasks["one"].result_value["output"] == f"{tmp_path}\ndag\n"

@@ -143,7 +143,12 @@ def _check_defaults(defaults: Mapping[str, Any], source: str) -> None:
     """Refuse a bad key or value in `[defaults]` there, not in the first task that inherits it."""
     for key, value in defaults.items():
         # Each value alone, beside a target every backend accepts: a task may still override the others.
-        probe = {"target": "tqcli.dag:defaults", key: value} if key != "target" else {"backend": "any", "target": value}
+        if key == "target":
+            probe = {"backend": "any", "target": value}
+        elif key in ("cwd", "env"):  # shell options: checked on a shell task
+            probe = {"backend": "shell", "target": "true", key: value}
+        else:
+            probe = {"target": "tqcli.dag:defaults", key: value}
         try:
             spec_from_mapping(probe)
         except InvalidInput as exc:
