@@ -136,3 +136,15 @@ def test_version_5_attempts_are_numbered_into_runs(tmp_path):
         task = queue.get(4)
         assert [(a.run, a.attempt) for a in task.history] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
         assert task.run == 2 and task.expires_at is None and task.cwd is None
+
+
+def test_the_roles_user_column_is_renamed_for_postgresql(tmp_path):
+    path = tmp_path / "v5roles.db"
+    conn = _database_at_schema(path, 5)
+    conn.execute("INSERT INTO roles (user, role, tenant) VALUES ('alice', 'admin', '')")
+    conn.close()
+    tqcli.open(path).close()
+    conn = sqlite3.connect(path)
+    assert [row[1] for row in conn.execute("PRAGMA table_info(roles)")][:1] == ["user_name"]
+    assert conn.execute("SELECT user_name, role FROM roles").fetchall() == [("alice", "admin")]
+    conn.close()

@@ -72,5 +72,5 @@ class AuditSQL:
 
     def is_global_admin(self, user: str) -> bool:
         """Whether `user` holds the admin role without a tenant restriction."""
-        sql = "SELECT 1 FROM roles WHERE user = ? AND role = 'admin' AND tenant = ''"
+        sql = "SELECT 1 FROM roles WHERE user_name = ? AND role = 'admin' AND tenant = ''"
         return self.conn.execute(sql, (user,)).fetchone() is not None

@@ -318,7 +318,9 @@ MIGRATION_5 = (TASKS_RENAME_TOKEN, TASKS_CLAIM_FROM_TOKEN, ATTEMPTS_V5, COPY_ATT
 # and the traceback of a Python exception. `workers` is the registry behind
 # `tqcli workers` and the "no worker is alive" hint of `wait`. A DAG task
 # removed by `dlq purge` or `prune` leaves a row in `purged_tasks`, so the
-# DAG keeps its state and shows the task as purged.
+# DAG keeps its state and shows the task as purged. `roles.user` becomes
+# `user_name`: USER is reserved in PostgreSQL, and both stores share one
+# schema (the JSON key stays `user`).
 
 TASKS_RUN = "ALTER TABLE tasks ADD COLUMN run INTEGER NOT NULL DEFAULT 1"
 TASKS_RESTARTED_FROM = "ALTER TABLE tasks ADD COLUMN restarted_from INTEGER"
@@ -368,11 +370,12 @@ CREATE TABLE purged_tasks (
 )
 """
 PURGED_TASKS_DAG_INDEX = "CREATE INDEX purged_tasks_dag ON purged_tasks (dag_id)"
+ROLES_USER_NAME = "ALTER TABLE roles RENAME COLUMN user TO user_name"
 
 MIGRATION_6 = (
     TASKS_RUN, TASKS_RESTARTED_FROM, TASKS_EXPIRES_AT, TASKS_CWD, TASKS_ENV, TASKS_EXPIRY_INDEX,
     TASKS_FINISHED_INDEX, ATTEMPTS_RUN, ATTEMPTS_TRACEBACK, NUMBER_RUNS, CURRENT_RUN, WORKERS,
-    WORKERS_HEARTBEAT_INDEX, PURGED_TASKS, PURGED_TASKS_DAG_INDEX,
+    WORKERS_HEARTBEAT_INDEX, PURGED_TASKS, PURGED_TASKS_DAG_INDEX, ROLES_USER_NAME,
 )
 
 # Each entry upgrades the schema by one version; index 0 makes version 1.
