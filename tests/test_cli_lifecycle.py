@@ -155,3 +155,30 @@ def test_run_keeps_stdout_and_stderr_apart_and_json_errors_on_one_line(cli: Cli,
     assert as_json.stderr.splitlines()[-1] == f"error: task {as_json.json['id']} failed after 1 attempt(s): exit status 3"
     env = cli.ok("run", "--backend", "shell", 'echo "$WHO"', "--env", "WHO=me")
     assert env.stdout == "me\n"
+
+
+def test_a_timed_out_wait_with_json_still_prints_the_task(cli: Cli):
+    result = cli("submit", "tests.jobs:noop", "--wait", "--wait-timeout", "0.3s", "--json")
+    assert result.code == 124 and result.json["id"] == 1 and result.json["state"] == "pending"
+
+
+def test_filters_with_impossible_names_are_refused(cli: Cli):
+    cli.submit("tests.jobs:noop")
+    for args in (["status", "--queue", "bad q"], ["dlq", "list", "--tenant", ""], ["dlq", "purge", "--all", "--queue", "x y", "--dry-run"]):
+        result = cli(*args)
+        assert result.code == 2 and "use 1-64 characters" in result.error_lines[0], args
+
+
+def test_restart_on_another_backend_drops_the_shell_settings_and_run_checks_its_cwd(cli: Cli, tmp_path):
+    old = cli.submit("--backend", "shell", "true", "--cwd", str(tmp_path), "--env", "EMPTY=")
+    assert cli.task(old)["env"] == {"EMPTY": ""}, "an empty value is a value"
+    cli.ok("cancel", str(old))
+    new = cli.task(int(cli.ok("restart", str(old), "--backend", "simple", "--target", "tests.jobs:noop").stdout))
+    assert new["backend"] == "simple" and new["cwd"] is None and new["env"] == {}
+    unknown = cli("restart", str(old), "--backend", "nope")
+    assert unknown.code == 2 and "unknown backend 'nope'" in unknown.error_lines[0]
+    file = tmp_path / "a-file"
+    file.write_text("")
+    bad = cli("run", "--backend", "shell", "pwd", "--cwd", str(file))
+    assert bad.code == 2 and "is not a directory on this host" in bad.error_lines[0]
+    assert sum(cli.ok("status", "--json").json["counts"].values()) == 2, "run submitted nothing"

@@ -225,10 +225,40 @@ def test_dag_run_checks_its_options_before_submitting_anything(cli, tmp_path):
     assert table_dump(cli.db) == before
 
 
-def test_a_dag_task_cannot_carry_an_idempotency_key(tmp_path):
-    path = write(tmp_path, '[tasks.a]\ntarget = "x:y"\nidempotency_key = "k"\n')
-    with pytest.raises(InvalidInput, match="cannot have idempotency keys"):
-        load_dag_file(path)
+KEYED = """
+[tasks.setup]
+target = "tests.jobs:noop"
+idempotency_key = "setup-2026"
+[tasks.work]
+target = "tests.jobs:noop"
+depends_on = ["setup"]
+"""
+
+
+def test_a_dag_task_whose_key_is_held_for_the_same_work_counts_as_done(queue, tmp_path):
+    held = queue.submit("tests.jobs:noop", idempotency_key="setup-2026")
+    queue.drain()
+    dag_id = queue.dags.submit(load_dag_file(write(tmp_path, KEYED)))
+    dag = queue.dags.get(dag_id)
+    assert list(dag.tasks) == ["work"], "the held task stands in for 'setup'"
+    assert dag.tasks["work"].depends_on == [held] and dag.tasks["work"].waiting_deps == 0
+    queue.drain()
+    assert queue.dags.get(dag_id).state == "completed"
+
+
+def test_a_dag_task_whose_key_is_held_for_other_work_refuses_the_whole_dag(queue, tmp_path):
+    holder = queue.submit("tests.jobs:add", payload={"a": 1, "b": 2}, idempotency_key="setup-2026")
+    path = write(tmp_path, KEYED)
+    with pytest.raises(Conflict, match=f"task 'setup': idempotency key setup-2026 is held by task {holder}"):
+        queue.dags.submit(load_dag_file(path))
+    assert queue.dags.list() == [] and queue.status().counts["pending"] == 1
+
+
+def test_one_key_for_two_works_in_one_bulk_submit_names_both_lines(queue):
+    from tqcli import TaskSpec
+
+    with pytest.raises(Conflict, match="line 2: idempotency key k is also given to line 1, for other work"):
+        queue.submit_specs([TaskSpec("a:b", idempotency_key="k"), TaskSpec("c:d", idempotency_key="k")], where=["line 1", "line 2"])
 
 
 def test_ctrl_c_on_dag_run_stops_and_cancels_the_dag(cli, tmp_path):

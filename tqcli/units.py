@@ -111,6 +111,14 @@ def format_time(us: int | None) -> str | None:
     return f"{stamp}.{micros:06d}Z" if micros else f"{stamp}Z"
 
 
+def check_filters(*, queue: str | None = None, tenant: str | None = None) -> None:
+    """Refuse a `--queue`/`--tenant` filter no queue or tenant could be named (instead of matching nothing)."""
+    if queue is not None:
+        check_name(queue, what="queue")
+    if tenant is not None:
+        check_name(tenant, what="tenant")
+
+
 def check_name(value: str, *, what: str) -> str:
     """`value` if it is a valid queue, tenant, schedule or DAG task name (1-64 of ASCII A-Za-z0-9._-)."""
     if value in _GOOD_NAMES:

@@ -137,7 +137,8 @@ class ShellBackend:
                 )
         except OSError as exc:
             if ctx.cwd is not None and not os.path.isdir(ctx.cwd):
-                raise ShellFailed(f"the working directory {ctx.cwd} does not exist on this worker's host") from None
+                why = "is not a directory" if os.path.exists(ctx.cwd) else "does not exist"
+                raise ShellFailed(f"the working directory {ctx.cwd} {why} on this worker's host") from None
             raise ShellFailed(f"could not start /bin/sh: {exc.strerror or exc}") from None
         LIVE_GROUPS.add(process.pid)
         try:

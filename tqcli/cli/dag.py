@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tqcli.cli import command_group, render, state
-from tqcli.errors import Interrupted, InvalidInput, WorkFailed
+from tqcli.errors import Interrupted, InvalidInput, WaitTimeout, WorkFailed
 
 app = command_group("DAGs: tasks with dependencies, from a TOML file, enqueued as one.")
 
@@ -46,6 +46,10 @@ def submit(
         sys.stdout.flush()
     try:
         dag = dags.wait(dag_id, timeout=seconds) if wait else dags.get(dag_id)
+    except WaitTimeout:
+        if json_output:  # the script still learns which DAG goes on
+            render.emit_json(dags.get(dag_id).to_json())
+        raise
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: DAG {dag_id} goes on; 'tqcli dag status {dag_id}' follows it") from None
     if json_output:

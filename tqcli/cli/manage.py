@@ -10,8 +10,10 @@ from tqcli.cli import render
 from tqcli.cli.tasks import (
     BackendOpt, BackoffOpt, CwdOpt, DelayOpt, AtOpt, DependsOnOpt, EnvOpt, ExpiresOpt, IdempotencyOpt, MaxRetriesOpt,
     NameOpt, PayloadFileOpt, PayloadOpt, PriorityOpt, QueueOpt, ServiceOpt, TenantOpt, TimeoutOpt, exit_for, show_failure,
-    spec_options,
+    spec_options, unchanged,
 )
+
+KEPT = "[default: the old task's]"
 from tqcli.errors import Interrupted, InvalidInput
 
 
@@ -32,8 +34,8 @@ def wait_notice(queue_obj: Any) -> Any:
         if queue_obj.no_live_worker():
             said = True
             render.message(
-                f"note: no worker has sent a heartbeat in the last {QUIET_WORKERS} s; the task runs once one does "
-                "(start one with 'tqcli worker'; 'tqcli workers' lists them)"
+                f"note: no worker has sent a heartbeat in the last {QUIET_WORKERS} s: nothing runs these tasks until "
+                "one does (start one with 'tqcli worker'; 'tqcli workers' lists them)"
             )
 
     return look
@@ -68,24 +70,24 @@ def restart(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", help="A finished task (completed, failed or cancelled).", show_default=False)],
     target: Annotated[Optional[str], typer.Option(metavar="T", help="Run this instead of the old target.")] = None,
-    backend: BackendOpt = None,
-    payload: PayloadOpt = None,
-    payload_file: PayloadFileOpt = None,
-    name: NameOpt = None,
-    queue: QueueOpt = None,
-    tenant: TenantOpt = None,
-    priority: PriorityOpt = None,
-    max_retries: MaxRetriesOpt = None,
-    backoff: BackoffOpt = None,
-    timeout: TimeoutOpt = None,
+    backend: unchanged(BackendOpt, KEPT) = None,
+    payload: unchanged(PayloadOpt, KEPT) = None,
+    payload_file: unchanged(PayloadFileOpt, KEPT) = None,
+    name: unchanged(NameOpt, KEPT) = None,
+    queue: unchanged(QueueOpt, KEPT) = None,
+    tenant: unchanged(TenantOpt, KEPT) = None,
+    priority: unchanged(PriorityOpt, KEPT) = None,
+    max_retries: unchanged(MaxRetriesOpt, KEPT) = None,
+    backoff: unchanged(BackoffOpt, KEPT) = None,
+    timeout: unchanged(TimeoutOpt, KEPT) = None,
     delay: DelayOpt = None,
     at: AtOpt = None,
     depends_on: DependsOnOpt = None,
-    service: ServiceOpt = None,
+    service: unchanged(ServiceOpt, KEPT) = None,
     idempotency_key: IdempotencyOpt = None,
-    expires: ExpiresOpt = None,
-    cwd: CwdOpt = None,
-    env: EnvOpt = None,
+    expires: unchanged(ExpiresOpt, KEPT) = None,
+    cwd: unchanged(CwdOpt, KEPT) = None,
+    env: unchanged(EnvOpt, "[default: the old task's; given, it replaces them all]") = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the new task object instead of its id.")] = False,
 ) -> None:
     """Submit a new task with the spec of a finished one; print the new id.
@@ -115,13 +117,13 @@ def restart(
 def edit(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", help="A pending or blocked task.", show_default=False)],
-    payload: PayloadOpt = None,
+    payload: unchanged(PayloadOpt) = None,
     target: Annotated[Optional[str], typer.Option(metavar="T", help="What to run instead (same backend).")] = None,
-    priority: PriorityOpt = None,
-    max_retries: MaxRetriesOpt = None,
-    timeout: TimeoutOpt = None,
-    delay: DelayOpt = None,
-    at: AtOpt = None,
+    priority: unchanged(PriorityOpt) = None,
+    max_retries: unchanged(MaxRetriesOpt) = None,
+    timeout: Annotated[Optional[str], typer.Option(metavar="DUR|none", help="How long one attempt may run, e.g. 30s, 5m; none removes the limit [default: unchanged].")] = None,
+    delay: unchanged(DelayOpt) = None,
+    at: unchanged(AtOpt) = None,
 ) -> None:
     """Change a pending or blocked task; each change is audited as one task.edit entry (from, to)."""
     from tqcli.cli import state

@@ -8,7 +8,7 @@ import typer
 from tqcli.cli import command_group, render, state
 from tqcli.cli.tasks import (
     BackendOpt, BackoffOpt, CwdOpt, EnvOpt, ExpiresOpt, MaxRetriesOpt, PayloadFileOpt, PayloadOpt, PriorityOpt,
-    QueueOpt, ServiceOpt, TenantOpt, TimeoutOpt, spec_options,
+    QueueOpt, ServiceOpt, TenantOpt, TimeoutOpt, spec_options, unchanged,
 )
 
 app = command_group("Cron schedules: every worker run enqueues the fire times that fell due.")
@@ -150,20 +150,20 @@ def edit(
     cron: Annotated[Optional[str], typer.Option(metavar="EXPR", help="New cron expression; fire times are computed from now on (times due under the old one are not caught up).", show_default=False)] = None,
     tz: Annotated[Optional[str], typer.Option(metavar="ZONE", help="New IANA time zone; like --cron, fires from now on.", show_default=False)] = None,
     target: Annotated[Optional[str], typer.Option(metavar="TARGET", help="What each fire runs from now on.", show_default=False)] = None,
-    backend: BackendOpt = None,
-    payload: PayloadOpt = None,
-    payload_file: PayloadFileOpt = None,
-    queue: QueueOpt = None,
-    tenant: TenantOpt = None,
-    priority: PriorityOpt = None,
-    max_retries: MaxRetriesOpt = None,
-    backoff: BackoffOpt = None,
-    timeout: TimeoutOpt = None,
+    backend: unchanged(BackendOpt, "[default: the schedule's]") = None,
+    payload: unchanged(PayloadOpt, "[default: the schedule's]") = None,
+    payload_file: unchanged(PayloadFileOpt, "[default: the schedule's]") = None,
+    queue: unchanged(QueueOpt, "[default: the schedule's]") = None,
+    tenant: unchanged(TenantOpt, "[default: the schedule's]") = None,
+    priority: unchanged(PriorityOpt, "[default: the schedule's]") = None,
+    max_retries: unchanged(MaxRetriesOpt, "[default: the schedule's]") = None,
+    backoff: unchanged(BackoffOpt, "[default: the schedule's]") = None,
+    timeout: unchanged(TimeoutOpt, "[default: the schedule's]") = None,
     delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Each fired task becomes ready this long after its fire time, e.g. 5m.")] = None,
-    service: ServiceOpt = None,
-    expires: ExpiresOpt = None,
-    cwd: CwdOpt = None,
-    env: EnvOpt = None,
+    service: unchanged(ServiceOpt, "[default: the schedule's]") = None,
+    expires: unchanged(ExpiresOpt, "[default: the schedule's]") = None,
+    cwd: unchanged(CwdOpt, "[default: the schedule's]") = None,
+    env: unchanged(EnvOpt, "[default: the schedule's]") = None,
 ) -> None:
     """Change a schedule's expression, zone or submit options; audited as schedule.edit.
 

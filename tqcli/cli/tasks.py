@@ -104,6 +104,20 @@ def _bulk_specs(path: str, defaults: dict[str, Any]) -> tuple[list[Any], list[st
     return specs, where
 
 
+def unchanged(option: Any, note: str = "[default: unchanged]") -> Any:
+    """A shared option whose help says `note` instead of its submit default (for `edit`, `restart`, `schedule edit`)."""
+    import copy
+    import re
+    from typing import get_args
+
+    base, info = get_args(option)
+    info = copy.copy(info)
+    info.help = re.sub(r"\[default: [^\]]*\]", note, info.help or "")
+    if note not in info.help:
+        info.help = f"{info.help} {note}".strip()
+    return Annotated[base, info]
+
+
 # The submit options, shared by `submit`, `run` and `schedule add`.
 TargetArg = Annotated[Optional[str], typer.Argument(metavar="TARGET", help="What to run: package.module:function (simple backend) or a command line (shell).", show_default=False)]
 BackendOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Execution backend [default: simple].", show_default=False)]
@@ -200,10 +214,15 @@ def submit(
         sys.stdout.write(f"{result.id}\n")
         sys.stdout.flush()
     if wait:
-        try:
-            from tqcli.cli.manage import wait_notice
+        from tqcli.cli.manage import wait_notice
+        from tqcli.errors import WaitTimeout
 
+        try:
             finished = queue_obj.wait(result.id, timeout=seconds, on_poll=wait_notice(queue_obj))
+        except WaitTimeout:
+            if json_output:  # the script still learns which task goes on
+                render.emit_json(queue_obj.get(result.id).to_json())
+            raise
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted: task {result.id} goes on; 'tqcli status {result.id}' follows it") from None
         finished = queue_obj.get(result.id)
@@ -284,6 +303,10 @@ def _show_task(task: Any) -> None:
         ("dag", task.dag_id),
         ("service", task.service),
         ("idempotency key", task.idempotency_key),
+        ("restarted from", task.restarted_from),
+        ("cwd", task.cwd),
+        ("env", " ".join(f"{name}={value}" for name, value in task.to_json()["env"].items()) or None),
+        ("expires", format_time(task.expires_at)),
         ("submitted by", task.submitted_by),
         ("created", format_time(task.created_at)),
         ("run at", format_time(task.run_at)),

@@ -1,5 +1,6 @@
-"""Execution commands: worker, run, plugins."""
+"""Execution commands: worker, workers, run, plugins."""
 
+import os
 import sys
 from typing import Annotated, Any, List, Optional
 
@@ -123,6 +124,8 @@ def run(
         from tqcli.core.spec import spec_from_mapping
 
         spec = spec_from_mapping({"target": target, **options})
+        if spec.cwd is not None and not os.path.isdir(spec.cwd):  # it runs here: say so now, not after every retry
+            raise InvalidInput(f"invalid --cwd {cwd}: {spec.cwd} is not a directory on this host")
         queue_obj = state(ctx).queue(create=True)
         result = queue_obj.submit_specs([spec])[0]
         task_id, submitted = result.id, result.created

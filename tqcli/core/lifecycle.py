@@ -53,6 +53,9 @@ def restart_spec(task: Task, overrides: Mapping[str, Any]) -> TaskSpec:
             values[key] = value
     if task.expires_at is not None:
         values["expires"] = max(1e-6, (task.expires_at - task.run_at) / US_PER_SECOND)
+    if overrides.get("backend", task.backend) != task.backend:  # where and with what it ran belonged to the old backend
+        values.pop("cwd", None)
+        values.pop("env", None)
     values.update(overrides)
     return spec_from_mapping({key: value for key, value in values.items() if value is not None})
 

@@ -14,7 +14,7 @@ from tqcli.core.context import Context
 from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.resilience import circuit_breaker
-from tqcli.units import format_time
+from tqcli.units import check_filters, format_time
 
 
 @dataclass
@@ -87,6 +87,7 @@ class TaskService:
             raise InvalidInput(f"invalid state {state!r}; use one of: {', '.join(s.value for s in ALL_STATES)}")
         if limit < 0:
             raise InvalidInput("invalid limit: use 0 (every task) or more")
+        check_filters(queue=queue, tenant=tenant)
         with self._ctx.read() as tx:
             counts = {s.value: 0 for s in ALL_STATES}
             queues: dict[str, dict[str, int]] = {}

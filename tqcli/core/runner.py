@@ -35,8 +35,13 @@ def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Excep
         waiting = chaining.waiting_reason(tx.dependency_states(task_id))
         if waiting:
             return Conflict(f"task {task_id} is {waiting}; run that first")
-        if circuit_breaker.is_blocking(tx, task.service, task_id, ctx.clock.now()):
-            return Conflict(f"the circuit of service {task.service!r} is open; 'tqcli breaker reset' closes it")
+        circuit = circuit_breaker.blocking_detail(tx, task.service, task_id, ctx.clock.now())
+        if circuit is not None:
+            due = f" (its trial is due at {circuit['trial_at']})" if circuit["trial_at"] else ""
+            return Conflict(
+                f"task {task_id} stays pending: the circuit of service {task.service!r} is {circuit['state']}{due}; "
+                f"a worker runs it once the circuit lets it, '{circuit['reset']}' closes it now, 'tqcli cancel {task_id}' drops the task"
+            )
     if task.backend not in backends.loaded:
         why = backends.failed.get(task.backend, "it is not installed")
         return InvalidInput(f"backend {task.backend!r} cannot run here: {why}")

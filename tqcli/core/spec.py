@@ -100,8 +100,8 @@ class TaskSpec:
                 raise InvalidInput("invalid expires: it must be longer than 0 seconds")
             check_seconds(expires, what="expires")
         if cwd is not None or env:
-            if backend != "shell":
-                raise InvalidInput(f"cwd and env apply to shell tasks only, not to the {backend} backend")
+            if backend == "simple":  # a function runs in the worker's process: it cannot have its own
+                raise InvalidInput("cwd and env apply to shell tasks (and backends that use ctx.cwd/ctx.env), not to the simple backend")
             if cwd is not None:
                 _check_text(cwd, "cwd", limit=4096)
                 cwd = os.path.abspath(cwd)
@@ -156,7 +156,8 @@ def _checked_env(env: Mapping[str, Any]) -> dict[str, str]:
             raise InvalidInput(f"invalid env name {name!r}: TQCLI_* variables are set by the worker")
         if not isinstance(value, str):
             raise InvalidInput(f"invalid env value for {name}: it must be a string")
-        _check_text(value or " ", f"env value for {name}")
+        if "\x00" in value or len(value) > MAX_TEXT:
+            raise InvalidInput(f"invalid env value for {name}: it contains a NUL character or is longer than {MAX_TEXT} characters")
     return dict(env)
 
 

@@ -82,7 +82,9 @@ def insert_specs(
                 prefix = f"{where[index]}: " if where else ""
                 raise NotFound(f"{prefix}task {dep} (named in depends_on) does not exist")
     next_id = tx.next_task_id()
+    first_new_id = next_id
     results: list[SubmitResult] = []
+    held_states: dict[int, str] = {}  # tasks that already held a key given here: what a dependent must wait for
     rows, edges = [], []
     actor = ctx.actor
     details: dict[tuple[str, str, str, int], str] = {}  # bulk submits repeat the same few
@@ -91,10 +93,12 @@ def insert_specs(
             key = (spec.tenant, spec.idempotency_key)
             holder = existing.get(key)
             if holder is not None:
-                _check_same_work(spec, holder, where[index] if where else None)
+                _check_same_work(spec, holder, where, index, first_new_id)
                 results.append(SubmitResult(holder[0], created=False))
+                if holder[0] < first_new_id:
+                    held_states[holder[0]] = holder[4]
                 continue
-            existing[key] = (next_id, spec.backend, spec.target, spec.payload_json)
+            existing[key] = (next_id, spec.backend, spec.target, spec.payload_json, str(index))
         task_id = next_id
         next_id += 1
         state, waiting, deps = "pending", 0, []
@@ -104,7 +108,7 @@ def insert_specs(
             if internal_deps is not None:
                 internal = [results[i].id for i in internal_deps[index]]
                 deps += internal
-                states += ["pending"] * len(internal)
+                states += [held_states.get(dep, "pending") for dep in internal]
             state = "blocked" if any(s in STOPPING_STATES for s in states) else "pending"
             waiting = sum(1 for s in states if s != "completed")
         run_at = now
@@ -137,13 +141,25 @@ def insert_specs(
     return results
 
 
-def _check_same_work(spec: TaskSpec, holder: tuple[int, str, str, str], where: str | None) -> None:
-    """Refuse a reused idempotency key whose holder is other work (backend, target or payload differ)."""
-    task_id, backend, target, payload = holder
+def _check_same_work(
+    spec: TaskSpec, holder: tuple[Any, ...], where: Sequence[str] | None, index: int, first_new_id: int
+) -> None:
+    """Refuse a reused idempotency key whose holder is other work (backend, target or payload differ).
+
+    The holder is a stored task, or (id at or past `first_new_id`) an
+    earlier spec of this same submit, whose index is its last field.
+    """
+    task_id, backend, target, payload = holder[:4]
     if backend == spec.backend and target == spec.target and (payload == spec.payload_json or json.loads(payload) == spec.payload):
         return
     differs = [name for name, same in (("backend", backend == spec.backend), ("target", target == spec.target)) if not same] or ["payload"]
-    prefix = f"{where}: " if where else ""
+    prefix = f"{where[index]}: " if where else ""
+    if task_id >= first_new_id:
+        earlier = where[int(holder[4])] if where else "an earlier task of this submit"
+        raise Conflict(
+            f"{prefix}idempotency key {spec.idempotency_key} is also given to {earlier}, for other work "
+            "(nothing was submitted): give each task its own key"
+        )
     raise Conflict(
         f"{prefix}idempotency key {spec.idempotency_key} is held by task {task_id}, whose {' and '.join(differs)} "
         f"{'differs' if len(differs) == 1 else 'differ'}: "
@@ -151,12 +167,12 @@ def _check_same_work(spec: TaskSpec, holder: tuple[int, str, str, str], where: s
     )
 
 
-def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[int, str, str, str]]:
+def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[Any, ...]]:
     by_tenant: dict[str, list[str]] = {}
     for spec in specs:
         if spec.idempotency_key is not None:
             by_tenant.setdefault(spec.tenant, []).append(spec.idempotency_key)
-    existing: dict[tuple[str, str], tuple[int, str, str, str]] = {}
+    existing: dict[tuple[str, str], tuple[Any, ...]] = {}
     for tenant, keys in by_tenant.items():
         for key, holder in tx.find_idempotency_keys(tenant, sorted(set(keys))).items():
             existing[(tenant, key)] = holder

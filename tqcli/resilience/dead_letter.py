@@ -14,7 +14,7 @@ from tqcli.core import chaining
 from tqcli.core.context import Context
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
-from tqcli.units import US_PER_SECOND, parse_duration
+from tqcli.units import US_PER_SECOND, check_filters, parse_duration
 
 
 class DeadLetterQueue:
@@ -25,6 +25,7 @@ class DeadLetterQueue:
 
     def list(self, *, queue: str | None = None, tenant: str | None = None, limit: int = 1_000_000) -> list[Task]:
         """Failed tasks, newest first."""
+        check_filters(queue=queue, tenant=tenant)
         with self._ctx.read() as tx:
             tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=limit)]
             deps = tx.dependencies_of([task.id for task in tasks])
@@ -33,6 +34,7 @@ class DeadLetterQueue:
         return tasks
 
     def _select(self, tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
+        check_filters(queue=queue, tenant=tenant)
         if ids and every:
             raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
         if (queue or tenant) and not every:

@@ -54,12 +54,12 @@ class TaskSQL:
         for part in chunks(depended_on):
             self.conn.execute(f"UPDATE tasks SET has_dependents = 1 WHERE id IN ({marks(len(part))})", part)
 
-    def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[int, str, str, str]]:
-        """`(id, backend, target, payload)` of the task holding each idempotency key within one tenant."""
-        found: dict[str, tuple[int, str, str, str]] = {}
+    def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[int, str, str, str, str]]:
+        """`(id, backend, target, payload, state)` of the task holding each idempotency key within one tenant."""
+        found: dict[str, tuple[int, str, str, str, str]] = {}
         for part in chunks(keys):
             sql = (
-                "SELECT idempotency_key, id, backend, target, payload FROM tasks "
+                "SELECT idempotency_key, id, backend, target, payload, state FROM tasks "
                 f"WHERE tenant = ? AND idempotency_key IN ({marks(len(part))})"
             )
             found.update((row[0], row[1:]) for row in self.conn.execute(sql, (tenant, *part)))
