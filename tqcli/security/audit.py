@@ -29,6 +29,34 @@ def audit_time(us: int) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
+def link_text(
+    seq: int,
+    ts: str,
+    actor: str,
+    action: str,
+    task_id: int | None,
+    tenant: str | None,
+    details: str,
+    key_id: str | None,
+    prev_hash: str,
+) -> str:
+    """The canonical encoding of one entry as text, lengths counted in characters.
+
+    The one place the link format is written down. It is the exact encoding
+    (lengths in bytes) whenever it is ASCII, which `entry_hash` and the
+    verifier's fast pass check before hashing it; other text takes
+    `entry_hash`'s byte-by-byte path.
+    """
+    number = str(seq)
+    task = "-" if task_id is None else f"{len(str(task_id))}:{task_id}"
+    tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
+    key_part = "-" if key_id is None else f"{len(key_id)}:{key_id}"
+    return (
+        f"{_TAG_TEXT}{len(number)}:{number}{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}"
+        f"{task}{tenant_part}{len(details)}:{details}{key_part}{len(prev_hash)}:{prev_hash}"
+    )
+
+
 def entry_hash(
     seq: int,
     ts: str,
@@ -41,17 +69,8 @@ def entry_hash(
     prev_hash: str,
 ) -> str:
     """The SHA-256 link of one entry over its canonical, length-prefixed encoding."""
-    # The fast path (written out: it runs twice per task a worker finishes); when the
-    # text is ASCII, every length in characters is also the length in bytes.
-    number = str(seq)
-    task = "-" if task_id is None else f"{len(str(task_id))}:{task_id}"
-    tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
-    key_part = "-" if key_id is None else f"{len(key_id)}:{key_id}"
-    text = (
-        f"{_TAG_TEXT}{len(number)}:{number}{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}"
-        f"{task}{tenant_part}{len(details)}:{details}{key_part}{len(prev_hash)}:{prev_hash}"
-    )
-    if text.isascii():
+    text = link_text(seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash)
+    if text.isascii():  # then every length in characters is also the length in bytes
         return hashlib.sha256(text.encode("ascii")).hexdigest()
     buf = bytearray(_TAG)
     for value in (str(seq), ts, actor, action, None if task_id is None else str(task_id), tenant, details, key_id, prev_hash):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from tqcli.security.audit import GENESIS_HASH, entry_hash
+from tqcli.security.audit import GENESIS_HASH, entry_hash, link_text
 
 _SEARCH_WINDOW = 8  # how far a moved entry is looked for when telling reorders from edits
 
@@ -147,14 +147,11 @@ def _fail(report: VerifyReport, kind: str, seq: int, problem: str) -> VerifyRepo
     return report
 
 
-_TAG_TEXT = "tqcli-audit-v1\n"
-
-
 def scan(rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None) -> tuple[int, str, str, bool]:
     """The fast pass over a stretch of the chain: `(entries, first prev_hash, last hash, intact)`.
 
-    Checks sequence, links and hashes with the encoding of `entry_hash`
-    written out inline (this loop runs once per entry); it stops at the first
+    Checks sequence, links and hashes with `link_text`, the one encoder
+    (this loop runs once per entry); it stops at the first
     doubt, which `verify_rows` then classifies. `prev_hash` None accepts
     whatever the first entry links to (a stretch that starts mid-chain).
     """
@@ -169,13 +166,7 @@ def scan(rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None
             return count, first_prev, last, False
         if type(ts) is not str or type(actor) is not str or type(action) is not str or type(details) is not str:
             return count, first_prev, last, False
-        number = str(seq)
-        task = "-" if task_id is None else f"{len(str(task_id))}:{task_id}"
-        tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
-        text = (
-            f"{_TAG_TEXT}{len(number)}:{number}{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}"
-            f"{task}{tenant_part}{len(details)}:{details}-{len(link)}:{link}"
-        )
+        text = link_text(seq, ts, actor, action, task_id, tenant, details, None, link)
         if not text.isascii() or sha256(text.encode("ascii")).hexdigest() != digest:
             if entry_hash(seq, ts, actor, action, task_id, tenant, details, None, link) != digest:
                 return count, first_prev, last, False
