@@ -23,7 +23,7 @@ def test_wait_exit_codes_and_json(cli: Cli):
 def test_wait_times_out_with_124_and_says_once_that_no_worker_runs(cli: Cli):
     task_id = cli.submit("tests.jobs:noop")
     result = cli("wait", str(task_id), "--timeout", "3s")
-    assert result.code == 124 and f"task {task_id} (pending)" in result.error_lines[0]
+    assert result.code == 124 and f"task {task_id} is still pending after 3 s" in result.error_lines[0]
     assert result.stderr.count("no worker has sent a heartbeat") == 1
 
 

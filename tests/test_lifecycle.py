@@ -166,7 +166,7 @@ def test_wait_all_names_an_unknown_id_before_waiting_and_times_out(queue):
     task_id = queue.submit("tests.jobs:noop")
     with pytest.raises(NotFound, match="task 99"):
         queue.wait_all([task_id, 99])
-    with pytest.raises(WaitTimeout, match=f"task {task_id} \\(pending\\)"):
+    with pytest.raises(WaitTimeout, match=f"task {task_id} is still pending"):
         queue.wait_all([task_id], timeout=0)
     _drain(queue)
     assert queue.wait_all([task_id])[task_id].state.value == "completed"

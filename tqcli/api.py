@@ -154,9 +154,9 @@ class Queue:
 
         `on_poll` is called between looks (the CLI says there when no worker runs).
         """
-        from tqcli.core.runner import wait_for
+        from tqcli.core.lifecycle import wait_all
 
-        task = wait_for(self._ctx, task_id, timeout=timeout, on_poll=on_poll or (lambda: None))
+        task = wait_all(self._ctx, [task_id], timeout=timeout, on_poll=on_poll or (lambda: None))[task_id]
         return self.get(task_id) if task.state.value == "blocked" else task
 
     def wait_all(self, task_ids: Sequence[int], *, timeout: float | None = None, on_poll: Any = None) -> dict[int, Task]:

@@ -176,6 +176,8 @@ def wait_all(
         if not open_ids:
             return {task_id: tasks[task_id] for task_id in ids}
         if deadline is not None and time.monotonic() >= deadline:
+            if len(ids) == 1:
+                raise WaitTimeout(f"task {ids[0]} is still {tasks[ids[0]].state.value} after {timeout:g} s; it goes on (check with 'tqcli status {ids[0]}')")
             shown = ", ".join(f"{task_id} ({tasks[task_id].state.value})" for task_id in open_ids[:10])
             raise WaitTimeout(f"still not finished after {timeout:g} s: task {shown}; they go on ('tqcli status ID' follows one)")
         on_poll()

@@ -16,7 +16,7 @@ from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.queue import cancel_tasks
 from tqcli.core.task import Task
-from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
+from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.resilience import circuit_breaker
 from tqcli.units import US_PER_SECOND
 
@@ -116,28 +116,3 @@ def run_now(
         keeper.close()
         executor.close()
         fence.close()
-
-
-def wait_for(
-    ctx: Context,
-    task_id: int,
-    *,
-    timeout: float | None = None,
-    interval: float = 0.2,
-    sleep: Callable[[float], None] = time.sleep,
-    on_poll: Callable[[], None] = lambda: None,
-) -> Task:
-    """Block until the task is completed, failed, cancelled or blocked (it cannot run then); WaitTimeout after `timeout` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        with ctx.read() as tx:
-            rows = tx.task_rows([task_id])
-        if not rows:
-            raise NotFound(f"task {task_id} does not exist")
-        task = Task.from_row(rows[0])
-        if task.state.terminal or task.state.value == "blocked":
-            return task
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimeout(f"task {task_id} is still {task.state.value} after {timeout:g} s; it goes on (check with 'tqcli status {task_id}')")
-        on_poll()
-        sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
