@@ -345,3 +345,21 @@ def test_worker_quiet_prints_no_task_failures_and_no_summary(cli):
     quiet = cli("worker", "--once", "--quiet")
     assert (quiet.code, quiet.stderr) == (0, "")
     assert cli.task(1)["state"] == "failed"
+
+
+def test_the_readme_crontab_line_mails_nothing_while_idle(cli):
+    """The README's crontab line, run as cron would (no terminal, a minute apart), prints nothing without news."""
+    import re
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    line = re.search(r"```cron\n(.+)\n```", readme).group(1)
+    argv = shlex.split(line)[5:]  # after the five cron fields
+    assert argv[:3] == ["tqcli", "--db", "/srv/jobs.db"] and "--once" in argv
+    argv[2] = str(cli.db)
+    cli.create_db()
+    cli.submit("tests.jobs:noop", "--delay", "1h")  # work that is not due yet is no news either
+    cli.ok("schedule", "add", "yearly", "--cron", "@yearly", "tests.jobs:noop")
+    for _ in range(3):
+        run = cli(*argv[1:], env={"TERM": None})
+        assert (run.code, run.stdout, run.stderr) == (0, "", "")
