@@ -14,6 +14,7 @@ from tqcli.cli.tasks import (
 )
 
 KEPT = "[default: the old task's]"
+KEPT_ENV = "[default: the old task's; given, it replaces them all]"
 from tqcli.errors import Interrupted, InvalidInput
 
 
@@ -87,7 +88,7 @@ def restart(
     idempotency_key: IdempotencyOpt = None,
     expires: unchanged(ExpiresOpt, KEPT) = None,
     cwd: unchanged(CwdOpt, KEPT) = None,
-    env: unchanged(EnvOpt, "[default: the old task's; given, it replaces them all]") = None,
+    env: unchanged(EnvOpt, KEPT_ENV) = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the new task object instead of its id.")] = False,
 ) -> None:
     """Submit a new task with the spec of a finished one; print the new id.

@@ -13,6 +13,7 @@ from tqcli.cli.tasks import (
 
 app = command_group("Cron schedules: every worker run enqueues the fire times that fell due.")
 
+KEPT = "[default: the schedule's]"
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (1-64 of A-Za-z0-9._-).", show_default=False)]
 
 
@@ -150,20 +151,20 @@ def edit(
     cron: Annotated[Optional[str], typer.Option(metavar="EXPR", help="New cron expression; fire times are computed from now on (times due under the old one are not caught up).", show_default=False)] = None,
     tz: Annotated[Optional[str], typer.Option(metavar="ZONE", help="New IANA time zone; like --cron, fires from now on.", show_default=False)] = None,
     target: Annotated[Optional[str], typer.Option(metavar="TARGET", help="What each fire runs from now on.", show_default=False)] = None,
-    backend: unchanged(BackendOpt, "[default: the schedule's]") = None,
-    payload: unchanged(PayloadOpt, "[default: the schedule's]") = None,
-    payload_file: unchanged(PayloadFileOpt, "[default: the schedule's]") = None,
-    queue: unchanged(QueueOpt, "[default: the schedule's]") = None,
-    tenant: unchanged(TenantOpt, "[default: the schedule's]") = None,
-    priority: unchanged(PriorityOpt, "[default: the schedule's]") = None,
-    max_retries: unchanged(MaxRetriesOpt, "[default: the schedule's]") = None,
-    backoff: unchanged(BackoffOpt, "[default: the schedule's]") = None,
-    timeout: unchanged(TimeoutOpt, "[default: the schedule's]") = None,
+    backend: unchanged(BackendOpt, KEPT) = None,
+    payload: unchanged(PayloadOpt, KEPT) = None,
+    payload_file: unchanged(PayloadFileOpt, KEPT) = None,
+    queue: unchanged(QueueOpt, KEPT) = None,
+    tenant: unchanged(TenantOpt, KEPT) = None,
+    priority: unchanged(PriorityOpt, KEPT) = None,
+    max_retries: unchanged(MaxRetriesOpt, KEPT) = None,
+    backoff: unchanged(BackoffOpt, KEPT) = None,
+    timeout: unchanged(TimeoutOpt, KEPT) = None,
     delay: Annotated[Optional[str], typer.Option(metavar="DUR", help="Each fired task becomes ready this long after its fire time, e.g. 5m.")] = None,
-    service: unchanged(ServiceOpt, "[default: the schedule's]") = None,
-    expires: unchanged(ExpiresOpt, "[default: the schedule's]") = None,
-    cwd: unchanged(CwdOpt, "[default: the schedule's]") = None,
-    env: unchanged(EnvOpt, "[default: the schedule's]") = None,
+    service: unchanged(ServiceOpt, KEPT) = None,
+    expires: unchanged(ExpiresOpt, KEPT) = None,
+    cwd: unchanged(CwdOpt, KEPT) = None,
+    env: unchanged(EnvOpt, KEPT) = None,
 ) -> None:
     """Change a schedule's expression, zone or submit options; audited as schedule.edit.
 

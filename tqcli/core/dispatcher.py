@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from tqcli.backends import cgroups
 from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
-from tqcli.core import chaining, liveness
+from tqcli.core import chaining, gate, liveness
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
 from tqcli.units import US_PER_SECOND, format_time
@@ -116,7 +116,8 @@ def claim(
     claim and then stops, `"exclude"` leaves them for an empty slot.
     `holder` names the process that will run them (default: this one).
     """
-    blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
+    open_now = gate.claim_gate(tx, now)
+    blocked, trial_ready = open_now.excluded_services, open_now.trial_services
     number = tx.next_claim_number()
     options = dict(
         now=now, claim_number=number, lease_until=now + int(lease_seconds * US_PER_SECOND), worker=worker,

@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tqcli.core import chaining
+from tqcli.core import chaining, gate
 from tqcli.core.context import Context
 from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
-from tqcli.resilience import circuit_breaker
-from tqcli.units import check_filters, format_time
+from tqcli.units import check_filters
 
 
 @dataclass
@@ -55,29 +54,8 @@ class TaskService:
                 if task.run > 1:
                     replays = tx.audit_entries(task_id=task_id, actor=None, action="dlq.replay", since=None, limit=-1)
                     task.replays = [Replay(run, row[1], row[2]) for run, row in enumerate(replays[-(task.run - 1):], start=2)]
-                task.waiting, task.waiting_detail = self._waiting(tx, task)
+                task.waiting, task.waiting_detail = gate.why_waiting(tx, task, self._ctx.clock.now())
         return task
-
-    def _waiting(self, tx: Any, task: Task) -> tuple[str | None, dict[str, Any] | None]:
-        """Why a pending or blocked task does not run (SPEC's `waiting`), and its `waiting_detail`."""
-        if task.state not in (State.PENDING, State.BLOCKED):
-            return None, None
-        dep_states = tx.dependency_states(task.id) if task.depends_on else []
-        if task.state is State.BLOCKED:
-            return chaining.blocking_reason(dep_states) or "blocked", None
-        reason = chaining.waiting_reason(dep_states)
-        if reason:
-            return reason, None
-        now = self._ctx.clock.now()
-        if task.expires_at is not None and task.expires_at <= now:
-            return "expired", {"expired_at": format_time(task.expires_at)}
-        if task.run_at > now:
-            kind = "retry" if task.attempts else "delayed"
-            return f"{kind} until {format_time(task.run_at)}", None
-        circuit = circuit_breaker.blocking_detail(tx, task.service, task.id, now)
-        if circuit is not None:
-            return "circuit open", circuit
-        return "ready: waiting for a worker", None
 
     def summary(
         self, *, queue: str | None = None, tenant: str | None = None, state: str | None = None, limit: int = 20

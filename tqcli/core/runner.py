@@ -10,14 +10,13 @@ from typing import Callable
 from tqcli.backends import cgroups
 from tqcli.backends.executor import ExecutorProcess
 from tqcli.backends.fence import HOLDER, Fence
-from tqcli.core import chaining, dispatcher, liveness
+from tqcli.core import dispatcher, gate, liveness
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.queue import cancel_tasks
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
-from tqcli.resilience import circuit_breaker
 from tqcli.units import US_PER_SECOND
 
 RUN_LEASE = 60.0
@@ -32,11 +31,13 @@ def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Excep
         task = Task.from_row(rows[0])
         if task.state.value != "pending":
             return Conflict(f"task {task_id} is {task.state.value}; only a pending task can be run")
-        waiting = chaining.waiting_reason(tx.dependency_states(task_id))
-        if waiting:
+        task.depends_on = tx.dependencies_of([task_id])[task_id]
+        waiting, circuit = gate.why_waiting(tx, task, ctx.clock.now(), ignore_delay=True)
+        if waiting and waiting.startswith("waiting for"):
             return Conflict(f"task {task_id} is {waiting}; run that first")
-        circuit = circuit_breaker.blocking_detail(tx, task.service, task_id, ctx.clock.now())
-        if circuit is not None:
+        if waiting == "expired":
+            return Conflict(f"task {task_id} expired at {circuit['expired_at'] if circuit else '?'}: a worker cancels it instead of running it")
+        if waiting == "circuit open" and circuit is not None:
             due = f" (its trial is due at {circuit['trial_at']})" if circuit["trial_at"] else ""
             return Conflict(
                 f"task {task_id} stays pending: the circuit of service {task.service!r} is {circuit['state']}{due}; "

@@ -1,0 +1,56 @@
+"""The claim gate: what may be claimed now, and why a pending task is not.
+
+One door for both questions, so a worker's claim and `status`'s "why it
+waits" never disagree. Today it knows dependencies, delays, expiry and
+circuit breakers; paused queues, queue and tenant limits, rate buckets, a
+missing key and fair claims belong here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tqcli.core import chaining
+from tqcli.core.task import State, Task
+from tqcli.resilience import circuit_breaker
+from tqcli.units import format_time
+
+
+@dataclass
+class ClaimGate:
+    """What a claim must leave out now: services behind a closed gate, and those whose one trial task is due."""
+
+    excluded_services: list[str]
+    trial_services: set[str]
+
+
+def claim_gate(tx: Any, now: int) -> ClaimGate:
+    """The gate for a claim made at `now` (expired tasks are left out by the claim statement itself)."""
+    blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
+    return ClaimGate(blocked, trial_ready)
+
+
+def why_waiting(tx: Any, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:
+    """Why a pending or blocked task is not claimed now (SPEC's `waiting`), and its `waiting_detail`.
+
+    None for a task in any other state. `ignore_delay` leaves `run_at`
+    out of it, as `run --id` does.
+    """
+    if task.state not in (State.PENDING, State.BLOCKED):
+        return None, None
+    dep_states = tx.dependency_states(task.id) if task.depends_on else []
+    if task.state is State.BLOCKED:
+        return chaining.blocking_reason(dep_states) or "blocked", None
+    reason = chaining.waiting_reason(dep_states)
+    if reason:
+        return reason, None
+    if task.expires_at is not None and task.expires_at <= now:
+        return "expired", {"expired_at": format_time(task.expires_at)}
+    if task.run_at > now and not ignore_delay:
+        kind = "retry" if task.attempts else "delayed"
+        return f"{kind} until {format_time(task.run_at)}", None
+    circuit = circuit_breaker.blocking_detail(tx, task.service, task.id, now)
+    if circuit is not None:
+        return "circuit open", circuit
+    return "ready: waiting for a worker", None
