@@ -162,3 +162,11 @@ def test_a_schedule_carries_cwd_env_and_expiry_to_its_tasks(cli, tmp_path):
     assert task["cwd"] == str(tmp_path) and task["env"] == {"WHO": "cron"} and task["expires_at"] is not None
     cli.ok("schedule", "edit", "nightly", "--env", "WHO=edited")
     assert cli.task(int(cli.ok("schedule", "run", "nightly").stdout))["env"] == {"WHO": "edited"}
+
+
+def test_a_schedule_name_no_schedule_could_have_is_invalid_input(cli):
+    cli.create_db()
+    for command in ("run", "pause", "next", "remove"):
+        result = cli("schedule", command, "bad name")
+        assert result.code == 2 and "invalid schedule name" in result.error_lines[0], command
+    assert cli("schedule", "run", "nosuch").code == 3

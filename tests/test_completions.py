@@ -83,6 +83,7 @@ def test_backends_come_from_the_entry_points(cli):
 def test_states_are_offered(cli):
     assert complete(cli, "tqcli status --state c") == ["completed", "cancelled"]
     assert len(complete(cli, "tqcli status --state ")) == 6
+    assert complete(cli, "tqcli prune --state ") == ["completed", "cancelled", "failed"], "prune takes finished states only"
 
 
 def test_queues_and_tenants_come_from_the_database(filled):

@@ -30,10 +30,12 @@ def backend_names(ctx: Any, param: Any, incomplete: str) -> list[CompletionItem]
 
 
 def state_names(ctx: Any, param: Any, incomplete: str) -> list[CompletionItem]:
-    """The six task states."""
+    """The task states the command takes: the finished ones for `prune`, all six elsewhere."""
+    from tqcli.core.lifecycle import PRUNABLE_STATES
     from tqcli.core.task import ALL_STATES
 
-    return [CompletionItem(state.value) for state in ALL_STATES if state.value.startswith(incomplete)]
+    names = PRUNABLE_STATES if ctx.info_name == "prune" else [state.value for state in ALL_STATES]
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
 def from_database(kind: str) -> Complete:

@@ -14,7 +14,14 @@ from tqcli.cli.tasks import (
 app = command_group("Cron schedules: every worker run enqueues the fire times that fell due.")
 
 KEPT = "[default: the schedule's]"
-NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (1-64 of A-Za-z0-9._-).", show_default=False)]
+def _valid_name(value: str) -> str:
+    """A schedule name that no schedule could have is invalid input (exit 2), not a missing schedule."""
+    from tqcli.units import check_name
+
+    return check_name(value, what="schedule")
+
+
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (1-64 of A-Za-z0-9._-).", show_default=False, callback=_valid_name)]
 
 
 @app.command("add")
