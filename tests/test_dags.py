@@ -426,11 +426,13 @@ def test_dlq_purge_keeps_a_failed_dag_failed_and_shows_the_purged_task(cli, tmp_
     assert list(dag["tasks"]) == ["root", "left", "right", "sink"]
     assert dag["tasks"]["right"] == {"id": ids["right"], "state": None, "purged": True}
     assert dag["tasks"]["sink"]["state"] == "cancelled", "what was blocked on a purged task is cancelled"
+    assert ids["right"] in dag["tasks"]["sink"]["depends_on"], "its dependents still say what they depended on"
     assert dag["counts"] == {"pending": 0, "running": 0, "completed": 2, "failed": 1, "cancelled": 1, "blocked": 0}
     listed = cli.ok("dag", "list", "--json").json[0]
     assert listed["state"] == "failed" and listed["counts"] == dag["counts"]
     rows = {line.split()[0]: line.split() for line in cli.ok("dag", "status", str(dag_id)).stdout.splitlines()[1:]}
     assert rows["right"][:3] == ["right", str(ids["right"]), "purged"] and "failed" in rows["right"]
+    assert "right" in " ".join(rows["sink"]), "DEPENDS ON names the purged task"
     tree = run_on_terminal(cli, "dag", "status", str(dag_id), env={"NO_COLOR": "1"})
     assert f"right #{ids['right']} purged" in tree and tree.startswith(f"DAG {dag_id} diamond: failed")
     assert cli("dag", "cancel", str(dag_id)).code == 6, "a failed DAG stays finished"

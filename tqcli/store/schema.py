@@ -377,12 +377,26 @@ CREATE TABLE purged_tasks (
 """
 PURGED_TASKS_DAG_INDEX = "CREATE INDEX purged_tasks_dag ON purged_tasks (dag_id)"
 ROLES_USER_NAME = "ALTER TABLE roles RENAME COLUMN user TO user_name"
+# An edge outlives the task it points at: after a purge or prune its
+# dependents still say what they depended on (ids are never reused, so a
+# dangling `depends_on` never names another task). Only `task_id` cascades.
+TASK_DEPS_V6 = """
+CREATE TABLE task_deps_v6 (
+    task_id    INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on INTEGER NOT NULL,
+    PRIMARY KEY (task_id, depends_on)
+) WITHOUT ROWID
+"""
+COPY_TASK_DEPS = "INSERT INTO task_deps_v6 (task_id, depends_on) SELECT task_id, depends_on FROM task_deps"
+DROP_OLD_TASK_DEPS = "DROP TABLE task_deps"
+RENAME_TASK_DEPS = "ALTER TABLE task_deps_v6 RENAME TO task_deps"
 
 MIGRATION_6 = (
     TASKS_RUN, TASKS_RESTARTED_FROM, TASKS_EXPIRES_AT, TASKS_CWD, TASKS_ENV, TASKS_EXPIRY_INDEX,
     DROP_CLAIM_INDEX_5, TASKS_CLAIM_INDEX_6,
     TASKS_FINISHED_INDEX, ATTEMPTS_RUN, ATTEMPTS_TRACEBACK, NUMBER_RUNS, CURRENT_RUN, WORKERS,
     WORKERS_HEARTBEAT_INDEX, PURGED_TASKS, PURGED_TASKS_DAG_INDEX, ROLES_USER_NAME,
+    TASK_DEPS_V6, COPY_TASK_DEPS, DROP_OLD_TASK_DEPS, RENAME_TASK_DEPS, TASK_DEPS_REVERSE_INDEX,
 )
 
 # Each entry upgrades the schema by one version; index 0 makes version 1.
