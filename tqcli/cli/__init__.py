@@ -162,7 +162,7 @@ def _global_options(
     """A task queue in one SQLite file: submit work, run workers, inspect and audit it.
 
     Exit codes: 0 ok, 1 the work failed, 2 invalid input, 3 not found, 4 permission denied,
-    5 limit reached, 6 conflict, 7 storage error, 8 key problem, 124 wait timed out, 130 interrupted.
+    5 limit reached, 6 conflict, 7 storage error, 8 key problem, 70 internal error (a bug in tqcli), 124 wait timed out, 130 interrupted.
     """
     app_state = AppState(db, config)
     ctx.obj = app_state
