@@ -1,5 +1,6 @@
 """Workers, run and --wait as real processes: kills, signals, concurrency, cron, plugins."""
 
+import json
 import re
 import signal
 import subprocess
@@ -82,6 +83,28 @@ def test_three_workers_side_by_side_run_each_task_exactly_once(cli, tmp_path):
     assert counts["completed"] == 300 and counts["running"] == 0
     claims = cli.ok("audit", "log", "--action", "task.claim", "--limit", "1000", "--json").json
     assert len(claims) == 300 and len({e["details"]["worker"] for e in claims}) >= 2
+    assert cli.ok("audit", "verify").code == 0
+
+
+def test_racing_workers_run_every_live_task_once_and_no_expired_one(cli, tmp_path):
+    """Three workers claim at once from tasks of which every third had expired: those are cancelled, never run."""
+    ledger = tmp_path / "ledger"
+    lines = []
+    for n in range(240):
+        line = {"target": "tests.jobs:record", "payload": {"path": str(ledger), "value": n, "seconds": 0.003}, "expires": "1h"}
+        if n % 3 == 0:
+            line["at"] = "2020-01-01T00:00:00Z"  # expired an hour after that
+        lines.append(json.dumps(line) + "\n")
+    cli.ok("submit", "--from-file", "-", input="".join(lines))
+    workers = [cli.spawn("worker", "--once", "--concurrency", "2") for _ in range(3)]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0
+    assert sorted(map(int, ledger.read_text().split())) == [n for n in range(240) if n % 3], "each live task ran exactly once"
+    counts = cli.ok("status", "--json").json["counts"]
+    assert counts["completed"] == 160 and counts["cancelled"] == 80 and counts["pending"] == counts["running"] == 0
+    cancels = cli.ok("audit", "log", "--action", "task.cancel", "--limit", "0", "--json").json
+    assert sorted(entry["task_id"] for entry in cancels) == list(range(1, 241, 3)), "each expired task cancelled once"
+    assert all(entry["details"]["reason"] == "expired" for entry in cancels)
     assert cli.ok("audit", "verify").code == 0
 
 
