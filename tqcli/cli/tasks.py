@@ -305,7 +305,7 @@ def _show_task(task: Any) -> None:
         ("idempotency key", task.idempotency_key),
         ("restarted from", task.restarted_from),
         ("cwd", task.cwd),
-        ("env", " ".join(f"{name}={value}" for name, value in task.to_json()["env"].items()) or None),
+        ("env", " ".join(f"{name}={value}" for name, value in task.env_value.items()) or None),
         ("expires", format_time(task.expires_at)),
         ("submitted by", task.submitted_by),
         ("created", format_time(task.created_at)),

@@ -47,7 +47,7 @@ def restart_spec(task: Task, overrides: Mapping[str, Any]) -> TaskSpec:
     """
     values: dict[str, Any] = {key: getattr(task, key) for key in _CARRIED}
     values["payload"] = task.payload_value
-    values["env"] = task.to_json()["env"] or None
+    values["env"] = task.env_value or None
     for key, value in (("name", _own_name(task)), ("service", _own_service(task))):
         if value is not None:
             values[key] = value
@@ -106,8 +106,9 @@ def edit(ctx: Context, task_id: int, changes: Mapping[str, Any]) -> dict[str, di
         stored = {column: encode_payload(new) if column == "payload" else new for column, (_, new) in columns.items()}
         if not tx.edit_task(task_id, stored):
             raise Conflict(f"task {task_id} is no longer pending or blocked; nothing was edited")
-        journal.add("task.edit", task_id, task.tenant, **_readable(details))
-    return _readable(details)
+        details = _readable(details)
+        journal.add("task.edit", task_id, task.tenant, **details)
+    return details
 
 
 def _edited_spec(task: Task, wanted: Mapping[str, Any]) -> TaskSpec:

@@ -82,23 +82,40 @@ def insert_specs(
                 prefix = f"{where[index]}: " if where else ""
                 raise NotFound(f"{prefix}task {dep} (named in depends_on) does not exist")
     next_id = tx.next_task_id()
-    first_new_id = next_id
     results: list[SubmitResult] = []
     held_states: dict[int, str] = {}  # tasks that already held a key given here: what a dependent must wait for
+    given_here: dict[tuple[str, str], int] = {}  # key -> the index of the first spec of this call that gives it
     rows, edges = [], []
     actor = ctx.actor
     details: dict[tuple[str, str, str, int], str] = {}  # bulk submits repeat the same few
     for index, spec in enumerate(specs):
         if spec.idempotency_key is not None:
             key = (spec.tenant, spec.idempotency_key)
+            prefix = f"{where[index]}: " if where else ""
             holder = existing.get(key)
             if holder is not None:
-                _check_same_work(spec, holder, where, index, first_new_id)
-                results.append(SubmitResult(holder[0], created=False))
-                if holder[0] < first_new_id:
-                    held_states[holder[0]] = holder[4]
+                holder_id, backend, target, payload, holder_state = holder
+                differs = _differences(spec, backend, target, payload)
+                if differs:
+                    raise Conflict(
+                        f"{prefix}idempotency key {spec.idempotency_key} is held by task {holder_id}, whose {' and '.join(differs)} "
+                        f"{'differs' if len(differs) == 1 else 'differ'}: use another key for other work (nothing was submitted)"
+                    )
+                results.append(SubmitResult(holder_id, created=False))
+                held_states[holder_id] = holder_state
                 continue
-            existing[key] = (next_id, spec.backend, spec.target, spec.payload_json, str(index))
+            first = given_here.get(key)
+            if first is not None:
+                earlier = specs[first]
+                if _differences(spec, earlier.backend, earlier.target, earlier.payload_json):
+                    raise Conflict(
+                        f"{prefix}idempotency key {spec.idempotency_key} is also given to "
+                        f"{where[first] if where else 'an earlier task of this submit'}, for other work "
+                        "(nothing was submitted): give each task its own key"
+                    )
+                results.append(SubmitResult(results[first].id, created=False))
+                continue
+            given_here[key] = index
         task_id = next_id
         next_id += 1
         state, waiting, deps = "pending", 0, []
@@ -141,30 +158,12 @@ def insert_specs(
     return results
 
 
-def _check_same_work(
-    spec: TaskSpec, holder: tuple[Any, ...], where: Sequence[str] | None, index: int, first_new_id: int
-) -> None:
-    """Refuse a reused idempotency key whose holder is other work (backend, target or payload differ).
-
-    The holder is a stored task, or (id at or past `first_new_id`) an
-    earlier spec of this same submit, whose index is its last field.
-    """
-    task_id, backend, target, payload = holder[:4]
-    if backend == spec.backend and target == spec.target and (payload == spec.payload_json or json.loads(payload) == spec.payload):
-        return
-    differs = [name for name, same in (("backend", backend == spec.backend), ("target", target == spec.target)) if not same] or ["payload"]
-    prefix = f"{where[index]}: " if where else ""
-    if task_id >= first_new_id:
-        earlier = where[int(holder[4])] if where else "an earlier task of this submit"
-        raise Conflict(
-            f"{prefix}idempotency key {spec.idempotency_key} is also given to {earlier}, for other work "
-            "(nothing was submitted): give each task its own key"
-        )
-    raise Conflict(
-        f"{prefix}idempotency key {spec.idempotency_key} is held by task {task_id}, whose {' and '.join(differs)} "
-        f"{'differs' if len(differs) == 1 else 'differ'}: "
-        "use another key for other work (nothing was submitted)"
-    )
+def _differences(spec: TaskSpec, backend: str, target: str, payload: str) -> list[str]:
+    """What differs between `spec` and the work holding its idempotency key (payloads compared as JSON values)."""
+    differs = [name for name, same in (("backend", backend == spec.backend), ("target", target == spec.target)) if not same]
+    if payload != spec.payload_json and json.loads(payload) != spec.payload:
+        differs.append("payload")
+    return differs
 
 
 def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[Any, ...]]:

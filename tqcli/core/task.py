@@ -137,6 +137,11 @@ class Task:
         return _decoded(self.payload)
 
     @property
+    def env_value(self) -> dict[str, str]:
+        """A shell task's extra environment (`--env`) as a dict; empty when it has none."""
+        return {} if self.env is None else _decoded(self.env)
+
+    @property
     def result_value(self) -> Any:
         """The stored result as a JSON value, or None; the stored text itself when it does not decode."""
         return None if self.result is None else _decoded(self.result)
@@ -173,7 +178,7 @@ class Task:
             "restarted_from": self.restarted_from,
             "expires_at": format_time(self.expires_at),
             "cwd": self.cwd,
-            "env": _decoded(self.env) if self.env is not None else {},
+            "env": self.env_value,
         }
         if self.history is not None:
             data["history"] = [attempt.to_json() for attempt in self.history]
