@@ -57,27 +57,17 @@ def link_text(
     )
 
 
-def entry_hash(
-    seq: int,
-    ts: str,
-    actor: str,
-    action: str,
-    task_id: int | None,
-    tenant: str | None,
-    details: str,
-    key_id: str | None,
-    prev_hash: str,
-) -> str:
-    """The SHA-256 link of one entry over its canonical, length-prefixed encoding."""
-    text = link_text(seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash)
+def entry_hash(*fields: Any) -> str:
+    """The SHA-256 link of one entry over its canonical encoding; `fields` in `link_text`'s order."""
+    text = link_text(*fields)
     if text.isascii():  # then every length in characters is also the length in bytes
         return hashlib.sha256(text.encode("ascii")).hexdigest()
     buf = bytearray(_TAG)
-    for value in (str(seq), ts, actor, action, None if task_id is None else str(task_id), tenant, details, key_id, prev_hash):
+    for value in fields:
         if value is None:
             buf += b"-"
         else:
-            data = value.encode("utf-8", "surrogatepass")
+            data = str(value).encode("utf-8", "surrogatepass")
             buf += b"%d:" % len(data)
             buf += data
     return hashlib.sha256(buf).hexdigest()
