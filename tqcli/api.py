@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from tqcli.clock import Clock, SystemClock
-from tqcli.config import Config, load_config, login_name
+from tqcli.config import Config, db_location, load_config, login_name
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
 from tqcli.core.submission import SubmitResult, submit_specs
 from tqcli.errors import NotFound
-from tqcli.store.sqlite import SqliteStore
+from tqcli.store import open as open_store
 
 if TYPE_CHECKING:
     from tqcli.core.queue import Summary, TaskService
@@ -89,9 +89,14 @@ class Queue:
         return fire_due(self._ctx)
 
     @property
-    def path(self) -> Path:
-        """The database file."""
+    def path(self) -> Path | None:
+        """The database file (None on PostgreSQL, which has no local file)."""
         return self._ctx.store.path
+
+    @property
+    def location(self) -> str:
+        """Where the database is: its file path, or its PostgreSQL URL."""
+        return self._ctx.store.location
 
     @property
     def actor(self) -> str:
@@ -226,13 +231,10 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
     if config is None:
         config = load_config(db_flag=str(db) if db is not None else None)
     elif db is not None:
-        config = config.with_db(Path(db))
-    if (read_only or not create) and (not config.db.exists() or _empty_file(config.db)):
-        raise NotFound(
-            f"no database at {config.db} yet: submitting a task creates it "
-            "(or check --db, TQCLI_DB and the config file)"
-        )
-    store = SqliteStore(config.db, busy_timeout=config.busy_timeout, synchronous=config.synchronous, read_only=read_only)
+        config = config.with_db(db_location(str(db)))
+    store = open_store(
+        config.db, read_only=read_only, create=create, busy_timeout=config.busy_timeout, synchronous=config.synchronous
+    )
     real_user = login_name()
     ctx = Context(store=store, clock=clock or SystemClock(), actor=real_user)
     if actor and actor != real_user:
@@ -244,11 +246,3 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
             store.close()
             raise
     return Queue(ctx, config)
-
-
-def _empty_file(path: Path) -> bool:
-    """Whether `path` is a regular file of 0 bytes (no database yet, whatever made it)."""
-    try:
-        return path.is_file() and path.stat().st_size == 0
-    except OSError:
-        return False

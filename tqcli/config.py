@@ -44,7 +44,7 @@ class Config:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         config_file: Path | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         synchronous: str = "normal",
@@ -56,9 +56,16 @@ class Config:
         self.synchronous = synchronous
         self.worker = worker or WorkerDefaults()
 
-    def with_db(self, db: Path) -> "Config":
-        """The same settings for another database file."""
+    def with_db(self, db: Path | str) -> "Config":
+        """The same settings for another database (a file path, or a PostgreSQL URL as a str)."""
         return Config(db, self.config_file, self.busy_timeout, self.synchronous, self.worker)
+
+
+def db_location(value: str) -> Path | str:
+    """A `--db` value as the store takes it: a PostgreSQL URL stays text, anything else is a file path."""
+    from tqcli.store import is_url
+
+    return value if is_url(value) else Path(value).expanduser()
 
 
 def _xdg(var: str, fallback: str, env: Mapping[str, str]) -> Path:
@@ -136,7 +143,7 @@ def load_config(
     cwd = Path.cwd() if cwd is None else cwd
     for flag, value in (("--db", db_flag), ("--config", config_flag)):
         if value is not None and not value.strip():
-            raise InvalidInput(f"{flag} is empty: give a file path, or leave the option out for the default")
+            raise InvalidInput(f"{flag} is empty: give a file path or a postgresql:// URL, or leave the option out for the default")
     config_file = find_config_file(config_flag, env, cwd)
     raw: dict[str, Any] = _read_toml(config_file) if config_file else {}
     if config_file:
@@ -146,16 +153,18 @@ def load_config(
                 f"config file {config_file}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}"
             )
 
-    def file_path(key: str) -> Path | None:
+    def file_path(key: str) -> Path | str | None:
         if key not in raw:
             return None
         if not isinstance(raw[key], str) or not raw[key]:
             raise InvalidInput(f"config file {config_file}: {key} must be a non-empty string")
-        path = Path(raw[key]).expanduser()
-        return path if path.is_absolute() else config_file.parent / path  # type: ignore[union-attr]
+        location = db_location(raw[key])
+        if isinstance(location, str) or location.is_absolute():
+            return location
+        return config_file.parent / location  # type: ignore[union-attr]
 
     db_value = db_flag or env.get("TQCLI_DB")
-    db = Path(db_value).expanduser() if db_value else (file_path("db") or default_db_path(env))
+    db = db_location(db_value) if db_value else (file_path("db") or default_db_path(env))
 
     busy_timeout = DEFAULT_BUSY_TIMEOUT
     if "busy_timeout" in raw:

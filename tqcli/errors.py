@@ -74,6 +74,14 @@ class StorageFull(StorageError):
     """The disk (or a file-size limit) had no room for the write; freeing space and trying again may work."""
 
 
+class StorageConflict(StorageError):
+    """A change lost a race with another one (a deadlock, or a key taken first): running it again succeeds."""
+
+
+class StorageLost(StorageError):
+    """The connection to the database server was lost or refused; nothing of the change was committed."""
+
+
 class KeyProblem(TqcliError):
     """An encryption or audit key is missing or wrong."""
 

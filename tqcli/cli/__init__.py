@@ -289,10 +289,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except Exception as exc:  # a bug: say so in one line, never a traceback unless asked
         _show_traceback(debug)
-        import sqlite3
-
-        if isinstance(exc, sqlite3.Error):
-            _fail(f"database error: {exc}", 7)
         _fail(f"internal error: {type(exc).__name__}: {exc} (this is a bug in tqcli: please report it with the output of the same command run with TQCLI_DEBUG=1)", INTERNAL_ERROR)
     code = result if isinstance(result, int) else 0
     if code == 130:  # Ctrl-C outside any command's own handling

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tqcli.core.context import Context
+from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import ALL_STATES, Task
@@ -234,6 +234,7 @@ class DagService:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
+    @retrying
     def submit(self, plan: DagPlan) -> int:
         """Enqueue the whole DAG in one transaction; its id."""
         ordered = [plan.specs[name] for name in plan.order]
@@ -266,7 +267,7 @@ class DagService:
         if row is None:
             raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")
         counts = self._counts(tx, [dag_id])[dag_id]
-        tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=2**62, dag_id=dag_id)]
+        tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=None, dag_id=dag_id)]
         deps = tx.dependencies_of([task.id for task in tasks])
         for task in tasks:
             task.depends_on = deps[task.id]
@@ -283,12 +284,14 @@ class DagService:
             counts = self._counts(tx, [row[0] for row in rows])
         return [Dag(r[0], r[1], dag_state(counts[r[0]], bool(r[4])), r[2], r[3], counts[r[0]]) for r in rows]
 
+    @retrying
     def cancel(self, dag_id: int) -> list[int]:
         """Cancel every unfinished task of the DAG (running ones are stopped by their workers)."""
         from tqcli.core.queue import cancel_tasks
 
         with self._ctx.change() as (tx, journal):  # read and cancel in one transaction: workers go on meanwhile
-            dag = self._load(tx, dag_id)
+            tx.lock_tasks([task.id for task in self._load(tx, dag_id).tasks.values()])
+            dag = self._load(tx, dag_id)  # as it is under the lock: a task may have finished meanwhile
             if dag.state in ("completed", "failed", "cancelled"):
                 raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
             open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]

@@ -286,6 +286,9 @@ def cancel_expired(tx: Any, journal: Journal, *, now: int) -> list[int]:
     rows = tx.expired_tasks(now, EXPIRE_BATCH)
     if not rows:
         return []
+    tx.lock_tasks([task_id for task_id, _ in rows])
+    still = tx.task_states([task_id for task_id, _ in rows])  # another worker's poll may have cancelled them first
+    rows = [(task_id, tenant) for task_id, tenant in rows if still.get(task_id) == "pending"]
     ids = [task_id for task_id, _ in rows]
     tx.set_states(ids, "cancelled", finished_at=now, error="expired")
     for task_id, tenant in rows:
@@ -311,6 +314,9 @@ def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list
         if alive or (alive is None and lease_until >= now):
             continue
         lost = Claim(row)
+        tx.lock_tasks([lost.id])
+        if tx.claimed_row(lost.id, lost.claim) is None:
+            continue  # its worker finished it, or another worker reclaimed it, meanwhile
         if liveness.is_local(holder):  # its attempt's processes must be gone before it runs again
             cgroups.kill_holder(holder)
             db_id = (tx.meta_value("db_id") or "") if db_id is None else db_id

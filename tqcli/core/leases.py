@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from tqcli.backends.fence import Fence
 from tqcli.clock import Clock
 from tqcli.errors import StorageError
-from tqcli.store.sqlite import SqliteStore
+from tqcli.store.base import Store
 from tqcli.units import US_PER_SECOND
 
 CANCEL_POLL = 1.0
@@ -35,7 +35,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         clock: Clock,
         lease_seconds: float,
         on_stop: Callable[[Token, str], None],

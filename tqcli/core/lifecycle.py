@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from tqcli.core.context import Context
+from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec, encode_payload, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import State, Task
@@ -23,6 +23,8 @@ _CARRIED = ("backend", "target", "payload", "queue", "tenant", "priority", "max_
 
 
 def _task(tx: Any, task_id: int) -> Task:
+    """One task, locked until the change commits."""
+    tx.lock_tasks([task_id])
     rows = tx.task_rows([task_id])
     if not rows:
         raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
@@ -60,6 +62,7 @@ def restart_spec(task: Task, overrides: Mapping[str, Any]) -> TaskSpec:
     return spec_from_mapping({key: value for key, value in values.items() if value is not None})
 
 
+@retrying
 def restart(ctx: Context, task_id: int, overrides: Mapping[str, Any]) -> int:
     """Submit a new task with the spec of finished task `task_id`; the new id (`restarted_from` records the old)."""
     with ctx.change() as (tx, journal):
@@ -75,6 +78,7 @@ def restart(ctx: Context, task_id: int, overrides: Mapping[str, Any]) -> int:
     return result.id
 
 
+@retrying
 def edit(ctx: Context, task_id: int, changes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Change a pending or blocked task; returns `{FIELD: {"from", "to"}}` of what changed (empty: nothing).
 

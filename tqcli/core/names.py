@@ -12,19 +12,17 @@ from pathlib import Path
 KINDS = ("queue", "tenant", "schedule", "service", "dag")
 
 
-def known_names(db: Path, kind: str, prefix: str = "", *, limit: int = 100) -> list[tuple[str, str | None]]:
+def known_names(db: Path | str, kind: str, prefix: str = "", *, limit: int = 100) -> list[tuple[str, str | None]]:
     """Up to `limit` (value, description) pairs of `kind` that start with `prefix`.
 
-    Raises StorageError (or sqlite3.Error) when the file is missing, is no
-    tqcli database or cannot be read; the caller decides what that means.
+    Raises TqcliError when the database is missing, is no tqcli database or
+    cannot be read; the caller decides what that means.
     """
-    from tqcli.store.names_sql import LOOKUPS
-    from tqcli.store.sqlite import SqliteStore
+    from tqcli.store import open as open_store
 
-    lookup = LOOKUPS[kind]
-    store = SqliteStore(db, read_only=True, busy_timeout=0.05)
+    store = open_store(db, read_only=True, busy_timeout=0.05)
     try:
         with store.read() as tx:
-            return lookup(tx.conn, prefix, limit)
+            return tx.known_names(kind, prefix, limit)
     finally:
         store.close()

@@ -104,9 +104,14 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def apply_journals(ctx: Context, db: Path, *, worker: str, own: Path | None = None) -> list[tuple[int, str]]:
-    """Record the outcomes other workers left in journals beside `db`; `(task id, what became of it)` each."""
+def apply_journals(ctx: Context, db: Path | None, *, worker: str, own: Path | None = None) -> list[tuple[int, str]]:
+    """Record the outcomes other workers left in journals beside `db`; `(task id, what became of it)` each.
+
+    A database with no local file (PostgreSQL: a full disk is the server's) has no journals.
+    """
     applied: list[tuple[int, str]] = []
+    if db is None:
+        return applied
     for path in _paths(db):
         if path == own:
             continue

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tqcli.core import chaining, gate
-from tqcli.core.context import Context
+from tqcli.core.context import Context, retrying
 from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.units import check_filters
@@ -52,7 +52,7 @@ class TaskService:
                     run, attempt, started_at, worker = running
                     task.history.append(Attempt(run, attempt, started_at, None, None, None, worker))
                 if task.run > 1:
-                    replays = tx.audit_entries(task_id=task_id, actor=None, action="dlq.replay", since=None, limit=-1)
+                    replays = tx.audit_entries(task_id=task_id, actor=None, action="dlq.replay", since=None, limit=None)
                     task.replays = [Replay(run, row[1], row[2]) for run, row in enumerate(replays[-(task.run - 1):], start=2)]
                 task.waiting, task.waiting_detail = gate.why_waiting(tx, task, self._ctx.clock.now())
         return task
@@ -72,7 +72,7 @@ class TaskService:
             for queue_name, state_name, count in tx.count_by_queue_and_state(queue=queue, tenant=tenant):
                 counts[state_name] += count
                 queues.setdefault(queue_name, {s.value: 0 for s in ALL_STATES})[state_name] = count
-            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit or -1)]
+            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit or None)]
             deps = tx.dependencies_of([task.id for task in tasks])
         for task in tasks:
             task.depends_on = deps[task.id]
@@ -80,6 +80,7 @@ class TaskService:
 
     # -- change ------------------------------------------------------------
 
+    @retrying
     def cancel(self, ids: Sequence[int], *, cascade: bool = False, reason: str | None = None) -> list[int]:
         """Cancel tasks (running ones are stopped by their worker); all or nothing.
 
@@ -91,11 +92,13 @@ class TaskService:
         with self._ctx.change() as (tx, journal):
             return cancel_tasks(self._ctx, tx, journal, ids, cascade=cascade, reason=reason)
 
+    @retrying
     def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
         """Set (`priority`) or shift (`by`) a pending or blocked task's priority; returns (old, new)."""
         if (priority is None) == (by is None):
             raise InvalidInput("give either --priority P or --by N")
         with self._ctx.change() as (tx, journal):
+            tx.lock_tasks([task_id])
             rows = tx.task_rows([task_id])
             if not rows:
                 raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
@@ -115,6 +118,7 @@ def cancel_tasks(ctx: Context, tx: Any, journal: Any, ids: Sequence[int], *, cas
     ids = list(dict.fromkeys(ids))
     now = ctx.clock.now()
     note = f"cancelled by {ctx.actor}" + (f": {reason}" if reason else "")
+    tx.lock_tasks(ids)  # a worker claiming one meanwhile is skipped, or finished first and then seen running
     rows = {row[0]: Task.from_row(row) for row in tx.task_rows(ids)}
     for task_id in ids:
         task = rows.get(task_id)
@@ -135,7 +139,13 @@ def cancel_tasks(ctx: Context, tx: Any, journal: Any, ids: Sequence[int], *, cas
         journal.add("task.cancel", task.id, task.tenant, reason=reason, previous="running", requested=True)
     affected = [task.id for task in rows.values()]
     if cascade:
-        dependents = [row for row in chaining.all_dependents(tx, ids) if row[1] in ("pending", "blocked") and row[0] not in rows]
+        dependents = chaining.all_dependents(tx, ids)
+        tx.lock_tasks([row[0] for row in dependents])
+        now_states = tx.task_states([row[0] for row in dependents])  # as they are under the lock
+        dependents = [
+            (task_id, now_states[task_id], tenant) for task_id, _, tenant in dependents
+            if now_states.get(task_id) in ("pending", "blocked") and task_id not in rows
+        ]
         if dependents:
             tx.set_states([row[0] for row in dependents], "cancelled", finished_at=now, error=f"{note} (cascade)")
         for task_id, state, tenant in dependents:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from tqcli.backends.plugins import backend_names
 from tqcli.core.chaining import STOPPING_STATES
-from tqcli.core.context import Context
+from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal, encode_details
@@ -42,6 +42,7 @@ def check_backends(specs: Sequence[TaskSpec], *, where: Sequence[str] | None = N
             )
 
 
+@retrying
 def submit_specs(
     ctx: Context,
     specs: Sequence[TaskSpec],
@@ -75,13 +76,15 @@ def insert_specs(
     now = ctx.clock.now()
     existing = _existing_keys(tx, specs)
     dep_ids = sorted({dep for spec in specs for dep in spec.depends_on})
+    # Locked (shared) first: a dependency completing meanwhile waits for this commit and then sees the new edge.
+    tx.lock_tasks(dep_ids, shared=True)
     dep_states = tx.task_states(dep_ids) if dep_ids else {}
     for index, spec in enumerate(specs):
         for dep in spec.depends_on:
             if dep not in dep_states:
                 prefix = f"{where[index]}: " if where else ""
                 raise NotFound(f"{prefix}task {dep} (named in depends_on) does not exist")
-    next_id = tx.next_task_id()
+    fresh_ids = iter(tx.allocate_task_ids(len(specs)))  # a key already held leaves its id unused
     results: list[SubmitResult] = []
     held_states: dict[int, str] = {}  # tasks that already held a key given here: what a dependent must wait for
     given_here: dict[tuple[str, str], int] = {}  # key -> the index of the first spec of this call that gives it
@@ -116,8 +119,7 @@ def insert_specs(
                 results.append(SubmitResult(results[first].id, created=False))
                 continue
             given_here[key] = index
-        task_id = next_id
-        next_id += 1
+        task_id = next(fresh_ids)
         state, waiting, deps = "pending", 0, []
         if spec.depends_on or internal_deps is not None:
             deps = sorted(set(spec.depends_on))
@@ -172,7 +174,8 @@ def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], 
         if spec.idempotency_key is not None:
             by_tenant.setdefault(spec.tenant, []).append(spec.idempotency_key)
     existing: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for tenant, keys in by_tenant.items():
+    for tenant, keys in sorted(by_tenant.items()):
+        tx.lock_idempotency_keys(tenant, keys)  # a concurrent submit with the same key waits, then finds this task
         for key, holder in tx.find_idempotency_keys(tenant, sorted(set(keys))).items():
             existing[(tenant, key)] = holder
     return existing

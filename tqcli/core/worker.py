@@ -26,7 +26,7 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
-from tqcli.errors import InternalError, InvalidInput, StorageBusy, StorageError, StorageFull, TqcliError
+from tqcli.errors import InternalError, InvalidInput, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
 from tqcli.resilience import circuit_breaker
 from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
@@ -111,6 +111,8 @@ class WorkerReport:
         return f"worker {self.worker_id}: {started} in {self.seconds:.2f} s{rate}{detail}"
 
 
+# A commit that failed for one of these is tried again on the next turn of the loop (the outcomes wait).
+_TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
 CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
 
@@ -310,8 +312,8 @@ class Worker:
                 claimed_at = time.monotonic()
                 try:
                     claimed = self._commit(finished, wants, backend_names, report, keeper)
-                except StorageBusy as exc:
-                    if options.once:
+                except _TRY_AGAIN as exc:
+                    if options.once and not isinstance(exc, StorageConflict):
                         raise
                     self._log(f"warning: {exc.message.split(';')[0]}; trying again")
                     claimed = []  # the results wait in `finished` for the next try
@@ -323,7 +325,7 @@ class Worker:
                     if self._full_since is not None:
                         self._log(f"the disk has room again: recorded what had waited {time.monotonic() - self._full_since:.1f} s")
                         self._full_since = None
-                    if claimed and self._journal is None:
+                    if claimed and self._journal is None and self._ctx.store.path is not None:
                         self._journal = OutcomeJournal.create(self._ctx.store.path, self._fence.run_id, self._holder)
                 dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
                 for slot, claims in claimed:
@@ -342,7 +344,7 @@ class Worker:
             if not options.once and time.monotonic() >= next_poll:
                 try:
                     self._poll(report)
-                except StorageBusy as exc:
+                except _TRY_AGAIN as exc:
                     self._log(f"warning: {exc.message.split(';')[0]}; trying again")
                 next_poll = time.monotonic() + options.poll
                 dry = False

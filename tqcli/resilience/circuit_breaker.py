@@ -53,7 +53,11 @@ def claim_gate(tx: Any, now: int) -> tuple[list[str], set[str]]:
     """Services whose tasks may not be claimed now, and those ready for a trial task."""
     blocked: list[str] = []
     trial_ready: set[str] = set()
-    for key, state, retry_at, trial_task in tx.tripped_breakers():
+    tripped = tx.tripped_breakers()
+    if tripped:  # read again under their locks: two claims must not both admit a circuit's one trial
+        tx.lock_breakers([row[0] for row in tripped])
+        tripped = tx.tripped_breakers()
+    for key, state, retry_at, trial_task in tripped:
         if state == "open" and retry_at is not None and retry_at > now:
             blocked.append(key)
         elif state == "half-open" and trial_task is not None and tx.task_state(trial_task) == "running":
@@ -73,6 +77,7 @@ def admit_trial(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, 
 
 def record_success(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
     """A successful attempt closes the circuit and clears its failure count."""
+    tx.lock_breakers([key])
     row = tx.breaker_row(key)
     if row is None or (row[1] == "closed" and row[2] == 0):
         return
@@ -83,6 +88,7 @@ def record_success(tx: Any, journal: Journal, key: str, task_id: int, tenant: st
 
 def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> bool:
     """A failed attempt counts toward opening the circuit; a failed trial reopens it. True if it opened."""
+    tx.lock_breakers([key])
     row = tx.breaker_row(key)
     threshold, recovery = _effective(tx, row)
     state = row[1] if row else "closed"
@@ -212,6 +218,7 @@ class BreakerService:
         """Close a circuit and clear its failures (its thresholds stay); False when it was closed with none counted."""
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
+            tx.lock_breakers([key])
             row = tx.breaker_row(key)
             if row is None:
                 raise NotFound(f"no circuit breaker for service {key!r}: 'tqcli breaker list' shows them")
@@ -238,6 +245,7 @@ class BreakerService:
             if key is None:
                 current = defaults(tx)
             else:
+                tx.lock_breakers([key])
                 row = tx.breaker_row(key)
                 current = (row[3], row[4]) if row is not None else (None, None)
             wanted = (current[0] if failure_threshold is None else failure_threshold, current[1] if seconds is None else seconds)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from tqcli.core import chaining
-from tqcli.core.context import Context
+from tqcli.core.context import Context, retrying
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.units import US_PER_SECOND, check_filters, parse_duration
@@ -42,7 +42,7 @@ class DeadLetterQueue:
         if not ids and not every:
             raise InvalidInput(f"nothing to {verb}: give the task IDs, or --all for every failed task ('tqcli dlq list' shows them)")
         if every:
-            return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=2**62)]
+            return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=None)]
         rows = {row[0]: Task.from_row(row) for row in tx.task_rows(list(dict.fromkeys(ids)))}
         for task_id in dict.fromkeys(ids):
             task = rows.get(task_id)
@@ -52,6 +52,7 @@ class DeadLetterQueue:
                 raise Conflict(f"task {task_id} is {task.state.value}, not in the dead-letter queue (failed); nothing was changed")
         return [rows[task_id] for task_id in dict.fromkeys(ids)]
 
+    @retrying
     def replay(
         self,
         ids: Sequence[int] = (),
@@ -67,7 +68,7 @@ class DeadLetterQueue:
             with self._ctx.read() as tx:
                 return self._select(tx, ids, every, queue, tenant, "replay")
         with self._ctx.change() as (tx, journal):
-            tasks = self._select(tx, ids, every, queue, tenant, "replay")
+            tasks = _still_failed(tx, self._select(tx, ids, every, queue, tenant, "replay"))
             replay_ids = [task.id for task in tasks]
             tx.replay_tasks(replay_ids, now=now)
             for task in tasks:
@@ -80,6 +81,7 @@ class DeadLetterQueue:
             task.depends_on = deps[task.id]
         return replayed
 
+    @retrying
     def purge(
         self,
         ids: Sequence[int] = (),
@@ -115,7 +117,7 @@ class DeadLetterQueue:
                 return tasks
             raise InvalidInput("purge deletes tasks for good: add --yes to confirm (or --dry-run to see what it would delete)")
         with self._ctx.change() as (tx, journal):
-            tasks = select(tx)
+            tasks = _still_failed(tx, select(tx))
             purge_ids = [task.id for task in tasks]
             orphans = chaining.waiting_dependents(tx, purge_ids)
             if orphans:
@@ -126,3 +128,11 @@ class DeadLetterQueue:
                 journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=(task.error or "")[:500])
             tx.delete_tasks(purge_ids, now=now)
         return tasks
+
+
+def _still_failed(tx: Any, tasks: list[Task]) -> list[Task]:
+    """`tasks` locked, less any that another change took out of the DLQ since they were read."""
+    ids = [task.id for task in tasks]
+    tx.lock_tasks(ids)
+    states = tx.task_states(ids)
+    return [task for task in tasks if states.get(task.id) == "failed"]

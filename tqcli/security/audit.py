@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from tqcli.store.base import Tx
 
 GENESIS_HASH = "0" * 64
 _TAG = b"tqcli-audit-v1\n"
@@ -98,17 +101,20 @@ class Journal:
         self.entries.append((action, task_id, tenant, details))
 
 
-def append_entries(tx: Any, actor: str, now_us: int, entries: Sequence[tuple[str, int | None, str | None, str]]) -> None:
+def append_entries(tx: "Tx", actor: str, now_us: int, entries: Sequence[tuple[str, int | None, str | None, str]]) -> None:
     """Append `entries` to the chain inside the caller's write transaction."""
     if not entries:
         return
-    head = tx.audit_head()
-    seq, prev = head if head else (0, GENESIS_HASH)
     ts = audit_time(now_us)
-    rows = []
-    for action, task_id, tenant, details in entries:
-        seq += 1
-        digest = entry_hash(seq, ts, actor, action, task_id, tenant, details, None, prev)
-        rows.append((seq, ts, actor, action, task_id, tenant, details, None, prev, digest))
-        prev = digest
-    tx.insert_audit(rows)
+
+    def link(head: tuple[int, str] | None) -> list[tuple[Any, ...]]:
+        seq, prev = head if head else (0, GENESIS_HASH)
+        rows = []
+        for action, task_id, tenant, details in entries:
+            seq += 1
+            digest = entry_hash(seq, ts, actor, action, task_id, tenant, details, None, prev)
+            rows.append((seq, ts, actor, action, task_id, tenant, details, None, prev, digest))
+            prev = digest
+        return rows
+
+    tx.append_audit(link)

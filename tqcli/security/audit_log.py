@@ -54,7 +54,7 @@ class AuditLog:
         with self._ctx.read() as tx:
             if action is not None and action not in KNOWN_ACTIONS and not tx.audit_has_action(action):
                 raise InvalidInput(_unknown_action(action))
-            rows = tx.audit_entries(task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or -1)
+            rows = tx.audit_entries(task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or None)
         return [AuditEntry(*row) for row in rows]
 
     def verify(self, checkpoint: Checkpoint | None = None, *, processes: int | None = None) -> VerifyReport:
@@ -106,7 +106,7 @@ class AuditLog:
         try:
             for first, last in bounds[1:]:
                 helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", "tqcli.security.verify", str(store.path), str(store.busy_timeout), str(first), str(last)],
+                    [sys.executable, "-m", "tqcli.security.verify", store.location, str(store.busy_timeout), str(first), str(last)],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                 ))
             with self._ctx.read() as tx:

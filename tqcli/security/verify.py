@@ -176,11 +176,11 @@ def scan(rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None
     return count, first_prev, last, True
 
 
-def scan_range(path: str, busy_timeout: float, first: int, last: int) -> tuple[int, str, str, bool]:
+def scan_range(location: str, busy_timeout: float, first: int, last: int) -> tuple[int, str, str, bool]:
     """`scan` of the entries from `first` to `last`, on a connection of its own (another process)."""
-    from tqcli.store.sqlite import SqliteStore
+    from tqcli.store import open as open_store
 
-    store = SqliteStore(path, busy_timeout=busy_timeout, read_only=True)
+    store = open_store(location, busy_timeout=busy_timeout, read_only=True)
     try:
         with store.read() as tx:
             return scan(tx.iter_audit(first, last), first, None)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-AUDIT_COLUMNS = "seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash, hash"
+from tqcli.store.base import AuditRow, columns
+
+AUDIT_COLUMNS = columns(AuditRow)
 
 
 class AuditSQL:
@@ -16,6 +18,14 @@ class AuditSQL:
     def audit_head(self) -> tuple[int, str] | None:
         """`(seq, hash)` of the newest entry, or None for an empty chain."""
         return self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+
+    def append_audit(self, link: Callable[[tuple[int, str] | None], list[tuple[Any, ...]]]) -> None:
+        """Append the rows `link(head)` makes from the chain's head (`(seq, hash)`, None when empty).
+
+        The store owns the head: no other transaction appends between the
+        read and the insert (on SQLite the write lock already says so).
+        """
+        self.insert_audit(link(self.audit_head()))
 
     def insert_audit(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Append entries given in `AUDIT_COLUMNS` order."""
@@ -32,9 +42,10 @@ class AuditSQL:
         count, low, high = self.conn.execute("SELECT count(*), min(seq), max(seq) FROM audit").fetchone()
         return count, low or 0, high or 0
 
-    def audit_row(self, seq: int) -> tuple[Any, ...] | None:
+    def audit_row(self, seq: int) -> AuditRow | None:
         """The entry with sequence number `seq`, if it exists."""
-        return self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+        row = self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else AuditRow._make(row)
 
     def audit_entries(
         self,
@@ -43,9 +54,9 @@ class AuditSQL:
         actor: str | None,
         action: str | None,
         since: str | None,
-        limit: int,
-    ) -> list[tuple[Any, ...]]:
-        """The newest `limit` entries matching the filters (-1: all), returned in chain order."""
+        limit: int | None,
+    ) -> list[AuditRow]:
+        """The newest `limit` entries matching the filters (None: all), returned in chain order."""
         clauses, params = [], []
         for clause, value in (("task_id = ?", task_id), ("actor = ?", actor), ("action = ?", action), ("ts >= ?", since)):
             if value is not None:
@@ -53,9 +64,8 @@ class AuditSQL:
                 params.append(value)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         sql = f"SELECT {AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ?"
-        rows = self.conn.execute(sql, (*params, limit)).fetchall()
-        rows.reverse()
-        return rows
+        rows = self.conn.execute(sql, (*params, self.limit_value(limit))).fetchall()  # type: ignore[attr-defined]
+        return [AuditRow._make(row) for row in reversed(rows)]
 
     def audit_has_action(self, action: str) -> bool:
         """Whether any entry has this action (no index covers it: asked only for names this tqcli does not know)."""

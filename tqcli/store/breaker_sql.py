@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-BREAKER_COLUMNS = "key, state, failures, failure_threshold, recovery_timeout, opened_at, retry_at, trial_task, updated_at"
+from tqcli.store.base import BreakerRow, columns
+
+BREAKER_COLUMNS = columns(BreakerRow)
 
 # No index covers tasks.service (adding one is a migration): these two stay bounded instead.
 SERVICE_UNFINISHED_SQL = "SELECT 1 FROM tasks WHERE state IN ('pending', 'blocked', 'running') AND service = ? LIMIT 1"
@@ -17,13 +19,14 @@ class BreakerSQL:
 
     conn: sqlite3.Connection
 
-    def breaker_row(self, key: str) -> tuple[Any, ...] | None:
-        """The breaker of one service key (`BREAKER_COLUMNS`), if it has one."""
-        return self.conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers WHERE key = ?", (key,)).fetchone()
+    def breaker_row(self, key: str) -> BreakerRow | None:
+        """The breaker of one service key, if it has one."""
+        row = self.conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers WHERE key = ?", (key,)).fetchone()
+        return None if row is None else BreakerRow._make(row)
 
-    def breaker_rows(self) -> list[tuple[Any, ...]]:
+    def breaker_rows(self) -> list[BreakerRow]:
         """Every breaker, by key."""
-        return self.conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY key").fetchall()
+        return list(map(BreakerRow._make, self.conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY key").fetchall()))
 
     def tripped_breakers(self) -> list[tuple[str, str, int | None, int | None]]:
         """`(key, state, retry_at, trial_task)` of every breaker that is not closed."""
@@ -57,8 +60,8 @@ class BreakerSQL:
         """Set a breaker's own thresholds (None keeps the current value)."""
         self.conn.execute(
             "INSERT INTO breakers (key, failure_threshold, recovery_timeout, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET failure_threshold = coalesce(excluded.failure_threshold, failure_threshold), "
-            "recovery_timeout = coalesce(excluded.recovery_timeout, recovery_timeout), updated_at = excluded.updated_at",
+            "ON CONFLICT (key) DO UPDATE SET failure_threshold = coalesce(excluded.failure_threshold, breakers.failure_threshold), "
+            "recovery_timeout = coalesce(excluded.recovery_timeout, breakers.recovery_timeout), updated_at = excluded.updated_at",
             (key, failure_threshold, recovery_timeout, now),
         )
 

@@ -10,26 +10,22 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence
 
+from tqcli.store.base import ClaimRow, columns
 from tqcli.store.tasks_sql import chunks, marks
 
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
-CLAIM_COLUMNS = (
-    "id, name, queue, tenant, backend, target, payload, attempts, max_retries, backoff, timeout, "
-    "service, encrypted, dag_id, claim, error, started_at, worker, priority, run_at, run, cwd, env"
-)
+CLAIM_COLUMNS = columns(ClaimRow)
 
-# An expired task is never claimed; the next poll cancels it (see `expired_tasks`).
-_PICK = (
-    "SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND run_at <= ? "
-    "AND (expires_at IS NULL OR expires_at > ?){filters} "
-    "ORDER BY priority DESC, run_at, id LIMIT ?"
-)
+# Ready: pending, every dependency completed, due, not expired (an expired
+# task is never claimed; the next poll cancels it, see `expired_tasks`).
+_READY = "state = 'pending' AND waiting_deps = 0 AND run_at <= ? AND (expires_at IS NULL OR expires_at > ?)"
+
 
 def _in_clause(column: str, values: Sequence[str], negate: bool = False) -> str:
     return f" AND {column} {'NOT ' if negate else ''}IN ({marks(len(values))})"
 
 
-def claim_statement(
+def claim_filters(
     *,
     due_by: int,
     queues: Sequence[str] = (),
@@ -40,38 +36,50 @@ def claim_statement(
     dag_id: int | None = None,
     exclude_error: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The claim UPDATE and its filter parameters.
+    """The WHERE clause (with `?` placeholders) of the tasks a claim may take, and its parameters.
 
-    Its own parameters come first (started_at, claim number, lease_until,
-    worker, holder), then the filters', then the LIMIT. `backends` limits claims to
-    the backends a worker could load (maybe none); `exclude_error` skips
-    tasks whose last attempt failed with exactly that error.
+    `backends` limits claims to the backends a worker could load (maybe
+    none); `exclude_error` skips tasks whose last attempt failed with
+    exactly that error. Both stores build their claim around it.
     """
     params: list[Any] = [due_by, due_by]
-    filters = ""
+    where = _READY
     if task_id is not None:
-        filters += " AND id = ?"
+        where += " AND id = ?"
         params.append(task_id)
     if dag_id is not None:
-        filters += " AND dag_id = ?"
+        where += " AND dag_id = ?"
         params.append(dag_id)
     for column, values in (("queue", queues), ("tenant", tenants)):
         if values:
-            filters += _in_clause(column, values)
+            where += _in_clause(column, values)
             params.extend(values)
     if backends is not None:
-        filters += _in_clause("backend", backends)
+        where += _in_clause("backend", backends)
         params.extend(backends)
     if excluded_services:
-        filters += _in_clause("service", excluded_services, negate=True)
+        where += _in_clause("service", excluded_services, negate=True)
         params.extend(excluded_services)
     if exclude_error is not None:
-        filters += " AND (error IS NULL OR error <> ?)"
+        where += " AND (error IS NULL OR error <> ?)"
         params.append(exclude_error)
+    return where, params
+
+
+def claim_statement(*, due_by: int, **filters: Any) -> tuple[str, list[Any]]:
+    """SQLite's claim UPDATE and its filter parameters (see `claim_filters`).
+
+    Its own parameters come first (started_at, claim number, lease_until,
+    worker, holder), then the filters', then the LIMIT. The outer
+    `state = 'pending'` costs nothing here and keeps the statement correct
+    where the pick could be raced.
+    """
+    where, params = claim_filters(due_by=due_by, **filters)
     sql = (
         "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
         "claim = ?, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
-        f"WHERE id IN ({_PICK.format(filters=filters)}) RETURNING {CLAIM_COLUMNS}"
+        f"WHERE id IN (SELECT id FROM tasks WHERE {where} ORDER BY priority DESC, run_at, id LIMIT ?) "
+        f"AND state = 'pending' RETURNING {CLAIM_COLUMNS}"
     )
     return sql, params
 
@@ -91,7 +99,7 @@ class DispatchSQL:
 
     def claim_tasks(
         self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[ClaimRow]:
         """Claim the best `count` ready tasks matching `filters` in one statement; their rows.
 
         Ready means pending, every dependency completed, and `run_at` not after
@@ -99,7 +107,7 @@ class DispatchSQL:
         come back in no particular order (they carry priority and run_at).
         """
         sql, params = claim_statement(due_by=filters.pop("due_by", None) or now, **filters)
-        return self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()
+        return list(map(ClaimRow._make, self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()))
 
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Ended attempts: `(task_id, claim, run, attempt, worker, started_at, finished_at, outcome, error, traceback)`.
@@ -212,11 +220,12 @@ class DispatchSQL:
             f"SELECT {CLAIM_COLUMNS}, cancel_requested, lease_until, holder FROM tasks WHERE state = 'running'"
         ).fetchall()
 
-    def claimed_row(self, task_id: int, claim: int) -> tuple[Any, ...] | None:
-        """The claim row (`CLAIM_COLUMNS`) of a task while claim `claim` still holds it, else None."""
-        return self.conn.execute(
+    def claimed_row(self, task_id: int, claim: int) -> ClaimRow | None:
+        """The claim row of a task while claim `claim` still holds it, else None."""
+        row = self.conn.execute(
             f"SELECT {CLAIM_COLUMNS} FROM tasks WHERE id = ? AND claim = ? AND state = 'running'", (task_id, claim)
         ).fetchone()
+        return None if row is None else ClaimRow._make(row)
 
     def running_attempt(self, task_id: int) -> tuple[int, int, int, str] | None:
         """`(run, attempt, started_at, worker)` of the attempt running now, if the task runs."""

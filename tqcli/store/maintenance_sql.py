@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Mapping, Sequence
 
+from tqcli.store.base import WorkerRow, columns
 from tqcli.store.tasks_sql import marks
 
-WORKER_COLUMNS = "run_id, id, host, pid, holder, alive_for, started_at, heartbeat_at, stopped_at"
+WORKER_COLUMNS = columns(WorkerRow)
 
 # The task columns `edit` may change.
 EDITABLE_COLUMNS = frozenset({"payload", "target", "name", "service", "priority", "max_retries", "timeout", "run_at", "expires_at"})
@@ -31,11 +32,10 @@ class MaintenanceSQL:
             (now, stopped, now, run_id),
         )
 
-    def worker_rows(self, since: int) -> list[tuple[Any, ...]]:
-        """Worker runs (`WORKER_COLUMNS`) with a heartbeat at or after `since`, newest first."""
-        return self.conn.execute(
-            f"SELECT {WORKER_COLUMNS} FROM workers WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC, run_id", (since,)
-        ).fetchall()
+    def worker_rows(self, since: int) -> list[WorkerRow]:
+        """Worker runs with a heartbeat at or after `since`, newest first."""
+        sql = f"SELECT {WORKER_COLUMNS} FROM workers WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC, run_id"
+        return list(map(WorkerRow._make, self.conn.execute(sql, (since,)).fetchall()))
 
     def latest_heartbeat(self) -> int | None:
         """The newest heartbeat of a worker that has not stopped, or None (an index search)."""

@@ -73,24 +73,24 @@ def _tenants(conn: sqlite3.Connection, prefix: str) -> list[str]:
     return [row[0] for row in rows if row[0].startswith(prefix)]
 
 
-def _keys(conn: sqlite3.Connection, table: str, column: str, prefix: str, limit: int) -> list[str]:
+def keys_in_range(conn: sqlite3.Connection, table: str, column: str, prefix: str, limit: int) -> list[str]:
     """Values of a table's primary key starting with `prefix`, in order."""
     sql = f"SELECT {column} FROM {table} WHERE {column} >= ? AND {column} < ? ORDER BY {column} LIMIT ?"
     return [row[0] for row in conn.execute(sql, (prefix, prefix + _TOP, limit)).fetchall()]
 
 
-def _merged(*lists: list[str], limit: int) -> Names:
+def merged(*lists: list[str], limit: int) -> Names:
     return [(value, None) for value in sorted(set().union(*lists))[:limit]]
 
 
 def queue_names(conn: sqlite3.Connection, prefix: str, limit: int) -> Names:
     """Queues that hold tasks or have settings."""
-    return _merged(_queues(conn, prefix, limit), _keys(conn, "queues", "name", prefix, limit), limit=limit)
+    return merged(_queues(conn, prefix, limit), keys_in_range(conn, "queues", "name", prefix, limit), limit=limit)
 
 
 def tenant_names(conn: sqlite3.Connection, prefix: str, limit: int) -> Names:
     """Tenants that own tasks or have settings."""
-    return _merged(_tenants(conn, prefix), _keys(conn, "tenants", "name", prefix, limit), limit=limit)
+    return merged(_tenants(conn, prefix), keys_in_range(conn, "tenants", "name", prefix, limit), limit=limit)
 
 
 def schedule_names(conn: sqlite3.Connection, prefix: str, limit: int) -> Names:
@@ -101,7 +101,7 @@ def schedule_names(conn: sqlite3.Connection, prefix: str, limit: int) -> Names:
 
 def service_keys(conn: sqlite3.Connection, prefix: str, limit: int) -> Names:
     """Service keys that have a circuit breaker."""
-    return [(key, None) for key in _keys(conn, "breakers", "key", prefix, limit)]
+    return [(key, None) for key in keys_in_range(conn, "breakers", "key", prefix, limit)]
 
 
 def dag_ids(conn: sqlite3.Connection, prefix: str, limit: int) -> Names:

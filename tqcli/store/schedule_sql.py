@@ -5,7 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence
 
-SCHEDULE_COLUMNS = "name, cron, tz, catchup, paused, spec, created_at, created_by, next_fire_at, last_fire_at"
+from tqcli.store.base import DagRow, ScheduleRow, columns
+
+SCHEDULE_COLUMNS = columns(ScheduleRow)
+DAG_COLUMNS = columns(DagRow)
 
 
 class ScheduleSQL:
@@ -15,19 +18,19 @@ class ScheduleSQL:
 
     # -- schedules ---------------------------------------------------------
 
-    def schedule_row(self, name: str) -> tuple[Any, ...] | None:
-        """One schedule (`SCHEDULE_COLUMNS`), if it exists."""
-        return self.conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?", (name,)).fetchone()
+    def schedule_row(self, name: str) -> ScheduleRow | None:
+        """One schedule, if it exists."""
+        row = self.conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?", (name,)).fetchone()
+        return None if row is None else ScheduleRow._make(row)
 
-    def schedule_rows(self) -> list[tuple[Any, ...]]:
+    def schedule_rows(self) -> list[ScheduleRow]:
         """Every schedule, by name."""
-        return self.conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name").fetchall()
+        return list(map(ScheduleRow._make, self.conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name").fetchall()))
 
-    def due_schedules(self, now: int) -> list[tuple[Any, ...]]:
+    def due_schedules(self, now: int) -> list[ScheduleRow]:
         """Active schedules whose next fire time has come."""
-        return self.conn.execute(
-            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at <= ? ORDER BY name", (now,)
-        ).fetchall()
+        sql = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at <= ? ORDER BY name"
+        return list(map(ScheduleRow._make, self.conn.execute(sql, (now,)).fetchall()))
 
     def insert_schedule(self, row: Sequence[Any]) -> None:
         """Add a schedule given in `SCHEDULE_COLUMNS` order."""
@@ -62,18 +65,20 @@ class ScheduleSQL:
 
     def insert_dag(self, name: str, now: int, submitted_by: str) -> int:
         """Create a DAG row; its id."""
-        cursor = self.conn.execute("INSERT INTO dags (name, created_at, submitted_by) VALUES (?, ?, ?)", (name, now, submitted_by))
-        return int(cursor.lastrowid)  # type: ignore[arg-type]
+        row = self.conn.execute(
+            "INSERT INTO dags (name, created_at, submitted_by) VALUES (?, ?, ?) RETURNING id", (name, now, submitted_by)
+        ).fetchone()
+        return int(row[0])
 
-    def dag_row(self, dag_id: int) -> tuple[Any, ...] | None:
-        """`(id, name, created_at, submitted_by, cancelled)` of one DAG."""
-        return self.conn.execute("SELECT id, name, created_at, submitted_by, cancelled FROM dags WHERE id = ?", (dag_id,)).fetchone()
+    def dag_row(self, dag_id: int) -> DagRow | None:
+        """One DAG, if it exists."""
+        row = self.conn.execute(f"SELECT {DAG_COLUMNS} FROM dags WHERE id = ?", (dag_id,)).fetchone()
+        return None if row is None else DagRow._make(row)
 
-    def dag_rows(self, limit: int) -> list[tuple[Any, ...]]:
-        """The newest DAGs, newest first."""
-        return self.conn.execute(
-            "SELECT id, name, created_at, submitted_by, cancelled FROM dags ORDER BY id DESC LIMIT ?", (limit,)
-        ).fetchall()
+    def dag_rows(self, limit: int | None) -> list[DagRow]:
+        """The newest `limit` DAGs (None: all), newest first."""
+        sql = f"SELECT {DAG_COLUMNS} FROM dags ORDER BY id DESC LIMIT ?"
+        return list(map(DagRow._make, self.conn.execute(sql, (self.limit_value(limit),)).fetchall()))  # type: ignore[attr-defined]
 
     def dag_task_states(self, dag_ids: Sequence[int]) -> list[tuple[int, str, int]]:
         """`(dag_id, state, count)` for the tasks of these DAGs; a purged task counts as the state it was purged in."""
@@ -82,7 +87,7 @@ class ScheduleSQL:
             "SELECT dag_id, state, count(*) FROM ("
             f"SELECT dag_id, state FROM tasks WHERE dag_id IN ({marks}) "
             f"UNION ALL SELECT dag_id, state FROM purged_tasks WHERE dag_id IN ({marks})"
-            ") GROUP BY dag_id, state",
+            ") AS member GROUP BY dag_id, state",
             (*dag_ids, *dag_ids),
         ).fetchall()
 

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from tqcli.errors import StorageBusy, StorageError, StorageFull
 from tqcli.store import schema
@@ -44,10 +44,30 @@ class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Maintena
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def next_task_id(self) -> int:
-        """The id the next inserted task gets (ids are never reused)."""
+    def allocate_task_ids(self, count: int) -> list[int]:
+        """`count` new task ids, ascending; ids are never reused.
+
+        The write lock keeps them this transaction's: inserting them moves
+        `sqlite_sequence` past them, so the next transaction starts after.
+        """
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").fetchone()
-        return (row[0] if row else 0) + 1
+        first = (row[0] if row else 0) + 1
+        return list(range(first, first + count))
+
+    def lock_tasks(self, ids: Sequence[int], *, shared: bool = False) -> None:
+        """Nothing to do: a write transaction holds the whole database (BEGIN IMMEDIATE)."""
+
+    def lock_breakers(self, keys: Sequence[str]) -> None:
+        """Nothing to do: a write transaction holds the whole database (BEGIN IMMEDIATE)."""
+
+    def lock_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> None:
+        """Nothing to do: a write transaction holds the whole database (BEGIN IMMEDIATE)."""
+
+    def known_names(self, kind: str, prefix: str, limit: int) -> list[tuple[str, str | None]]:
+        """Names of `kind` starting with `prefix` (shell completion), through indexes."""
+        from tqcli.store.names_sql import LOOKUPS
+
+        return LOOKUPS[kind](self.conn, prefix, limit)
 
     def explain_claim(self, **filters: Any) -> list[str]:
         """SQLite's query plan for the claim statement, one line per step (the benchmark shows it)."""
@@ -135,6 +155,7 @@ class SqliteStore:
     ) -> None:
         """Open (and migrate) the file; with `read_only`, open it for reading alone: no migration, no WAL switch, no write."""
         self.path = Path(path)
+        self.location = str(self.path)
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.read_only = read_only
@@ -338,6 +359,10 @@ class SqliteStore:
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """No wake-ups on SQLite (one host: workers poll, which costs an index search); a stopper that does nothing."""
+        return lambda: None
 
     def reopen(self) -> "SqliteStore":
         """A second, independent connection to the same file (for another thread)."""

@@ -5,13 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterable, Iterator, Sequence
 
+from tqcli.store.base import AttemptRow, TaskRow, columns
+
 # The columns every task query selects, in the field order of `tqcli.core.task.Task`.
-TASK_COLUMNS = (
-    "id, name, queue, tenant, backend, target, payload, priority, state, attempts, "
-    "max_retries, backoff, timeout, run_at, dag_id, service, idempotency_key, encrypted, "
-    "result, error, created_at, started_at, finished_at, submitted_by, waiting_deps, cancel_requested, "
-    "run, restarted_from, expires_at, cwd, env"
-)
+TASK_COLUMNS = columns(TaskRow)
 
 # Now in microseconds since the epoch, by the database's clock (for callers that pass no time).
 
@@ -40,6 +37,11 @@ class TaskSQL:
     """Queries on tasks, task_deps and attempts."""
 
     conn: sqlite3.Connection
+    no_limit: int | None = -1  # what LIMIT takes for "no limit" (SQLite: -1; PostgreSQL: NULL)
+
+    def limit_value(self, limit: int | None) -> int | None:
+        """The LIMIT parameter for `limit` rows, None meaning all of them."""
+        return self.no_limit if limit is None else limit
 
     # -- insert ------------------------------------------------------------
 
@@ -74,20 +76,21 @@ class TaskSQL:
             states.update(self.conn.execute(f"SELECT id, state FROM tasks WHERE id IN ({marks(len(part))})", part).fetchall())
         return states
 
-    def task_rows(self, ids: Sequence[int]) -> list[tuple[Any, ...]]:
-        """Full rows (`TASK_COLUMNS`) of the existing tasks among `ids`."""
-        rows: list[tuple[Any, ...]] = []
+    def task_rows(self, ids: Sequence[int]) -> list[TaskRow]:
+        """The existing tasks among `ids`."""
+        rows: list[TaskRow] = []
         for part in chunks(ids):
-            rows += self.conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks(len(part))})", part).fetchall()
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks(len(part))})"
+            rows += map(TaskRow._make, self.conn.execute(sql, part).fetchall())
         return rows
 
     def list_task_rows(
-        self, *, queue: str | None, tenant: str | None, state: str | None, limit: int, dag_id: int | None = None
-    ) -> list[tuple[Any, ...]]:
-        """The newest tasks matching the filters, newest first."""
+        self, *, queue: str | None, tenant: str | None, state: str | None, limit: int | None, dag_id: int | None = None
+    ) -> list[TaskRow]:
+        """The newest `limit` tasks matching the filters (None: all), newest first."""
         where, params = _filters(queue=queue, tenant=tenant, state=state, dag_id=dag_id)
         sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY id DESC LIMIT ?"
-        return self.conn.execute(sql, (*params, limit)).fetchall()
+        return list(map(TaskRow._make, self.conn.execute(sql, (*params, self.limit_value(limit))).fetchall()))
 
     def count_by_queue_and_state(self, *, queue: str | None, tenant: str | None) -> list[tuple[str, str, int]]:
         """`(queue, state, count)` for every queue and state that has tasks."""
@@ -120,13 +123,10 @@ class TaskSQL:
             rows += self.conn.execute(sql, part).fetchall()
         return rows
 
-    def attempt_rows(self, task_id: int) -> list[tuple[Any, ...]]:
-        """`(run, attempt, started_at, finished_at, outcome, error, worker, traceback)` in order."""
-        sql = (
-            "SELECT run, attempt, started_at, finished_at, outcome, error, worker, traceback FROM attempts "
-            "WHERE task_id = ? ORDER BY claim"
-        )
-        return self.conn.execute(sql, (task_id,)).fetchall()
+    def attempt_rows(self, task_id: int) -> list[AttemptRow]:
+        """A task's attempts in order."""
+        sql = f"SELECT {columns(AttemptRow)} FROM attempts WHERE task_id = ? ORDER BY claim"
+        return list(map(AttemptRow._make, self.conn.execute(sql, (task_id,)).fetchall()))
 
     # -- change ------------------------------------------------------------
 

@@ -1,0 +1,415 @@
+"""The store contract: typed rows and the Protocols the core programs against.
+
+Two stores implement it: `sqlite.SqliteStore` (one file, one host) and
+`postgres.PostgresStore` (one database, many hosts). The core imports only
+this module, never `sqlite3` or `psycopg`. What a method promises holds on
+both; where a promise needs a lock on PostgreSQL, the method takes it
+(SQLite's write transaction already holds the whole database):
+
+- `allocate_task_ids`, `next_claim_number`: numbers no other transaction gets;
+- `append_audit`: extends the one chain from its current head, with no
+  other transaction appending in between;
+- `claim_tasks`: no task is claimed by two transactions;
+- `lock_tasks`, `lock_breakers`: the rows a read-then-write depends on stay
+  as read until commit (a no-op on SQLite).
+
+Rows are NamedTuples: positional like the tuples they replace, named for
+readers. `limit: int | None` means "at most that many", None "all".
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
+
+
+class TaskRow(NamedTuple):
+    """A task as stored (the field order of `tqcli.core.task.Task`)."""
+
+    id: int
+    name: str
+    queue: str
+    tenant: str
+    backend: str
+    target: str
+    payload: str
+    priority: int
+    state: str
+    attempts: int
+    max_retries: int
+    backoff: float
+    timeout: float | None
+    run_at: int
+    dag_id: int | None
+    service: str
+    idempotency_key: str | None
+    encrypted: int
+    result: str | None
+    error: str | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    submitted_by: str
+    waiting_deps: int
+    cancel_requested: int
+    run: int
+    restarted_from: int | None
+    expires_at: int | None
+    cwd: str | None
+    env: str | None
+
+
+class ClaimRow(NamedTuple):
+    """What a worker needs to run a claimed task (see `tqcli.core.dispatcher.Claim`)."""
+
+    id: int
+    name: str
+    queue: str
+    tenant: str
+    backend: str
+    target: str
+    payload: str
+    attempts: int
+    max_retries: int
+    backoff: float
+    timeout: float | None
+    service: str
+    encrypted: int
+    dag_id: int | None
+    claim: int
+    error: str | None
+    started_at: int
+    worker: str
+    priority: int
+    run_at: int
+    run: int
+    cwd: str | None
+    env: str | None
+
+
+class BreakerRow(NamedTuple):
+    """One circuit breaker."""
+
+    key: str
+    state: str
+    failures: int
+    failure_threshold: int | None
+    recovery_timeout: float | None
+    opened_at: int | None
+    retry_at: int | None
+    trial_task: int | None
+    updated_at: int
+
+
+class ScheduleRow(NamedTuple):
+    """One cron schedule."""
+
+    name: str
+    cron: str
+    tz: str
+    catchup: int
+    paused: int
+    spec: str
+    created_at: int
+    created_by: str
+    next_fire_at: int | None
+    last_fire_at: int | None
+
+
+class AuditRow(NamedTuple):
+    """One audit entry, as hashed (see `tqcli.security.audit.link_text`)."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    task_id: int | None
+    tenant: str | None
+    details: str
+    key_id: str | None
+    prev_hash: str
+    hash: str
+
+
+class WorkerRow(NamedTuple):
+    """One worker run in the registry."""
+
+    run_id: str
+    id: str
+    host: str
+    pid: int
+    holder: str | None
+    alive_for: float
+    started_at: int
+    heartbeat_at: int
+    stopped_at: int | None
+
+
+class AttemptRow(NamedTuple):
+    """One ended (or running) attempt of a task."""
+
+    run: int
+    attempt: int
+    started_at: int
+    finished_at: int | None
+    outcome: str | None
+    error: str | None
+    worker: str
+    traceback: str | None
+
+
+class DagRow(NamedTuple):
+    """One DAG."""
+
+    id: int
+    name: str
+    created_at: int
+    submitted_by: str
+    cancelled: int
+
+
+def columns(row_type: type) -> str:
+    """The SELECT list of a row type: its fields, in order."""
+    return ", ".join(row_type._fields)  # type: ignore[attr-defined]
+
+
+Token = tuple[int, int]  # (task id, claim number): a claimed attempt's fencing token
+AuditLink = Callable[[tuple[int, str] | None], list[tuple[Any, ...]]]
+
+
+class TaskStore(Protocol):
+    """Tasks, their dependencies and attempts."""
+
+    def allocate_task_ids(self, count: int) -> list[int]:
+        """`count` new task ids, ascending, that no other transaction gets."""
+    def insert_tasks(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert task rows in the column order of `tasks_sql.INSERT_TASK`."""
+    def insert_dependencies(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Record `(task_id, depends_on)` edges, marking the depended-on tasks."""
+    def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[int, str, str, str, str]]:
+        """`(id, backend, target, payload, state)` of the task holding each key within one tenant."""
+    def task_states(self, ids: Sequence[int]) -> dict[int, str]:
+        """The state of each existing task among `ids`."""
+    def task_rows(self, ids: Sequence[int]) -> list[TaskRow]:
+        """The existing tasks among `ids`."""
+    def list_task_rows(
+        self, *, queue: str | None, tenant: str | None, state: str | None, limit: int | None, dag_id: int | None = None
+    ) -> list[TaskRow]:
+        """The newest `limit` tasks matching the filters, newest first."""
+    def count_by_queue_and_state(self, *, queue: str | None, tenant: str | None) -> list[tuple[str, str, int]]:
+        """`(queue, state, count)` for every queue and state that has tasks."""
+    def dependencies_of(self, ids: Sequence[int]) -> dict[int, list[int]]:
+        """The ids each task among `ids` depends on, ascending."""
+    def dependency_states(self, task_id: int) -> list[tuple[int, str]]:
+        """`(id, state)` of every task that `task_id` depends on."""
+    def dependents_of(self, ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """`(id, state, tenant)` of every task depending directly on any of `ids`."""
+    def attempt_rows(self, task_id: int) -> list[AttemptRow]:
+        """A task's attempts in order."""
+    def set_states(self, ids: Sequence[int], state: str, *, finished_at: int | None = None, error: str | None = None) -> None:
+        """Move tasks to `state`; `finished_at`/`error` are set when given."""
+    def request_cancel(self, task_id: int, note: str) -> None:
+        """Flag a running task so the worker running it stops it."""
+    def replay_tasks(self, ids: Sequence[int], *, now: int) -> None:
+        """Failed tasks back to pending for a new run."""
+    def delete_tasks(self, ids: Sequence[int], *, now: int) -> None:
+        """Delete tasks with their attempts and edges (DAG tasks leave a tombstone)."""
+    def set_priority(self, task_id: int, priority: int) -> None:
+        """Change a task's priority."""
+    def task_state(self, task_id: int) -> str | None:
+        """The state of one task, or None if it does not exist."""
+
+
+class DispatchStore(Protocol):
+    """Claims, leases and the fenced writes of an attempt."""
+
+    def next_claim_number(self) -> int:
+        """A claim number no other claim gets (`use_claim_number` records it where needed)."""
+    def use_claim_number(self, number: int) -> None:
+        """Record that `number` was handed out, so it is never handed out again."""
+    def claim_tasks(
+        self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
+    ) -> list[ClaimRow]:
+        """Claim the best `count` ready tasks matching `filters`; no task is claimed twice."""
+    def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Ended attempts, each recorded once (keyed by task id and claim)."""
+    def complete_task(self, task_id: int, claim: int, *, now: int, result: str) -> bool | None:
+        """running -> completed if the token holds: whether it has dependents; None if not held."""
+    def holding(self, tokens: Sequence[Token]) -> dict[Token, bool]:
+        """For the tokens that still hold their task: whether it has dependents now."""
+    def complete_tasks(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
+        """Complete many held tasks: `(result, now, task_id, claim)` each."""
+    def retry_task(self, task_id: int, claim: int, *, error: str, run_at: int) -> bool:
+        """running -> pending later, if the token holds and no cancel waits."""
+    def pending_cancel_note(self, task_id: int, claim: int) -> str | None:
+        """The note of a cancel requested while the token holds the task."""
+    def end_task(self, task_id: int, claim: int, *, state: str, now: int, error: str) -> bool:
+        """running -> failed or cancelled, if the token holds."""
+    def release_task(self, task_id: int, claim: int) -> bool:
+        """running -> pending without counting the attempt, if the token holds."""
+    def release_dependents(self, task_id: int) -> None:
+        """One fewer unfinished dependency for every task depending on `task_id`."""
+    def renew_leases(self, tokens: Sequence[Token], lease_until: int) -> int:
+        """Extend the leases these tokens still hold; how many."""
+    def held_tokens(self, tokens: Sequence[Token]) -> dict[Token, bool]:
+        """For the tokens that still hold their task: whether a cancel was requested."""
+    def expired_tasks(self, now: int, limit: int) -> list[tuple[int, str]]:
+        """`(id, tenant)` of up to `limit` pending tasks past their expiry."""
+    def running_leases(self) -> list[tuple[Any, ...]]:
+        """Claim rows of every running task, then cancel_requested, lease_until, holder."""
+    def claimed_row(self, task_id: int, claim: int) -> ClaimRow | None:
+        """The claim row of a task while the token holds it."""
+    def running_attempt(self, task_id: int) -> tuple[int, int, int, str] | None:
+        """`(run, attempt, started_at, worker)` of the attempt running now."""
+    def explain_claim(self, **filters: Any) -> list[str]:
+        """The store's plan for the claim's pick, one line per step (the benchmark shows it)."""
+
+
+class BreakerStore(Protocol):
+    """Circuit breakers and shared settings."""
+
+    def breaker_row(self, key: str) -> BreakerRow | None:
+        """The breaker of one service key."""
+    def breaker_rows(self) -> list[BreakerRow]:
+        """Every breaker, by key."""
+    def tripped_breakers(self) -> list[tuple[str, str, int | None, int | None]]:
+        """`(key, state, retry_at, trial_task)` of every breaker that is not closed."""
+    def unclean_breakers(self) -> list[str]:
+        """Keys of circuits that are not closed or have counted failures."""
+    def save_breaker(
+        self, key: str, *, state: str, failures: int, opened_at: int | None, retry_at: int | None, trial_task: int | None, now: int
+    ) -> None:
+        """Insert or update a breaker's state, keeping its thresholds."""
+    def configure_breaker(self, key: str, *, failure_threshold: int | None, recovery_timeout: float | None, now: int) -> None:
+        """Set a breaker's own thresholds (None keeps the current value)."""
+    def reschedule_open_breakers(self, key: str | None, recovery_timeout: float) -> None:
+        """Open circuits retry `recovery_timeout` after they opened."""
+    def service_has_tasks(self, key: str, *, recent: int) -> bool:
+        """Whether an unfinished task, or one of the newest `recent`, has service `key`."""
+    def setting(self, key: str) -> str | None:
+        """A shared setting's value, if set."""
+    def set_setting(self, key: str, value: str) -> None:
+        """Set a shared setting."""
+
+
+class ScheduleStore(Protocol):
+    """Cron schedules, their fires, and DAGs."""
+
+    def schedule_row(self, name: str) -> ScheduleRow | None:
+        """One schedule."""
+    def schedule_rows(self) -> list[ScheduleRow]:
+        """Every schedule, by name."""
+    def due_schedules(self, now: int) -> list[ScheduleRow]:
+        """Active schedules whose next fire time has come."""
+    def insert_schedule(self, row: Sequence[Any]) -> None:
+        """Add a schedule given in `ScheduleRow` order."""
+    def update_schedule(self, name: str, **columns: Any) -> None:
+        """Set some columns of one schedule."""
+    def delete_schedule(self, name: str) -> None:
+        """Remove a schedule and its fire records."""
+    def record_fire(self, name: str, fire_at: int, now: int) -> bool:
+        """Claim one fire time; False when another worker already did."""
+    def forget_fires(self, name: str, before: int) -> None:
+        """Drop the fire records of `name` older than `before`."""
+    def set_fire_task(self, name: str, fire_at: int, task_id: int) -> None:
+        """Remember which task a fire enqueued."""
+    def insert_dag(self, name: str, now: int, submitted_by: str) -> int:
+        """Create a DAG row; its id."""
+    def dag_row(self, dag_id: int) -> DagRow | None:
+        """One DAG."""
+    def dag_rows(self, limit: int | None) -> list[DagRow]:
+        """The newest `limit` DAGs, newest first."""
+    def dag_task_states(self, dag_ids: Sequence[int]) -> list[tuple[int, str, int]]:
+        """`(dag_id, state, count)` for the tasks of these DAGs, purged ones included."""
+    def purged_dag_tasks(self, dag_id: int) -> list[tuple[int, str, str, int]]:
+        """`(id, name, state, purged_at)` of the DAG's purged tasks."""
+    def mark_dag_cancelled(self, dag_id: int) -> None:
+        """Flag a DAG as cancelled."""
+
+
+class AuditStore(Protocol):
+    """The audit chain, metadata and role grants."""
+
+    def append_audit(self, link: AuditLink) -> None:
+        """Append `link(head)`'s rows to the chain, with no other append in between."""
+    def audit_head(self) -> tuple[int, str] | None:
+        """`(seq, hash)` of the newest entry."""
+    def iter_audit(self, first: int | None = None, last: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Entries in stored order, streamed."""
+    def audit_bounds(self) -> tuple[int, int, int]:
+        """`(count, lowest seq, highest seq)`."""
+    def audit_row(self, seq: int) -> AuditRow | None:
+        """The entry with sequence number `seq`."""
+    def audit_entries(
+        self, *, task_id: int | None, actor: str | None, action: str | None, since: str | None, limit: int | None
+    ) -> list[AuditRow]:
+        """The newest `limit` entries matching the filters, in chain order."""
+    def audit_has_action(self, action: str) -> bool:
+        """Whether any entry has this action."""
+    def meta_value(self, key: str) -> str | None:
+        """A value from the meta table (for example `db_id`)."""
+    def count_grants(self) -> int:
+        """How many role grants exist."""
+    def is_global_admin(self, user: str) -> bool:
+        """Whether `user` is admin without a tenant restriction."""
+
+
+class MaintenanceStore(Protocol):
+    """The worker registry, task edits, retention and completion."""
+
+    def register_worker(self, row: Sequence[Any]) -> None:
+        """Add one worker run (`WorkerRow` order)."""
+    def worker_heartbeat(self, run_id: str, now: int, *, stopped: bool = False) -> None:
+        """Record that a worker run is alive (or stopped) at `now`."""
+    def worker_rows(self, since: int) -> list[WorkerRow]:
+        """Worker runs with a heartbeat at or after `since`, newest first."""
+    def latest_heartbeat(self) -> int | None:
+        """The newest heartbeat of a worker that has not stopped."""
+    def running_by_worker(self) -> list[tuple[str | None, str | None, int]]:
+        """`(worker, holder, task id)` of every running task."""
+    def forget_workers(self, before: int) -> None:
+        """Drop worker runs whose last heartbeat is older than `before`."""
+    def edit_task(self, task_id: int, changes: Mapping[str, Any]) -> bool:
+        """Set columns of a pending or blocked task; False when it is in neither state."""
+    def prunable_tasks(self, states: Sequence[str], finished_by: int, after: tuple[int, int], limit: int) -> list[tuple[int, int, str]]:
+        """`(finished_at, id, tenant)` of finished tasks past a cursor that nothing unfinished needs."""
+    def known_names(self, kind: str, prefix: str, limit: int) -> list[tuple[str, str | None]]:
+        """Names of `kind` starting with `prefix`, for shell completion."""
+
+
+class LockStore(Protocol):
+    """Row locks for read-then-write sequences (no-ops on SQLite)."""
+
+    def lock_tasks(self, ids: Sequence[int], *, shared: bool = False) -> None:
+        """Lock these task rows until commit (shared: others may read-lock them too), in id order."""
+    def lock_breakers(self, keys: Sequence[str]) -> None:
+        """Lock these circuits until commit, existing or not, in key order."""
+    def lock_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> None:
+        """Lock these idempotency keys of one tenant until commit, taken or not."""
+
+
+class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, LockStore, Protocol):
+    """The queries of one transaction."""
+
+
+class Store(Protocol):
+    """One tqcli database: transactions, wake-ups, a second connection."""
+
+    location: str  # the file path or the URL, as `open` takes it
+    path: Path | None  # the local file (None on PostgreSQL)
+    read_only: bool
+    busy_timeout: float
+
+    def write(self) -> AbstractContextManager[Tx]:
+        """One short write transaction: all of it lands or none."""
+    def read(self) -> AbstractContextManager[Tx]:
+        """A read transaction with one consistent snapshot."""
+    def errors(self) -> AbstractContextManager[None]:
+        """Turn driver errors raised inside into tqcli errors."""
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake()` when a change may have made tasks ready; returns the stopper."""
+    def reopen(self) -> "Store":
+        """A second, independent connection to the same database."""
+    def close(self) -> None:
+        """Close the connection."""
