@@ -42,7 +42,7 @@ from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_COLUMNS, DispatchSQL, claim_filters
 from tqcli.store.maintenance_sql import MaintenanceSQL
 from tqcli.store.schedule_sql import ScheduleSQL
-from tqcli.store.tasks_sql import TaskSQL
+from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
 
 # The channel idle workers LISTEN on; a change that makes tasks ready NOTIFYs it.
 READY_CHANNEL = "tqcli_ready"
@@ -52,6 +52,8 @@ NOTIFY_EVERY = 0.1
 AUDIT_LOCK = 0x7471636C_00000001
 BREAKER_LOCK_SPACE = "tqcli.breaker:"
 KEY_LOCK_SPACE = "tqcli.idempotency:"
+# From this many rows an insert is one COPY (a bulk submit), below it pipelined INSERTs.
+COPY_FROM = 50
 # How long a statement waits for a lock before it is a busy database (ms).
 LOCK_TIMEOUT_MS = 10_000
 
@@ -165,9 +167,22 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
     # -- what wakes workers ------------------------------------------------
 
     def insert_tasks(self, rows: Any) -> None:
-        """Insert task rows (see TaskSQL.insert_tasks); idle workers are woken at commit."""
+        """Insert task rows (see TaskSQL.insert_tasks), by COPY when there are many; idle workers are woken at commit."""
         self.made_ready = True
-        super().insert_tasks(rows)
+        self._insert("tasks", INSERT_COLUMNS, rows)
+
+    def insert_audit(self, rows: Any) -> None:
+        """Append entries given in `AUDIT_COLUMNS` order, by COPY when there are many."""
+        self._insert("audit", AUDIT_COLUMNS, rows)
+
+    def _insert(self, table: str, names: str, rows: Any) -> None:
+        rows = list(rows)
+        if len(rows) < COPY_FROM:
+            self.conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks(names.count(',') + 1)})", rows)
+            return
+        with self.conn.raw.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def release_dependents(self, task_id: int) -> None:
         """See DispatchSQL.release_dependents; idle workers are woken at commit."""
@@ -242,12 +257,37 @@ def describe(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
     return StorageError(f"database error on {where}: {text}")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _connect_error(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
+    """The tqcli error for a connection the server refused or could not take."""
+    text = _first_line(exc)
+    reason = text.rsplit("FATAL:", 1)[-1].strip() if "FATAL:" in text else text
+    if "FATAL:" in text and "database" in reason and "does not exist" in reason:
+        return StorageError(
+            f"{where}: {reason} on the server; tqcli creates its tables but not the database: "
+            "create it first (createdb, or CREATE DATABASE in psql)"
+        )
+    if "FATAL:" in text and ("password" in reason or "role" in reason or "authentication" in reason or "pg_hba" in reason):
+        return StorageError(f"PostgreSQL refused the connection to {where} ({reason}): check the user and password in the URL")
+    if "invalid" in text and any(word in text for word in ("option", "value", "URI", "port number")):
+        return InvalidInput(f"invalid database URL {where}: {text}")
+    return describe(exc, where)
+
+
 def display_url(url: str) -> str:
     """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as exc:
+        raise InvalidInput(f"invalid database URL: {exc}; the form is postgresql://user:password@host:port/database") from None
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
 
 
@@ -289,8 +329,10 @@ class PostgresStore:
                 self.location, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
                 application_name="tqcli", options=f"-c lock_timeout={int(self.busy_timeout * 1000)}",
             )
+        except psycopg.ProgrammingError as exc:  # the URL itself is wrong
+            raise InvalidInput(f"invalid database URL {self.where}: {_first_line(exc)}") from None
         except psycopg.Error as exc:
-            raise describe(exc, self.where) from None
+            raise _connect_error(exc, self.where) from None
         return PgConnection(raw)
 
     def _connection(self) -> PgConnection:

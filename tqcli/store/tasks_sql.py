@@ -15,11 +15,6 @@ TASK_COLUMNS = columns(TaskRow)
 # SQLite allows 32766 host parameters; stay far below it.
 CHUNK = 500
 
-INSERT_TASK = (
-    "INSERT INTO tasks (id, name, queue, tenant, backend, target, payload, priority, state, "
-    "max_retries, backoff, timeout, run_at, waiting_deps, dag_id, service, idempotency_key, "
-    "created_at, submitted_by, restarted_from, expires_at, cwd, env) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 
 
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -31,6 +26,15 @@ def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 def marks(count: int) -> str:
     """`?,?,?` with `count` placeholders."""
     return ",".join("?" * count)
+
+
+# The columns a new task row gives, in order (the rest take their defaults).
+INSERT_COLUMNS = (
+    "id, name, queue, tenant, backend, target, payload, priority, state, "
+    "max_retries, backoff, timeout, run_at, waiting_deps, dag_id, service, idempotency_key, "
+    "created_at, submitted_by, restarted_from, expires_at, cwd, env"
+)
+INSERT_TASK = f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({marks(23)})"
 
 
 class TaskSQL:
