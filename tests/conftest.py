@@ -18,6 +18,7 @@ import pytest
 
 import tqcli
 from tests import pgserver
+from tests.stores import db_location, pytest_generate_tests  # noqa: F401 - fixtures and the hook for both stores
 from tqcli.clock import ManualClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,9 +38,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def queue(db_path: Path, clock: ManualClock):
-    """A library Queue on a fresh database, on the manual clock."""
-    with tqcli.open(db_path, clock=clock) as opened:
+def queue(db_location: Path | str, clock: ManualClock):
+    """A library Queue on a fresh database of each store (see tests/stores.py), on the manual clock."""
+    with tqcli.open(db_location, clock=clock) as opened:
         yield opened
 
 

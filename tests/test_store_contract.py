@@ -1,0 +1,198 @@
+"""The store contract, on both stores: what the core relies on from `tqcli.store.base`.
+
+huey's storage tests are the model: one suite, every store. Concurrency is
+real here: separate connections (threads) against one database, so on
+PostgreSQL the locks each operation states are what keeps the results right.
+"""
+
+from __future__ import annotations
+
+import threading
+import pytest
+
+import tqcli
+from tqcli.core.spec import TaskSpec
+from tqcli.errors import NotFound, StorageError
+from tqcli.security.verify import scan
+from tqcli.store import base
+from tqcli.store import open as open_store
+
+
+@pytest.fixture
+def store(db_location):
+    """An open, migrated store on a fresh database."""
+    opened = open_store(db_location)
+    yield opened
+    opened.close()
+
+
+def _submit(location, count: int, **options) -> list[int]:
+    with tqcli.open(location) as queue:
+        return [queue.submit("tests.jobs:noop", **options) for _ in range(count)]
+
+
+def test_rows_are_typed_and_named(store, db_location) -> None:
+    [task_id] = _submit(db_location, 1, queue="mail", priority=7)
+    with store.read() as tx:
+        [row] = tx.task_rows([task_id])
+        listed = tx.list_task_rows(queue=None, tenant=None, state=None, limit=None)
+    assert isinstance(row, base.TaskRow)
+    assert (row.id, row.queue, row.priority, row.state) == (task_id, "mail", 7, "pending")
+    assert listed == [row]
+
+
+def test_no_limit_means_every_row(store, db_location) -> None:
+    _submit(db_location, 7)
+    with store.read() as tx:
+        assert len(tx.list_task_rows(queue=None, tenant=None, state=None, limit=None)) == 7
+        assert len(tx.list_task_rows(queue=None, tenant=None, state=None, limit=3)) == 3
+        assert len(tx.audit_entries(task_id=None, actor=None, action=None, since=None, limit=None)) == 7
+
+
+def test_task_ids_given_at_once_never_collide(db_location) -> None:
+    _submit(db_location, 1)  # the database exists before the threads race
+    got: list[int] = []
+    start = threading.Barrier(4)
+
+    def submit_some() -> None:
+        with tqcli.open(db_location) as queue:
+            start.wait()
+            for _ in range(10):
+                got.extend(queue.submit_many([TaskSpec(target="tests.jobs:noop") for _ in range(5)]))
+
+    threads = [threading.Thread(target=submit_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == len(set(got)) == 200
+    reader = open_store(db_location, read_only=True)
+    try:
+        with reader.read() as tx:
+            assert len(tx.task_states(got)) == 200
+    finally:
+        reader.close()
+
+
+def test_concurrent_claims_never_take_a_task_twice(db_location) -> None:
+    ids = _submit(db_location, 200)
+    stores = [open_store(db_location) for _ in range(4)]
+    claimed: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(stores))
+
+    def claim(store, worker: str) -> None:
+        start.wait()
+        while True:
+            with store.write() as tx:
+                number = tx.next_claim_number()
+                rows = tx.claim_tasks(count=7, now=2**62, claim_number=number, lease_until=2**62, worker=worker)
+                tx.use_claim_number(number)
+            if not rows:
+                return
+            with lock:
+                claimed.extend(row.id for row in rows)
+
+    threads = [threading.Thread(target=claim, args=(store, f"w{n}")) for n, store in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert sorted(claimed) == sorted(ids)  # every task once, none twice
+
+
+def test_claim_numbers_are_never_handed_out_twice(db_location) -> None:
+    stores = [open_store(db_location) for _ in range(3)]
+    numbers: list[int] = []
+    start = threading.Barrier(len(stores))
+
+    def take(store) -> None:
+        start.wait()
+        for _ in range(30):
+            with store.write() as tx:
+                number = tx.next_claim_number()
+                tx.use_claim_number(number)
+            numbers.append(number)
+
+    threads = [threading.Thread(target=take, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert len(numbers) == len(set(numbers)) == 90
+
+
+def test_appends_from_many_connections_make_one_chain(db_location) -> None:
+    _submit(db_location, 1)
+    writers = 4
+    start = threading.Barrier(writers)
+
+    def submit_some() -> None:
+        with tqcli.open(db_location) as queue:
+            start.wait()
+            for _ in range(15):
+                queue.submit("tests.jobs:noop")
+
+    threads = [threading.Thread(target=submit_some) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with tqcli.open(db_location) as queue:
+        report = queue.audit.verify()
+        with queue._ctx.read() as tx:
+            seen, _, _, intact = scan(tx.iter_audit(), 1, "0" * 64)
+    assert report.intact and intact
+    assert seen == 1 + writers * 15
+
+
+def test_a_read_sees_one_snapshot(store, db_location) -> None:
+    _submit(db_location, 2)
+    with store.read() as tx:
+        before = tx.count_by_queue_and_state(queue=None, tenant=None)
+        _submit(db_location, 3)  # committed by another connection meanwhile
+        assert tx.count_by_queue_and_state(queue=None, tenant=None) == before
+    with store.read() as tx:
+        assert tx.count_by_queue_and_state(queue=None, tenant=None) == [("default", "pending", 5)]
+
+
+def test_a_failed_change_leaves_nothing(store, db_location) -> None:
+    with pytest.raises(RuntimeError):
+        with store.write() as tx:
+            tx.insert_dag("half", 1, "me")
+            raise RuntimeError("boom")
+    with store.read() as tx:
+        assert tx.dag_rows(None) == []
+
+
+def test_opening_without_create_finds_no_database(db_location) -> None:
+    with pytest.raises(NotFound):
+        open_store(db_location, create=False)
+    with pytest.raises(NotFound):
+        open_store(db_location, read_only=True)
+
+
+def test_read_only_store_refuses_writes(store, db_location) -> None:
+    _submit(db_location, 1)
+    reader = open_store(db_location, read_only=True)
+    try:
+        with pytest.raises(StorageError):
+            with reader.write() as tx:
+                tx.set_priority(1, 5)
+        with reader.read() as tx:
+            assert tx.task_state(1) == "pending"
+    finally:
+        reader.close()
+
+
+def test_names_for_completion(store, db_location) -> None:
+    _submit(db_location, 2, queue="mail")
+    _submit(db_location, 1, queue="maps", tenant="acme")
+    _submit(db_location, 1, queue="video")
+    with store.read() as tx:
+        assert tx.known_names("queue", "ma", 10) == [("mail", None), ("maps", None)]
+        assert tx.known_names("tenant", "", 10) == [("acme", None), ("default", None)]
