@@ -7,6 +7,9 @@ superuser `tqcli`; `stop()` (or leaving its `with` block) shuts it down and
 removes the folder. `create_database` and `drop_database` give each test a
 database of its own, on this server or on one named by TQCLI_TEST_POSTGRES.
 tests/conftest.py starts one server per test run with this module.
+`start(listen=..., trust=..., netns=...)` serves other hosts instead: a
+server in a network namespace of its own, listening on that namespace's
+addresses and trusting their networks (tests/hosts.py makes such hosts).
 
 The server is tuned for tests, not for keeping data: fsync, synchronous
 commit and full-page writes are off, WAL is minimal, there is no autovacuum
@@ -221,17 +224,33 @@ def _psycopg():
 
 
 class Server:
-    """A running throwaway server; `url` names its `postgres` database as superuser `tqcli`."""
+    """A running throwaway server; `url` names its `postgres` database as superuser `tqcli`.
 
-    def __init__(self, base: Path, port: int, process: subprocess.Popen, log: Path, owned: bool) -> None:
+    `url` is reachable from the process that started it: 127.0.0.1, or the
+    server's Unix socket when it runs in a network namespace of its own
+    (see `start`). `url_at(address)` is the URL over one of the addresses
+    it listens on.
+    """
+
+    def __init__(
+        self, base: Path, port: int, process: subprocess.Popen, log: Path, owned: bool, *, unix_socket: bool = False
+    ) -> None:
         self.base = base
         self.port = port
         self.process = process
         self.log = log
-        self.url = f"postgresql://tqcli@127.0.0.1:{port}/postgres"
+        if unix_socket:  # libpq takes a folder as the host: the socket is BASE/.s.PGSQL.PORT
+            self.url = f"postgresql://tqcli@/postgres?host={urllib.parse.quote(str(base), safe='/')}&port={port}"
+        else:
+            self.url = f"postgresql://tqcli@127.0.0.1:{port}/postgres"
         self._owned = owned  # whether stop removes `base`
         self._pid = os.getpid()
         atexit.register(self.stop)
+
+    def url_at(self, address: str) -> str:
+        """The URL of the `postgres` database over TCP at `address` (one that `start(listen=...)` named)."""
+        host = f"[{address}]" if ":" in address else address
+        return f"postgresql://tqcli@{host}:{self.port}/postgres"
 
     def stop(self) -> None:
         """Stop the server and remove its folder; idempotent.
@@ -272,7 +291,14 @@ class Server:
         return f"<Server {self.url} in {self.base}>"
 
 
-def start(base: Path | None = None) -> Server:
+def start(
+    base: Path | None = None,
+    *,
+    listen: tuple[str, ...] | list[str] = ("127.0.0.1",),
+    trust: tuple[str, ...] | list[str] = (),
+    netns: str | None = None,
+    settings: dict[str, str] | None = None,
+) -> Server:
     """Make a fresh cluster and start it; returns once it accepts connections.
 
     `base` is a folder to put the cluster in (it must not hold one yet, and
@@ -280,6 +306,16 @@ def start(base: Path | None = None) -> Server:
     start put there); by default a new folder on /dev/shm or under /tmp
     (see _temp_root), removed by stop. Raises PostgresUnavailable, with the
     server's log, when PostgreSQL is missing or does not start.
+
+    For servers that other hosts (network namespaces) reach: `listen` is
+    the addresses to listen on (listen_addresses; all of them must exist
+    when it starts), `trust` networks in CIDR form whose clients may log in
+    as anyone without a password (pg_hba.conf `host all all NET trust`
+    lines; loopback always may), and `netns` a network namespace
+    (`ip netns`, root only) to run the server in: `listen` then names that
+    namespace's addresses, and the Server's `url` is its Unix socket, which
+    any network namespace reaches through the file system. `settings`
+    override SETTINGS (say {"fsync": "on"} for a server that keeps data).
     """
     psycopg = _psycopg()
     initdb, postgres = _server_bins()
@@ -305,14 +341,25 @@ def start(base: Path | None = None) -> Server:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=base, **extra)
         if done.returncode != 0:
             raise PostgresUnavailable(f"initdb failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        if trust:
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in trust)
+        prefix = []
+        if netns is not None:
+            ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
+            if ip is None or (user is not None and shutil.which("setpriv") is None):
+                raise PostgresUnavailable("start(netns=...) needs iproute2's `ip` and, as root, util-linux's setpriv")
+            prefix = [ip, "netns", "exec", netns]  # ip execs what follows (no fork): the postmaster keeps the pid
         log = base / "postgres.log"
         for attempt in range(5):  # another process may take the free port before postgres binds it
             port = _free_port()
-            settings = {**SETTINGS, "port": str(port), "unix_socket_directories": str(base)}
+            chosen = {**SETTINGS, "listen_addresses": ",".join(listen), **(settings or {})}
+            chosen.update(port=str(port), unix_socket_directories=str(base))
             command = [postgres, "-D", str(data)]
-            for name, value in settings.items():
+            for name, value in chosen.items():
                 command += ["-c", f"{name}={value}"]
             argv, extra = _as_user(user, command)
+            argv = prefix + argv
             offset = log.stat().st_size if log.exists() else 0
             with open(log, "ab") as out:
                 process = subprocess.Popen(
@@ -320,7 +367,7 @@ def start(base: Path | None = None) -> Server:
                     start_new_session=True,  # a Ctrl-C at the terminal reaches pytest, which stops the server in order
                     **extra,
                 )
-            server = Server(base, port, process, log, owned)
+            server = Server(base, port, process, log, owned, unix_socket=netns is not None)
             try:
                 _wait_ready(psycopg, server, offset)
                 return server
