@@ -18,7 +18,7 @@ import pytest
 
 import tqcli
 from tests import pgserver
-from tests.stores import db_location, pytest_generate_tests  # noqa: F401 - fixtures and the hook for both stores
+from tests.stores import db_location, psql, pytest_generate_tests, table_dump  # noqa: F401 - fixtures, the hook and helpers for both stores
 from tqcli.clock import ManualClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,8 +64,8 @@ class Result:
 class Cli:
     """Runs the installed `tqcli` executable against one database, in a clean environment."""
 
-    def __init__(self, db: Path, home: Path) -> None:
-        self.db = db
+    def __init__(self, db: Path | str, home: Path) -> None:
+        self.db = db  # a file path, or a PostgreSQL URL
         self.home = home
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -116,27 +116,18 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, db_path: Path) -> Cli:
-    """The real tqcli executable, with TQCLI_DB pointing at this test's database."""
+def cli(tmp_path: Path, db_location: Path | str) -> Cli:
+    """The real tqcli executable, with TQCLI_DB pointing at this test's database (of each store)."""
     home = tmp_path / "home"
     home.mkdir()
-    return Cli(db_path, home)
+    return Cli(db_location, home)
 
 
-def table_dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table: the database's logical contents, for 'nothing changed' checks."""
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {name: conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall() for name in names}
-    finally:
-        conn.close()
-
-
-def sqlite_shell(db: Path, sql: str) -> None:
-    """Run SQL with the sqlite3 command-line shell, as someone tampering with the file would."""
+def sql_shell(db: Path | str, sql: str) -> None:
+    """Run SQL with the store's own shell (sqlite3, or psql for PostgreSQL), as someone tampering with it would."""
+    if isinstance(db, str):
+        psql(db, sql)
+        return
     subprocess.run(["sqlite3", str(db)], input=sql, text=True, check=True, capture_output=True)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tqcli.store import is_url
+
 STORES = ("sqlite", "postgres")
 
 
@@ -42,21 +44,45 @@ def db_location(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest)
 
 
 def raw_sql(location: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on the database directly (no tqcli), committed at once; its rows.
+    """Run statements on the database directly (no tqcli), committed at once; the last one's rows.
 
-    Written with `?` placeholders for both stores.
+    Written with `?` placeholders for both stores; several statements are
+    separated by `; ` (and then take no parameters).
     """
-    if isinstance(location, Path):
+    statements = [part for part in sql.split("; ") if part.strip()]
+    if not is_url(str(location)):
         conn = sqlite3.connect(location, isolation_level=None)
         try:
-            return conn.execute(sql, params).fetchall()
+            rows: list[tuple[Any, ...]] = []
+            for statement in statements:
+                rows = conn.execute(statement, params).fetchall()
+            return rows
         finally:
             conn.close()
     import psycopg
 
-    with psycopg.connect(location, autocommit=True) as conn:
-        cursor = conn.execute(sql.replace("?", "%s"), params)
-        return cursor.fetchall() if cursor.description else []
+    with psycopg.connect(str(location), autocommit=True) as conn:
+        rows = []
+        for statement in statements:
+            cursor = conn.execute(statement.replace("?", "%s"), params)
+            rows = cursor.fetchall() if cursor.description else []
+        return rows
+
+
+def table_dump(location: Path | str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table: the database's logical contents, for 'nothing changed' checks."""
+    if not is_url(str(location)):
+        db = Path(location)
+        if not db.exists():
+            return {}
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            return {name: conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall() for name in names}
+        finally:
+            conn.close()
+    names = [row[0] for row in raw_sql(location, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")]
+    return {name: raw_sql(location, f'SELECT * FROM "{name}" ORDER BY 1') for name in names}
 
 
 def psql(location: str, sql: str) -> str:
@@ -66,3 +92,10 @@ def psql(location: str, sql: str) -> str:
     done = subprocess.run([binary, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", location, "-c", sql], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def has_database(location: Path | str) -> bool:
+    """Whether tqcli made its database there: the file exists, or the PostgreSQL database has tables."""
+    if not is_url(str(location)):
+        return Path(location).exists()
+    return bool(raw_sql(location, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")[0][0])

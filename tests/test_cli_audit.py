@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.conftest import sqlite_shell
+from tests.conftest import sql_shell
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def test_verify_reports_count_and_head(history):
         ("UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 100;", "entries 2 and 3 were reordered"),
     ],
 )
-def test_tampering_with_the_sqlite3_shell_is_detected(history, sql, words):
-    sqlite_shell(history.db, sql)
+def test_tampering_with_a_sql_shell_is_detected(history, sql, words):
+    sql_shell(history.db, sql)
     result = history("audit", "verify")
     assert result.code == 1
     assert result.error_lines == [f"error: audit chain broken: {result.error_lines[0].split(': ', 2)[2]}"]
@@ -48,15 +48,16 @@ def test_deleting_the_tail_is_caught_by_a_checkpoint(history, tmp_path):
     saved = json.loads(checkpoint.read_text())
     assert saved["seq"] == 7 and saved["format"] == "tqcli-audit-checkpoint/1"
     assert history.ok("audit", "verify", "--checkpoint", str(checkpoint)).stdout.endswith("matches checkpoint at entry 7\n")
-    sqlite_shell(history.db, "DELETE FROM audit WHERE seq >= 6;")
+    sql_shell(history.db, "DELETE FROM audit WHERE seq >= 6;")
     assert history("audit", "verify").code == 0  # a shorter chain is self-consistent...
     result = history("audit", "verify", "--checkpoint", str(checkpoint))
     assert result.code == 1 and "the log ends at entry 5 but the checkpoint names entry 7" in result.stderr
 
 
+@pytest.mark.sqlite_only  # restores a copy of the file
 def test_a_restored_older_copy_is_caught_by_a_checkpoint(history, tmp_path):
     backup = tmp_path / "backup.db"
-    sqlite_shell(history.db, f".backup '{backup}'")
+    sql_shell(history.db, f".backup '{backup}'")
     history.submit("app.jobs:run")
     checkpoint = tmp_path / "head.json"
     history.ok("audit", "checkpoint", "--output", str(checkpoint))

@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from tests.conftest import table_dump
 
 UNUSED = "note: no task uses service {} yet; tasks use BACKEND:TARGET unless --service is given"
@@ -84,6 +86,7 @@ def test_set_on_a_key_a_task_or_a_schedule_uses_gives_no_note(cli):
     assert "note:" not in cli.ok("breaker", "set", "--default", "--failure-threshold", "3").stderr
 
 
+@pytest.mark.sqlite_only  # reads SQLite's query plans
 def test_the_service_lookup_never_scans_the_tasks_table(cli):
     from tqcli.store.breaker_sql import SERVICE_RECENT_SQL, SERVICE_UNFINISHED_SQL
 

@@ -12,6 +12,9 @@ from tests.conftest import TQCLI, Cli, table_dump
 from tqcli.cli import app, command_group
 from tqcli.cli.conventions import apply, summary
 
+# Help, parsing and the entry point: the same on every store.
+pytestmark = pytest.mark.sqlite_only
+
 
 def built_tree():
     """(path, command, context) for every command of the app, contexts chained as Click chains them."""

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from tests.conftest import table_dump
+from tests.stores import has_database
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -199,6 +200,7 @@ def test_bump(cli):
     refused(cli, ["bump", "55", "--by", "1"], 3, "task 55 does not exist")
 
 
+@pytest.mark.sqlite_only  # a garbage file; PostgreSQL's storage errors are in reliability/test_postgres_faults.py
 def test_no_traceback_unless_asked(cli):
     cli.db.write_bytes(b"garbage" * 1000)
     result = cli("status")
@@ -217,6 +219,7 @@ def test_debug_adds_a_traceback_and_changes_no_exit_code(cli, args, code):
     assert debug.error_lines == plain.error_lines
 
 
+@pytest.mark.sqlite_only  # a corrupt file
 def test_corrupt_database_is_exit_7_and_untouched(cli):
     content = b"SQLite format 3\x00" + bytes(range(256)) * 40
     cli.db.write_bytes(content)
@@ -242,7 +245,7 @@ def test_commands_that_only_look_do_not_create_a_missing_database(cli, args):
     result = cli(*args)
     assert result.code == 3
     assert result.error_lines == [f"error: no database at {cli.db} yet: submitting a task creates it (or check --db, TQCLI_DB and the config file)"]
-    assert not cli.db.exists()
+    assert not has_database(cli.db)
 
 
 @pytest.mark.parametrize("args", [[], ["dag"], ["audit"]])

@@ -12,6 +12,9 @@ import pytest
 import tqcli
 from tests.conftest import REPO, TQCLI
 
+# Shell completion and its index lookups on SQLite; PostgreSQL's lookups are in test_store_contract.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 def generator():
     loader = importlib.machinery.SourceFileLoader("gen_completions", str(REPO / "scripts" / "gen-completions"))

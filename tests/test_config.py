@@ -7,6 +7,9 @@ import pytest
 from tqcli.config import default_db_path, load_config
 from tqcli.errors import InvalidInput
 
+# Config resolution: no store is opened.
+pytestmark = pytest.mark.sqlite_only
+
 
 def env_for(tmp_path, **extra):
     return {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"), **extra}

@@ -107,10 +107,10 @@ def test_the_whole_dag_is_enqueued_in_one_transaction(queue, tmp_path):
 
 def test_a_bad_backend_in_a_dag_enqueues_nothing(queue, tmp_path):
     plan = load_dag_file(write(tmp_path, '[tasks.a]\ntarget = "x:y"\n[tasks.b]\ntarget = "x"\nbackend = "nope"\n'))
-    before = table_dump(queue.path)
+    before = table_dump(queue.location)
     with pytest.raises(InvalidInput, match="task 'b': unknown backend 'nope'"):
         queue.dags.submit(plan)
-    assert table_dump(queue.path) == before
+    assert table_dump(queue.location) == before
 
 
 def started(dag, name):

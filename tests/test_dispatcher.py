@@ -309,10 +309,15 @@ def test_breaker_reset_and_errors(queue):
 
 def test_the_claim_is_an_index_search_with_no_temp_b_tree(queue):
     with queue._ctx.read() as tx:
+        if queue.path is None:  # PostgreSQL: with the table this small the planner may scan it; make it show the index path
+            tx.conn.execute("SET LOCAL enable_seqscan = off")
         for filters in ({}, {"queues": ("etl",), "backends": ("simple", "shell"), "exclude_error": "worker lost"}):
             plan = " | ".join(tx.explain_claim(**filters))
-            assert "SEARCH tasks USING" in plan and "INDEX tasks_claim (state=? AND waiting_deps=?)" in plan, plan
-            assert "TEMP B-TREE" not in plan, plan
+            if queue.path is None:
+                assert "Index Scan using tasks_claim" in plan and "Sort" not in plan, plan
+            else:
+                assert "SEARCH tasks USING" in plan and "INDEX tasks_claim (state=? AND waiting_deps=?)" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
 
 
 def test_a_lease_held_by_a_running_process_survives_a_clock_jump(queue, clock):

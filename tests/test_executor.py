@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import sqlite_shell
+from tests.conftest import sql_shell
 from tests.test_cli_worker import wait_until
 from tqcli.backends.executor import ExecutorProcess
 
@@ -91,10 +91,10 @@ def test_a_setsid_daemon_started_by_a_python_task_is_gone_after_the_attempt(cli,
     assert cli.task(1)["state"] == "completed"
 
 
-def test_a_corrupt_payload_written_with_the_sqlite3_shell_fails_without_retry(cli):
+def test_a_corrupt_payload_written_with_a_sql_shell_fails_without_retry(cli):
     bad = cli.submit("tests.jobs:noop", "--max-retries", "3")
     good = cli.submit("tests.jobs:add", "--payload", '{"a": 2, "b": 3}')
-    sqlite_shell(cli.db, f"UPDATE tasks SET payload = '{{\"a\": ' WHERE id = {bad};")
+    sql_shell(cli.db, f"UPDATE tasks SET payload = '{{\"a\": ' WHERE id = {bad};")
     run = cli("worker", "--once")
     assert run.code == 0, run.stderr
     task = cli.task(bad)

@@ -1,10 +1,10 @@
 """restart, edit, expiry, prune, wait and the worker registry, through the library (time moved by the clock)."""
 
 import json
-import sqlite3
 
 import pytest
 
+from tests.stores import raw_sql
 from tqcli import TaskSpec
 from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
 from tqcli.units import format_time
@@ -150,8 +150,7 @@ def test_prune_deletes_old_finished_tasks_in_audited_batches_and_keeps_what_othe
     assert [json.loads(entry.details)["ids"] for entry in batches] == [done[:2], [done[2], cancelled]]
     assert queue.prune(older_than=3600, states=["failed"]) == [failed]
     assert queue.audit.verify().intact
-    with sqlite3.connect(queue.path) as conn:
-        assert conn.execute("SELECT count(*) FROM attempts WHERE task_id IN (?, ?, ?)", done).fetchone() == (0,)
+    assert raw_sql(queue.location, "SELECT count(*) FROM attempts WHERE task_id IN (?, ?, ?)", tuple(done)) == [(0,)]
 
 
 def test_prune_refuses_unknown_states(queue):

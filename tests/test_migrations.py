@@ -9,6 +9,9 @@ import tqcli
 from tests.conftest import REPO
 from tqcli.store import schema
 
+# SQLite's migration chain from schema 1; PostgreSQL starts at schema 6.
+pytestmark = pytest.mark.sqlite_only
+
 FROZEN = REPO / "tests" / "data" / "schema-v1.db"
 
 

@@ -186,11 +186,11 @@ def test_schedule_cli(cli):
 
 
 def test_a_schedule_that_fails_to_fire_does_not_stop_the_worker_or_the_others(cli):
-    from tests.conftest import sqlite_shell
+    from tests.conftest import sql_shell
 
     cli.ok("schedule", "add", "good", "--cron", "* * * * *", "tests.jobs:noop")
     cli.ok("schedule", "add", "bad", "--cron", "* * * * *", "tests.jobs:noop")
-    sqlite_shell(cli.db, "UPDATE schedules SET next_fire_at = 1000000; UPDATE schedules SET spec = '{not json' WHERE name = 'bad';")
+    sql_shell(cli.db, "UPDATE schedules SET next_fire_at = 1000000; UPDATE schedules SET spec = '{not json' WHERE name = 'bad';")
     run = cli("worker", "--once")
     assert run.code == 0, run.stderr
     assert run.stderr.count("schedule 'bad' failed to fire") == 1

@@ -11,6 +11,9 @@ from tqcli.errors import StorageError
 from tqcli.store import schema
 from tqcli.store.sqlite import SqliteStore, filesystem_type
 
+# The SQLite file itself (pragmas, WAL, foreign files, permissions).
+pytestmark = pytest.mark.sqlite_only
+
 
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()

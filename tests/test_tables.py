@@ -20,6 +20,9 @@ from tests.test_output import run_on_terminal
 from tqcli.clock import ManualClock
 from tqcli.core.dags import load_dag_file
 
+# Table rendering is the CLI's: the store under it does not change a line.
+pytestmark = pytest.mark.sqlite_only
+
 SNAPSHOTS = REPO / "tests" / "data" / "tables"
 WIDTHS = (60, 80, 120)
 LONG_ERROR = (

@@ -204,11 +204,7 @@ def test_workers_on_three_hosts_run_each_task_once_and_rescue_killed_and_stopped
     dep.start_worker("victim-s", 2, "stop")
     dep.submit([dep.long("kill", "kill", 3.0), dep.long("stop", "stop", 4.0), *dep.short(range(SHORT, SHORT + MORE))])
 
-    def started(key):
-        key_runs = hostjobs.read_runs(dep.log)[0].get(key, [])
-        return bool(key_runs)
-
-    _wait_until(lambda: started("kill") and started("stop"), 30, "both long tasks to start")
+    _wait_until(lambda: {"kill", "stop"} <= set(hostjobs.read_runs(dep.log)[0]), 30, "both long tasks to start")
     time.sleep(0.3)
     dep.workers["victim-k"].signal(signal.SIGKILL)
     dep.workers["victim-s"].signal(signal.SIGSTOP)

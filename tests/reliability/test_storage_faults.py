@@ -15,6 +15,10 @@ from tests.reliability.helpers import consistency_problems
 from tqcli import TaskSpec
 from tqcli.errors import StorageError
 
+# A full disk, a file-size limit, a lock and a read-only file are the SQLite file's
+# faults; PostgreSQL's (a lost connection, a server down) are in test_postgres_faults.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 def limit_pages(queue, extra):
     conn = queue._ctx.store._conn

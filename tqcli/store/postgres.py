@@ -57,6 +57,7 @@ COPY_FROM = 50
 # How long a statement waits for a lock before it is a busy database (ms).
 LOCK_TIMEOUT_MS = 10_000
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?|%")
 
 
@@ -81,7 +82,14 @@ class PgConnection:
         return text
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
-        """Run one statement written with `?` placeholders; its cursor."""
+        """Run one statement written with `?` placeholders; its cursor.
+
+        An integer beyond 64 bits is an OverflowError, as sqlite3 raises it,
+        rather than a NUMERIC that matches no row.
+        """
+        for value in params:
+            if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+                raise OverflowError("Python int too large to convert to a 64-bit integer")
         return self.raw.execute(self._sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Any) -> psycopg.Cursor:
@@ -356,7 +364,7 @@ class PostgresStore:
             )
         if version is None and not self._create:
             raise NotFound(
-                f"no tqcli database at {self.where} yet: submitting a task creates it (or check --db, TQCLI_DB and the config file)"
+                f"no database at {self.where} yet: submitting a task creates it (or check --db, TQCLI_DB and the config file)"
             )
         if self.read_only:
             raise StorageError(
