@@ -22,6 +22,8 @@ _READY = "state = 'pending' AND waiting_deps = 0 AND run_at <= ? AND (expires_at
 
 
 def _in_clause(column: str, values: Sequence[str], negate: bool = False) -> str:
+    if not values:  # PostgreSQL has no empty IN list
+        return "" if negate else " AND 1 = 0"
     return f" AND {column} {'NOT ' if negate else ''}IN ({marks(len(values))})"
 
 
