@@ -114,6 +114,7 @@ class WorkerReport:
 # A commit that failed for one of these is tried again on the next turn of the loop (the outcomes wait).
 _TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
+_WAKE = object()  # on the results queue: the store says tasks may have become ready
 CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
 
 
@@ -210,12 +211,15 @@ class Worker:
             fence=fence, healthy=lambda key: by_key[key].healthy(silence), heartbeat=fence.run_id,
         )
         previous = self._install_signals() if handle_signals else None
+        # Woken when another process makes tasks ready (PostgreSQL's LISTEN); polling stays the fallback.
+        stop_listening = (lambda: None) if self._options.once else self._ctx.store.listen(lambda: self._results.put(_WAKE))
         try:
             self._loop(report, backends.names, keeper)
         except BaseException:
             self._abandon()
             raise
         finally:
+            stop_listening()
             if previous is not None:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
@@ -353,7 +357,9 @@ class Worker:
                 wait = min(_MAX_WAIT, max(0.05, self._retry_at - time.monotonic()))
             batch = self._next_result(wait)
             while batch is not None:
-                if isinstance(batch, SlotCrashed):
+                if batch is _WAKE:
+                    dry = False  # look again now rather than at the next poll
+                elif isinstance(batch, SlotCrashed):
                     self._slot_crashed(batch)
                 else:
                     for item in batch:

@@ -1,0 +1,67 @@
+"""PostgreSQL's own faults: a server that is not there, connections killed under a running worker, wake-ups.
+
+SQLite's faults (a full disk, a read-only file, a held lock) are in
+test_storage_faults.py; these are the ones a database server adds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.reliability.helpers import consistency_problems, counts
+from tests.stores import raw_sql
+
+pytestmark = pytest.mark.postgres_only
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_server_that_is_not_there_is_exit_7_in_one_line(cli):
+    down = {"TQCLI_DB": "postgresql://tqcli@127.0.0.1:1/nothing"}
+    for args in (["status"], ["submit", "tests.jobs:noop"], ["worker", "--once"], ["audit", "verify"]):
+        result = cli(*args, env=down)
+        assert result.code == 7, result.stderr
+        assert result.error_lines == [result.stderr.strip()] and "cannot reach the PostgreSQL server" in result.stderr
+        assert "Traceback" not in result.stderr
+    debug = cli("status", env={**down, "TQCLI_DEBUG": "1"})
+    assert debug.code == 7 and "Traceback" in debug.stderr
+
+
+def test_an_idle_worker_is_woken_by_a_submit_not_by_its_poll(cli):
+    cli.create_db()
+    worker = cli.spawn("worker", "--poll", "30", "--quiet")
+    try:
+        time.sleep(1.5)  # it polled once at start, found nothing, and now waits up to 30 s
+        task_id = cli.submit("tests.jobs:noop")
+        _wait_for(lambda: cli.task(task_id)["state"] == "completed", 8, "the woken worker to run the task")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_a_worker_whose_connections_are_killed_reconnects_and_loses_nothing(cli):
+    cli.create_db()
+    worker = cli.spawn("worker", "--poll", "0.2", "--concurrency", "2")
+    try:
+        first = [cli.submit("tests.jobs:sleepy", "--payload", json.dumps({"seconds": 0.05})) for _ in range(10)]
+        time.sleep(0.3)
+        for _ in range(3):  # kill every connection tqcli has, mid-work, three times
+            raw_sql(cli.db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tqcli'")
+            time.sleep(0.3)
+        second = [cli.submit("tests.jobs:noop") for _ in range(10)]
+        _wait_for(lambda: counts(cli.db).get("completed", 0) == len(first) + len(second), 40, "every task to complete")
+    finally:
+        worker.terminate()
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err
+    assert consistency_problems(cli.db) == []
+    assert cli("audit", "verify").code == 0
