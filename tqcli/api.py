@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tqcli.core.workers import WorkerInfo
     from tqcli.resilience.circuit_breaker import BreakerService
     from tqcli.core.dags import DagService
+    from tqcli.core.migrate import MigrateReport
     from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
@@ -199,6 +200,17 @@ class Queue:
         from tqcli.core.workers import no_recent_heartbeat
 
         return no_recent_heartbeat(self._ctx)
+
+    def migrate_to(self, url: str, *, progress: Any = None) -> "MigrateReport":
+        """Copy this whole database into the empty PostgreSQL database at `url` and verify its audit chain there (`migrate --to`).
+
+        `progress(rows copied, rows in all, table)` is called after every batch.
+        Conflict while workers are alive here or when the target is not empty;
+        any failure leaves the target as it was. Neither database gets an audit entry.
+        """
+        from tqcli.core.migrate import migrate_to
+
+        return migrate_to(self._ctx, url, progress=progress)
 
     def close(self) -> None:
         """Close the database connection."""
