@@ -36,6 +36,7 @@ COMMANDS = {
     "breaker": "tqcli.cli.breaker:app",
     "plugins": "tqcli.cli.worker:plugins",
     "audit": "tqcli.cli.audit:app",
+    "migrate": "tqcli.cli.migrate:migrate",
 }
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Collection, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 
 def stdout_is_terminal() -> bool:
@@ -32,6 +33,35 @@ def console(stderr: bool = False) -> Any:
 
     plain = no_color()
     return Console(stderr=stderr, no_color=plain, color_system=None if plain else "auto", highlight=False, emoji=False)
+
+
+def progress_shown(json_output: bool = False) -> bool:
+    """Whether a progress bar may be drawn: stderr is a terminal, no --json, no `CI`, no `TERM=dumb` (SPEC §2)."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return terminal and not json_output and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
+
+
+@contextmanager
+def progress(description: str, *, shown: bool) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar on stderr while the block runs; yields `update(done, total, what)`. Nothing at all unless `shown`."""
+    if not shown:
+        yield lambda done, total, what: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{description} {what}")
+
+        yield update
 
 
 def when(us: int | None) -> str | None:
