@@ -196,3 +196,23 @@ def test_names_for_completion(store, db_location) -> None:
     with store.read() as tx:
         assert tx.known_names("queue", "ma", 10) == [("mail", None), ("maps", None)]
         assert tx.known_names("tenant", "", 10) == [("acme", None), ("default", None)]
+
+
+def test_a_dependent_submitted_while_its_dependency_finishes_is_never_stranded(db_location) -> None:
+    parents = _submit(db_location, 60)
+    children: list[int] = []
+
+    def drain() -> None:
+        with tqcli.open(db_location) as queue:
+            queue.drain(concurrency=2)
+
+    worker = threading.Thread(target=drain)
+    worker.start()
+    with tqcli.open(db_location) as queue:
+        for parent in parents:  # each child's dependency may be pending, running or completing right now
+            children.append(queue.submit("tests.jobs:noop", depends_on=[parent]))
+    worker.join()
+    with tqcli.open(db_location) as queue:
+        queue.drain()
+        stranded = [child for child in children if queue.get(child).state.value != "completed"]
+    assert stranded == []

@@ -65,3 +65,39 @@ def test_a_worker_whose_connections_are_killed_reconnects_and_loses_nothing(cli)
     assert "Traceback" not in err
     assert consistency_problems(cli.db) == []
     assert cli("audit", "verify").code == 0
+
+
+def test_a_commit_lost_in_flight_is_read_back_not_left_to_the_lease(queue, monkeypatch):
+    """The connection drops after COMMIT reached the server: the worker learns what landed from its tokens."""
+    from contextlib import contextmanager
+
+    from tqcli.errors import StorageLost
+    from tqcli.store.postgres import PostgresStore, PostgresTx
+
+    ids = [queue.submit("tests.jobs:noop") for _ in range(6)]
+    real_write, real_claim = PostgresStore.write, PostgresTx.claim_tasks
+    to_lose = {"commits": 2}
+
+    def claim_tasks(self, **options):
+        rows = real_claim(self, **options)
+        self.claimed_here = getattr(self, "claimed_here", False) or bool(rows)
+        return rows
+
+    @contextmanager
+    def write(self):
+        with real_write(self) as tx:
+            yield tx
+        if getattr(tx, "claimed_here", False) and to_lose["commits"]:
+            to_lose["commits"] -= 1
+            self._conn.raw.close()  # committed, but the answer never arrives
+            raise StorageLost("connection lost during COMMIT (injected)")
+
+    monkeypatch.setattr(PostgresTx, "claim_tasks", claim_tasks)
+    monkeypatch.setattr(PostgresStore, "write", write)
+    report = queue.drain(concurrency=2)
+    assert to_lose["commits"] < 2, "no commit was lost"
+    assert {queue.get(task_id).state.value for task_id in ids} == {"completed"}
+    actions = [entry.action for entry in queue.audit.entries(limit=0)]
+    assert "task.lost" not in actions and "task.stale" not in actions  # nothing waited for a lease or was recorded twice
+    assert consistency_problems(queue.location) == []
+    assert report.outcomes.get("completed") == 6

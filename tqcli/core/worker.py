@@ -115,6 +115,7 @@ class WorkerReport:
 _TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
 _WAKE = object()  # on the results queue: the store says tasks may have become ready
+ONCE_RECONNECTS = 3  # a `--once` run gives up after this many lost connections in a row (exit 7)
 CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
 
 
@@ -292,6 +293,7 @@ class Worker:
         finished = self._finished
         dry = False  # the last claim found fewer ready tasks than it asked for
         released_waiting = False
+        lost_tries = 0  # commits in a row that lost the connection
         while True:
             stopping = self._stopping.is_set()
             if stopping:
@@ -314,24 +316,27 @@ class Worker:
             wants = [] if stopping or full else self._wants(report)
             if (finished or (wants and not dry)) and not (full and time.monotonic() < self._retry_at):
                 claimed_at = time.monotonic()
+                try_again = False
                 try:
                     claimed = self._commit(finished, wants, backend_names, report, keeper)
                 except _TRY_AGAIN as exc:
-                    if options.once and not isinstance(exc, StorageConflict):
+                    lost_tries = lost_tries + 1 if isinstance(exc, StorageLost) else 0
+                    if options.once and (isinstance(exc, StorageBusy) or lost_tries > ONCE_RECONNECTS):
                         raise
                     self._log(f"warning: {exc.message.split(';')[0]}; trying again")
-                    claimed = []  # the results wait in `finished` for the next try
+                    claimed, try_again = [], True  # the results wait in `finished` for the next try
                 except StorageFull as exc:
                     self._disk_full(exc, keeper)
                     claimed = []  # the results wait in `finished` while the leases hold
                 else:
+                    lost_tries = 0
                     finished.clear()
                     if self._full_since is not None:
                         self._log(f"the disk has room again: recorded what had waited {time.monotonic() - self._full_since:.1f} s")
                         self._full_since = None
                     if claimed and self._journal is None and self._ctx.store.path is not None:
                         self._journal = OutcomeJournal.create(self._ctx.store.path, self._fence.run_id, self._holder)
-                dry = sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
+                dry = not try_again and sum(len(claims) for _, claims in claimed) < sum(count for _, count in wants)
                 for slot, claims in claimed:
                     for claim in claims:
                         self._by_token[claim.token] = (slot, claim)
@@ -457,8 +462,73 @@ class Worker:
     ) -> list[tuple[Slot, list[dispatcher.Claim]]]:
         """Record the finished attempts and claim for the slots that want more, in one transaction."""
         now = self._ctx.clock.now()
-        options = self._options
         claimed: list[tuple[Slot, list[dispatcher.Claim]]] = []
+        try:
+            endings, breakers = self._record_and_claim(finished, wants, backend_names, now, claimed)
+        except StorageLost:
+            self._after_lost_commit(finished, report, keeper)
+            raise
+        for (_, claim, outcome), became in zip(finished, endings):
+            keeper.drop(claim.token)
+            self._by_token.pop(claim.token, None)
+            report.count(became)
+            if became in ("retry", "failed") and outcome.error:
+                self._log(f"task {claim.id} attempt {claim.attempt} failed: {outcome.error.splitlines()[0][:200]}")
+            elif became == "stale":
+                self._log(f"task {claim.id}: dropped a late result (another worker took the task over)")
+        if breakers.opened:
+            self._give_back_unstarted(breakers.opened)
+        report.claimed += sum(len(claims) for _, claims in claimed)
+        return claimed
+
+    def _after_lost_commit(
+        self, finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]], report: WorkerReport, keeper: LeaseKeeper
+    ) -> None:
+        """The connection was lost during a commit, which may or may not have landed: read its tokens back.
+
+        Finished attempts whose token no longer holds its task were recorded
+        by that commit: they leave `finished` (the rest wait for the next
+        try). Tasks held by this worker under tokens it never learned were
+        claimed by it: they are given back at once rather than waiting for
+        their lease to run out. A database still out of reach leaves all of
+        it to the next try and, at worst, to the leases.
+        """
+        try:
+            with self._ctx.change() as (tx, journal):
+                held = tx.holding([claim.token for _, claim, _ in finished]) if finished else {}
+                known = set(self._by_token) | {claim.token for _, claim, _ in finished}
+                strays = [row for row in (tx.claimed_row(*token) for token in tx.running_tokens(self.worker_id) if token not in known) if row]
+                dispatcher.finish_all(
+                    tx, journal, [(dispatcher.Claim(row), dispatcher.Outcome("released")) for row in strays],
+                    now=self._ctx.clock.now(), worker=self.worker_id,
+                )
+        except StorageError:
+            return
+        landed = [item for item in finished if item[1].token not in held]
+        for item in landed:
+            finished.remove(item)
+            keeper.drop(item[1].token)
+            self._by_token.pop(item[1].token, None)
+            report.count(item[2].kind)
+        report.claimed += len(strays)  # claimed by the lost commit, and given back unstarted
+        for _ in strays:
+            report.count("released")
+        if landed or strays:
+            self._log(
+                f"the database connection was lost during a commit: {len(landed)} finished attempt(s) had been recorded, "
+                f"{len(strays)} task(s) it had claimed were given back"
+            )
+
+    def _record_and_claim(
+        self,
+        finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]],
+        wants: list[tuple[Slot, int]],
+        backend_names: list[str],
+        now: int,
+        claimed: list[tuple[Slot, list[dispatcher.Claim]]],
+    ) -> tuple[list[str], circuit_breaker.BreakerCache]:
+        """The transaction of `_commit`: finish what ended, then claim for `wants` (appended to `claimed`)."""
+        options = self._options
         with self._ctx.change() as (tx, journal):
             breakers = circuit_breaker.BreakerCache(tx)
             endings = dispatcher.finish_all(
@@ -473,15 +543,4 @@ class Worker:
                 if not claims:
                     break  # nothing more is ready for anyone
                 claimed.append((slot, claims))
-        for (_, claim, outcome), became in zip(finished, endings):
-            keeper.drop(claim.token)
-            self._by_token.pop(claim.token, None)
-            report.count(became)
-            if became in ("retry", "failed") and outcome.error:
-                self._log(f"task {claim.id} attempt {claim.attempt} failed: {outcome.error.splitlines()[0][:200]}")
-            elif became == "stale":
-                self._log(f"task {claim.id}: dropped a late result (another worker took the task over)")
-        if breakers.opened:
-            self._give_back_unstarted(breakers.opened)
-        report.claimed += sum(len(claims) for _, claims in claimed)
-        return claimed
+        return endings, breakers

@@ -260,6 +260,8 @@ class DispatchStore(Protocol):
         """Claim rows of every running task, then cancel_requested, lease_until, holder."""
     def claimed_row(self, task_id: int, claim: int) -> ClaimRow | None:
         """The claim row of a task while the token holds it."""
+    def running_tokens(self, worker: str) -> list[Token]:
+        """The tokens of every task `worker` runs now (to read back a commit whose outcome is unknown)."""
     def running_attempt(self, task_id: int) -> tuple[int, int, int, str] | None:
         """`(run, attempt, started_at, worker)` of the attempt running now."""
     def explain_claim(self, **filters: Any) -> list[str]:

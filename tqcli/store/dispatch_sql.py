@@ -229,6 +229,13 @@ class DispatchSQL:
         ).fetchone()
         return None if row is None else ClaimRow._make(row)
 
+    def running_tokens(self, worker: str) -> list[tuple[int, int]]:
+        """The `(task id, claim)` tokens of every task `worker` runs now, as the database has them."""
+        return [
+            (task_id, claim)
+            for task_id, claim in self.conn.execute("SELECT id, claim FROM tasks WHERE state = 'running' AND worker = ?", (worker,))
+        ]
+
     def running_attempt(self, task_id: int) -> tuple[int, int, int, str] | None:
         """`(run, attempt, started_at, worker)` of the attempt running now, if the task runs."""
         return self.conn.execute(

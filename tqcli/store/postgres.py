@@ -150,6 +150,21 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
         self.conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
         self.insert_audit(link(self.audit_head()))
 
+    def holding(self, tokens: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+        """See DispatchSQL.holding; the rows stay locked until commit.
+
+        Completing reads `has_dependents` here and releases dependents only
+        when it is set; a dependent submitted meanwhile sets it. Locking the
+        row makes that submit wait for this commit (and then see the task
+        completed), or this read wait for the submit (and then see the flag).
+        """
+        wanted = set(tokens)
+        ids = sorted({task_id for task_id, _ in tokens})
+        rows = self.conn.raw.execute(
+            "SELECT id, claim, has_dependents FROM tasks WHERE id = ANY(%s) AND state = 'running' ORDER BY id FOR UPDATE", (ids,)
+        ).fetchall()
+        return {(task_id, claim): bool(flag) for task_id, claim, flag in rows if (task_id, claim) in wanted}
+
     # -- claims ------------------------------------------------------------
 
     def claim_tasks(
