@@ -187,6 +187,12 @@ def test_workers_on_three_hosts_run_each_task_once_and_rescue_killed_and_stopped
     # Phase 1: three hosts, 200 short tasks.
     for index in (1, 2, 3):
         dep.start_worker(f"w{index}", index, "default")
+    # while they run, host 1 sees none of their processes, and has no way to host 2
+    probe = "import os, socket; print(socket.gethostname(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), " \
+        "socket.socket().connect_ex((%r, 5432)) != 0)" % lab.hosts[1].address
+    seen_from_1 = lab.hosts[0].run([sys.executable, "-c", probe], env=dep.env).stdout.split(" ", 1)
+    assert seen_from_1 == ["tqhost1", "[1, 2] True\n"], seen_from_1  # its init and itself
+    submitted = time.monotonic()
     dep.submit(dep.short(range(SHORT)))
     _wait_until(lambda: dep.states() == Counter(completed=SHORT), 60, f"{SHORT} tasks to complete: {dep.states()}")
     runs, overlaps = hostjobs.read_runs(dep.log)
@@ -197,7 +203,7 @@ def test_workers_on_three_hosts_run_each_task_once_and_rescue_killed_and_stopped
     assert all(key_runs[0].end is not None for key_runs in runs.values())
     phase1_hosts = Counter(key_runs[0].host for key_runs in runs.values())
     assert len(phase1_hosts) >= 2, f"one host ran everything: {phase1_hosts}"
-    phase1 = time.monotonic() - began
+    phase1 = time.monotonic() - submitted
 
     # Phase 2: a victim on host 1 (killed) and one on host 2 (stopped), under load; the rescuer on host 3.
     dep.start_worker("victim-k", 1, "kill")
