@@ -25,7 +25,9 @@ from tqcli.errors import (
     NotFound,
     PermissionDenied,
     StorageBusy,
+    StorageConflict,
     StorageError,
+    StorageLost,
     TqcliError,
     WaitTimeout,
     WorkFailed,
@@ -52,7 +54,7 @@ _LAZY = {
 
 __all__ = [
     "Attempt", "AuditTampered", "Conflict", "Interrupted", "InvalidInput", "KeyProblem",
-    "LimitReached", "ManualClock", "NotFound", "PermissionDenied", "Queue", "State", "StorageBusy", "StorageError",
+    "LimitReached", "ManualClock", "NotFound", "PermissionDenied", "Queue", "State", "StorageBusy", "StorageConflict", "StorageError", "StorageLost",
     "SystemClock", "Task", "TaskSpec", "TqcliError", "WaitTimeout", "WorkFailed", "open",
 ]
 

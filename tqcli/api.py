@@ -12,7 +12,6 @@ from tqcli.config import Config, db_location, load_config, login_name
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
 from tqcli.core.submission import SubmitResult, submit_specs
-from tqcli.errors import NotFound
 from tqcli.store import open as open_store
 
 if TYPE_CHECKING:
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from tqcli.core.task import Task
     from tqcli.core.worker import Worker, WorkerReport
     from tqcli.core.workers import WorkerInfo
-    from tqcli.resilience.circuit_breaker import BreakerService
+    from tqcli.resilience.breakers import BreakerService
     from tqcli.core.dags import DagService
     from tqcli.core.migrate import MigrateReport
     from tqcli.resilience.dead_letter import DeadLetterQueue
@@ -65,7 +64,7 @@ class Queue:
     @cached_property
     def breakers(self) -> "BreakerService":
         """Circuit breakers: list, reset, configure."""
-        from tqcli.resilience.circuit_breaker import BreakerService
+        from tqcli.resilience.breakers import BreakerService
 
         return BreakerService(self._ctx)
 
@@ -143,7 +142,9 @@ class Queue:
 
         log = options.pop("log", lambda text: None)
         backends = options.pop("backends", None)
-        return Worker(self._ctx, WorkerOptions(**options), backends=backends, log=log)
+        from tqcli.scheduler.schedules import fire_due
+
+        return Worker(self._ctx, WorkerOptions(**options), backends=backends, log=log, fire_schedules=fire_due)
 
     def drain(self, **options: Any) -> "WorkerReport":
         """Run a worker until no task is ready (`worker --once`) and report what it did."""

@@ -156,11 +156,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global_options(
     ctx: typer.Context,
-    db: Annotated[Optional[str], typer.Option("--db", metavar="PATH", help="Database file (default: TQCLI_DB, the config file, then $XDG_DATA_HOME/tqcli/tqcli.db).")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", metavar="PATH|URL", help="Database file, or a postgresql:// URL (default: TQCLI_DB, the config file, then $XDG_DATA_HOME/tqcli/tqcli.db).")] = None,
     config: Annotated[Optional[str], typer.Option("--config", metavar="PATH", help="Config file (default: TQCLI_CONFIG, ./tqcli.toml, then $XDG_CONFIG_HOME/tqcli/config.toml).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
-    """A task queue in one SQLite file: submit work, run workers, inspect and audit it.
+    """A task queue in one SQLite file, or one PostgreSQL database for many hosts: submit work, run workers, inspect and audit it.
 
     Exit codes: 0 ok, 1 the work failed, 2 invalid input, 3 not found, 4 permission denied,
     5 limit reached, 6 conflict, 7 storage error, 8 key problem, 70 internal error (a bug in tqcli), 124 wait timed out, 130 interrupted.

@@ -273,7 +273,7 @@ class DagService:
             task.depends_on = deps[task.id]
         ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
         purged = {name: PurgedTask(task_id, name, state, at) for task_id, name, state, at in tx.purged_dag_tasks(dag_id)}
-        return Dag(row[0], row[1], dag_state(counts, bool(row[4])), row[2], row[3], counts, ordered, purged)
+        return Dag(row.id, row.name, dag_state(counts, bool(row.cancelled)), row.created_at, row.submitted_by, counts, ordered, purged)
 
     def list(self, limit: int = 100) -> list[Dag]:
         """The newest `limit` DAGs with their states, newest first."""
@@ -281,8 +281,11 @@ class DagService:
             raise InvalidInput(f"invalid limit {limit!r} (--limit): give 1 or more, how many of the newest DAGs to list")
         with self._ctx.read() as tx:
             rows = tx.dag_rows(limit)
-            counts = self._counts(tx, [row[0] for row in rows])
-        return [Dag(r[0], r[1], dag_state(counts[r[0]], bool(r[4])), r[2], r[3], counts[r[0]]) for r in rows]
+            counts = self._counts(tx, [row.id for row in rows])
+        return [
+            Dag(row.id, row.name, dag_state(counts[row.id], bool(row.cancelled)), row.created_at, row.submitted_by, counts[row.id])
+            for row in rows
+        ]
 
     @retrying
     def cancel(self, dag_id: int) -> list[int]:

@@ -28,7 +28,6 @@ from tqcli.core.leases import LeaseKeeper
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
 from tqcli.errors import InternalError, InvalidInput, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
 from tqcli.resilience import circuit_breaker
-from tqcli.scheduler.schedules import fire_due
 from tqcli.units import check_name
 
 @dataclass
@@ -115,6 +114,9 @@ class WorkerReport:
 _TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
 _MAX_WAIT = 0.25  # longest sleep between looks at the stop flag
 _WAKE = object()  # on the results queue: the store says tasks may have become ready
+# What fires due schedules on each poll (tqcli.scheduler.schedules.fire_due): the scheduler
+# is a service above core, so the worker is handed it rather than importing it.
+FireSchedules = Callable[[Context, Callable[[str], None], set[tuple[str, str]]], int]
 ONCE_RECONNECTS = 3  # a `--once` run gives up after this many lost connections in a row (exit 7)
 CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
 
@@ -133,8 +135,10 @@ class Worker:
         *,
         backends: BackendSet | None = None,
         log: Callable[[str], None] = lambda text: None,
+        fire_schedules: FireSchedules | None = None,
     ) -> None:
         self._base = ctx
+        self._fire_schedules = fire_schedules
         self._ctx = ctx
         self._options = options
         self._backends = backends
@@ -284,7 +288,8 @@ class Worker:
         report.reclaimed += len(reclaimed)
         report.expired += len(expired)
         if self._options.dag_id is None:
-            report.fired += fire_due(self._ctx, self._log, self._schedule_errors)
+            if self._fire_schedules is not None:
+                report.fired += self._fire_schedules(self._ctx, self._log, self._schedule_errors)
 
     def _loop(self, report: WorkerReport, backend_names: list[str], keeper: LeaseKeeper) -> None:
         options = self._options

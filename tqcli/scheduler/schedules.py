@@ -19,6 +19,7 @@ from tqcli.core.context import Context
 from tqcli.core.spec import spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.errors import Conflict, InvalidInput, NotFound, StorageError, TqcliError
+from tqcli.store.base import ScheduleRow
 from tqcli.units import US_PER_SECOND, check_name, format_time
 
 CATCHUP_LIMIT = 100
@@ -45,8 +46,8 @@ class Schedule:
     last_fire_at: int | None
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> "Schedule":
-        """Build from a row selected with the store's `SCHEDULE_COLUMNS`."""
+    def from_row(cls, row: ScheduleRow) -> "Schedule":
+        """Build from the store's row."""
         name, cron, tz, catchup, paused, spec, created_at, created_by, next_fire_at, last_fire_at = row
         return cls(name, cron, tz, bool(catchup), bool(paused), json.loads(spec), created_at, created_by, next_fire_at, last_fire_at)
 
@@ -134,12 +135,12 @@ class ScheduleService:
             row = tx.schedule_row(name)
             if row is None:
                 raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
-            if bool(row[4]) == paused:
+            if bool(row.paused) == paused:
                 return False
             if paused:
                 tx.update_schedule(name, paused=1)
             else:
-                tx.update_schedule(name, paused=0, next_fire_at=_cron(row[1], row[2]).next_after(now, 1)[0])
+                tx.update_schedule(name, paused=0, next_fire_at=_cron(row.cron, row.tz).next_after(now, 1)[0])
             journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
         return True
 
@@ -236,7 +237,7 @@ def fire_due(ctx: Context, log: Any = lambda text: None, reported: set[tuple[str
             raise
         except Exception as exc:  # one broken schedule must not stop the worker or the others
             text = exc.message if isinstance(exc, TqcliError) else f"{type(exc).__name__}: {exc}"
-            name = row[0]
+            name = row.name
             if (name, text) in reported:
                 continue
             reported.add((name, text))
@@ -263,7 +264,7 @@ def _fire(ctx: Context, schedule: Schedule, now: int, log: Any) -> int:
     next_fire = cron.next_after(now, 1)[0]
     with ctx.change() as (tx, journal):
         row = tx.schedule_row(schedule.name)
-        if row is None or row[4] or row[8] != schedule.next_fire_at or json.loads(row[5]) != schedule.spec:
+        if row is None or row.paused or row.next_fire_at != schedule.next_fire_at or json.loads(row.spec) != schedule.spec:
             return 0  # removed, paused, fired or edited meanwhile: the next poll sees it as it is now
         for fire_at in fires:
             if not tx.record_fire(schedule.name, fire_at, now):
@@ -272,7 +273,7 @@ def _fire(ctx: Context, schedule: Schedule, now: int, log: Any) -> int:
             tx.set_fire_task(schedule.name, fire_at, result.id)
             journal.add("schedule.fire", result.id, spec.tenant, schedule=schedule.name, fire_at=format_time(fire_at))
             enqueued += 1
-        last = max([fire for fire in fires] + ([row[9]] if row[9] is not None else []), default=None)
+        last = max([fire for fire in fires] + ([row.last_fire_at] if row.last_fire_at is not None else []), default=None)
         tx.update_schedule(schedule.name, next_fire_at=next_fire, last_fire_at=last)
         tx.forget_fires(schedule.name, before=now - FIRE_MEMORY)
     return enqueued
