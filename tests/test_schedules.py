@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tests.stores import raw_sql
+
 import tqcli
 from tqcli.clock import ManualClock
 from tqcli.errors import Conflict, InvalidInput, NotFound
@@ -13,9 +15,9 @@ T0 = int(datetime(2026, 1, 5, 9, 59, 30, tzinfo=timezone.utc).timestamp() * 1_00
 
 
 @pytest.fixture
-def sq(db_path):
+def sq(db_location):
     clock = ManualClock(T0)
-    with tqcli.open(db_path, clock=clock) as queue:
+    with tqcli.open(db_location, clock=clock) as queue:
         yield queue, clock
 
 
@@ -49,25 +51,19 @@ def test_a_due_fire_enqueues_one_task_named_after_the_schedule(sq):
 
 
 def test_fire_records_are_kept_a_week_then_dropped(sq):
-    import sqlite3
-
     queue, clock = sq
     queue.schedules.add("daily", cron="@daily", options={"target": "tests.jobs:noop"})
     for _ in range(10):
         clock.advance(86400)
         assert queue.fire_schedules() == 1
-    kept = sqlite3.connect(queue.path).execute("SELECT count(*) FROM schedule_fires").fetchone()[0]
+    [(kept,)] = raw_sql(queue.location, "SELECT count(*) FROM schedule_fires")
     assert kept == 7
 
 
 def test_a_schedule_that_can_no_longer_fire_is_paused_with_a_reason(sq):
-    import sqlite3
-
     queue, clock = sq
     queue.schedules.add("broken", cron="@hourly", options={"target": "tests.jobs:noop"})
-    conn = sqlite3.connect(queue.path)
-    conn.execute("UPDATE schedules SET tz = 'Mars/Base'")  # as if tzdata lost the zone
-    conn.commit()
+    raw_sql(queue.location, "UPDATE schedules SET tz = 'Mars/Base'")  # as if tzdata lost the zone
     warnings = []
     clock.advance(3600)
     from tqcli.scheduler.schedules import fire_due

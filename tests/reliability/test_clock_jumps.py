@@ -53,5 +53,5 @@ def test_clock_jumps_lose_no_lease_and_complete_nothing_twice(tmp_path, jump):
         assert [queue.get(task_id).state.value for task_id in ids] == ["completed"] * 4
         assert all(queue.get(task_id).attempts == 1 for task_id in ids)
         assert queue.audit.entries(action="task.lost") == [] and queue.audit.entries(action="task.stale") == []
-        assert consistency_problems(queue.path) == []
+        assert consistency_problems(queue.location) == []
         assert queue.audit.verify().intact

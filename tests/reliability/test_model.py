@@ -227,7 +227,7 @@ class TaskStateMachine(RuleBasedStateMachine):
 
     @invariant()
     def bookkeeping_and_audit_hold(self):
-        assert consistency_problems(self.queue.path) == []
+        assert consistency_problems(self.queue.location) == []
         assert self.queue.audit.verify().intact
 
 
