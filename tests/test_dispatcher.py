@@ -318,6 +318,7 @@ def test_the_claim_is_an_index_search_with_no_temp_b_tree(queue):
             else:
                 assert "SEARCH tasks USING" in plan and "INDEX tasks_claim (state=? AND waiting_deps=?)" in plan, plan
                 assert "TEMP B-TREE" not in plan, plan
+                assert plan.startswith("SEARCH tasks USING INTEGER PRIMARY KEY"), plan  # the update visits the picked rows only
 
 
 def test_a_lease_held_by_a_running_process_survives_a_clock_jump(queue, clock):

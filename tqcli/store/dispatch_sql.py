@@ -73,15 +73,16 @@ def claim_statement(*, due_by: int, **filters: Any) -> tuple[str, list[Any]]:
 
     Its own parameters come first (started_at, claim number, lease_until,
     worker, holder), then the filters', then the LIMIT. The outer
-    `state = 'pending'` costs nothing here and keeps the statement correct
-    where the pick could be raced.
+    recheck of the state keeps the statement correct where the pick could
+    be raced; its `+` keeps SQLite from answering it with an index, which
+    would visit every pending task instead of the picked ids.
     """
     where, params = claim_filters(due_by=due_by, **filters)
     sql = (
         "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
         "claim = ?, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
         f"WHERE id IN (SELECT id FROM tasks WHERE {where} ORDER BY priority DESC, run_at, id LIMIT ?) "
-        f"AND state = 'pending' RETURNING {CLAIM_COLUMNS}"
+        f"AND +state = 'pending' RETURNING {CLAIM_COLUMNS}"
     )
     return sql, params
 
