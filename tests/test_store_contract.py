@@ -216,3 +216,12 @@ def test_a_dependent_submitted_while_its_dependency_finishes_is_never_stranded(d
         queue.drain()
         stranded = [child for child in children if queue.get(child).state.value != "completed"]
     assert stranded == []
+
+
+def test_the_server_clock_follows_the_database_not_this_host(store, monkeypatch) -> None:
+    from tqcli.clock import ServerClock
+
+    clock = ServerClock(lambda: store.server_time() + 7_000_000)  # a server 7 s ahead of this host
+    assert abs(clock.now() - (store.server_time() + 7_000_000)) < 500_000
+    clock.sync(store.server_time)
+    assert abs(clock.now() - store.server_time()) < 500_000

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from tqcli.clock import Clock, SystemClock
+from tqcli.clock import Clock, ServerClock, SystemClock
 from tqcli.config import Config, db_location, load_config, login_name
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
@@ -249,7 +249,9 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
         config.db, read_only=read_only, create=create, busy_timeout=config.busy_timeout, synchronous=config.synchronous
     )
     real_user = login_name()
-    ctx = Context(store=store, clock=clock or SystemClock(), actor=real_user)
+    if clock is None:  # on a shared server every host reads the server's clock
+        clock = SystemClock() if store.path is not None else ServerClock(store.server_time)
+    ctx = Context(store=store, clock=clock, actor=real_user)
     if actor and actor != real_user:
         from tqcli.security.identity import resolve_actor
 

@@ -7,10 +7,12 @@ test_storage_faults.py; these are the ones a database server adds.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
 
+from tests.conftest import TQCLI
 from tests.reliability.helpers import consistency_problems, counts
 from tests.stores import raw_sql
 
@@ -101,3 +103,36 @@ def test_a_commit_lost_in_flight_is_read_back_not_left_to_the_lease(queue, monke
     assert "task.lost" not in actions and "task.stale" not in actions  # nothing waited for a lease or was recorded twice
     assert consistency_problems(queue.location) == []
     assert report.outcomes.get("completed") == 6
+
+
+SKEWED_CLOCK = """
+import os, time
+_skew = float(os.environ.get("TQCLI_TEST_SKEW", "0"))
+_time, _time_ns = time.time, time.time_ns
+time.time = lambda: _time() + _skew
+time.time_ns = lambda: _time_ns() + int(_skew * 1e9)
+"""
+
+
+def test_a_host_whose_clock_runs_ahead_does_not_take_over_a_healthy_lease(cli, tmp_path):
+    """Leases are judged by the server's clock: a rescuer 5 s ahead, with 6 s leases, sees a live lease as live."""
+    ahead = tmp_path / "ahead"
+    ahead.mkdir()
+    (ahead / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    task_id = cli.submit("tests.jobs:sleepy", "--payload", json.dumps({"seconds": 5}), "--max-retries", "0")
+    healthy = cli.spawn("worker", "--once", "--lease", "6", "--id", "healthy")
+    try:
+        _wait_for(lambda: cli.task(task_id)["state"] == "running", 20, "the healthy worker to start the task")
+        time.sleep(1.0)
+        # Another host: its own PID namespace (it cannot see the healthy worker), its clock 5 s ahead.
+        skewed = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", TQCLI, "worker", "--once", "--lease", "6", "--id", "ahead"],
+            env={**cli.env, "PYTHONPATH": f"{ahead}:{cli.env['PYTHONPATH']}", "TQCLI_TEST_SKEW": "5"},
+            cwd=cli.cwd, capture_output=True, text=True, timeout=60,
+        )
+        assert skewed.returncode == 0, skewed.stderr
+        assert "was lost" not in skewed.stderr
+    finally:
+        healthy.communicate(timeout=60)
+    task = cli.task(task_id)
+    assert task["state"] == "completed" and task["attempts"] == 1

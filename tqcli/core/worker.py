@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from tqcli.backends import cgroups
 from tqcli.backends.fence import HOLDER, Fence
+from tqcli.clock import ServerClock
 from tqcli.core import dispatcher, liveness, workers
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
@@ -278,6 +279,8 @@ class Worker:
         own = self._journal.path if self._journal is not None else None
         for task_id, became in apply_journals(self._ctx, self._ctx.store.path, worker=self.worker_id, own=own):
             self._log(f"task {task_id}: recorded the outcome a worker left when the disk was full ({became})")
+        if isinstance(self._base.clock, ServerClock):  # keep agreeing with the other hosts on the time
+            self._base.clock.sync(self._ctx.store.server_time)
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
             tx.worker_heartbeat(self._fence.run_id, now)

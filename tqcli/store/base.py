@@ -409,6 +409,8 @@ class Store(Protocol):
         """A read transaction with one consistent snapshot."""
     def errors(self) -> AbstractContextManager[None]:
         """Turn driver errors raised inside into tqcli errors."""
+    def server_time(self) -> int:
+        """The clock every host sharing this database goes by, in microseconds (PostgreSQL: the server's)."""
     def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake()` when a change may have made tasks ready; returns the stopper."""
     def reopen(self) -> "Store":

@@ -463,6 +463,12 @@ class PostgresStore:
         with self._transaction(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"):
             yield PostgresTx(conn)
 
+    def server_time(self) -> int:
+        """The server's wall clock now, in microseconds since the epoch (outside any transaction)."""
+        with self.errors():
+            row = self._connection().raw.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint").fetchone()
+        return int(row[0])  # type: ignore[index]
+
     def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake()` whenever a change makes tasks ready (LISTEN on its own connection); returns the stopper."""
         stop = threading.Event()

@@ -360,6 +360,10 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
 
+    def server_time(self) -> int:
+        """The wall clock of the one host a SQLite file serves: this machine's."""
+        return time.time_ns() // 1000
+
     def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
         """No wake-ups on SQLite (one host: workers poll, which costs an index search); a stopper that does nothing."""
         return lambda: None
