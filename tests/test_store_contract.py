@@ -11,6 +11,7 @@ import threading
 import pytest
 
 import tqcli
+from tests.stores import raw_sql, table_dump
 from tqcli.core.spec import TaskSpec
 from tqcli.errors import NotFound, StorageError
 from tqcli.security.verify import scan
@@ -225,3 +226,16 @@ def test_the_server_clock_follows_the_database_not_this_host(store, monkeypatch)
     assert abs(clock.now() - (store.server_time() + 7_000_000)) < 500_000
     clock.sync(store.server_time)
     assert abs(clock.now() - store.server_time()) < 500_000
+
+
+def test_a_database_of_a_newer_tqcli_is_refused_and_left_untouched(db_location) -> None:
+    _submit(db_location, 1)
+    if isinstance(db_location, str):
+        raw_sql(db_location, "UPDATE schema_version SET version = 99")
+    else:
+        raw_sql(db_location, "PRAGMA user_version = 99")
+    before = table_dump(db_location)
+    for read_only in (False, True):
+        with pytest.raises(StorageError, match="made by a newer tqcli"):
+            open_store(db_location, read_only=read_only)
+    assert table_dump(db_location) == before
