@@ -26,7 +26,8 @@ test: $(STAMP) tools compile
 demo: $(STAMP) compile
 	@PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo
 
-bench: $(STAMP) compile
+# PostgreSQL's server binaries (tools) for the PostgreSQL half; BENCH_ARGS='--quick', '--no-postgres', '--no-compare'...
+bench: $(STAMP) tools compile
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 completions: $(STAMP)

@@ -30,7 +30,7 @@ def barrier():
         return
     _arrived = True
     folder, parties = os.environ.get("BENCH_BARRIER"), int(os.environ.get("BENCH_PARTIES") or 0)
-    if not folder or parties <= 1:
+    if not folder:
         return
     open(os.path.join(folder, str(os.getpid())), "w").close()
     deadline = time.monotonic() + BARRIER_TIMEOUT

@@ -1,12 +1,19 @@
-"""tqcli's benchmark: `make bench` runs it and prints one table.
+"""tqcli's benchmark: `make bench` runs it and prints its tables.
 
 Every figure is the median of several runs with their min-max, and every
 comparison is a ratio measured in the same run (these machines are noisy:
 absolute figures drift 15-30 %). Data is built in a temporary folder; what
-tqcli is compared against (Huey) is installed into bench/.env, never into
-the project's environment.
+tqcli is compared against is installed beside the project, never into its
+environment: Huey into bench/.env, procrastinate and PgQueuer into
+bench/.env-pg.
 
-    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare]
+The first table is SQLite's. Then bench/parallel.py measures both stores
+with the same code, on a PostgreSQL server it starts for the run at
+PostgreSQL's default durability (tests/pgserver.py; stopped at the end):
+drains by 1, 2 and 4 worker processes, bulk submit, submit latency, and
+the same drains by procrastinate and PgQueuer on that server.
+
+    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -22,37 +29,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import parallel  # noqa: E402
 import tqcli  # noqa: E402
-from tqcli.core import dispatcher  # noqa: E402
+from common import Figure, spread, table  # noqa: E402
 from tqcli.core.spec import TaskSpec  # noqa: E402
 
 TQCLI = str(Path(sys.executable).parent / "tqcli")
 ENV_DIR = HERE / ".env"
-
-
-@dataclass
-class Figure:
-    """One line of the results table."""
-
-    name: str
-    how: str
-    value: str
-    target: str
-    met: bool | None
-
-
-def spread(values: list[float], unit: str = "", digits: int = 0) -> str:
-    """`median (min-max) unit`."""
-    fmt = f"{{:,.{digits}f}}"
-    med, low, high = statistics.median(values), min(values), max(values)
-    return f"{fmt.format(med)} ({fmt.format(low)}-{fmt.format(high)}){unit}"
 
 
 def run_env(db: Path, **extra: str) -> dict[str, str]:
@@ -392,58 +381,166 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or "?"
+    return (
+        f"{platform.system()} {platform.machine()}, nproc {nproc} ({cpu}), Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
 
 
-def table(figures: list[Figure]) -> str:
-    lines = ["| figure | how | result | target | met |", "| --- | --- | --- | --- | --- |"]
-    for f in figures:
-        met = "-" if f.met is None else ("yes" if f.met else "**no**")
-        lines.append(f"| {f.name} | {f.how} | {f.value} | {f.target} | {met} |")
-    return "\n".join(lines)
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def revision() -> str:
+    """The commit measured, and whether tqcli/ had changes not committed yet."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--", "tqcli")
+    return f"{commit}{' with uncommitted changes in tqcli/' if dirty else ''}"
+
+
+def progress(figures: list[Figure]) -> None:
+    for figure in figures:
+        print(f"{figure.name}: {figure.value}", file=sys.stderr)
+
+
+def sqlite_figures(args: argparse.Namespace, sizes: dict[str, int], work: Path, have_huey: bool) -> list[Figure]:
+    """The SQLite table: single-worker throughput, latency, scale and memory."""
+    figures: list[Figure] = []
+    steps = [
+        lambda: [submit_latency(work, args.runs)],
+        lambda: [bulk_submit(work, args.runs, sizes["bulk"])],
+        lambda: drain_noop(work, args.runs, sizes["drain"], have_huey),
+        lambda: [drain_shell(work, args.runs, sizes["shell"])],
+        lambda: [two_workers(work, args.runs, sizes["two"])],
+        lambda: [worker_memory(work, sizes["memory"])],
+        lambda: [durability(work, args.runs, sizes["sync"])],
+    ]
+    for step in steps:
+        done = step()
+        progress(done)
+        figures += done
+    print(f"building a database of {sizes['pending'] + sizes['finished']:,} tasks...", file=sys.stderr)
+    big = build_big(work, sizes["pending"], sizes["finished"])
+    total = sizes["pending"] + sizes["finished"]
+    for figure in (
+        claim_growth(work, args.runs, big, sizes["pending"], sizes["finished"]),
+        status_at_scale(args.runs, big, total),
+        audit_verify(args.runs, big, total),
+    ):
+        progress([figure])
+        figures.append(figure)
+    fresh(work, "big.db")  # 2M tasks: not kept on disk for the rest of the run
+    return figures
+
+
+def store_sections(args: argparse.Namespace, sizes: dict[str, int], work: Path) -> tuple[list[Figure], str, list[str]]:
+    """Both stores side by side, and the peers on PostgreSQL: figures, the extra tables, and the header lines."""
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    header: list[str] = []
+    stores: list[parallel.SqliteStore | parallel.PostgresStore] = [parallel.SqliteStore(work)]
+    server = None
+    if not args.no_postgres:
+        try:
+            server = parallel.Server()
+        except Exception as exc:  # noqa: BLE001 - PostgresUnavailable, or a server that did not start: SQLite goes on alone
+            print(f"warning: no PostgreSQL for the benchmark ({str(exc).splitlines()[0]}); measuring SQLite only", file=sys.stderr)
+            header.append(f"PostgreSQL: not measured ({str(exc).splitlines()[0]})")
+    peers: list[parallel.Peer] = []
+    results = parallel.Results()
+    try:
+        if server is not None:
+            stores.append(parallel.PostgresStore(server))
+            header.append(f"PostgreSQL server: {server.describe()}")
+            log(header[-1])
+            if not args.no_compare:
+                why = parallel.ensure_peer_env()
+                if why:
+                    print(f"warning: {why}; skipping procrastinate and PgQueuer", file=sys.stderr)
+                    header.append(f"procrastinate and PgQueuer: not compared ({why})")
+                for tool in ("procrastinate", "pgqueuer") if not why else ():
+                    try:
+                        peers.append(parallel.Peer(tool, server))
+                    except Exception as exc:  # noqa: BLE001 - one peer that cannot be set up does not stop the rest
+                        print(f"warning: {tool} could not be set up ({exc}); skipping it", file=sys.stderr)
+                        header.append(f"{tool}: not compared ({str(exc).splitlines()[-1][:200]})")
+                if peers:
+                    header.append(f"Compared (bench/.env-pg): {parallel.peer_versions()}")
+        figures = parallel.submit_latency(args.runs, stores)
+        progress(figures)
+        done = parallel.bulk_submit_many(work, args.runs, sizes["bulk_lib"], stores)
+        progress(done)
+        figures += done
+        log("drains by 1, 2 and 4 worker processes:")
+        parallel.drains(work, args.runs, {"nap": sizes["nap"], "noop": sizes["noop"]}, stores, peers, server, results, log)
+        pg = stores[1] if server is not None else None
+        if pg is not None:
+            log("the audit chain under 4 workers:")
+            parallel.audit_cost(work, args.runs, sizes["noop"], pg, server, results, log)  # type: ignore[arg-type]
+        done = parallel.scaling_figures(results, stores, sizes) + parallel.noop_cores_figure(results, stores, sizes["noop"])
+        if pg is not None:
+            done += [parallel.audit_figure(results, sizes["noop"]), parallel.lost_or_doubled(results)]
+        progress(done)
+        figures += done
+    finally:
+        for peer in peers:
+            try:
+                peer.close()
+            except Exception:  # noqa: BLE001 - the server goes next anyway
+                pass
+        if server is not None:
+            server.stop()
+    queues = [f"tqcli, {store.label}" for store in stores] + [peer.label for peer in peers]
+    tables = "### Drains by worker processes\n\n" + parallel.drain_table(results, queues) + "\n"
+    if peers:
+        tables += "\n### tqcli on PostgreSQL against its peers (ratios of drain rates, side by side)\n\n"
+        tables += parallel.versus_table(results, "tqcli, PostgreSQL", [peer.label for peer in peers]) + "\n"
+    problems = results.problems()
+    tables += "\n### Problems during the drains\n\n" + ("\n".join(f"- {p}" for p in problems) if problems else "none") + "\n"
+    return figures, tables, header
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data sets (a smoke run, not the figures)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
-    parser.add_argument("--no-compare", action="store_true", help="skip installing and running Huey")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    parser.add_argument("--no-compare", action="store_true", help="skip installing and running Huey, procrastinate and PgQueuer")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL (and so procrastinate and PgQueuer)")
     args = parser.parse_args()
-    sizes = dict(bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000)
+    sizes = dict(
+        bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000,
+        bulk_lib=100_000, nap=300, noop=3_000,
+    )
     if args.quick:
-        sizes = dict(bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200)
+        sizes = dict(
+            bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200,
+            bulk_lib=2_000, nap=60, noop=300,
+        )
     have_huey = not args.no_compare and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
-    figures: list[Figure] = []
     started = time.perf_counter()
+    load_before = load()
     try:
-        steps = [
-            lambda: [submit_latency(work, args.runs)],
-            lambda: [bulk_submit(work, args.runs, sizes["bulk"])],
-            lambda: drain_noop(work, args.runs, sizes["drain"], have_huey),
-            lambda: [drain_shell(work, args.runs, sizes["shell"])],
-            lambda: [two_workers(work, args.runs, sizes["two"])],
-            lambda: [worker_memory(work, sizes["memory"])],
-            lambda: [durability(work, args.runs, sizes["sync"])],
-        ]
-        for step in steps:
-            for figure in step():
-                figures.append(figure)
-                print(f"{figure.name}: {figure.value}", file=sys.stderr)
-        print(f"building a database of {sizes['pending'] + sizes['finished']:,} tasks...", file=sys.stderr)
-        big = build_big(work, sizes["pending"], sizes["finished"])
-        total = sizes["pending"] + sizes["finished"]
-        for figure in (
-            claim_growth(work, args.runs, big, sizes["pending"], sizes["finished"]),
-            status_at_scale(args.runs, big, total),
-            audit_verify(args.runs, big, total),
-        ):
-            figures.append(figure)
-            print(f"{figure.name}: {figure.value}", file=sys.stderr)
+        figures = sqlite_figures(args, sizes, work, have_huey)
+        store_figures, tables, header = store_sections(args, sizes, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = f"Machine: {machine()}\nRuns per figure: {args.runs}; took {time.perf_counter() - started:.0f} s\n\n{table(figures)}\n"
+    lines = [
+        f"Machine: {machine()}",
+        f"tqcli {revision()}; runs per figure: {args.runs}; took {time.perf_counter() - started:.0f} s; "
+        f"load average (1, 5, 15 min) {load_before} at the start, {load()} at the end",
+        *header,
+    ]
+    report = (
+        "\n".join(lines) + "\n\n### SQLite\n\n" + table(figures) + "\n\n### Both stores\n\n" + table(store_figures) + "\n\n" + tables
+    )
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(report)
