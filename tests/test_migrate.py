@@ -26,7 +26,7 @@ from tests.conftest import TQCLI, pg_database_name
 from tqcli.clock import SystemClock
 from tqcli.core.dags import load_dag_file
 from tqcli.core.spec import TaskSpec
-from tqcli.errors import AuditTampered, Conflict, StorageError
+from tqcli.errors import Conflict, StorageError
 from tqcli.store import copy as store_copy
 from tqcli.store import schema_pg
 
