@@ -1,7 +1,9 @@
 """Task operations after submit: get, list, cancel, bump.
 
 Each change is one short write transaction that also appends its audit
-entries. Submitting lives in `tqcli.core.submission`.
+entries, made by a function that runs inside a caller's transaction
+(`cancel_tasks`, `bump_task`: see "Changes that compose" in docs/design.md).
+Submitting lives in `tqcli.core.submission`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from tqcli.core import chaining, gate
 from tqcli.core.context import Context, retrying
 from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.security.audit import Journal
 from tqcli.units import check_filters
 
 
@@ -95,25 +98,37 @@ class TaskService:
     @retrying
     def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
         """Set (`priority`) or shift (`by`) a pending or blocked task's priority; returns (old, new)."""
-        if (priority is None) == (by is None):
-            raise InvalidInput("give either --priority P or --by N")
+        _check_bump(priority, by)
         with self._ctx.change() as (tx, journal):
-            tx.lock_tasks([task_id])
-            rows = tx.task_rows([task_id])
-            if not rows:
-                raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
-            task = Task.from_row(rows[0])
-            if task.state not in (State.PENDING, State.BLOCKED):
-                raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be bumped")
-            new = priority if priority is not None else task.priority + by  # type: ignore[operator]
-            if not -100 <= new <= 100:
-                raise InvalidInput(f"invalid priority {new}: it must stay between -100 and 100 (task {task_id} has {task.priority})")
-            tx.set_priority(task_id, new)
-            journal.add("task.bump", task_id, task.tenant, old=task.priority, new=new)
-        return task.priority, new
+            return bump_task(self._ctx, tx, journal, task_id, priority=priority, by=by)
 
 
-def cancel_tasks(ctx: Context, tx: Any, journal: Any, ids: Sequence[int], *, cascade: bool, reason: str | None) -> list[int]:
+def _check_bump(priority: int | None, by: int | None) -> None:
+    if (priority is None) == (by is None):
+        raise InvalidInput("give either --priority P or --by N")
+
+
+def bump_task(
+    ctx: Context, tx: Any, journal: Journal, task_id: int, *, priority: int | None = None, by: int | None = None
+) -> tuple[int, int]:
+    """Set or shift a task's priority inside the caller's transaction (see `TaskService.bump`); (old, new)."""
+    _check_bump(priority, by)
+    tx.lock_tasks([task_id])
+    rows = tx.task_rows([task_id])
+    if not rows:
+        raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
+    task = Task.from_row(rows[0])
+    if task.state not in (State.PENDING, State.BLOCKED):
+        raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be bumped")
+    new = priority if priority is not None else task.priority + by  # type: ignore[operator]
+    if not -100 <= new <= 100:
+        raise InvalidInput(f"invalid priority {new}: it must stay between -100 and 100 (task {task_id} has {task.priority})")
+    tx.set_priority(task_id, new)
+    journal.add("task.bump", task_id, task.tenant, old=task.priority, new=new)
+    return task.priority, new
+
+
+def cancel_tasks(ctx: Context, tx: Any, journal: Journal, ids: Sequence[int], *, cascade: bool, reason: str | None) -> list[int]:
     """Cancel `ids` inside the caller's transaction (see `TaskService.cancel`)."""
     ids = list(dict.fromkeys(ids))
     now = ctx.clock.now()
