@@ -1,7 +1,9 @@
 """A task's life after submit, beyond cancel and bump: restart, edit, wait for many, prune.
 
-Each change is one short transaction with its audit entries. `prune` works
-in bounded batches, so a worker is never kept waiting behind it.
+Each change is one short transaction with its audit entries, made by a
+function that runs inside a caller's transaction (`restart_task`,
+`edit_task`, `prune_batch`: see "Changes that compose" in docs/design.md).
+`prune` works in bounded batches, so a worker is never kept waiting behind it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from tqcli.core.spec import TaskSpec, encode_payload, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
+from tqcli.security.audit import Journal
 from tqcli.units import US_PER_SECOND, check_instant, format_time
 
 PRUNE_BATCH = 500
@@ -66,16 +69,20 @@ def restart_spec(task: Task, overrides: Mapping[str, Any]) -> TaskSpec:
 def restart(ctx: Context, task_id: int, overrides: Mapping[str, Any]) -> int:
     """Submit a new task with the spec of finished task `task_id`; the new id (`restarted_from` records the old)."""
     with ctx.change() as (tx, journal):
-        task = _task(tx, task_id)
-        if not task.state.terminal:
-            raise Conflict(
-                f"task {task_id} is {task.state.value}; only a finished (completed, failed or cancelled) task can be "
-                f"restarted: cancel it first, or use 'tqcli edit {task_id}'"
-            )
-        spec = restart_spec(task, overrides)
-        check_backends([spec])
-        result = insert_specs(ctx, tx, journal, [spec], restarted_from=task_id)[0]
-    return result.id
+        return restart_task(ctx, tx, journal, task_id, overrides)
+
+
+def restart_task(ctx: Context, tx: Any, journal: Journal, task_id: int, overrides: Mapping[str, Any]) -> int:
+    """`restart` inside the caller's transaction; the new task's id."""
+    task = _task(tx, task_id)
+    if not task.state.terminal:
+        raise Conflict(
+            f"task {task_id} is {task.state.value}; only a finished (completed, failed or cancelled) task can be "
+            f"restarted: cancel it first, or use 'tqcli edit {task_id}'"
+        )
+    spec = restart_spec(task, overrides)
+    check_backends([spec])
+    return insert_specs(ctx, tx, journal, [spec], restarted_from=task_id)[0].id
 
 
 @retrying
@@ -86,32 +93,42 @@ def edit(ctx: Context, task_id: int, changes: Mapping[str, Any]) -> dict[str, di
     timeout, delay (seconds from now) and at (microseconds); a name or
     service that were defaults follow a new target.
     """
+    _check_edit(changes)
+    with ctx.change() as (tx, journal):
+        return edit_task(ctx, tx, journal, task_id, changes)
+
+
+def _check_edit(changes: Mapping[str, Any]) -> None:
     if not changes:
         raise InvalidInput("nothing to change: give --payload, --target, --priority, --max-retries, --timeout, --delay or --at")
     if "delay" in changes and "at" in changes:
         raise InvalidInput("use either --delay or --at, not both")
+
+
+def edit_task(ctx: Context, tx: Any, journal: Journal, task_id: int, changes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`edit` inside the caller's transaction; what changed (empty: nothing was written)."""
+    _check_edit(changes)
     now = ctx.clock.now()
-    with ctx.change() as (tx, journal):
-        task = _task(tx, task_id)
-        if task.state not in (State.PENDING, State.BLOCKED):
-            raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be edited")
-        wanted = {key: value for key, value in changes.items() if key not in ("delay", "at")}
-        if "delay" in changes:
-            wanted["at"] = now + int(changes["delay"] * US_PER_SECOND)
-        elif "at" in changes:
-            wanted["at"] = changes["at"]
-        spec = _edited_spec(task, wanted)  # checks every value as a submit would
-        if "at" in wanted:
-            check_instant(wanted["at"], what="at")
-        columns = _changed_columns(task, spec, wanted)
-        if not columns:
-            return {}
-        details = {column: {"from": old, "to": new} for column, (old, new) in columns.items()}
-        stored = {column: encode_payload(new) if column == "payload" else new for column, (_, new) in columns.items()}
-        if not tx.edit_task(task_id, stored):
-            raise Conflict(f"task {task_id} is no longer pending or blocked; nothing was edited")
-        details = _readable(details)
-        journal.add("task.edit", task_id, task.tenant, **details)
+    task = _task(tx, task_id)
+    if task.state not in (State.PENDING, State.BLOCKED):
+        raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be edited")
+    wanted = {key: value for key, value in changes.items() if key not in ("delay", "at")}
+    if "delay" in changes:
+        wanted["at"] = now + int(changes["delay"] * US_PER_SECOND)
+    elif "at" in changes:
+        wanted["at"] = changes["at"]
+    spec = _edited_spec(task, wanted)  # checks every value as a submit would
+    if "at" in wanted:
+        check_instant(wanted["at"], what="at")
+    columns = _changed_columns(task, spec, wanted)
+    if not columns:
+        return {}
+    details = {column: {"from": old, "to": new} for column, (old, new) in columns.items()}
+    stored = {column: encode_payload(new) if column == "payload" else new for column, (_, new) in columns.items()}
+    if not tx.edit_task(task_id, stored):
+        raise Conflict(f"task {task_id} is no longer pending or blocked; nothing was edited")
+    details = _readable(details)
+    journal.add("task.edit", task_id, task.tenant, **details)
     return details
 
 
@@ -198,9 +215,7 @@ def prune(
     `task.prune` entry naming its ids. Tasks that an unfinished task depends
     on are kept. With `dry_run`, only says which it would delete.
     """
-    unknown = [state for state in states if state not in PRUNABLE_STATES]
-    if unknown:
-        raise InvalidInput(f"invalid state {unknown[0]!r} for prune: use completed, cancelled or failed")
+    _check_prune_states(states)
     if older_than < 0:
         raise InvalidInput("invalid --older-than: use a duration of 0 or more, like 30d")
     states = sorted(set(states))
@@ -213,12 +228,34 @@ def prune(
                 rows = tx.prunable_tasks(states, finished_by, after, PRUNE_BATCH)
         else:
             with ctx.change() as (tx, journal):
-                rows = tx.prunable_tasks(states, finished_by, after, PRUNE_BATCH)
-                if rows:
-                    ids = [row[1] for row in rows]
-                    tx.delete_tasks(ids, now=ctx.clock.now())
-                    journal.add("task.prune", None, None, ids=ids, count=len(ids), states=states, finished_by=format_time(finished_by))
+                rows = prune_batch(ctx, tx, journal, states=states, finished_by=finished_by, after=after)
         if not rows:
             return pruned
         pruned += [row[1] for row in rows]
         after = (rows[-1][0], rows[-1][1])
+
+
+def _check_prune_states(states: Sequence[str]) -> None:
+    unknown = [state for state in states if state not in PRUNABLE_STATES]
+    if unknown:
+        raise InvalidInput(f"invalid state {unknown[0]!r} for prune: use completed, cancelled or failed")
+
+
+def prune_batch(
+    ctx: Context, tx: Any, journal: Journal, *, states: Sequence[str], finished_by: int, after: tuple[int, int] = (-1, 0)
+) -> list[tuple[int, int, str]]:
+    """One batch of `prune` inside the caller's transaction; the `(finished_at, id, tenant)` of the tasks it deleted.
+
+    At most PRUNE_BATCH tasks in `states` that finished at or before
+    `finished_by`, past the `(finished_at, id)` cursor `after`, in that
+    order; audited as one `task.prune` entry naming their ids. When none
+    is left, nothing is written.
+    """
+    _check_prune_states(states)
+    states = sorted(set(states))
+    rows = tx.prunable_tasks(states, finished_by, after, PRUNE_BATCH)
+    if rows:
+        ids = [row[1] for row in rows]
+        tx.delete_tasks(ids, now=ctx.clock.now())
+        journal.add("task.prune", None, None, ids=ids, count=len(ids), states=states, finished_by=format_time(finished_by))
+    return rows
