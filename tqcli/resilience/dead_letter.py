@@ -3,7 +3,9 @@
 Failed tasks *are* the DLQ; nothing is copied. Replay puts a task back to
 pending under the same id with its attempts reset and unblocks what waited
 on it; purge deletes it (the audit chain keeps the record) and cancels the
-tasks that were blocked on it, since they can never run.
+tasks that were blocked on it, since they can never run. Both run inside a
+caller's transaction as `replay_tasks` and `purge_tasks` (see "Changes that
+compose" in docs/design.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from tqcli.core import chaining
 from tqcli.core.context import Context, retrying
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.security.audit import Journal
 from tqcli.units import US_PER_SECOND, check_filters, parse_duration
 
 
@@ -33,25 +36,6 @@ class DeadLetterQueue:
             task.depends_on = deps[task.id]
         return tasks
 
-    def _select(self, tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
-        check_filters(queue=queue, tenant=tenant)
-        if ids and every:
-            raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
-        if (queue or tenant) and not every:
-            raise InvalidInput("--queue and --tenant narrow --all: add --all (they cannot be combined with IDs)")
-        if not ids and not every:
-            raise InvalidInput(f"nothing to {verb}: give the task IDs, or --all for every failed task ('tqcli dlq list' shows them)")
-        if every:
-            return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=None)]
-        rows = {row[0]: Task.from_row(row) for row in tx.task_rows(list(dict.fromkeys(ids)))}
-        for task_id in dict.fromkeys(ids):
-            task = rows.get(task_id)
-            if task is None:
-                raise NotFound(f"task {task_id} does not exist; nothing was changed")
-            if task.state.value != "failed":
-                raise Conflict(f"task {task_id} is {task.state.value}, not in the dead-letter queue (failed); nothing was changed")
-        return [rows[task_id] for task_id in dict.fromkeys(ids)]
-
     @retrying
     def replay(
         self,
@@ -63,23 +47,11 @@ class DeadLetterQueue:
         dry_run: bool = False,
     ) -> list[Task]:
         """Back to pending with attempts reset, same ids; dependents unblocked. Returns the tasks as they now are."""
-        now = self._ctx.clock.now()
         if dry_run:
             with self._ctx.read() as tx:
-                return self._select(tx, ids, every, queue, tenant, "replay")
+                return _select(tx, ids, every, queue, tenant, "replay")
         with self._ctx.change() as (tx, journal):
-            tasks = _still_failed(tx, self._select(tx, ids, every, queue, tenant, "replay"))
-            replay_ids = [task.id for task in tasks]
-            tx.replay_tasks(replay_ids, now=now)
-            for task in tasks:
-                journal.add("dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts)
-            chaining.unblock_dependents(tx, journal, replay_ids, cause="dependency replayed")
-            now_rows = {row[0]: row for row in tx.task_rows(replay_ids)}
-            replayed = [Task.from_row(now_rows[task_id]) for task_id in replay_ids]
-            deps = tx.dependencies_of(replay_ids)
-        for task in replayed:
-            task.depends_on = deps[task.id]
-        return replayed
+            return replay_tasks(self._ctx, tx, journal, ids, every=every, queue=queue, tenant=tenant)
 
     @retrying
     def purge(
@@ -99,35 +71,101 @@ class DeadLetterQueue:
         `confirmed` must be set. A DAG's task leaves a tombstone (see
         `delete_tasks`), so its DAG keeps its state.
         """
-        now = self._ctx.clock.now()
-        cutoff = None
-        if older_than is not None:
-            cutoff = now - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
-
-        def select(tx: Any) -> list[Task]:
-            tasks = self._select(tx, ids, every, queue, tenant, "purge")
-            if cutoff is not None:
-                tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
-            return tasks
-
+        cutoff = _cutoff(self._ctx.clock.now(), older_than)  # a bad --older-than is refused before anything is read
         if dry_run or not confirmed:
             with self._ctx.read() as tx:
-                tasks = select(tx)
+                tasks = _purgeable(tx, ids, every, queue, tenant, cutoff)
             if dry_run:
                 return tasks
             raise InvalidInput("purge deletes tasks for good: add --yes to confirm (or --dry-run to see what it would delete)")
         with self._ctx.change() as (tx, journal):
-            tasks = _still_failed(tx, select(tx))
-            purge_ids = [task.id for task in tasks]
-            orphans = chaining.waiting_dependents(tx, purge_ids)
-            if orphans:
-                tx.set_states([row[0] for row in orphans], "cancelled", finished_at=now, error="cancelled: a task it depends on was purged")
-                for task_id, state, tenant_name in orphans:
-                    journal.add("task.cancel", task_id, tenant_name, previous=state, reason="dependency purged")
-            for task in tasks:
-                journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=(task.error or "")[:500])
-            tx.delete_tasks(purge_ids, now=now)
-        return tasks
+            return purge_tasks(self._ctx, tx, journal, ids, every=every, queue=queue, tenant=tenant, older_than=older_than)
+
+
+def replay_tasks(
+    ctx: Context,
+    tx: Any,
+    journal: Journal,
+    ids: Sequence[int] = (),
+    *,
+    every: bool = False,
+    queue: str | None = None,
+    tenant: str | None = None,
+) -> list[Task]:
+    """`DeadLetterQueue.replay` inside the caller's transaction; the tasks as they now are."""
+    now = ctx.clock.now()
+    tasks = _still_failed(tx, _select(tx, ids, every, queue, tenant, "replay"))
+    replay_ids = [task.id for task in tasks]
+    tx.replay_tasks(replay_ids, now=now)
+    for task in tasks:
+        journal.add("dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts)
+    chaining.unblock_dependents(tx, journal, replay_ids, cause="dependency replayed")
+    now_rows = {row[0]: row for row in tx.task_rows(replay_ids)}
+    replayed = [Task.from_row(now_rows[task_id]) for task_id in replay_ids]
+    deps = tx.dependencies_of(replay_ids)
+    for task in replayed:
+        task.depends_on = deps[task.id]
+    return replayed
+
+
+def purge_tasks(
+    ctx: Context,
+    tx: Any,
+    journal: Journal,
+    ids: Sequence[int] = (),
+    *,
+    every: bool = False,
+    queue: str | None = None,
+    tenant: str | None = None,
+    older_than: str | float | None = None,
+) -> list[Task]:
+    """`DeadLetterQueue.purge` (confirmed) inside the caller's transaction; the tasks deleted."""
+    now = ctx.clock.now()
+    tasks = _still_failed(tx, _purgeable(tx, ids, every, queue, tenant, _cutoff(now, older_than)))
+    purge_ids = [task.id for task in tasks]
+    orphans = chaining.waiting_dependents(tx, purge_ids)
+    if orphans:
+        tx.set_states([row[0] for row in orphans], "cancelled", finished_at=now, error="cancelled: a task it depends on was purged")
+        for task_id, state, tenant_name in orphans:
+            journal.add("task.cancel", task_id, tenant_name, previous=state, reason="dependency purged")
+    for task in tasks:
+        journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=(task.error or "")[:500])
+    tx.delete_tasks(purge_ids, now=now)
+    return tasks
+
+
+def _select(tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
+    check_filters(queue=queue, tenant=tenant)
+    if ids and every:
+        raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
+    if (queue or tenant) and not every:
+        raise InvalidInput("--queue and --tenant narrow --all: add --all (they cannot be combined with IDs)")
+    if not ids and not every:
+        raise InvalidInput(f"nothing to {verb}: give the task IDs, or --all for every failed task ('tqcli dlq list' shows them)")
+    if every:
+        return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=None)]
+    rows = {row[0]: Task.from_row(row) for row in tx.task_rows(list(dict.fromkeys(ids)))}
+    for task_id in dict.fromkeys(ids):
+        task = rows.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist; nothing was changed")
+        if task.state.value != "failed":
+            raise Conflict(f"task {task_id} is {task.state.value}, not in the dead-letter queue (failed); nothing was changed")
+    return [rows[task_id] for task_id in dict.fromkeys(ids)]
+
+
+def _cutoff(now: int, older_than: str | float | None) -> int | None:
+    """The time before which a task must have failed to be purged (None: any time)."""
+    if older_than is None:
+        return None
+    return now - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
+
+
+def _purgeable(tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, cutoff: int | None) -> list[Task]:
+    tasks = _select(tx, ids, every, queue, tenant, "purge")
+    if cutoff is not None:
+        tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
+    return tasks
 
 
 def _still_failed(tx: Any, tasks: list[Task]) -> list[Task]:
