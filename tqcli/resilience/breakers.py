@@ -2,6 +2,8 @@
 
 The rules a claim and a finishing attempt apply live in
 `tqcli.resilience.circuit_breaker`; this module is what a person asks for.
+Each change also runs inside a caller's transaction: `reset_breaker`,
+`configure_breaker` (see "Changes that compose" in docs/design.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from tqcli.core.context import Context, retrying
 from tqcli.errors import InvalidInput, NotFound
 from tqcli.resilience.circuit_breaker import RECOVERY_SETTING, THRESHOLD_SETTING, defaults, effective
+from tqcli.security.audit import Journal
 from tqcli.units import format_time, parse_duration
 
 # How many of the newest tasks `in_use` reads besides the unfinished ones (a bounded scan: no index covers service).
@@ -75,17 +78,8 @@ class BreakerService:
     @retrying
     def reset(self, key: str) -> bool:
         """Close a circuit and clear its failures (its thresholds stay); False when it was closed with none counted."""
-        now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
-            tx.lock_breakers([key])
-            row = tx.breaker_row(key)
-            if row is None:
-                raise NotFound(f"no circuit breaker for service {key!r}: 'tqcli breaker list' shows them")
-            if row.state == "closed" and row.failures == 0:
-                return False
-            tx.save_breaker(key, state="closed", failures=0, opened_at=None, retry_at=None, trial_task=None, now=now)
-            journal.add("breaker.reset", None, None, key=key, previous=row.state)
-        return True
+            return reset_breaker(self._ctx, tx, journal, key)
 
     @retrying
     def configure(self, key: str | None, *, failure_threshold: int | None = None, recovery_timeout: str | float | None = None) -> bool:
@@ -95,34 +89,9 @@ class BreakerService:
         inherits from the defaults pins it, which is a change. The defaults
         are compared with what applies (the built-in ones when none is set).
         """
-        seconds = _check_settings(failure_threshold, recovery_timeout)
-        if failure_threshold is None and seconds is None:
-            raise InvalidInput("nothing to set: give --failure-threshold and/or --recovery-timeout")
-        if key is not None and (not key.strip() or len(key) > 256):
-            raise InvalidInput("invalid service key: use 1-256 characters")
-        now = self._ctx.clock.now()
+        _check_configure(key, failure_threshold, recovery_timeout)
         with self._ctx.change() as (tx, journal):
-            if key is None:
-                current = defaults(tx)
-            else:
-                tx.lock_breakers([key])
-                row = tx.breaker_row(key)
-                current = (row.failure_threshold, row.recovery_timeout) if row is not None else (None, None)
-            wanted = (current[0] if failure_threshold is None else failure_threshold, current[1] if seconds is None else seconds)
-            if wanted == current:
-                return False
-            if key is None:
-                if failure_threshold is not None:
-                    tx.set_setting(THRESHOLD_SETTING, str(failure_threshold))
-                if seconds is not None:
-                    tx.set_setting(RECOVERY_SETTING, repr(seconds))
-            else:
-                tx.configure_breaker(key, failure_threshold=failure_threshold, recovery_timeout=seconds, now=now)
-            if seconds is not None:
-                tx.reschedule_open_breakers(key, seconds)
-            details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
-            journal.add("breaker.set", None, None, key=key or "default", **details)
-        return True
+            return configure_breaker(self._ctx, tx, journal, key, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
 
     def in_use(self, key: str) -> bool:
         """Whether a task, or a schedule's tasks, use service `key` as far as a bounded look can tell.
@@ -139,3 +108,62 @@ class BreakerService:
                 if spec.get("service", f"{spec.get('backend', 'simple')}:{spec.get('target')}") == key:
                     return True
         return False
+
+
+def _check_configure(key: str | None, failure_threshold: int | None, recovery_timeout: str | float | None) -> float | None:
+    """The recovery timeout in seconds (None: unchanged), once the values and the key are checked."""
+    seconds = _check_settings(failure_threshold, recovery_timeout)
+    if failure_threshold is None and seconds is None:
+        raise InvalidInput("nothing to set: give --failure-threshold and/or --recovery-timeout")
+    if key is not None and (not key.strip() or len(key) > 256):
+        raise InvalidInput("invalid service key: use 1-256 characters")
+    return seconds
+
+
+def reset_breaker(ctx: Context, tx: Any, journal: Journal, key: str) -> bool:
+    """`BreakerService.reset` inside the caller's transaction; False when nothing needed resetting."""
+    now = ctx.clock.now()
+    tx.lock_breakers([key])
+    row = tx.breaker_row(key)
+    if row is None:
+        raise NotFound(f"no circuit breaker for service {key!r}: 'tqcli breaker list' shows them")
+    if row.state == "closed" and row.failures == 0:
+        return False
+    tx.save_breaker(key, state="closed", failures=0, opened_at=None, retry_at=None, trial_task=None, now=now)
+    journal.add("breaker.reset", None, None, key=key, previous=row.state)
+    return True
+
+
+def configure_breaker(
+    ctx: Context,
+    tx: Any,
+    journal: Journal,
+    key: str | None,
+    *,
+    failure_threshold: int | None = None,
+    recovery_timeout: str | float | None = None,
+) -> bool:
+    """`BreakerService.configure` inside the caller's transaction; False when the values were already these."""
+    seconds = _check_configure(key, failure_threshold, recovery_timeout)
+    now = ctx.clock.now()
+    if key is None:
+        current = defaults(tx)
+    else:
+        tx.lock_breakers([key])
+        row = tx.breaker_row(key)
+        current = (row.failure_threshold, row.recovery_timeout) if row is not None else (None, None)
+    wanted = (current[0] if failure_threshold is None else failure_threshold, current[1] if seconds is None else seconds)
+    if wanted == current:
+        return False
+    if key is None:
+        if failure_threshold is not None:
+            tx.set_setting(THRESHOLD_SETTING, str(failure_threshold))
+        if seconds is not None:
+            tx.set_setting(RECOVERY_SETTING, repr(seconds))
+    else:
+        tx.configure_breaker(key, failure_threshold=failure_threshold, recovery_timeout=seconds, now=now)
+    if seconds is not None:
+        tx.reschedule_open_breakers(key, seconds)
+    details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
+    journal.add("breaker.set", None, None, key=key or "default", **details)
+    return True
