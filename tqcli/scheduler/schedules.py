@@ -6,7 +6,10 @@ at the same moment: the fire's unique key (schedule, fire time) is inserted
 in the same transaction as its task. Without `catchup` only the latest
 missed fire is enqueued; with it, all of them (the latest 100 at most).
 A resumed schedule starts afresh: the fires it missed while paused are
-not made up.
+not made up. Each change of `ScheduleService` also runs inside a caller's
+transaction: `add_schedule`, `edit_schedule`, `pause_schedule`,
+`resume_schedule`, `remove_schedule`, `run_schedule` (see "Changes that
+compose" in docs/design.md).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from tqcli.core.context import Context
-from tqcli.core.spec import spec_from_mapping
+from tqcli.core.context import Context, retrying
+from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.errors import Conflict, InvalidInput, NotFound, StorageError, TqcliError
+from tqcli.security.audit import Journal
 from tqcli.store.base import ScheduleRow
 from tqcli.units import US_PER_SECOND, check_name, format_time
 
@@ -82,32 +86,17 @@ class ScheduleService:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
+    @retrying
     def add(self, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]) -> Schedule:
         """Create a schedule; `options` are submit keys (target, payload, queue, ...)."""
-        check_name(name, what="schedule")
-        for key, why in _NOT_FOR_SCHEDULES.items():
-            if key in options:
-                raise InvalidInput(f"a schedule cannot set {key}: {why}")
-        spec = spec_from_mapping({**options, "name": name})
-        check_backends([spec])
-        schedule = _cron(cron, tz)
-        now = self._ctx.clock.now()
-        stored = json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
-        next_fire = schedule.next_after(now, 1)[0]
+        _check_add(name, cron, tz, options)  # before the write transaction, which then finds croniter loaded
         with self._ctx.change() as (tx, journal):
-            if tx.schedule_row(name) is not None:
-                raise Conflict(f"schedule {name!r} already exists: 'tqcli schedule remove {name}' first, or pick another name")
-            tx.insert_schedule((name, cron, tz, int(catchup), 0, stored, now, self._ctx.actor, next_fire, None))
-            journal.add("schedule.add", None, spec.tenant, schedule=name, cron=cron, tz=tz, catchup=catchup, target=spec.target)
-        return self.get(name)
+            return add_schedule(self._ctx, tx, journal, name, cron=cron, tz=tz, catchup=catchup, options=options)
 
     def get(self, name: str) -> Schedule:
         """One schedule; NotFound when there is none of that name."""
         with self._ctx.read() as tx:
-            row = tx.schedule_row(name)
-        if row is None:
-            raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
-        return Schedule.from_row(row)
+            return _schedule(tx, name)
 
     def list(self) -> list[Schedule]:
         """Every schedule, by name."""
@@ -121,29 +110,19 @@ class ScheduleService:
         schedule = self.get(name)
         return _cron(schedule.cron, schedule.tz).next_after(self._ctx.clock.now(), count)
 
+    @retrying
     def pause(self, name: str) -> bool:
         """Stop firing until resumed; False (and nothing audited) when it was already paused."""
-        return self._set_paused(name, True)
+        with self._ctx.change() as (tx, journal):
+            return pause_schedule(self._ctx, tx, journal, name)
 
+    @retrying
     def resume(self, name: str) -> bool:
         """Fire again, from the next fire time after now (missed fires are not made up); False when it was not paused."""
-        return self._set_paused(name, False)
-
-    def _set_paused(self, name: str, paused: bool) -> bool:
-        now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
-            row = tx.schedule_row(name)
-            if row is None:
-                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
-            if bool(row.paused) == paused:
-                return False
-            if paused:
-                tx.update_schedule(name, paused=1)
-            else:
-                tx.update_schedule(name, paused=0, next_fire_at=_cron(row.cron, row.tz).next_after(now, 1)[0])
-            journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
-        return True
+            return resume_schedule(self._ctx, tx, journal, name)
 
+    @retrying
     def run(self, name: str) -> int:
         """Enqueue one task from the schedule's spec now, paused or not; the id of the new task.
 
@@ -151,16 +130,9 @@ class ScheduleService:
         are left as they are: a worker still fires the ones that are due.
         """
         with self._ctx.change() as (tx, journal):
-            row = tx.schedule_row(name)
-            if row is None:
-                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
-            schedule = Schedule.from_row(row)
-            spec = spec_from_mapping({**schedule.spec, "name": name})
-            check_backends([spec])
-            (result,) = insert_specs(self._ctx, tx, journal, [spec])
-            journal.add("schedule.fire", result.id, spec.tenant, schedule=name, manual=True)
-        return result.id
+            return run_schedule(self._ctx, tx, journal, name)
 
+    @retrying
     def edit(
         self, name: str, *, cron: str | None = None, tz: str | None = None, options: Mapping[str, Any] | None = None
     ) -> tuple[Schedule, dict[str, dict[str, Any]]]:
@@ -171,50 +143,142 @@ class ScheduleService:
         old one are not caught up. Otherwise its due times stay due and fire
         with the new options.
         """
-        options = dict(options or {})
-        for key, why in _NOT_FOR_SCHEDULES.items():
-            if key in options:
-                raise InvalidInput(f"a schedule cannot set {key}: {why}")
-        if cron is None and tz is None and not options:
-            raise InvalidInput("nothing to change: give --cron, --tz, --target or a submit option (see 'tqcli schedule edit --help')")
-        now = self._ctx.clock.now()
+        _check_edit(cron, tz, options)
         with self._ctx.change() as (tx, journal):
-            row = tx.schedule_row(name)
-            if row is None:
-                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
-            current = Schedule.from_row(row)
-            new_cron = current.cron if cron is None else cron
-            new_tz = current.tz if tz is None else tz
-            expression = _cron(new_cron, new_tz)  # an invalid or never-firing one is refused before anything changes
-            before = spec_from_mapping({**current.spec, "name": name})
-            after = spec_from_mapping({**current.spec, **options, "name": name})
-            check_backends([after])
-            changes: dict[str, dict[str, Any]] = {}
-            for field, old, new in (("cron", current.cron, new_cron), ("tz", current.tz, new_tz)):
-                if old != new:
-                    changes[field] = {"from": old, "to": new}
-            stored = dict(current.spec)
-            for key, value in options.items():
-                old, new = getattr(before, key), getattr(after, key)
-                if old != new:  # compared as the tasks get them: --timeout 300 and 5m are the same
-                    changes[key] = {"from": old, "to": new}
-                    stored[key] = value
-            if not changes:
-                return current, {}
-            columns: dict[str, Any] = {"cron": new_cron, "tz": new_tz, "spec": json.dumps(stored, sort_keys=True, separators=(",", ":"))}
-            if "cron" in changes or "tz" in changes:
-                columns["next_fire_at"] = expression.next_after(now, 1)[0]
-            tx.update_schedule(name, **columns)
-            journal.add("schedule.edit", None, after.tenant, schedule=name, **changes)
-        return self.get(name), changes
+            return edit_schedule(self._ctx, tx, journal, name, cron=cron, tz=tz, options=options)
 
+    @retrying
     def remove(self, name: str) -> None:
         """Delete a schedule (the tasks it enqueued stay)."""
         with self._ctx.change() as (tx, journal):
-            if tx.schedule_row(name) is None:
-                raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
-            tx.delete_schedule(name)
-            journal.add("schedule.remove", None, None, schedule=name)
+            remove_schedule(self._ctx, tx, journal, name)
+
+
+def _schedule(tx: Any, name: str) -> Schedule:
+    row = tx.schedule_row(name)
+    if row is None:
+        raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+    return Schedule.from_row(row)
+
+
+def _refuse_unschedulable(options: Mapping[str, Any]) -> None:
+    for key, why in _NOT_FOR_SCHEDULES.items():
+        if key in options:
+            raise InvalidInput(f"a schedule cannot set {key}: {why}")
+
+
+def _check_add(name: str, cron: str, tz: str, options: Mapping[str, Any]) -> tuple[TaskSpec, Any]:
+    """The spec of the schedule's tasks and its cron expression, once every value is checked."""
+    check_name(name, what="schedule")
+    _refuse_unschedulable(options)
+    spec = spec_from_mapping({**options, "name": name})
+    check_backends([spec])
+    return spec, _cron(cron, tz)
+
+
+def add_schedule(
+    ctx: Context, tx: Any, journal: Journal, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]
+) -> Schedule:
+    """`ScheduleService.add` inside the caller's transaction; the new schedule."""
+    spec, schedule = _check_add(name, cron, tz, options)
+    now = ctx.clock.now()
+    stored = json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
+    next_fire = schedule.next_after(now, 1)[0]
+    if tx.schedule_row(name) is not None:
+        raise Conflict(f"schedule {name!r} already exists: 'tqcli schedule remove {name}' first, or pick another name")
+    tx.insert_schedule((name, cron, tz, int(catchup), 0, stored, now, ctx.actor, next_fire, None))
+    journal.add("schedule.add", None, spec.tenant, schedule=name, cron=cron, tz=tz, catchup=catchup, target=spec.target)
+    return _schedule(tx, name)
+
+
+def pause_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> bool:
+    """`ScheduleService.pause` inside the caller's transaction; False when it was already paused."""
+    return _set_paused(ctx, tx, journal, name, True)
+
+
+def resume_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> bool:
+    """`ScheduleService.resume` inside the caller's transaction; False when it was not paused."""
+    return _set_paused(ctx, tx, journal, name, False)
+
+
+def _set_paused(ctx: Context, tx: Any, journal: Journal, name: str, paused: bool) -> bool:
+    now = ctx.clock.now()
+    row = tx.schedule_row(name)
+    if row is None:
+        raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+    if bool(row.paused) == paused:
+        return False
+    if paused:
+        tx.update_schedule(name, paused=1)
+    else:
+        tx.update_schedule(name, paused=0, next_fire_at=_cron(row.cron, row.tz).next_after(now, 1)[0])
+    journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
+    return True
+
+
+def run_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> int:
+    """`ScheduleService.run` inside the caller's transaction; the id of the new task."""
+    schedule = _schedule(tx, name)
+    spec = spec_from_mapping({**schedule.spec, "name": name})
+    check_backends([spec])
+    (result,) = insert_specs(ctx, tx, journal, [spec])
+    journal.add("schedule.fire", result.id, spec.tenant, schedule=name, manual=True)
+    return result.id
+
+
+def _check_edit(cron: str | None, tz: str | None, options: Mapping[str, Any] | None) -> None:
+    _refuse_unschedulable(options or {})
+    if cron is None and tz is None and not options:
+        raise InvalidInput("nothing to change: give --cron, --tz, --target or a submit option (see 'tqcli schedule edit --help')")
+
+
+def edit_schedule(
+    ctx: Context,
+    tx: Any,
+    journal: Journal,
+    name: str,
+    *,
+    cron: str | None = None,
+    tz: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[Schedule, dict[str, dict[str, Any]]]:
+    """`ScheduleService.edit` inside the caller's transaction; the schedule as it now is and what changed."""
+    options = dict(options or {})
+    _check_edit(cron, tz, options)
+    now = ctx.clock.now()
+    current = _schedule(tx, name)
+    new_cron = current.cron if cron is None else cron
+    new_tz = current.tz if tz is None else tz
+    expression = _cron(new_cron, new_tz)  # an invalid or never-firing one is refused before anything changes
+    before = spec_from_mapping({**current.spec, "name": name})
+    after = spec_from_mapping({**current.spec, **options, "name": name})
+    check_backends([after])
+    changes: dict[str, dict[str, Any]] = {}
+    for field, old, new in (("cron", current.cron, new_cron), ("tz", current.tz, new_tz)):
+        if old != new:
+            changes[field] = {"from": old, "to": new}
+    stored = dict(current.spec)
+    for key, value in options.items():
+        old, new = getattr(before, key), getattr(after, key)
+        if old != new:  # compared as the tasks get them: --timeout 300 and 5m are the same
+            changes[key] = {"from": old, "to": new}
+            stored[key] = value
+    if not changes:
+        return current, {}
+    columns: dict[str, Any] = {"cron": new_cron, "tz": new_tz, "spec": json.dumps(stored, sort_keys=True, separators=(",", ":"))}
+    if "cron" in changes or "tz" in changes:
+        columns["next_fire_at"] = expression.next_after(now, 1)[0]
+    tx.update_schedule(name, **columns)
+    journal.add("schedule.edit", None, after.tenant, schedule=name, **changes)
+    return _schedule(tx, name), changes
+
+
+def remove_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> None:
+    """`ScheduleService.remove` inside the caller's transaction."""
+    if tx.schedule_row(name) is None:
+        raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
+    tx.delete_schedule(name)
+    journal.add("schedule.remove", None, None, schedule=name)
 
 
 def fire_due(ctx: Context, log: Any = lambda text: None, reported: set[tuple[str, str]] | None = None) -> int:
