@@ -7,7 +7,9 @@ are inserted in one transaction. A DAG's state is derived from its tasks:
 none can still run; `cancelled` when it was cancelled (or its remaining
 tasks were); else `running` once any task started, `pending` before.
 A task deleted by `dlq purge` or `prune` leaves a tombstone that counts as
-the state it was deleted in, so its DAG keeps its state.
+the state it was deleted in, so its DAG keeps its state. Submitting and
+cancelling also run inside a caller's transaction: `submit_dag`,
+`cancel_dag` (see "Changes that compose" in docs/design.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import ALL_STATES, Task
 from tqcli.errors import Conflict, Interrupted, InvalidInput, NotFound
+from tqcli.security.audit import Journal
 from tqcli.units import check_name, format_time
 
 _TOP_KEYS = {"name", "defaults", "tasks"}
@@ -237,43 +240,14 @@ class DagService:
     @retrying
     def submit(self, plan: DagPlan) -> int:
         """Enqueue the whole DAG in one transaction; its id."""
-        ordered = [plan.specs[name] for name in plan.order]
-        where = [f"{plan.source}: task {name!r}" for name in plan.order]
-        check_backends(ordered, where=where)
-        position = {name: index for index, name in enumerate(plan.order)}
-        internal = [[position[dep] for dep in plan.depends_on[name]] for name in plan.order]
-        now = self._ctx.clock.now()
+        _check_backends(plan)  # before the write transaction: finding the installed backends reads the filesystem
         with self._ctx.change() as (tx, journal):
-            dag_id = tx.insert_dag(plan.name, now, self._ctx.actor)
-            journal.add("dag.submit", None, None, dag_id=dag_id, name=plan.name, tasks=len(ordered))
-            # A task whose idempotency key is held for the same work counts as done: its holder stands in for it.
-            insert_specs(self._ctx, tx, journal, ordered, dag_id=dag_id, internal_deps=internal, where=where)
-        return dag_id
-
-    def _counts(self, tx: Any, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-        counts: dict[int, dict[str, int]] = {dag_id: {} for dag_id in dag_ids}
-        if dag_ids:
-            for dag_id, state, count in tx.dag_task_states(list(dag_ids)):
-                counts[dag_id][state] = count
-        return counts
+            return submit_dag(self._ctx, tx, journal, plan)
 
     def get(self, dag_id: int) -> Dag:
         """The DAG with its tasks (each with its dependencies)."""
         with self._ctx.read() as tx:
-            return self._load(tx, dag_id)
-
-    def _load(self, tx: Any, dag_id: int) -> Dag:
-        row = tx.dag_row(dag_id)
-        if row is None:
-            raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")
-        counts = self._counts(tx, [dag_id])[dag_id]
-        tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=None, dag_id=dag_id)]
-        deps = tx.dependencies_of([task.id for task in tasks])
-        for task in tasks:
-            task.depends_on = deps[task.id]
-        ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
-        purged = {name: PurgedTask(task_id, name, state, at) for task_id, name, state, at in tx.purged_dag_tasks(dag_id)}
-        return Dag(row.id, row.name, dag_state(counts, bool(row.cancelled)), row.created_at, row.submitted_by, counts, ordered, purged)
+            return _load(tx, dag_id)
 
     def list(self, limit: int = 100) -> list[Dag]:
         """The newest `limit` DAGs with their states, newest first."""
@@ -281,7 +255,7 @@ class DagService:
             raise InvalidInput(f"invalid limit {limit!r} (--limit): give 1 or more, how many of the newest DAGs to list")
         with self._ctx.read() as tx:
             rows = tx.dag_rows(limit)
-            counts = self._counts(tx, [row.id for row in rows])
+            counts = _counts(tx, [row.id for row in rows])
         return [
             Dag(row.id, row.name, dag_state(counts[row.id], bool(row.cancelled)), row.created_at, row.submitted_by, counts[row.id])
             for row in rows
@@ -290,17 +264,8 @@ class DagService:
     @retrying
     def cancel(self, dag_id: int) -> list[int]:
         """Cancel every unfinished task of the DAG (running ones are stopped by their workers)."""
-        from tqcli.core.queue import cancel_tasks
-
         with self._ctx.change() as (tx, journal):  # read and cancel in one transaction: workers go on meanwhile
-            tx.lock_tasks([task.id for task in self._load(tx, dag_id).tasks.values()])
-            dag = self._load(tx, dag_id)  # as it is under the lock: a task may have finished meanwhile
-            if dag.state in ("completed", "failed", "cancelled"):
-                raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
-            open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]
-            tx.mark_dag_cancelled(dag_id)
-            journal.add("dag.cancel", None, None, dag_id=dag_id, name=dag.name)
-            return cancel_tasks(self._ctx, tx, journal, open_ids, cascade=False, reason=f"DAG {dag_id} cancelled") if open_ids else []
+            return cancel_dag(self._ctx, tx, journal, dag_id)
 
     def run(
         self,
@@ -361,6 +326,66 @@ class DagService:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"DAG {dag_id} is still {dag.state} after {timeout:g} s; it goes on (check with 'tqcli dag status {dag_id}')")
             time.sleep(interval)
+
+
+def _ordered(plan: DagPlan) -> tuple[list[TaskSpec], list[str]]:
+    """The plan's specs in dependency order, and where each comes from (for errors)."""
+    return [plan.specs[name] for name in plan.order], [f"{plan.source}: task {name!r}" for name in plan.order]
+
+
+def _check_backends(plan: DagPlan) -> None:
+    ordered, where = _ordered(plan)
+    check_backends(ordered, where=where)
+
+
+def submit_dag(ctx: Context, tx: Any, journal: Journal, plan: DagPlan) -> int:
+    """`DagService.submit` inside the caller's transaction; the new DAG's id."""
+    _check_backends(plan)
+    ordered, where = _ordered(plan)
+    position = {name: index for index, name in enumerate(plan.order)}
+    internal = [[position[dep] for dep in plan.depends_on[name]] for name in plan.order]
+    now = ctx.clock.now()
+    dag_id = tx.insert_dag(plan.name, now, ctx.actor)
+    journal.add("dag.submit", None, None, dag_id=dag_id, name=plan.name, tasks=len(ordered))
+    # A task whose idempotency key is held for the same work counts as done: its holder stands in for it.
+    insert_specs(ctx, tx, journal, ordered, dag_id=dag_id, internal_deps=internal, where=where)
+    return dag_id
+
+
+def cancel_dag(ctx: Context, tx: Any, journal: Journal, dag_id: int) -> list[int]:
+    """`DagService.cancel` inside the caller's transaction; the tasks cancelled or flagged."""
+    from tqcli.core.queue import cancel_tasks
+
+    tx.lock_tasks([task.id for task in _load(tx, dag_id).tasks.values()])
+    dag = _load(tx, dag_id)  # as it is under the lock: a task may have finished meanwhile
+    if dag.state in ("completed", "failed", "cancelled"):
+        raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
+    open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]
+    tx.mark_dag_cancelled(dag_id)
+    journal.add("dag.cancel", None, None, dag_id=dag_id, name=dag.name)
+    return cancel_tasks(ctx, tx, journal, open_ids, cascade=False, reason=f"DAG {dag_id} cancelled") if open_ids else []
+
+
+def _counts(tx: Any, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    counts: dict[int, dict[str, int]] = {dag_id: {} for dag_id in dag_ids}
+    if dag_ids:
+        for dag_id, state, count in tx.dag_task_states(list(dag_ids)):
+            counts[dag_id][state] = count
+    return counts
+
+
+def _load(tx: Any, dag_id: int) -> Dag:
+    row = tx.dag_row(dag_id)
+    if row is None:
+        raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")
+    counts = _counts(tx, [dag_id])[dag_id]
+    tasks = [Task.from_row(r) for r in tx.list_task_rows(queue=None, tenant=None, state=None, limit=None, dag_id=dag_id)]
+    deps = tx.dependencies_of([task.id for task in tasks])
+    for task in tasks:
+        task.depends_on = deps[task.id]
+    ordered = {task.name: task for task in sorted(tasks, key=lambda t: t.id)}
+    purged = {name: PurgedTask(task_id, name, state, at) for task_id, name, state, at in tx.purged_dag_tasks(dag_id)}
+    return Dag(row.id, row.name, dag_state(counts, bool(row.cancelled)), row.created_at, row.submitted_by, counts, ordered, purged)
 
 
 def junit_xml(dag: Dag) -> str:
