@@ -136,3 +136,19 @@ def test_a_host_whose_clock_runs_ahead_does_not_take_over_a_healthy_lease(cli, t
         healthy.communicate(timeout=60)
     task = cli.task(task_id)
     assert task["state"] == "completed" and task["attempts"] == 1
+
+
+def test_ctrl_c_during_a_long_statement_is_interrupted_and_writes_nothing(cli, tmp_path):
+    import signal
+
+    lines = tmp_path / "bulk.jsonl"
+    lines.write_text("".join(json.dumps({"target": "tests.jobs:noop", "payload": {"n": n}}) + "\n" for n in range(300_000)))
+    cli.create_db()
+    submit = cli.spawn("submit", "--from-file", str(lines))
+    time.sleep(2.5)  # parsed, and now writing
+    submit.send_signal(signal.SIGINT)
+    out, err = submit.communicate(timeout=60)
+    assert submit.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == ["error: interrupted"]
+    assert counts(cli.db) == {}
+    assert cli("audit", "verify").code == 0

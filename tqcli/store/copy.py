@@ -39,7 +39,7 @@ from tqcli.errors import Conflict, InvalidInput, StorageError
 from tqcli.store import open as open_store
 from tqcli.store import schema_pg
 from tqcli.store.base import Store, Tx
-from tqcli.store.postgres import LOCK_TIMEOUT_MS, _connect_error, describe, display_url
+from tqcli.store.postgres import LOCK_TIMEOUT_MS, connect_error, describe, display_url
 
 BATCH_ROWS = 5000
 
@@ -165,7 +165,7 @@ def _connect(url: str, where: str, busy_timeout: float) -> psycopg.Connection:
     except psycopg.ProgrammingError as exc:
         raise InvalidInput(f"invalid database URL {where}: {str(exc).strip().splitlines()[0]}") from None
     except psycopg.Error as exc:
-        raise _connect_error(exc, where) from None
+        raise connect_error(exc, where) from None
 
 
 def _refuse_same_database(source: psycopg.Connection, control: psycopg.Connection, url: str) -> None:

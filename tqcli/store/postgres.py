@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 
 from tqcli.errors import InvalidInput, NotFound, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost
 from tqcli.store import schema_pg
@@ -285,7 +286,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _connect_error(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
+def connect_error(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
     """The tqcli error for a connection the server refused or could not take."""
     text = _first_line(exc)
     reason = text.rsplit("FATAL:", 1)[-1].strip() if "FATAL:" in text else text
@@ -355,7 +356,7 @@ class PostgresStore:
         except psycopg.ProgrammingError as exc:  # the URL itself is wrong
             raise InvalidInput(f"invalid database URL {self.where}: {_first_line(exc)}") from None
         except psycopg.Error as exc:
-            raise _connect_error(exc, self.where) from None
+            raise connect_error(exc, self.where) from None
         return PgConnection(raw)
 
     def _connection(self) -> PgConnection:
@@ -428,7 +429,9 @@ class PostgresStore:
             try:
                 yield
             except BaseException:
-                if not conn.raw.broken:
+                if conn.raw.info.transaction_status == pq.TransactionStatus.ACTIVE:
+                    conn.raw.close()  # a statement still runs (Ctrl-C inside it): the server rolls back as the connection ends
+                elif not conn.raw.broken:
                     conn.raw.execute("ROLLBACK")
                 raise
             conn.raw.execute("COMMIT")
