@@ -81,10 +81,10 @@ class TaskSQL:
         return states
 
     def task_rows(self, ids: Sequence[int]) -> list[TaskRow]:
-        """The existing tasks among `ids`."""
+        """The existing tasks among `ids`, in id order."""
         rows: list[TaskRow] = []
         for part in chunks(ids):
-            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks(len(part))})"
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks(len(part))}) ORDER BY id"
             rows += map(TaskRow._make, self.conn.execute(sql, part).fetchall())
         return rows
 
