@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import sqlite3
@@ -240,6 +241,8 @@ class Drain:
     wall: float = 0.0  # seconds from starting the workers to the last one's exit
     client_cpu: float = 0.0  # CPU seconds of the worker processes (and their executors)
     server_cpu: float | None = None
+    transactions: int | None = None  # transactions the database committed during the drain (PostgreSQL)
+    wal_flushes: int | None = None  # WAL syncs to disk the server did during the drain (PostgreSQL)
     problems: list[str] = field(default_factory=list)
     waits: Counter | None = None  # pg_stat_activity samples of the workers' connections, by what they did
 
@@ -252,11 +255,32 @@ class Drain:
         return self.tasks / self.wall if self.wall > 0 else 0.0
 
 
+def server_counts(db: str) -> tuple[int, int]:
+    """Transactions committed in database `db` so far, and WAL syncs of the whole server."""
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        commits = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]  # type: ignore[index]
+        syncs = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0]  # type: ignore[index]
+    return int(commits), int(syncs)
+
+
+def analyze(db: str) -> None:
+    """ANALYZE the freshly filled tables, as autovacuum soon would on a queue that lives on (not within a drain's seconds)."""
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def run_workers(
     drain: Drain, argv: list[str], env: dict[str, str], stamps: Path, logs: Path,
-    server: Server | None, sampler: Callable[[threading.Event], Counter] | None = None,
+    server: Server | None, sampler: Callable[[threading.Event], Counter] | None = None, db: str | None = None,
 ) -> None:
-    """Start drain.workers processes of `argv` at once, wait for all, and fill in the drain's times and checks."""
+    """Start drain.workers processes of `argv` at once, wait for all, and fill in the drain's times and checks.
+
+    `db`, a PostgreSQL URL, is the database whose transactions are counted.
+    """
     stamps.unlink(missing_ok=True)
     barrier = logs / "barrier"
     shutil.rmtree(barrier, ignore_errors=True)
@@ -269,6 +293,7 @@ def run_workers(
     if sampler is not None:
         thread = threading.Thread(target=lambda: sampled.append(sampler(stop_sampling)), daemon=True)
         thread.start()
+    counts_before = server_counts(db) if db else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before = server.cpu() if server else None
     started = time.perf_counter()
@@ -295,10 +320,18 @@ def run_workers(
     for handle in handles:
         handle.close()
     drain.client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if db and counts_before:
+        time.sleep(0.1)  # a backend reports its counts as it exits, just after its client did
+        commits, syncs = server_counts(db)
+        drain.transactions, drain.wal_flushes = commits - counts_before[0] - 1, syncs - counts_before[1]
     for index, process in enumerate(processes):
+        text = (logs / f"worker-{index}.log").read_text(errors="replace").strip().splitlines()
         if process.returncode != 0:
-            tail = (logs / f"worker-{index}.log").read_text(errors="replace").strip().splitlines()[-3:]
-            drain.problems.append(f"worker {index} exited {process.returncode}: {' | '.join(tail)}")
+            drain.problems.append(f"worker {index} exited {process.returncode}: {' | '.join(text[-3:])}")
+        else:  # a worker that exited 0 may still have said something went wrong
+            said = [line.strip() for line in text if re.search(r"\b(error|warning|traceback)\b", line, re.IGNORECASE)]
+            if said:
+                drain.problems.append(f"worker {index} said: {' | '.join(said[:3])}")
     keys: Counter = Counter()
     first, last = None, None
     if stamps.exists():
@@ -338,9 +371,15 @@ def tqcli_drain(
         with tqcli.open(db) as q:
             q.submit_many([TaskSpec(f"benchjobs:{job}", payload={"key": key}) for key in range(count)])
         sampler = None
-        if sample and isinstance(store, PostgresStore):
+        pg = isinstance(store, PostgresStore)
+        if pg:
+            analyze(db)
+        if sample and pg:
             sampler = lambda stop: sample_waits(db, stop)  # noqa: E731
-        run_workers(drain, [*(command or [TQCLI]), "worker", "--once"], env_for(db), work / "stamps", work, server, sampler)
+        run_workers(
+            drain, [*(command or [TQCLI]), "worker", "--once"], env_for(db), work / "stamps", work, server, sampler,
+            db=db if pg else None,
+        )
         check_tqcli(store, db, drain, audited=command is None)
     except Exception as exc:  # noqa: BLE001 - a failed drain is a finding, reported with the others
         drain.problems.append(f"{type(exc).__name__}: {exc}")
@@ -458,8 +497,9 @@ class Peer:
         try:
             self._peers("reset")
             self._peers("fill", job, str(count))
+            analyze(self.url)
             env = env_for(BENCH_PG_URL=self.url, PROCRASTINATE_LOG_LEVEL="warning")
-            run_workers(drain, self.argv(), env, work / "stamps", work, self.server)
+            run_workers(drain, self.argv(), env, work / "stamps", work, self.server, db=self.url)
             left = json.loads(self._peers("left"))
             if left["left"]:
                 drain.problems.append(f"{left['left']} job(s) not done: {left['states']}")
@@ -518,6 +558,8 @@ def audit_cost(work: Path, runs: int, count: int, store: PostgresStore, server: 
 
 def _line(d: Drain, run: int) -> str:
     server = f", server {d.server_cpu:.2f} s CPU" if d.server_cpu is not None else ""
+    if d.transactions is not None:
+        server += f", {d.transactions} transactions, {d.wal_flushes} WAL flushes"
     trouble = f"  PROBLEMS: {d.problems}" if d.problems else ""
     return (
         f"  run {run + 1}: {d.queue}, {JOBS[d.job]}, {d.workers} worker(s): {d.rate:,.0f}/s over {d.span:.2f} s "
@@ -545,8 +587,10 @@ def drain_table(results: Results, queues: list[str]) -> str:
     """Rates by queue, job and worker count; the 4-worker speed-up; CPU per task."""
     ds = results.drains
     lines = [
-        "| job | queue | 1 worker | 2 workers | 4 workers | 4 vs 1 | 4 vs 1, wall incl. start-up | CPU per task, 1 worker: workers / server | cores busy, 1 worker: workers / server |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| job | queue | 1 worker | 2 workers | 4 workers | 4 vs 1 | 4 vs 1, wall incl. start-up "
+        "| CPU per task, 1 worker: workers / server | cores busy, 1 worker: workers / server "
+        "| per task, 1 worker: transactions / WAL flushes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for job, name in JOBS.items():
         for queue in queues:
@@ -568,9 +612,16 @@ def drain_table(results: Results, queues: list[str]) -> str:
                     cpu, busy = f"{client:,.0f} / {server:,.0f} us", f"{client_busy:.2f} / {server_busy:.2f}"
                 else:
                     cpu, busy = f"{client:,.0f} us / -", f"{client_busy:.2f} / -"
+            counted = [d for d in ones if d.transactions is not None and d.wal_flushes is not None]
+            per_task = "-"
+            if counted:
+                per_task = (
+                    f"{statistics.median(d.transactions / d.tasks for d in counted):.2f} / "  # type: ignore[operator]
+                    f"{statistics.median(d.wal_flushes / d.tasks for d in counted):.2f}"  # type: ignore[operator]
+                )
             lines.append(
                 f"| {name} | {queue} | {' | '.join(cells)} | {spread(speedup, 'x', 2) if speedup else '-'} | "
-                f"{spread(speedup_wall, 'x', 2) if speedup_wall else '-'} | {cpu} | {busy} |"
+                f"{spread(speedup_wall, 'x', 2) if speedup_wall else '-'} | {cpu} | {busy} | {per_task} |"
             )
     return "\n".join(lines)
 

@@ -516,12 +516,12 @@ def main() -> None:
     args = parser.parse_args()
     sizes = dict(
         bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000,
-        bulk_lib=100_000, nap=300, noop=3_000,
+        bulk_lib=100_000, nap=240, noop=2_000,
     )
     if args.quick:
         sizes = dict(
             bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200,
-            bulk_lib=2_000, nap=60, noop=300,
+            bulk_lib=2_000, nap=100, noop=400,
         )
     have_huey = not args.no_compare and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
