@@ -108,7 +108,7 @@ def test_stop_releases_running_tasks_without_counting_an_attempt(queue):
 def test_worker_options_are_checked():
     import pytest
 
-    from tqcli.core.worker import WorkerOptions
+    from tqcli.core.worker_run import WorkerOptions
     from tqcli.errors import InvalidInput
 
     for bad in ({"concurrency": 0}, {"lease": 0.1}, {"poll": 0}, {"max_tasks": 0}, {"queues": ("bad name",)}):

@@ -17,7 +17,8 @@ from tqcli.store import open as open_store
 if TYPE_CHECKING:
     from tqcli.core.queue import Summary, TaskService
     from tqcli.core.task import Task
-    from tqcli.core.worker import Worker, WorkerReport
+    from tqcli.core.worker import Worker
+    from tqcli.core.worker_run import WorkerReport
     from tqcli.core.workers import WorkerInfo
     from tqcli.resilience.breakers import BreakerService
     from tqcli.core.dags import DagService
@@ -138,7 +139,8 @@ class Queue:
 
     def worker(self, **options: Any) -> "Worker":
         """A worker on this database; options are those of `WorkerOptions` (once, concurrency, ...)."""
-        from tqcli.core.worker import Worker, WorkerOptions
+        from tqcli.core.worker import Worker
+        from tqcli.core.worker_run import WorkerOptions
 
         log = options.pop("log", lambda text: None)
         backends = options.pop("backends", None)

@@ -74,7 +74,8 @@ def test_a_commit_lost_in_flight_is_read_back_not_left_to_the_lease(queue, monke
     from contextlib import contextmanager
 
     from tqcli.errors import StorageLost
-    from tqcli.store.postgres import PostgresStore, PostgresTx
+    from tqcli.store.postgres import PostgresStore
+    from tqcli.store.postgres_tx import PostgresTx
 
     ids = [queue.submit("tests.jobs:noop") for _ in range(6)]
     real_write, real_claim = PostgresStore.write, PostgresTx.claim_tasks

@@ -285,7 +285,8 @@ class DagService:
         """
         import signal
 
-        from tqcli.core.worker import Worker, WorkerOptions
+        from tqcli.core.worker import Worker
+        from tqcli.core.worker_run import WorkerOptions
 
         options = WorkerOptions(dag_id=0, concurrency=concurrency, poll=0.2)  # checked before anything is submitted
         dag_id = self.submit(plan)

@@ -39,7 +39,7 @@ from tqcli.errors import Conflict, InvalidInput, StorageError
 from tqcli.store import open as open_store
 from tqcli.store import schema_pg
 from tqcli.store.base import Store, Tx
-from tqcli.store.postgres import LOCK_TIMEOUT_MS, connect_error, describe, display_url
+from tqcli.store.postgres_errors import LOCK_TIMEOUT_MS, connect_error, describe, display_url
 
 BATCH_ROWS = 5000
 
