@@ -8,15 +8,16 @@ dependents transitively and is undone the same way.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 
 # A dependency in one of these states blocks its dependents.
 STOPPING_STATES = ("failed", "cancelled", "blocked")
 
 
-def block_dependents(tx: Any, journal: Journal, ids: Sequence[int], cause: str) -> list[int]:
+def block_dependents(tx: Tx, journal: Journal, ids: Sequence[int], cause: str) -> list[int]:
     """Block every pending task that depends, directly or not, on `ids`; returns them."""
     blocked: list[int] = []
     frontier = list(ids)
@@ -32,7 +33,7 @@ def block_dependents(tx: Any, journal: Journal, ids: Sequence[int], cause: str) 
     return blocked
 
 
-def unblock_dependents(tx: Any, journal: Journal, ids: Sequence[int], cause: str) -> list[int]:
+def unblock_dependents(tx: Tx, journal: Journal, ids: Sequence[int], cause: str) -> list[int]:
     """Return blocked dependents of `ids` to pending when nothing else blocks them."""
     released: list[int] = []
     frontier = list(ids)
@@ -53,7 +54,7 @@ def unblock_dependents(tx: Any, journal: Journal, ids: Sequence[int], cause: str
     return released
 
 
-def all_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
+def all_dependents(tx: Tx, ids: Sequence[int]) -> list[tuple[int, str, str]]:
     """`(id, state, tenant)` of every task depending on `ids`, directly or not."""
     seen: dict[int, tuple[int, str, str]] = {}
     frontier = list(ids)
@@ -65,7 +66,7 @@ def all_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
     return list(seen.values())
 
 
-def waiting_dependents(tx: Any, ids: Sequence[int]) -> list[tuple[int, str, str]]:
+def waiting_dependents(tx: Tx, ids: Sequence[int]) -> list[tuple[int, str, str]]:
     """`(id, state, tenant)` of the pending or blocked tasks that wait on `ids`, directly or through each other."""
     seen: dict[int, tuple[int, str, str]] = {}
     excluded = set(ids)

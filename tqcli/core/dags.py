@@ -24,6 +24,7 @@ from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import ALL_STATES, Task
 from tqcli.errors import Conflict, Interrupted, InvalidInput, NotFound
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import check_name, format_time
 
 _TOP_KEYS = {"name", "defaults", "tasks"}
@@ -339,7 +340,7 @@ def _check_backends(plan: DagPlan) -> None:
     check_backends(ordered, where=where)
 
 
-def submit_dag(ctx: Context, tx: Any, journal: Journal, plan: DagPlan) -> int:
+def submit_dag(ctx: Context, tx: Tx, journal: Journal, plan: DagPlan) -> int:
     """`DagService.submit` inside the caller's transaction; the new DAG's id."""
     _check_backends(plan)
     ordered, where = _ordered(plan)
@@ -353,7 +354,7 @@ def submit_dag(ctx: Context, tx: Any, journal: Journal, plan: DagPlan) -> int:
     return dag_id
 
 
-def cancel_dag(ctx: Context, tx: Any, journal: Journal, dag_id: int) -> list[int]:
+def cancel_dag(ctx: Context, tx: Tx, journal: Journal, dag_id: int) -> list[int]:
     """`DagService.cancel` inside the caller's transaction; the tasks cancelled or flagged."""
     from tqcli.core.queue import cancel_tasks
 
@@ -367,7 +368,7 @@ def cancel_dag(ctx: Context, tx: Any, journal: Journal, dag_id: int) -> list[int
     return cancel_tasks(ctx, tx, journal, open_ids, cascade=False, reason=f"DAG {dag_id} cancelled") if open_ids else []
 
 
-def _counts(tx: Any, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+def _counts(tx: Tx, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {dag_id: {} for dag_id in dag_ids}
     if dag_ids:
         for dag_id, state, count in tx.dag_task_states(list(dag_ids)):
@@ -375,7 +376,7 @@ def _counts(tx: Any, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     return counts
 
 
-def _load(tx: Any, dag_id: int) -> Dag:
+def _load(tx: Tx, dag_id: int) -> Dag:
     row = tx.dag_row(dag_id)
     if row is None:
         raise NotFound(f"DAG {dag_id} does not exist: 'tqcli dag list' shows them")

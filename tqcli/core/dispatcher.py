@@ -22,6 +22,7 @@ from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
 from tqcli.core import chaining, gate, liveness
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, format_time
 
 MAX_BACKOFF_SECONDS = 3600
@@ -92,7 +93,7 @@ def _attempt_details(attempt: int, worker: str) -> str:
 
 
 def claim(
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     *,
     count: int,
@@ -151,7 +152,7 @@ def claim(
 
 
 def finish(
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     claimed: Claim,
     outcome: Outcome,
@@ -204,7 +205,7 @@ def finish(
     return became
 
 
-def _completed(tx: Any, journal: Journal, claimed: Claim, has_dependents: bool, *, now: int, worker: str, breakers: Any) -> None:
+def _completed(tx: Tx, journal: Journal, claimed: Claim, has_dependents: bool, *, now: int, worker: str, breakers: Any) -> None:
     """What follows a completion: dependents (which may have been submitted since the claim), the circuit, the audit entry."""
     if has_dependents:
         tx.release_dependents(claimed.id)
@@ -213,7 +214,7 @@ def _completed(tx: Any, journal: Journal, claimed: Claim, has_dependents: bool, 
 
 
 def finish_all(
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     ended: Sequence[tuple[Claim, Outcome]],
     *,
@@ -245,7 +246,7 @@ def finish_all(
     return endings
 
 
-def _fail(tx: Any, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, retry: bool = True) -> str:
+def _fail(tx: Tx, journal: Journal, claimed: Claim, error: str, *, now: int, action: str, worker: str, retry: bool = True) -> str:
     """Retry with backoff while retries remain (and `retry`), else move the task to the DLQ (`failed`).
 
     A task whose cancel was requested while this attempt ran ends cancelled
@@ -278,7 +279,7 @@ def _stale(journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> s
 EXPIRE_BATCH = 500
 
 
-def cancel_expired(tx: Any, journal: Journal, *, now: int) -> list[int]:
+def cancel_expired(tx: Tx, journal: Journal, *, now: int) -> list[int]:
     """Cancel (reason `expired`) up to EXPIRE_BATCH pending tasks whose `--expires` has passed; their ids.
 
     Their dependents become blocked, as after any cancel.
@@ -297,7 +298,7 @@ def cancel_expired(tx: Any, journal: Journal, *, now: int) -> list[int]:
     return ids
 
 
-def reclaim_expired(tx: Any, journal: Journal, *, now: int, worker: str) -> list[tuple[int, str]]:
+def reclaim_expired(tx: Tx, journal: Journal, *, now: int, worker: str) -> list[tuple[int, str]]:
     """Running tasks whose worker is gone: each counts a failed attempt (`worker lost`).
 
     A lease is taken over when its holder process is known to be gone (at

@@ -14,6 +14,7 @@ from typing import Any
 from tqcli.core import chaining
 from tqcli.core.task import State, Task
 from tqcli.resilience import circuit_breaker
+from tqcli.store.base import Tx
 from tqcli.units import format_time
 
 
@@ -25,13 +26,13 @@ class ClaimGate:
     trial_services: set[str]
 
 
-def claim_gate(tx: Any, now: int) -> ClaimGate:
+def claim_gate(tx: Tx, now: int) -> ClaimGate:
     """The gate for a claim made at `now` (expired tasks are left out by the claim statement itself)."""
     blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
     return ClaimGate(blocked, trial_ready)
 
 
-def why_waiting(tx: Any, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:
+def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:
     """Why a pending or blocked task is not claimed now (SPEC's `waiting`), and its `waiting_detail`.
 
     None for a task in any other state. `ignore_delay` leaves `run_at`

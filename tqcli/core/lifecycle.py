@@ -17,6 +17,7 @@ from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, check_instant, format_time
 
 PRUNE_BATCH = 500
@@ -25,7 +26,7 @@ PRUNABLE_STATES = ("completed", "cancelled", "failed")
 _CARRIED = ("backend", "target", "payload", "queue", "tenant", "priority", "max_retries", "backoff", "timeout", "cwd", "env")
 
 
-def _task(tx: Any, task_id: int) -> Task:
+def _task(tx: Tx, task_id: int) -> Task:
     """One task, locked until the change commits."""
     tx.lock_tasks([task_id])
     rows = tx.task_rows([task_id])
@@ -72,7 +73,7 @@ def restart(ctx: Context, task_id: int, overrides: Mapping[str, Any]) -> int:
         return restart_task(ctx, tx, journal, task_id, overrides)
 
 
-def restart_task(ctx: Context, tx: Any, journal: Journal, task_id: int, overrides: Mapping[str, Any]) -> int:
+def restart_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, overrides: Mapping[str, Any]) -> int:
     """`restart` inside the caller's transaction; the new task's id."""
     task = _task(tx, task_id)
     if not task.state.terminal:
@@ -105,7 +106,7 @@ def _check_edit(changes: Mapping[str, Any]) -> None:
         raise InvalidInput("use either --delay or --at, not both")
 
 
-def edit_task(ctx: Context, tx: Any, journal: Journal, task_id: int, changes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def edit_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, changes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """`edit` inside the caller's transaction; what changed (empty: nothing was written)."""
     _check_edit(changes)
     now = ctx.clock.now()
@@ -242,7 +243,7 @@ def _check_prune_states(states: Sequence[str]) -> None:
 
 
 def prune_batch(
-    ctx: Context, tx: Any, journal: Journal, *, states: Sequence[str], finished_by: int, after: tuple[int, int] = (-1, 0)
+    ctx: Context, tx: Tx, journal: Journal, *, states: Sequence[str], finished_by: int, after: tuple[int, int] = (-1, 0)
 ) -> list[tuple[int, int, str]]:
     """One batch of `prune` inside the caller's transaction; the `(finished_at, id, tenant)` of the tasks it deleted.
 

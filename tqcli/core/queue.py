@@ -16,6 +16,7 @@ from tqcli.core.context import Context, retrying
 from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import check_filters
 
 
@@ -109,7 +110,7 @@ def _check_bump(priority: int | None, by: int | None) -> None:
 
 
 def bump_task(
-    ctx: Context, tx: Any, journal: Journal, task_id: int, *, priority: int | None = None, by: int | None = None
+    ctx: Context, tx: Tx, journal: Journal, task_id: int, *, priority: int | None = None, by: int | None = None
 ) -> tuple[int, int]:
     """Set or shift a task's priority inside the caller's transaction (see `TaskService.bump`); (old, new)."""
     _check_bump(priority, by)
@@ -128,7 +129,7 @@ def bump_task(
     return task.priority, new
 
 
-def cancel_tasks(ctx: Context, tx: Any, journal: Journal, ids: Sequence[int], *, cascade: bool, reason: str | None) -> list[int]:
+def cancel_tasks(ctx: Context, tx: Tx, journal: Journal, ids: Sequence[int], *, cascade: bool, reason: str | None) -> list[int]:
     """Cancel `ids` inside the caller's transaction (see `TaskService.cancel`)."""
     ids = list(dict.fromkeys(ids))
     now = ctx.clock.now()

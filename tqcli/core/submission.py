@@ -15,6 +15,7 @@ from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal, encode_details
+from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND
 
 
@@ -58,7 +59,7 @@ def submit_specs(
 
 def insert_specs(
     ctx: Context,
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     specs: Sequence[TaskSpec],
     *,
@@ -168,7 +169,7 @@ def _differences(spec: TaskSpec, backend: str, target: str, payload: str) -> lis
     return differs
 
 
-def _existing_keys(tx: Any, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[Any, ...]]:
+def _existing_keys(tx: Tx, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[Any, ...]]:
     by_tenant: dict[str, list[str]] = {}
     for spec in specs:
         if spec.idempotency_key is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tqcli.core.context import Context
+from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, format_time
 
 SHOWN_FOR = 24 * 3600  # `tqcli workers` lists the runs seen this recently
@@ -50,7 +51,7 @@ class WorkerInfo:
         }
 
 
-def register(tx: Any, run_id: str, worker_id: str, *, holder: str | None, alive_for: float, now: int) -> None:
+def register(tx: Tx, run_id: str, worker_id: str, *, holder: str | None, alive_for: float, now: int) -> None:
     """Add this worker run to the registry (and forget runs older than a week)."""
     tx.forget_workers(now - KEPT_FOR * US_PER_SECOND)
     tx.register_worker((run_id, worker_id, socket.gethostname(), os.getpid(), holder, alive_for, now, now, None))

@@ -16,6 +16,7 @@ from tqcli.core.context import Context, retrying
 from tqcli.errors import InvalidInput, NotFound
 from tqcli.resilience.circuit_breaker import RECOVERY_SETTING, THRESHOLD_SETTING, defaults, effective
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import format_time, parse_duration
 
 # How many of the newest tasks `in_use` reads besides the unfinished ones (a bounded scan: no index covers service).
@@ -120,7 +121,7 @@ def _check_configure(key: str | None, failure_threshold: int | None, recovery_ti
     return seconds
 
 
-def reset_breaker(ctx: Context, tx: Any, journal: Journal, key: str) -> bool:
+def reset_breaker(ctx: Context, tx: Tx, journal: Journal, key: str) -> bool:
     """`BreakerService.reset` inside the caller's transaction; False when nothing needed resetting."""
     now = ctx.clock.now()
     tx.lock_breakers([key])
@@ -136,7 +137,7 @@ def reset_breaker(ctx: Context, tx: Any, journal: Journal, key: str) -> bool:
 
 def configure_breaker(
     ctx: Context,
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     key: str | None,
     *,

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from tqcli.security.audit import Journal
-from tqcli.store.base import BreakerRow
+from tqcli.store.base import BreakerRow, Tx
 from tqcli.units import US_PER_SECOND, format_time
 
 DEFAULT_FAILURE_THRESHOLD = 5
@@ -30,7 +30,7 @@ THRESHOLD_SETTING = "breaker.failure_threshold"
 RECOVERY_SETTING = "breaker.recovery_timeout"
 
 
-def defaults(tx: Any) -> tuple[int, float]:
+def defaults(tx: Tx) -> tuple[int, float]:
     """The database-wide defaults: (failure threshold, recovery timeout in seconds)."""
     threshold = tx.setting(THRESHOLD_SETTING)
     recovery = tx.setting(RECOVERY_SETTING)
@@ -40,7 +40,7 @@ def defaults(tx: Any) -> tuple[int, float]:
     )
 
 
-def effective(tx: Any, row: BreakerRow | None) -> tuple[int, float]:
+def effective(tx: Tx, row: BreakerRow | None) -> tuple[int, float]:
     """The (failure threshold, recovery timeout) that apply to a circuit: its own, else the defaults."""
     threshold, recovery = defaults(tx)
     if row is not None:
@@ -49,7 +49,7 @@ def effective(tx: Any, row: BreakerRow | None) -> tuple[int, float]:
     return threshold, recovery
 
 
-def claim_gate(tx: Any, now: int) -> tuple[list[str], set[str]]:
+def claim_gate(tx: Tx, now: int) -> tuple[list[str], set[str]]:
     """Services whose tasks may not be claimed now, and those ready for a trial task."""
     blocked: list[str] = []
     trial_ready: set[str] = set()
@@ -67,7 +67,7 @@ def claim_gate(tx: Any, now: int) -> tuple[list[str], set[str]]:
     return blocked, trial_ready
 
 
-def admit_trial(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+def admit_trial(tx: Tx, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
     """Mark the circuit half-open with `task_id` as its one trial."""
     row = tx.breaker_row(key)
     tx.save_breaker(key, state="half-open", failures=row.failures if row else 0, opened_at=row.opened_at if row else None,
@@ -75,7 +75,7 @@ def admit_trial(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, 
     journal.add("breaker.half_open", task_id, tenant, key=key)
 
 
-def record_success(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
+def record_success(tx: Tx, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
     """A successful attempt closes the circuit and clears its failure count."""
     tx.lock_breakers([key])
     row = tx.breaker_row(key)
@@ -86,7 +86,7 @@ def record_success(tx: Any, journal: Journal, key: str, task_id: int, tenant: st
         journal.add("breaker.close", task_id, tenant, key=key)
 
 
-def record_failure(tx: Any, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> bool:
+def record_failure(tx: Tx, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> bool:
     """A failed attempt counts toward opening the circuit; a failed trial reopens it. True if it opened."""
     tx.lock_breakers([key])
     row = tx.breaker_row(key)
@@ -111,7 +111,7 @@ class BreakerCache:
     failures: for them a success changes nothing and costs no query.
     """
 
-    def __init__(self, tx: Any) -> None:
+    def __init__(self, tx: Tx) -> None:
         self._tx = tx
         self._unclean: set[str] | None = None
         self.opened: set[str] = set()  # services whose circuit opened in this transaction
@@ -134,12 +134,12 @@ class BreakerCache:
         self._keys().add(key)
 
 
-def is_blocking(tx: Any, key: str, task_id: int, now: int) -> bool:
+def is_blocking(tx: Tx, key: str, task_id: int, now: int) -> bool:
     """Whether the circuit of `key` keeps task `task_id` from being claimed now."""
     return blocking_detail(tx, key, task_id, now) is not None
 
 
-def blocking_detail(tx: Any, key: str, task_id: int, now: int) -> dict[str, Any] | None:
+def blocking_detail(tx: Tx, key: str, task_id: int, now: int) -> dict[str, Any] | None:
     """Why the circuit of `key` keeps task `task_id` from being claimed now, or None if it does not.
 
     `{"service", "state", "trial_at", "trial_task", "reset"}`: an open

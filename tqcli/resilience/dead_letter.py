@@ -10,13 +10,14 @@ compose" in docs/design.md).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from tqcli.core import chaining
 from tqcli.core.context import Context, retrying
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, check_filters, parse_duration
 
 
@@ -84,7 +85,7 @@ class DeadLetterQueue:
 
 def replay_tasks(
     ctx: Context,
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     ids: Sequence[int] = (),
     *,
@@ -110,7 +111,7 @@ def replay_tasks(
 
 def purge_tasks(
     ctx: Context,
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     ids: Sequence[int] = (),
     *,
@@ -134,7 +135,7 @@ def purge_tasks(
     return tasks
 
 
-def _select(tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
+def _select(tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
     check_filters(queue=queue, tenant=tenant)
     if ids and every:
         raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
@@ -161,14 +162,14 @@ def _cutoff(now: int, older_than: str | float | None) -> int | None:
     return now - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
 
 
-def _purgeable(tx: Any, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, cutoff: int | None) -> list[Task]:
+def _purgeable(tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, cutoff: int | None) -> list[Task]:
     tasks = _select(tx, ids, every, queue, tenant, "purge")
     if cutoff is not None:
         tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
     return tasks
 
 
-def _still_failed(tx: Any, tasks: list[Task]) -> list[Task]:
+def _still_failed(tx: Tx, tasks: list[Task]) -> list[Task]:
     """`tasks` locked, less any that another change took out of the DLQ since they were read."""
     ids = [task.id for task in tasks]
     tx.lock_tasks(ids)

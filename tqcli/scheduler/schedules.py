@@ -23,7 +23,7 @@ from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.errors import Conflict, InvalidInput, NotFound, StorageError, TqcliError
 from tqcli.security.audit import Journal
-from tqcli.store.base import ScheduleRow
+from tqcli.store.base import ScheduleRow, Tx
 from tqcli.units import US_PER_SECOND, check_name, format_time
 
 CATCHUP_LIMIT = 100
@@ -154,7 +154,7 @@ class ScheduleService:
             remove_schedule(self._ctx, tx, journal, name)
 
 
-def _schedule(tx: Any, name: str) -> Schedule:
+def _schedule(tx: Tx, name: str) -> Schedule:
     row = tx.schedule_row(name)
     if row is None:
         raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
@@ -177,7 +177,7 @@ def _check_add(name: str, cron: str, tz: str, options: Mapping[str, Any]) -> tup
 
 
 def add_schedule(
-    ctx: Context, tx: Any, journal: Journal, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]
+    ctx: Context, tx: Tx, journal: Journal, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]
 ) -> Schedule:
     """`ScheduleService.add` inside the caller's transaction; the new schedule."""
     spec, schedule = _check_add(name, cron, tz, options)
@@ -191,17 +191,17 @@ def add_schedule(
     return _schedule(tx, name)
 
 
-def pause_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> bool:
+def pause_schedule(ctx: Context, tx: Tx, journal: Journal, name: str) -> bool:
     """`ScheduleService.pause` inside the caller's transaction; False when it was already paused."""
     return _set_paused(ctx, tx, journal, name, True)
 
 
-def resume_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> bool:
+def resume_schedule(ctx: Context, tx: Tx, journal: Journal, name: str) -> bool:
     """`ScheduleService.resume` inside the caller's transaction; False when it was not paused."""
     return _set_paused(ctx, tx, journal, name, False)
 
 
-def _set_paused(ctx: Context, tx: Any, journal: Journal, name: str, paused: bool) -> bool:
+def _set_paused(ctx: Context, tx: Tx, journal: Journal, name: str, paused: bool) -> bool:
     now = ctx.clock.now()
     row = tx.schedule_row(name)
     if row is None:
@@ -216,7 +216,7 @@ def _set_paused(ctx: Context, tx: Any, journal: Journal, name: str, paused: bool
     return True
 
 
-def run_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> int:
+def run_schedule(ctx: Context, tx: Tx, journal: Journal, name: str) -> int:
     """`ScheduleService.run` inside the caller's transaction; the id of the new task."""
     schedule = _schedule(tx, name)
     spec = spec_from_mapping({**schedule.spec, "name": name})
@@ -234,7 +234,7 @@ def _check_edit(cron: str | None, tz: str | None, options: Mapping[str, Any] | N
 
 def edit_schedule(
     ctx: Context,
-    tx: Any,
+    tx: Tx,
     journal: Journal,
     name: str,
     *,
@@ -273,7 +273,7 @@ def edit_schedule(
     return _schedule(tx, name), changes
 
 
-def remove_schedule(ctx: Context, tx: Any, journal: Journal, name: str) -> None:
+def remove_schedule(ctx: Context, tx: Tx, journal: Journal, name: str) -> None:
     """`ScheduleService.remove` inside the caller's transaction."""
     if tx.schedule_row(name) is None:
         raise NotFound(f"schedule {name!r} does not exist: 'tqcli schedule list' shows them")
