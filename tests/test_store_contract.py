@@ -27,6 +27,25 @@ def store(db_location):
     opened.close()
 
 
+def _race(bodies) -> None:
+    """Run each body on a thread of its own, all at once; wait for them all and re-raise the first failure."""
+    failures: list[BaseException] = []
+
+    def run(body) -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 def _submit(location, count: int, **options) -> list[int]:
     with tqcli.open(location) as queue:
         return [queue.submit("tests.jobs:noop", **options) for _ in range(count)]
@@ -61,11 +80,7 @@ def test_task_ids_given_at_once_never_collide(db_location) -> None:
             for _ in range(10):
                 got.extend(queue.submit_many([TaskSpec(target="tests.jobs:noop") for _ in range(5)]))
 
-    threads = [threading.Thread(target=submit_some) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _race([submit_some] * 4)
     assert len(got) == len(set(got)) == 200
     reader = open_store(db_location, read_only=True)
     try:
@@ -94,11 +109,7 @@ def test_concurrent_claims_never_take_a_task_twice(db_location) -> None:
             with lock:
                 claimed.extend(row.id for row in rows)
 
-    threads = [threading.Thread(target=claim, args=(store, f"w{n}")) for n, store in enumerate(stores)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _race([lambda store=store, n=n: claim(store, f"w{n}") for n, store in enumerate(stores)])
     for store in stores:
         store.close()
     assert sorted(claimed) == sorted(ids)  # every task once, none twice
@@ -117,11 +128,7 @@ def test_claim_numbers_are_never_handed_out_twice(db_location) -> None:
                 tx.use_claim_number(number)
             numbers.append(number)
 
-    threads = [threading.Thread(target=take, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _race([lambda store=store: take(store) for store in stores])
     for store in stores:
         store.close()
     assert len(numbers) == len(set(numbers)) == 90
@@ -138,11 +145,7 @@ def test_appends_from_many_connections_make_one_chain(db_location) -> None:
             for _ in range(15):
                 queue.submit("tests.jobs:noop")
 
-    threads = [threading.Thread(target=submit_some) for _ in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _race([submit_some] * writers)
     with tqcli.open(db_location) as queue:
         report = queue.audit.verify()
         with queue._ctx.read() as tx:
