@@ -588,7 +588,7 @@ def drain_table(results: Results, queues: list[str]) -> str:
     ds = results.drains
     lines = [
         "| job | queue | 1 worker | 2 workers | 4 workers | 4 vs 1 | 4 vs 1, wall incl. start-up "
-        "| CPU per task, 1 worker: workers / server | cores busy, 1 worker: workers / server "
+        "| CPU per task incl. start-up, 1 worker: workers / server | cores busy (CPU / wall), 1 worker: workers / server "
         "| per task, 1 worker: transactions / WAL flushes |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
