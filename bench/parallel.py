@@ -409,7 +409,10 @@ def sample_waits(db: str, stop: threading.Event, every: float = 0.005) -> Counte
     """What the tqcli connections to `db` do, sampled every `every` s from pg_stat_activity and pg_locks until `stop`."""
     import psycopg
 
-    from tqcli.store.postgres import AUDIT_LOCK
+    try:
+        from tqcli.store.postgres_tx import AUDIT_LOCK
+    except ImportError:
+        from tqcli.store.postgres import AUDIT_LOCK
 
     high, low = AUDIT_LOCK >> 32, AUDIT_LOCK & 0xFFFFFFFF
     tally: Counter = Counter()
