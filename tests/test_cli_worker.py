@@ -386,3 +386,22 @@ def test_the_readme_crontab_line_mails_nothing_while_idle(cli):
     for _ in range(3):
         run = cli(*argv[1:], env={"TERM": None})
         assert (run.code, run.stdout, run.stderr) == (0, "", "")
+
+
+def test_run_keeps_its_task_from_a_running_worker(cli):
+    """`run` submits and claims in one transaction, and holds the task between attempts: no worker takes it."""
+    cli.create_db()
+    worker = cli.spawn("worker", "--poll", "0.05")
+    try:
+        for _ in range(3):
+            result = cli("run", "--backend", "shell", "echo ran-here")
+            assert result.code == 0, result.stderr
+            assert result.stdout.startswith("ran-here")
+        failing = cli("run", "--backend", "shell", "exit 2", "--max-retries", "1", "--backoff", "0.3")
+        assert failing.code == 1, failing.stderr
+        task_id = int(failing.stderr.split("task ", 1)[1].split()[0])
+        history = cli.task(task_id)["history"]
+        assert [item["worker"].startswith("run:") for item in history] == [True, True], history
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)

@@ -152,8 +152,12 @@ class Queue:
         """Run a worker until no task is ready (`worker --once`) and report what it did."""
         return self.worker(once=True, **options).run()
 
-    def run_now(self, task_id: int, **options: Any) -> str:
-        """Run a pending task in this process now, with retries; returns completed, failed or cancelled."""
+    def run_now(self, task_id: int | None = None, **options: Any) -> str | None:
+        """Run a pending task in this process now, with retries; returns completed, failed or cancelled.
+
+        `spec=TaskSpec(...)` instead of an id submits the task and claims it
+        in one transaction (see `tqcli.core.runner.run_now`).
+        """
         from tqcli.core.runner import run_now
 
         return run_now(self._ctx, task_id, **options)

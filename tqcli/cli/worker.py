@@ -114,6 +114,7 @@ def run(
         depends_on=None, service=service, idempotency_key=idempotency_key, cwd=cwd, env=env,
     )
     submitted = False
+    spec = None
     if task_id is not None:
         if target is not None or options:
             raise InvalidInput("--id runs an existing task: give no TARGET or submit options with it")
@@ -127,16 +128,14 @@ def run(
         if spec.cwd is not None and not os.path.isdir(spec.cwd):  # it runs here: say so now, not after every retry
             raise InvalidInput(f"invalid --cwd {cwd}: {spec.cwd} is not a directory on this host")
         queue_obj = state(ctx).queue(create=True)
-        result = queue_obj.submit_specs([spec])[0]
+
+    def on_submit(result: Any) -> None:
+        nonlocal task_id, submitted
         task_id, submitted = result.id, result.created
         if submitted:
             render.message(f"task {task_id} submitted; running it here")
         else:
-            existing = queue_obj.get(task_id)
             render.message(f"task {task_id} already has idempotency key {idempotency_key!r}; nothing was submitted")
-            if existing.state.terminal:  # it ran before: report it instead of running it again
-                _report_run(existing, json_output)
-                return
 
     def stream(chunk: bytes, stream: int = 1) -> None:
         out = sys.stderr if stream == 2 else sys.stdout
@@ -148,7 +147,16 @@ def run(
         render.message(f"attempt {attempt} failed: {first}; retrying in {delay:.3g} s")
 
     try:
-        queue_obj.run_now(task_id, on_output=None if json_output else stream, on_retry=retrying, cancel_on_interrupt=submitted)
+        ended = queue_obj.run_now(
+            task_id, spec=spec, on_submit=on_submit, on_output=None if json_output else stream, on_retry=retrying,
+            cancel_on_interrupt=spec is not None,
+        )
+        if ended is None:  # the idempotency key's task already exists
+            existing = queue_obj.get(task_id)
+            if existing.state.terminal:  # it ran before: report it instead of running it again
+                _report_run(existing, json_output)
+                return
+            queue_obj.run_now(task_id, on_output=None if json_output else stream, on_retry=retrying)
     except KeyboardInterrupt:
         if submitted:
             raise Interrupted(f"interrupted: task {task_id} cancelled") from None

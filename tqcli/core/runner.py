@@ -15,8 +15,12 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.queue import cancel_tasks
+from tqcli.core.spec import TaskSpec
+from tqcli.core.submission import SubmitResult, check_backends, insert_specs
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.security.audit import Journal
+from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND
 
 RUN_LEASE = 60.0
@@ -51,21 +55,30 @@ def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Excep
 
 def run_now(
     ctx: Context,
-    task_id: int,
+    task_id: int | None = None,
     *,
+    spec: TaskSpec | None = None,
+    on_submit: Callable[[SubmitResult], None] = lambda result: None,
     backends: BackendSet | None = None,
     on_output: Callable[..., None] | None = None,
     on_retry: Callable[[int, str, float], None] = lambda attempt, error, delay: None,
     sleep: Callable[[float], None] = time.sleep,
     cancel_on_interrupt: bool = False,
-) -> str:
+) -> str | None:
     """Run a pending task here and now, retrying per its policy; returns how it ended.
 
-    Returns `completed`, `failed` or `cancelled`. Interrupting (Ctrl-C)
-    ends the running attempt and returns the task to pending without
-    counting it, or cancels the task with `cancel_on_interrupt`.
+    Returns `completed`, `failed` or `cancelled`. With `spec` instead of
+    `task_id`, the task is submitted and claimed in one transaction, so no
+    worker can take it first; `on_submit` then learns its id (and whether
+    an idempotency key found it already there: then nothing runs and this
+    returns None). Between attempts the task stays claimed by this run
+    while the backoff is waited out. Interrupting (Ctrl-C) ends the running
+    attempt and returns the task to pending without counting it, or
+    cancels the task with `cancel_on_interrupt`.
     """
     backends = backends or BackendSet.discover()
+    if spec is not None:
+        check_backends([spec])
     worker = f"run:{socket.gethostname()}:{os.getpid()}"
     fence = Fence(RUN_LEASE)
     holder = liveness.own_name(os.getpid()) or fence.run_id
@@ -75,38 +88,53 @@ def run_now(
         ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason), fence=fence,
     )
     claimed: dispatcher.Claim | None = None
+
+    def claim_it(tx: Tx, journal: Journal) -> list[dispatcher.Claim]:
+        return dispatcher.claim(
+            tx, journal, count=1, now=ctx.clock.now(), worker=worker, lease_seconds=RUN_LEASE,
+            backends=backends.names, task_id=task_id, due_by=ANY_TIME,
+        )
+
     with ctx.read() as tx:
         db_id = tx.meta_value("db_id") or ""
     try:
+        claimed_at = time.monotonic()
+        with ctx.change() as (tx, journal):
+            submitted = insert_specs(ctx, tx, journal, [spec])[0] if spec is not None else None
+            if submitted is not None:
+                task_id = submitted.id
+            claims = claim_it(tx, journal) if submitted is None or submitted.created else []
+        if submitted is not None:
+            on_submit(submitted)
+            if not submitted.created:
+                return None
+        assert task_id is not None
+        if not claims:
+            raise _why_not_runnable(ctx, task_id, backends)
+        claimed = claims[0]
+        keeper.hold([claimed.token], fence.slot_key(0), since=claimed_at)
         while True:
-            now = ctx.clock.now()
-            claimed_at = time.monotonic()
+            stop["reason"] = None
+            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output, db_id)
+            keeper.drop(claimed.token)
+            ended, claimed_at = claimed, time.monotonic()
             with ctx.change() as (tx, journal):
-                claims = dispatcher.claim(
-                    tx, journal, count=1, now=now, worker=worker, lease_seconds=RUN_LEASE,
-                    backends=backends.names, task_id=task_id, due_by=ANY_TIME,
-                )
+                became = dispatcher.finish(tx, journal, ended, outcome, now=ctx.clock.now(), worker=worker)
+                claims = claim_it(tx, journal) if became == "retry" else []  # in the same transaction: no worker takes it between
+            claimed = None
+            if became != "retry":
+                return became
             if not claims:
                 raise _why_not_runnable(ctx, task_id, backends)
             claimed = claims[0]
             keeper.hold([claimed.token], fence.slot_key(0), since=claimed_at)
-            stop["reason"] = None
-            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output, db_id)
-            keeper.drop(claimed.token)
-            with ctx.change() as (tx, journal):
-                became = dispatcher.finish(tx, journal, claimed, outcome, now=ctx.clock.now(), worker=worker)
-            claimed = None
-            if became != "retry":
-                return became
-            with ctx.read() as tx:
-                run_at = Task.from_row(tx.task_rows([task_id])[0]).run_at
-            delay = max(0.0, (run_at - ctx.clock.now()) / US_PER_SECOND)
-            on_retry(claims[0].attempt, outcome.error or "", delay)
+            delay = max(0.0, (claimed.run_at - ctx.clock.now()) / US_PER_SECOND)  # the retry's backoff, waited out holding the claim
+            on_retry(ended.attempt, outcome.error or "", delay)
             sleep(delay)
     except BaseException as exc:
         executor.kill()  # the attempt must be over before anyone else may claim the task
         cancel = cancel_on_interrupt and isinstance(exc, KeyboardInterrupt)
-        if claimed is not None or cancel:
+        if task_id is not None and (claimed is not None or cancel):
             with ctx.change() as (tx, journal):
                 if claimed is not None:
                     dispatcher.finish(tx, journal, claimed, dispatcher.Outcome("released"), now=ctx.clock.now(), worker=worker)
