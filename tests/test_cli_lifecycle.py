@@ -93,6 +93,8 @@ def test_workers_lists_a_running_worker_and_its_task(cli: Cli, tmp_path):
         assert "busy-1" in cli.ok("workers").stdout
     finally:
         worker.terminate()
+        time.sleep(0.5)
+        worker.terminate()  # the second signal stops the 30 s task now rather than waiting it out
         worker.communicate(timeout=30)
     (gone,) = cli.ok("workers", "--json").json
     assert not gone["alive"] and gone["running"] == [] and gone["stopped_at"] is not None

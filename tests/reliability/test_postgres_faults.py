@@ -153,3 +153,27 @@ def test_ctrl_c_during_a_long_statement_is_interrupted_and_writes_nothing(cli, t
     assert [line for line in err.splitlines() if line.startswith("error: ")] == ["error: interrupted"]
     assert counts(cli.db) == {}
     assert cli("audit", "verify").code == 0
+
+
+def test_a_worker_stopped_while_its_server_is_down_still_stops(cli, tmp_path):
+    """The database went away under a worker: a second SIGTERM ends it (exit 7) instead of waiting for the server."""
+    import signal
+
+    from tests import pgserver
+
+    with pgserver.start() as server:
+        url = pgserver.create_database(server.url, "outage")
+        env = {"TQCLI_DB": url}
+        cli("submit", "tests.jobs:sleepy", "--payload", json.dumps({"seconds": 1}), env=env)
+        worker = cli.spawn("worker", "--poll", "0.1", env=env)
+        _wait_for(lambda: "running" in cli("status", env=env).stdout, 20, "the task to start")
+        server.stop()
+        time.sleep(2)  # the task ends; its outcome cannot be recorded
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert time.monotonic() - started < 20
+    assert worker.returncode == 7, err
+    assert "stopped with 1 finished attempt(s) not recorded" in err and "Traceback" not in err

@@ -132,7 +132,7 @@ class LeaseKeeper:
                 with self._store.read() as tx:
                     held = tx.held_tokens(list(tokens))
             except StorageError as exc:
-                self._warn(f"could not renew leases: {exc.message}")
+                self._warn(f"warning: could not renew leases: {exc.message}")
                 continue
             with self._lock:
                 current = set(self._tokens)

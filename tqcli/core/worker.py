@@ -221,6 +221,7 @@ class Worker:
         dry = False  # the last claim found fewer ready tasks than it asked for
         released_waiting = False
         lost_tries = 0  # commits in a row that lost the connection
+        failing: StorageError | None = None  # why the last commit failed, until one succeeds
         while True:
             stopping = self._stopping.is_set()
             if stopping:
@@ -251,12 +252,12 @@ class Worker:
                     if options.once and (isinstance(exc, StorageBusy) or lost_tries > ONCE_RECONNECTS):
                         raise
                     self._log(f"warning: {exc.message.split(';')[0]}; trying again")
-                    claimed, try_again = [], True  # the results wait in `finished` for the next try
+                    claimed, try_again, failing = [], True, exc  # the results wait in `finished` for the next try
                 except StorageFull as exc:
                     self._disk_full(exc, keeper)
                     claimed = []  # the results wait in `finished` while the leases hold
                 else:
-                    lost_tries = 0
+                    lost_tries, failing = 0, None
                     finished.clear()
                     if self._full_since is not None:
                         self._log(f"the disk has room again: recorded what had waited {time.monotonic() - self._full_since:.1f} s")
@@ -270,6 +271,12 @@ class Worker:
                     keeper.hold([claim.token for claim in claims], slot.key, since=claimed_at)
                     slot.give(claims)
             running = sum(slot.outstanding for slot in self._slots)
+            if running == 0 and finished and failing is not None and self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                # Stopping while the database cannot be reached: do not wait for it forever.
+                raise StorageError(
+                    f"stopped with {len(finished)} finished attempt(s) not recorded ({failing.message.split(';')[0]}); "
+                    "their tasks are taken over by another worker when their leases expire"
+                )
             if running == 0 and not finished:
                 if stopping or (options.max_tasks is not None and report.claimed >= options.max_tasks):
                     return
