@@ -105,3 +105,13 @@ def test_tqcli_user_names_the_actor_while_the_database_runs_open(cli):
     cli.ok("submit", "a:b", env={"TQCLI_USER": "ci-bot"})
     assert cli.ok("audit", "log", "--json").json[0]["actor"] == "ci-bot"
     assert cli.ok("status", "1", "--json").json["submitted_by"] == "ci-bot"
+
+
+@pytest.mark.parametrize("value", ["postgresq://u:secret@127.0.0.1:5432/jobs", "POSTGRESQL://u@host/jobs", "mysql://u@host/jobs"])
+def test_a_url_that_is_not_postgresql_is_refused_not_taken_for_a_file(value, tmp_path):
+    from tqcli.config import load_config
+
+    with pytest.raises(InvalidInput, match="a URL must start with postgresql://") as raised:
+        load_config(db_flag=value, env={"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert "secret" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []

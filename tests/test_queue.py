@@ -183,3 +183,11 @@ def test_status_rejects_an_unknown_state(queue):
 def test_get_of_a_missing_task(queue):
     with pytest.raises(NotFound, match="task 5 does not exist"):
         queue.get(5)
+
+
+def test_a_repeated_idempotent_submit_uses_up_no_id(queue):
+    """Ids follow on from each other on both stores: a submit that finds its key's task takes no new id."""
+    first = queue.submit("a:b", idempotency_key="k")
+    assert [queue.submit("a:b", idempotency_key="k") for _ in range(3)] == [first] * 3
+    assert queue.submit_specs([TaskSpec("a:b", idempotency_key="k"), TaskSpec("a:b", idempotency_key="j"), TaskSpec("a:b", idempotency_key="j")])[1].id == first + 1
+    assert queue.submit("a:b") == first + 2

@@ -242,3 +242,12 @@ def test_a_database_of_a_newer_tqcli_is_refused_and_left_untouched(db_location) 
         with pytest.raises(StorageError, match="made by a newer tqcli"):
             open_store(db_location, read_only=read_only)
     assert table_dump(db_location) == before
+
+
+@pytest.mark.postgres_only
+def test_a_database_with_another_programs_tables_is_refused_by_every_command(db_location) -> None:
+    raw_sql(db_location, "CREATE TABLE invoices (id bigint)")
+    for options in ({}, {"create": False}, {"read_only": True}):
+        with pytest.raises(StorageError, match="holds tables of another program"):
+            open_store(db_location, **options)
+    assert raw_sql(db_location, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()") == [(1,)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,10 +63,22 @@ class Config:
 
 
 def db_location(value: str) -> Path | str:
-    """A `--db` value as the store takes it: a PostgreSQL URL stays text, anything else is a file path."""
+    """A `--db` value as the store takes it: a PostgreSQL URL stays text, a file path becomes a Path.
+
+    Anything else written as `scheme://...` is refused rather than taken
+    for a file name (a mistyped `postgresql://` would make a SQLite file).
+    """
     from tqcli.store import is_url
 
-    return value if is_url(value) else Path(value).expanduser()
+    if is_url(value):
+        return value
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value)
+    if scheme:
+        shown = scheme.group() + value.rsplit("@", 1)[-1] if "@" in value else value  # never the password
+        raise InvalidInput(
+            f"invalid database {shown}: a URL must start with postgresql:// (or postgres://), and a file path has no scheme"
+        )
+    return Path(value).expanduser()
 
 
 def _xdg(var: str, fallback: str, env: Mapping[str, str]) -> Path:

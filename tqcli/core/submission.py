@@ -85,7 +85,7 @@ def insert_specs(
             if dep not in dep_states:
                 prefix = f"{where[index]}: " if where else ""
                 raise NotFound(f"{prefix}task {dep} (named in depends_on) does not exist")
-    fresh_ids = iter(tx.allocate_task_ids(len(specs)))  # a key already held leaves its id unused
+    fresh_ids = iter(tx.allocate_task_ids(_new_tasks(specs, existing)))
     results: list[SubmitResult] = []
     held_states: dict[int, str] = {}  # tasks that already held a key given here: what a dependent must wait for
     given_here: dict[tuple[str, str], int] = {}  # key -> the index of the first spec of this call that gives it
@@ -167,6 +167,23 @@ def _differences(spec: TaskSpec, backend: str, target: str, payload: str) -> lis
     if payload != spec.payload_json and json.loads(payload) != spec.payload:
         differs.append("payload")
     return differs
+
+
+def _new_tasks(specs: Sequence[TaskSpec], existing: dict[tuple[str, str], tuple[Any, ...]]) -> int:
+    """How many of `specs` make a task: not those whose idempotency key a task holds, or an earlier spec gives.
+
+    Ids are taken for these alone, so a repeated submit leaves no gap in the
+    ids (a sequence on PostgreSQL never gives a number back).
+    """
+    given: set[tuple[str, str]] = set()
+    count = 0
+    for spec in specs:
+        key = None if spec.idempotency_key is None else (spec.tenant, spec.idempotency_key)
+        if key is None or (key not in existing and key not in given):
+            count += 1
+        if key is not None:
+            given.add(key)
+    return count
 
 
 def _existing_keys(tx: Tx, specs: Sequence[TaskSpec]) -> dict[tuple[str, str], tuple[Any, ...]]:

@@ -106,6 +106,8 @@ class PostgresStore:
                 f"database {self.where} was made by a newer tqcli (schema {version}; this tqcli knows "
                 f"up to {schema_pg.SCHEMA_VERSION}); it was left untouched: upgrade tqcli"
             )
+        if version is None:
+            self._refuse_other_programs(conn)
         if version is None and not self._create:
             raise NotFound(
                 f"no database at {self.where} yet: submitting a task creates it (or check --db, TQCLI_DB and the config file)"
@@ -120,14 +122,7 @@ class PostgresStore:
             conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK - 1,))
             version = self._version(conn)
             if version is None:
-                tables = conn.raw.execute(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
-                ).fetchone()[0]  # type: ignore[index]
-                if tables:
-                    raise StorageError(
-                        f"{self.where} holds tables of another program, not a tqcli database; it was left untouched: "
-                        "name another database in --db"
-                    )
+                self._refuse_other_programs(conn)
                 for statement in schema_pg.BASE:
                     conn.raw.execute(statement)
                 conn.raw.execute("INSERT INTO schema_version (version) VALUES (%s)", (schema_pg.BASE_VERSION,))
@@ -138,6 +133,16 @@ class PostgresStore:
                     conn.raw.execute(statement)
             conn.raw.execute("UPDATE schema_version SET version = %s", (schema_pg.SCHEMA_VERSION,))
 
+    def _refuse_other_programs(self, conn: PgConnection) -> None:
+        """StorageError when the schema has tables although tqcli's are not there."""
+        with self.errors():
+            row = conn.raw.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()").fetchone()
+        if row[0]:  # type: ignore[index]
+            raise StorageError(
+                f"{self.where} holds tables of another program, not a tqcli database; it was left untouched: "
+                "name another database in --db"
+            )
+
     def _version(self, conn: PgConnection) -> int | None:
         try:
             exists = conn.raw.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]  # type: ignore[index]
@@ -145,7 +150,7 @@ class PostgresStore:
                 return None
             row = conn.raw.execute("SELECT version FROM schema_version").fetchone()
         except psycopg.Error as exc:
-            raise describe(exc, self.where) from None
+            raise describe(exc, self.where, self.busy_timeout) from None
         return int(row[0]) if row else None
 
     # -- transactions ------------------------------------------------------
@@ -164,7 +169,7 @@ class PostgresStore:
                 raise
             conn.raw.execute("COMMIT")
         except psycopg.Error as exc:
-            raise describe(exc, self.where) from None
+            raise describe(exc, self.where, self.busy_timeout) from None
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -172,7 +177,7 @@ class PostgresStore:
         try:
             yield
         except psycopg.Error as exc:
-            raise describe(exc, self.where) from None
+            raise describe(exc, self.where, self.busy_timeout) from None
 
     @contextmanager
     def write(self) -> Iterator[PostgresTx]:

@@ -13,8 +13,8 @@ from tqcli.errors import InvalidInput, StorageBusy, StorageConflict, StorageErro
 LOCK_TIMEOUT_MS = 10_000
 
 
-def describe(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
-    """The tqcli error for a driver error: what happened, and what to do."""
+def describe(exc: psycopg.Error, where: str, busy_timeout: float = LOCK_TIMEOUT_MS / 1000) -> StorageError | InvalidInput:
+    """The tqcli error for a driver error: what happened, and what to do (`busy_timeout`: the lock wait, in seconds)."""
     state = getattr(exc, "sqlstate", None) or ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)):
@@ -23,7 +23,8 @@ def describe(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
         return StorageConflict(f"database {where}: another submit took the same idempotency key first; nothing was changed")
     if isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.QueryCanceled)):
         return StorageBusy(
-            f"database {where} is busy: a lock was held for more than {LOCK_TIMEOUT_MS // 1000} s; nothing was changed. Try again"
+            f"database {where} is busy: another change held a lock for more than the busy timeout of {busy_timeout:g} s; "
+            "nothing was changed. Try again, or raise busy_timeout in the config file"
         )
     if state == "22003":  # numeric_value_out_of_range
         return InvalidInput("a number is too large: ids, counts and limits go up to 9223372036854775807")
@@ -31,6 +32,11 @@ def describe(exc: psycopg.Error, where: str) -> StorageError | InvalidInput:
         if state == "53100":
             return StorageFull(f"disk full on the PostgreSQL server of {where}: nothing was changed; free some space and try again")
         return StorageError(f"the PostgreSQL server of {where} is out of resources ({text}): nothing was changed; try again later")
+    if state in ("42P01", "42703"):  # undefined table or column
+        return StorageError(
+            f"database {where} is missing part of tqcli's schema ({text}): it was changed outside tqcli; "
+            "nothing was changed: restore it from a backup"
+        )
     if state == "25006":  # read_only_sql_transaction
         return StorageError(f"database {where} is read-only here ({text}): nothing was changed")
     if state.startswith("28") or state == "42501":
