@@ -184,3 +184,18 @@ def test_restart_on_another_backend_drops_the_shell_settings_and_run_checks_its_
     bad = cli("run", "--backend", "shell", "pwd", "--cwd", str(file))
     assert bad.code == 2 and "is not a directory on this host" in bad.error_lines[0]
     assert sum(cli.ok("status", "--json").json["counts"].values()) == 2, "run submitted nothing"
+
+
+def test_a_killed_worker_on_this_host_is_not_listed_as_alive(cli: Cli, tmp_path):
+    import signal
+
+    marker = tmp_path / "started"
+    cli.submit("tests.jobs:sleepy", "--payload", json.dumps({"seconds": 30, "marker": str(marker)}))
+    worker = cli.spawn("worker", "--id", "doomed", "--poll", "0.1")
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate(timeout=30)
+    (seen,) = cli.ok("workers", "--json").json
+    assert seen["id"] == "doomed" and not seen["alive"]  # its heartbeat is recent, but this host sees it gone

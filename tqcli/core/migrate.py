@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tqcli.core import liveness
+from tqcli.core import liveness, workers
 from tqcli.core.context import Context
 from tqcli.errors import AuditTampered, Conflict, InternalError, InvalidInput, StorageError
 from tqcli.security.audit import GENESIS_HASH
 from tqcli.store.base import ClaimRow, Tx
-from tqcli.units import US_PER_SECOND, format_time
+from tqcli.units import format_time
 
 Progress = Callable[[int, int, str], None]
 
@@ -54,7 +54,7 @@ def live_workers(tx: Tx, now: int) -> list[str]:
     """
     found = []
     for run in tx.worker_rows(0):
-        if run.stopped_at is None and run.heartbeat_at + int(run.alive_for * US_PER_SECOND) >= now:
+        if workers.run_alive(run, now):
             found.append(f"worker {run.id} (pid {run.pid} on {run.host}, last heartbeat {format_time(run.heartbeat_at)})")
     held = []
     for row in tx.running_leases():

@@ -3,7 +3,8 @@
 Each worker run adds a row when it starts, refreshes its heartbeat on every
 poll and lease renewal, and marks it stopped when it ends. A worker that was
 killed stops sending heartbeats: it counts as alive until `alive_for`
-seconds after its last one (its lease, or twice its poll if longer). Rows
+seconds after its last one (its lease, or twice its poll if longer), or
+until this host sees that its process is gone. Rows
 older than a week are dropped by the next worker that starts.
 """
 
@@ -14,8 +15,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqcli.core import liveness
 from tqcli.core.context import Context
-from tqcli.store.base import Tx
+from tqcli.store.base import Tx, WorkerRow
 from tqcli.units import US_PER_SECOND, format_time
 
 SHOWN_FOR = 24 * 3600  # `tqcli workers` lists the runs seen this recently
@@ -57,6 +59,16 @@ def register(tx: Tx, run_id: str, worker_id: str, *, holder: str | None, alive_f
     tx.register_worker((run_id, worker_id, socket.gethostname(), os.getpid(), holder, alive_for, now, now, None))
 
 
+def run_alive(run: WorkerRow, now: int) -> bool:
+    """Whether a worker run counts as alive at `now`: not stopped, heard from within `alive_for`, and not seen gone.
+
+    "Seen gone" is the rescue rule's: this host can look its process up and
+    it no longer runs (a worker killed here), see `tqcli.core.liveness`.
+    """
+    recent = run.stopped_at is None and run.heartbeat_at + int(run.alive_for * US_PER_SECOND) >= now
+    return recent and liveness.holder_alive(run.holder) is not False
+
+
 def list_workers(ctx: Context) -> list[WorkerInfo]:
     """The worker runs seen in the last 24 hours, newest heartbeat first, with the tasks each runs."""
     now = ctx.clock.now()
@@ -66,8 +78,9 @@ def list_workers(ctx: Context) -> list[WorkerInfo]:
     workers = []
     by_holder: dict[str, WorkerInfo] = {}
     by_id: dict[str, WorkerInfo] = {}
-    for run_id, worker_id, host, pid, holder, alive_for, started_at, heartbeat_at, stopped_at in rows:
-        alive = stopped_at is None and heartbeat_at + int(alive_for * US_PER_SECOND) >= now
+    for row in rows:
+        run_id, worker_id, host, pid, holder, alive_for, started_at, heartbeat_at, stopped_at = row
+        alive = run_alive(row, now)
         info = WorkerInfo(run_id, worker_id, host, pid, started_at, heartbeat_at, stopped_at, alive)
         workers.append(info)
         if holder:
