@@ -12,13 +12,16 @@ writer are taken explicitly here, each stated where it is taken:
   advisory lock, reads the head and appends; it is the last statement
   before COMMIT (`Context.change`), so the lock is held for the append and
   the commit alone, and however many hosts append there is one chain;
+- idempotency keys and circuits are locked by key (advisory locks), so a
+  second submit with a key waits and then finds the first's task;
 - ids come from sequences (`tasks_id_seq`, `claim_seq`): no row lock;
-- reads run in `REPEATABLE READ READ ONLY`: one snapshot for the whole read.
+- reads run in `REPEATABLE READ READ ONLY`: one snapshot for the whole read;
+- every host reads the server's clock (`server_time`, `tqcli.clock.ServerClock`).
 
-A change that loses a deadlock, or collides on an idempotency key with a
-change that committed first, raises `StorageConflict`; the library runs the
-whole operation again (`tqcli.core.context.retrying`). A lost connection is
-`StorageLost`; the next transaction reconnects.
+A change that loses a deadlock raises `StorageConflict`; the library runs
+the whole operation again (`tqcli.core.context.retrying`). A lost
+connection is `StorageLost`; the next transaction reconnects. The queries
+are in `postgres_tx`, the wording of errors in `postgres_errors`.
 """
 
 from __future__ import annotations
