@@ -12,18 +12,19 @@ with tqcli.open(sys.argv[1]) as queue:
     queue.cancel(task_id, reason="demo")
     task = queue.get(task_id)
     report = queue.audit.verify()
-heavy = sorted(m for m in ("typer", "rich", "click", "croniter", "cryptography") if m in sys.modules)
+heavy = sorted(m for m in ("typer", "rich", "click", "croniter", "cryptography", "psycopg") if m in sys.modules)
 print(json.dumps({"state": task.state.value, "entries": report.count, "heavy": heavy}))
 """
 
 
 def test_library_works_without_typer_or_rich(tmp_path):
+    """On a SQLite file the PostgreSQL driver is not imported either (ARCHITECTURE rule 12)."""
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "tq.db")], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == {"state": "cancelled", "entries": 2, "heavy": []}
 
 
 def test_cli_import_leaves_rich_and_croniter_for_the_commands_that_need_them():
-    code = "import sys, tqcli.cli; print(sorted(m for m in ('rich', 'croniter', 'cryptography', 'sqlite3') if m in sys.modules))"
+    code = "import sys, tqcli.cli; print(sorted(m for m in ('rich', 'croniter', 'cryptography', 'sqlite3', 'psycopg') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.replace("'", '"')) == []
 
