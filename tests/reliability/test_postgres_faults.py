@@ -56,7 +56,11 @@ def test_a_worker_whose_connections_are_killed_reconnects_and_loses_nothing(cli)
         first = [cli.submit("tests.jobs:sleepy", "--payload", json.dumps({"seconds": 0.05})) for _ in range(10)]
         time.sleep(0.3)
         for _ in range(3):  # kill every connection tqcli has, mid-work, three times
-            raw_sql(cli.db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tqcli'")
+            raw_sql(  # this test's database only: other tests share the server
+                cli.db,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'tqcli' AND datname = current_database()",
+            )
             time.sleep(0.3)
         second = [cli.submit("tests.jobs:noop") for _ in range(10)]
         _wait_for(lambda: counts(cli.db).get("completed", 0) == len(first) + len(second), 40, "every task to complete")
