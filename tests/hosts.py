@@ -50,6 +50,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import pgserver
+
 PREFIX = "tqlab"
 NETWORK = "10.231.0.0/16"
 SERVER_ADDRESS = "10.231.0.1"
@@ -75,16 +77,6 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and done.returncode != 0:
         raise LabUnavailable(f"`{' '.join(argv)}` failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
     return done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _netns_names() -> list[str]:
@@ -117,7 +109,7 @@ def sweep_stale() -> list[str]:
         if not name.startswith(PREFIX):
             continue
         owner = name[len(PREFIX):].split(".", 1)[0]
-        if not owner.isdigit() or _alive(int(owner)):
+        if not owner.isdigit() or pgserver.alive(int(owner)):
             continue
         _kill_all_in(ip, name)
         _run(ip, "netns", "del", name, check=False)

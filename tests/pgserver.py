@@ -174,7 +174,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -195,7 +196,7 @@ def _sweep_stale(root: Path) -> None:
     now = time.time()
     for folder in root.glob(PREFIX + "*"):
         try:
-            if _alive(int((folder / "owner.pid").read_text())):
+            if alive(int((folder / "owner.pid").read_text())):
                 continue
             newest = max(entry.stat().st_mtime for entry in [folder, *folder.iterdir()])
             min_age = 300 if (folder / "data" / "postmaster.pid").exists() else 60

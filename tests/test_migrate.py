@@ -20,6 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.test_dags import DIAMOND as DAG_TEMPLATE
+
 import tqcli
 from tests import pgserver
 from tests.conftest import TQCLI, pg_database_name
@@ -34,22 +36,7 @@ from tqcli.store import schema_pg
 pytestmark = pytest.mark.sqlite_only
 
 BULK = 6000  # submitted and cancelled: the tasks table and the audit chain (12,000+ entries) span several batches
-DIAMOND = """
-name = "diamond"
-[defaults]
-max_retries = 0
-[tasks.root]
-target = "tests.jobs:noop"
-[tasks.left]
-target = "tests.jobs:noop"
-depends_on = ["root"]
-[tasks.right]
-target = "tests.jobs:boom"
-depends_on = ["root"]
-[tasks.sink]
-target = "tests.jobs:noop"
-depends_on = ["left", "right"]
-"""
+DIAMOND = DAG_TEMPLATE.format(right="tests.jobs:boom")
 
 
 class Later:
