@@ -26,6 +26,12 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _writing_transactions(url: str) -> int:
+    """How many other sessions on this database hold a transaction that has written (has an xid)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
+    return int(raw_sql(url, query)[0][0])
+
+
 def test_a_server_that_is_not_there_is_exit_7_in_one_line(cli):
     down = {"TQCLI_DB": "postgresql://tqcli@127.0.0.1:1/nothing"}
     for args in (["status"], ["submit", "tests.jobs:noop"], ["worker", "--once"], ["audit", "verify"]):
@@ -150,7 +156,9 @@ def test_ctrl_c_during_a_long_statement_is_interrupted_and_writes_nothing(cli, t
     lines.write_text("".join(json.dumps({"target": "tests.jobs:noop", "payload": {"n": n}}) + "\n" for n in range(300_000)))
     cli.create_db()
     submit = cli.spawn("submit", "--from-file", str(lines))
-    time.sleep(2.5)  # parsed, and now writing
+    # Interrupt it only once its transaction has written (a fixed sleep could land during imports).
+    _wait_for(lambda: _writing_transactions(cli.db) > 0 or submit.poll() is not None, 60, "the submit to start writing")
+    assert submit.poll() is None, "the submit finished before it could be interrupted"
     submit.send_signal(signal.SIGINT)
     out, err = submit.communicate(timeout=60)
     assert submit.returncode == 130, err
