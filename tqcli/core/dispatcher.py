@@ -108,6 +108,7 @@ def claim(
     dag_id: int | None = None,
     suspects: str = "alone",
     holder: str | None | object = _THIS_PROCESS,
+    holding: Sequence[Claim] = (),
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
@@ -116,9 +117,17 @@ def claim(
     worker) is claimed only alone: `suspects="alone"` takes one as the first
     claim and then stops, `"exclude"` leaves them for an empty slot.
     `holder` names the process that will run them (default: this one).
+    `holding` is what the slot these claims are for holds already (running
+    or waiting in line): a service whose circuit has counted a failure gets
+    at most one claim per slot, and none while the slot holds one of it, so
+    no more of its attempts are lined up than the breaker can still stop.
     """
     open_now = gate.claim_gate(tx, now)
     blocked, trial_ready = open_now.excluded_services, open_now.trial_services
+    singles = set(open_now.failing_services) - set(blocked)
+    held = {claimed.service for claimed in holding}
+    blocked += sorted(singles & held)
+    singles -= held
     number = tx.next_claim_number()
     options = dict(
         now=now, claim_number=number, lease_until=now + int(lease_seconds * US_PER_SECOND), worker=worker,
@@ -129,7 +138,7 @@ def claim(
     while len(claims) < count:
         # One at a time while a circuit waits for its single trial task, or for the
         # first claim when a suspect may come up (a suspect runs alone); else in one go.
-        one = bool(trial_ready) or (suspects == "alone" and not claims)
+        one = bool(trial_ready) or bool(singles) or (suspects == "alone" and not claims)
         rows = tx.claim_tasks(
             count=1 if one else count - len(claims), excluded_services=blocked,
             exclude_error=WORKER_LOST if suspects == "exclude" or claims else None, **options,
@@ -143,6 +152,9 @@ def claim(
             if claimed.service in trial_ready:
                 circuit_breaker.admit_trial(tx, journal, claimed.service, claimed.id, claimed.tenant, now)
                 trial_ready.discard(claimed.service)
+                blocked.append(claimed.service)
+            elif claimed.service in singles:
+                singles.discard(claimed.service)
                 blocked.append(claimed.service)
         if claims[0].suspect and suspects == "alone":
             break

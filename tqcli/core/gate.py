@@ -20,16 +20,21 @@ from tqcli.units import format_time
 
 @dataclass
 class ClaimGate:
-    """What a claim must leave out now: services behind a closed gate, and those whose one trial task is due."""
+    """What a claim must leave out now: services behind a closed gate, and those whose one trial task is due.
+
+    `failing_services` have counted a failure since their last success:
+    they are claimed one attempt at a time (see `dispatcher.claim`).
+    """
 
     excluded_services: list[str]
     trial_services: set[str]
+    failing_services: set[str]
 
 
 def claim_gate(tx: Tx, now: int) -> ClaimGate:
     """The gate for a claim made at `now` (expired tasks are left out by the claim statement itself)."""
     blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
-    return ClaimGate(blocked, trial_ready)
+    return ClaimGate(blocked, trial_ready, set(tx.unclean_breakers()))
 
 
 def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:
