@@ -88,11 +88,11 @@ def test_a_commit_lost_in_flight_is_read_back_not_left_to_the_lease(queue, monke
     from tqcli.store.postgres_tx import PostgresTx
 
     ids = [queue.submit("tests.jobs:noop") for _ in range(6)]
-    real_write, real_claim = PostgresStore.write, PostgresTx.claim_tasks
+    real_write, real_claim = PostgresStore.write, PostgresTx.claim_picked
     to_lose = {"commits": 2}
 
-    def claim_tasks(self, **options):
-        rows = real_claim(self, **options)
+    def claim_picked(self, ids, **options):
+        rows = real_claim(self, ids, **options)
         self.claimed_here = getattr(self, "claimed_here", False) or bool(rows)
         return rows
 
@@ -105,7 +105,7 @@ def test_a_commit_lost_in_flight_is_read_back_not_left_to_the_lease(queue, monke
             self._conn.raw.close()  # committed, but the answer never arrives
             raise StorageLost("connection lost during COMMIT (injected)")
 
-    monkeypatch.setattr(PostgresTx, "claim_tasks", claim_tasks)
+    monkeypatch.setattr(PostgresTx, "claim_picked", claim_picked)
     monkeypatch.setattr(PostgresStore, "write", write)
     report = queue.drain(concurrency=2)
     assert to_lose["commits"] < 2, "no commit was lost"

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from typing import Any, Sequence
 
 from tqcli.backends import cgroups
 from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
-from tqcli.core import chaining, gate, liveness
+from tqcli.core import chaining, gate, liveness, picking
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
+from tqcli.tenancy.limits import spend
 from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, format_time
 
@@ -112,55 +114,108 @@ def claim(
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
-    `due_by` widens "ready" to tasks whose run_at is up to that time (`run`
-    starts delayed tasks now). A suspect (its last attempt was lost with its
-    worker) is claimed only alone: `suspects="alone"` takes one as the first
-    claim and then stops, `"exclude"` leaves them for an empty slot.
-    `holder` names the process that will run them (default: this one).
+    Best first: higher priority, then tenants by turns (`tqcli.core.picking`),
+    then oldest. Paused queues, queues and tenants at their max-running, and
+    tenants whose rate bucket is empty are left out (`tqcli.tenancy.limits`),
+    and so are services behind an open circuit. `due_by` widens "ready" to
+    tasks whose run_at is up to that time (`run` starts delayed tasks now).
+    A suspect (its last attempt was lost with its worker) is claimed only
+    alone: `suspects="alone"` takes one as the first claim and then stops,
+    `"exclude"` leaves them for an empty slot. `holder` names the process
+    that will run them (default: this one).
+
     `holding` is what the slot these claims are for holds already (running
-    or waiting in line): a service whose circuit has counted a failure gets
-    at most one claim per slot, and none while the slot holds one of it, so
-    no more of its attempts are lined up than the breaker can still stop.
+    or waiting in line). A slot holds at most one task at a time of a
+    queue or tenant with a max-running (tasks waiting in its line count as
+    running, so the limit is filled by parallel attempts), and of a
+    service whose circuit has counted a failure (so no more of its
+    attempts are lined up than the breaker can still stop).
     """
-    open_now = gate.claim_gate(tx, now)
-    blocked, trial_ready = open_now.excluded_services, open_now.trial_services
-    singles = set(open_now.failing_services) - set(blocked)
-    held = {claimed.service for claimed in holding}
-    blocked += sorted(singles & held)
-    singles -= held
+    open_now = gate.claim_gate(tx, now, queues=queues, tenants=tenants)
+    limits = open_now.limits
+    held_services = {claimed.service for claimed in holding}
+    held_queues = {claimed.queue for claimed in holding}
+    held_tenants = {claimed.tenant for claimed in holding}
+    excluded_services = set(open_now.excluded_services)
+    trial_ready = set(open_now.trial_services)
+    single_services = (open_now.failing_services | trial_ready) - excluded_services
+    excluded_services |= single_services & held_services
+    single_services -= held_services
+    excluded_queues = limits.closed_queues | (limits.single_queues & held_queues)
+    queue_room = {queue: room for queue, room in limits.queue_room.items() if queue not in excluded_queues}
+    rooms = dict(limits.tenant_room)
+    for tenant in limits.single_tenants:
+        rooms[tenant] = 0 if tenant in held_tenants else min(rooms[tenant], 1)
     number = tx.next_claim_number()
-    options = dict(
-        now=now, claim_number=number, lease_until=now + int(lease_seconds * US_PER_SECOND), worker=worker,
-        holder=liveness.own_name(os.getpid()) if holder is _THIS_PROCESS else holder,
-        queues=queues, tenants=tenants, backends=backends, task_id=task_id, due_by=due_by, dag_id=dag_id,
-    )
+    lease_until = now + int(lease_seconds * US_PER_SECOND)
+    holder_name = liveness.own_name(os.getpid()) if holder is _THIS_PROCESS else holder
     claims: list[Claim] = []
-    while len(claims) < count:
-        # One at a time while a circuit waits for its single trial task, or for the
-        # first claim when a suspect may come up (a suspect runs alone); else in one go.
-        one = bool(trial_ready) or bool(singles) or (suspects == "alone" and not claims)
-        rows = tx.claim_tasks(
-            count=1 if one else count - len(claims), excluded_services=blocked,
-            exclude_error=WORKER_LOST if suspects == "exclude" or claims else None, **options,
+    taken: list[picking.Picked] = []
+    for _ in range(count + 8):  # each turn claims something or closes a group; bounded all the same
+        want = count - len(claims)
+        picks = picking.pick(
+            tx, want, now=now, rooms=rooms, only_tenants=tenants, queues=queues, backends=backends, task_id=task_id,
+            due_by=due_by, dag_id=dag_id, excluded_services=sorted(excluded_services), excluded_queues=sorted(excluded_queues),
+            exclude_error=WORKER_LOST if suspects == "exclude" or claims else None,
         )
-        if not rows:
+        if not picks:
             break
-        batch = sorted((Claim(row) for row in rows), key=lambda c: (-c.priority, c.run_at, c.id))
+        chosen, alone = _judge(picks, first=not claims and suspects == "alone", excluded_services=excluded_services,
+                               single_services=single_services, excluded_queues=excluded_queues, queue_room=queue_room, rooms=rooms)
+        order = {item.row.id: n for n, item in enumerate(chosen)}
+        rows = tx.claim_picked(list(order), now=now, claim_number=number, lease_until=lease_until, worker=worker, holder=holder_name)
+        batch = sorted((Claim(row) for row in rows), key=lambda claimed: order[claimed.id])
         claims += batch
+        landed = {claimed.id for claimed in batch}
+        taken += [item for item in chosen if item.row.id in landed]
         for claimed in batch:
             journal.add_text("task.claim", claimed.id, claimed.tenant, _attempt_details(claimed.attempt, worker))
             if claimed.service in trial_ready:
                 circuit_breaker.admit_trial(tx, journal, claimed.service, claimed.id, claimed.tenant, now)
                 trial_ready.discard(claimed.service)
-                blocked.append(claimed.service)
-            elif claimed.service in singles:
-                singles.discard(claimed.service)
-                blocked.append(claimed.service)
-        if claims[0].suspect and suspects == "alone":
+        if alone or len(claims) >= count or (len(chosen) == len(picks) and len(picks) < want):
             break
     if claims:  # a claim that found nothing writes nothing
         tx.use_claim_number(number)
+        spend(tx, limits, Counter(claimed.tenant for claimed in claims), now)
+        picking.charge(tx, taken)
     return claims
+
+
+def _judge(
+    picks: list[picking.Picked],
+    *,
+    first: bool,
+    excluded_services: set[str],
+    single_services: set[str],
+    excluded_queues: set[str],
+    queue_room: dict[str, int],
+    rooms: dict[str, int],
+) -> tuple[list[picking.Picked], bool]:
+    """The picks a claim keeps, in order, and whether the first is a suspect that runs alone.
+
+    Keeping a task uses up its group's room: a single service or queue
+    closes after one, a queue or tenant with a max-running or a rate after
+    its room. The sets and rooms are updated for the claim's next turn.
+    """
+    chosen: list[picking.Picked] = []
+    for item in picks:
+        row = item.row
+        if row.service in excluded_services or row.queue in excluded_queues or rooms.get(row.tenant, 1) <= 0:
+            continue  # its group filled up earlier in this batch
+        if row.error == WORKER_LOST:
+            if first and not chosen:
+                return [item], True
+            continue  # a suspect runs only alone, as the first claim of an empty slot
+        chosen.append(item)
+        if row.service in single_services:
+            excluded_services.add(row.service)
+        if row.queue in queue_room:
+            queue_room[row.queue] -= 1
+            excluded_queues.add(row.queue)  # one per slot; the room is kept for the other slots by the count
+        if row.tenant in rooms:
+            rooms[row.tenant] -= 1
+    return chosen, False
 
 
 def finish(

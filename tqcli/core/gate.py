@@ -1,20 +1,22 @@
 """The claim gate: what may be claimed now, and why a pending task is not.
 
 One door for both questions, so a worker's claim and `status`'s "why it
-waits" never disagree. Today it knows dependencies, delays, expiry and
-circuit breakers; paused queues, queue and tenant limits, rate buckets, a
-missing key and fair claims belong here too.
+waits" never disagree. It knows dependencies, delays, expiry, circuit
+breakers, paused queues, queue and tenant limits and rate buckets (the
+rules of the last three are in `tqcli.tenancy.limits`); the order in which
+tenants take turns is `tqcli.core.picking`'s. A missing key belongs here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from tqcli.core import chaining
 from tqcli.core.task import State, Task
 from tqcli.resilience import circuit_breaker
 from tqcli.store.base import Tx
+from tqcli.tenancy.limits import ClaimLimits, claim_limits, holding_back
 from tqcli.units import format_time
 
 
@@ -29,12 +31,17 @@ class ClaimGate:
     excluded_services: list[str]
     trial_services: set[str]
     failing_services: set[str]
+    limits: ClaimLimits
 
 
-def claim_gate(tx: Tx, now: int) -> ClaimGate:
-    """The gate for a claim made at `now` (expired tasks are left out by the claim statement itself)."""
+def claim_gate(tx: Tx, now: int, *, queues: Sequence[str] = (), tenants: Sequence[str] = ()) -> ClaimGate:
+    """The gate for a claim made at `now` by a worker limited to `queues` and `tenants` (empty: all).
+
+    Expired tasks are left out by the claim's pick itself. The limits'
+    settings stay locked until commit (see `tqcli.tenancy.limits`).
+    """
     blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
-    return ClaimGate(blocked, trial_ready, set(tx.unclean_breakers()))
+    return ClaimGate(blocked, trial_ready, set(tx.unclean_breakers()), claim_limits(tx, now, queues=queues, tenants=tenants))
 
 
 def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:
@@ -56,7 +63,12 @@ def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> 
     if task.run_at > now and not ignore_delay:
         kind = "retry" if task.attempts else "delayed"
         return f"{kind} until {format_time(task.run_at)}", None
+    held = holding_back(tx, task.queue, task.tenant, now)
+    if held is not None and held[0] == "queue paused":
+        return held
     circuit = circuit_breaker.blocking_detail(tx, task.service, task.id, now)
     if circuit is not None:
         return "circuit open", circuit
+    if held is not None:
+        return held
     return "ready: waiting for a worker", None

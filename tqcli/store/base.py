@@ -88,6 +88,16 @@ class ClaimRow(NamedTuple):
     env: str | None
 
 
+class PickRow(NamedTuple):
+    """A ready task a claim has picked and is about to judge (see `DispatchStore.pick_tasks`)."""
+
+    id: int
+    queue: str
+    tenant: str
+    service: str
+    error: str | None
+
+
 class BreakerRow(NamedTuple):
     """One circuit breaker."""
 
@@ -169,6 +179,29 @@ class DagRow(NamedTuple):
     cancelled: int
 
 
+class QueueRow(NamedTuple):
+    """One queue's settings (0 is no limit)."""
+
+    name: str
+    max_length: int
+    max_running: int
+    paused: int
+    encrypt: int
+
+
+class TenantRow(NamedTuple):
+    """One tenant's settings (0 is no limit), and its rate bucket as last written."""
+
+    name: str
+    max_pending: int
+    max_running: int
+    rate_count: int | None
+    rate_period: float | None
+    weight: float
+    tokens: float | None
+    refilled_at: int | None
+
+
 def columns(row_type: type) -> str:
     """The SELECT list of a row type: its fields, in order."""
     return ", ".join(row_type._fields)  # type: ignore[attr-defined]
@@ -232,6 +265,12 @@ class DispatchStore(Protocol):
         self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
     ) -> list[ClaimRow]:
         """Claim the best `count` ready tasks matching `filters`; no task is claimed twice."""
+    def pick_tasks(self, *, count: int, now: int, **filters: Any) -> list[PickRow]:
+        """The best `count` ready tasks matching `filters`, best first; on PostgreSQL they stay locked, and other claims skip them."""
+    def claim_picked(
+        self, ids: Sequence[int], *, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None
+    ) -> list[ClaimRow]:
+        """Claim these picked tasks (those still pending); their rows."""
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Ended attempts, each recorded once (keyed by task id and claim)."""
     def complete_task(self, task_id: int, claim: int, *, now: int, result: str) -> bool | None:
@@ -380,6 +419,51 @@ class MaintenanceStore(Protocol):
         """Names of `kind` starting with `prefix`, for shell completion."""
 
 
+class TenancyStore(Protocol):
+    """Queue and tenant settings, the counts their limits are judged by, and the tenants' turns."""
+
+    def queue_rows(self, names: Sequence[str] | None = None) -> list[QueueRow]:
+        """The queues that have settings (those among `names`, if given), by name."""
+    def tenant_rows(self, names: Sequence[str] | None = None) -> list[TenantRow]:
+        """The tenants that have settings (those among `names`, if given), by name."""
+    def limited_queues(self) -> list[QueueRow]:
+        """Queues the claim must judge: paused, or with a max-running."""
+    def limited_tenants(self) -> list[TenantRow]:
+        """Tenants the claim must judge: with a max-running or a rate."""
+    def save_queue(self, row: QueueRow) -> None:
+        """Insert or replace a queue's settings."""
+    def save_tenant(self, row: TenantRow) -> None:
+        """Insert or replace a tenant's settings (its bucket included)."""
+    def delete_queue(self, name: str) -> None:
+        """Forget a queue's settings (its tasks stay)."""
+    def delete_tenant(self, name: str) -> None:
+        """Forget a tenant's settings and turn (its tasks stay)."""
+    def save_tokens(self, tenant: str, tokens: float, refilled_at: int) -> None:
+        """Write a tenant's rate bucket after a claim took from it."""
+    def lock_limits(self, queues: Sequence[str], tenants: Sequence[str]) -> None:
+        """Lock these queues' and tenants' settings until commit, queues then tenants, each in name order.
+
+        Every transaction that judges a limit by counting tasks takes these
+        first, so two of them cannot both count below the limit and both pass it.
+        """
+    def running_counts(self) -> list[tuple[str, str, int]]:
+        """`(queue, tenant, count)` of running tasks."""
+    def count_by_tenant_and_state(self) -> list[tuple[str, str, int]]:
+        """`(tenant, state, count)` for every tenant and state that has tasks."""
+    def unfinished_in_queue(self, queue: str) -> int:
+        """How many of a queue's tasks are pending, blocked or running."""
+    def waiting_in_tenant(self, tenant: str) -> int:
+        """How many of a tenant's tasks are pending or blocked."""
+    def next_level(self, below: int | None) -> int | None:
+        """The highest priority below `below` (None: any) of a pending task with no unfinished dependency."""
+    def next_tenant(self, priority: int, after: str | None) -> str | None:
+        """The first tenant after `after` (None: the first) with such a task at `priority`."""
+    def tenant_passes(self, tenants: Sequence[str]) -> dict[str, int]:
+        """The stored virtual time of each tenant among `tenants` that has one."""
+    def advance_passes(self, passes: Sequence[tuple[str, int, int]]) -> None:
+        """For each `(tenant, start, spent)`: its pass becomes max(its pass, start) + spent, in tenant order."""
+
+
 class LockStore(Protocol):
     """Row locks for read-then-write sequences (no-ops on SQLite)."""
 
@@ -391,7 +475,7 @@ class LockStore(Protocol):
         """Lock these idempotency keys of one tenant until commit, taken or not."""
 
 
-class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, LockStore, Protocol):
+class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, Protocol):
     """The queries of one transaction."""
 
 

@@ -10,11 +10,18 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence
 
-from tqcli.store.base import ClaimRow, columns
+from tqcli.store.base import ClaimRow, PickRow, columns
 from tqcli.store.tasks_sql import chunks, marks
 
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
 CLAIM_COLUMNS = columns(ClaimRow)
+
+# The order of `tasks_claim`. A claim takes one tenant at one priority level at a
+# time (see tqcli.core.picking), where this is oldest first.
+CLAIM_ORDER = "priority DESC, tenant, run_at, id"
+
+# What a claim judges a picked task by, before it claims it (see `pick_tasks`).
+PICK_COLUMNS = columns(PickRow)
 
 # Ready: pending, every dependency completed, due, not expired (an expired
 # task is never claimed; the next poll cancels it, see `expired_tasks`).
@@ -34,6 +41,9 @@ def claim_filters(
     tenants: Sequence[str] = (),
     backends: Sequence[str] | None = None,
     excluded_services: Sequence[str] = (),
+    excluded_queues: Sequence[str] = (),
+    excluded_tenants: Sequence[str] = (),
+    priority: int | None = None,
     task_id: int | None = None,
     dag_id: int | None = None,
     exclude_error: str | None = None,
@@ -41,11 +51,15 @@ def claim_filters(
     """The WHERE clause (with `?` placeholders) of the tasks a claim may take, and its parameters.
 
     `backends` limits claims to the backends a worker could load (maybe
-    none); `exclude_error` skips tasks whose last attempt failed with
-    exactly that error. Both stores build their claim around it.
+    none); `priority` to one priority level; `exclude_error` skips tasks
+    whose last attempt failed with exactly that error. Both stores build
+    their claim around it.
     """
     params: list[Any] = [due_by, due_by]
     where = _READY
+    if priority is not None:
+        where += " AND priority = ?"
+        params.append(priority)
     if task_id is not None:
         where += " AND id = ?"
         params.append(task_id)
@@ -59,32 +73,27 @@ def claim_filters(
     if backends is not None:
         where += _in_clause("backend", backends)
         params.extend(backends)
-    if excluded_services:
-        where += _in_clause("service", excluded_services, negate=True)
-        params.extend(excluded_services)
+    for column, values in (("service", excluded_services), ("queue", excluded_queues), ("tenant", excluded_tenants)):
+        if values:
+            where += _in_clause(column, values, negate=True)
+            params.extend(values)
     if exclude_error is not None:
         where += " AND (error IS NULL OR error <> ?)"
         params.append(exclude_error)
     return where, params
 
 
-def claim_statement(*, due_by: int, **filters: Any) -> tuple[str, list[Any]]:
-    """SQLite's claim UPDATE and its filter parameters (see `claim_filters`).
-
-    Its own parameters come first (started_at, claim number, lease_until,
-    worker, holder), then the filters', then the LIMIT. The outer
-    recheck of the state keeps the statement correct where the pick could
-    be raced; its `+` keeps SQLite from answering it with an index, which
-    would visit every pending task instead of the picked ids.
-    """
+def pick_statement(*, due_by: int, **filters: Any) -> tuple[str, list[Any]]:
+    """The SELECT of the best ready tasks matching `filters` (see `claim_filters`), and its parameters; the LIMIT comes last."""
     where, params = claim_filters(due_by=due_by, **filters)
-    sql = (
-        "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
-        "claim = ?, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
-        f"WHERE id IN (SELECT id FROM tasks WHERE {where} ORDER BY priority DESC, run_at, id LIMIT ?) "
-        f"AND +state = 'pending' RETURNING {CLAIM_COLUMNS}"
-    )
-    return sql, params
+    return f"SELECT {PICK_COLUMNS} FROM tasks WHERE {where} ORDER BY {CLAIM_ORDER} LIMIT ?", params
+
+
+CLAIM_PICKED = (
+    "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
+    "claim = ?, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
+    "WHERE id IN ({ids}) AND {still_pending} RETURNING " + CLAIM_COLUMNS
+)
 
 
 class DispatchSQL:
@@ -100,17 +109,39 @@ class DispatchSQL:
         """Record that `number` was handed out, so it is never handed out again."""
         self.conn.execute("UPDATE counters SET value = ? WHERE name = 'claim' AND value < ?", (number, number))
 
+    # The claim rechecks that a picked task is still pending; the `+` keeps SQLite
+    # from answering that with an index, which would visit every pending task
+    # instead of the picked ids (PostgreSQL has no unary + on text).
+    _still_pending = "+state = 'pending'"
+
     def claim_tasks(
         self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
     ) -> list[ClaimRow]:
-        """Claim the best `count` ready tasks matching `filters` in one statement; their rows.
+        """Claim the best `count` ready tasks matching `filters`; their rows, in no particular order (they carry priority and run_at).
 
         Ready means pending, every dependency completed, and `run_at` not after
-        `due_by` (default: `now`); see `claim_statement` for the filters. Rows
-        come back in no particular order (they carry priority and run_at).
+        `due_by` (default: `now`); see `claim_filters` for the filters. No task
+        is claimed by two transactions (`pick_tasks`, then `claim_picked`).
         """
-        sql, params = claim_statement(due_by=filters.pop("due_by", None) or now, **filters)
-        return list(map(ClaimRow._make, self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *params, count)).fetchall()))
+        picked = self.pick_tasks(count=count, now=now, **filters)
+        return self.claim_picked(
+            [row.id for row in picked], now=now, claim_number=claim_number, lease_until=lease_until, worker=worker, holder=holder
+        )
+
+    def pick_tasks(self, *, count: int, now: int, **filters: Any) -> list[PickRow]:
+        """The best `count` ready tasks matching `filters`, best first, for `claim_picked` (see `claim_tasks` for "ready")."""
+        sql, params = pick_statement(due_by=filters.pop("due_by", None) or now, **filters)
+        return list(map(PickRow._make, self.conn.execute(sql, (*params, count)).fetchall()))
+
+    def claim_picked(
+        self, ids: Sequence[int], *, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None
+    ) -> list[ClaimRow]:
+        """Claim these picked tasks, those still pending; their rows, in no particular order."""
+        rows: list[ClaimRow] = []
+        for part in chunks(ids):
+            sql = CLAIM_PICKED.format(ids=marks(len(part)), still_pending=self._still_pending)
+            rows += map(ClaimRow._make, self.conn.execute(sql, (now, claim_number, lease_until, worker, holder, *part)).fetchall())
+        return rows
 
     def record_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Ended attempts: `(task_id, claim, run, attempt, worker, started_at, finished_at, outcome, error, traceback)`.

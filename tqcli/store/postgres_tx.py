@@ -14,12 +14,13 @@ from typing import Any, Callable, Iterator, Sequence
 import psycopg
 
 from tqcli.store.audit_sql import AUDIT_COLUMNS, AuditSQL
-from tqcli.store.base import ClaimRow
+from tqcli.store.base import PickRow
 from tqcli.store.breaker_sql import BreakerSQL
-from tqcli.store.dispatch_sql import CLAIM_COLUMNS, DispatchSQL, claim_filters
+from tqcli.store.dispatch_sql import DispatchSQL, pick_statement
 from tqcli.store.maintenance_sql import MaintenanceSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
+from tqcli.store.tenancy_sql import TenancySQL
 
 # Advisory lock keys (one 64-bit number each): the audit head, and breakers and idempotency keys by hash.
 AUDIT_LOCK = 0x7471636C_00000001
@@ -70,10 +71,12 @@ class PgConnection:
         return cursor
 
 
-class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL):
+class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL):
     """The queries of one PostgreSQL transaction; created only by `PostgresStore.read/write`."""
 
     no_limit = None  # LIMIT NULL is no limit on PostgreSQL
+    _greatest = "GREATEST"
+    _still_pending = "state = 'pending'"
 
     def __init__(self, conn: PgConnection) -> None:
         self.conn = conn  # type: ignore[assignment]
@@ -111,6 +114,12 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
         """Lock these keys of one tenant until commit: a second submit with one of them waits, then sees the first's task."""
         self._advisory_locks([f"{KEY_LOCK_SPACE}{len(tenant)}:{tenant}:{key}" for key in keys])
 
+    def lock_limits(self, queues: Sequence[str], tenants: Sequence[str]) -> None:
+        """Lock these queues' and tenants' settings rows until commit: queues, then tenants, each in name order."""
+        for table, names in (("queues", queues), ("tenants", tenants)):
+            if names:
+                self.conn.raw.execute(f"SELECT name FROM {table} WHERE name = ANY(%s) ORDER BY name FOR UPDATE", (sorted(set(names)),)).fetchall()
+
     def _advisory_locks(self, names: Sequence[str]) -> None:
         # In name order, so two transactions locking overlapping sets cannot deadlock on them.
         for name in sorted(set(names)):
@@ -138,25 +147,15 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
 
     # -- claims ------------------------------------------------------------
 
-    def claim_tasks(
-        self, *, count: int, now: int, claim_number: int, lease_until: int, worker: str, holder: str | None = None, **filters: Any
-    ) -> list[ClaimRow]:
-        """Claim up to `count` ready tasks: picked with SKIP LOCKED, rechecked as pending by the update."""
-        where, params = claim_filters(due_by=filters.pop("due_by", None) or now, **filters)
-        sql = (
-            f"WITH picked AS MATERIALIZED (SELECT id FROM tasks WHERE {where} "
-            "ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
-            "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
-            "claim = ?, lease_until = ?, worker = ?, holder = ?, cancel_requested = 0 "
-            f"WHERE id IN (SELECT id FROM picked) AND state = 'pending' RETURNING {CLAIM_COLUMNS}"
-        )
-        return list(map(ClaimRow._make, self.conn.execute(sql, (*params, count, now, claim_number, lease_until, worker, holder)).fetchall()))
+    def pick_tasks(self, *, count: int, now: int, **filters: Any) -> list[PickRow]:
+        """See DispatchSQL.pick_tasks: locked until commit, skipping rows another claim has locked."""
+        sql, params = pick_statement(due_by=filters.pop("due_by", None) or now, **filters)
+        return list(map(PickRow._make, self.conn.execute(sql + " FOR UPDATE SKIP LOCKED", (*params, count)).fetchall()))
 
     def explain_claim(self, **filters: Any) -> list[str]:
-        """PostgreSQL's plan for the claim's pick, one line per step."""
-        where, params = claim_filters(due_by=0, **filters)
-        sql = f"EXPLAIN SELECT id FROM tasks WHERE {where} ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
-        return [row[0] for row in self.conn.execute(sql, params).fetchall()]
+        """PostgreSQL's plan for one tenant's pick at one level, one line per step."""
+        sql, params = pick_statement(due_by=0, **{"priority": 0, "tenants": ("default",), **filters})
+        return [row[0] for row in self.conn.execute(f"EXPLAIN {sql} FOR UPDATE SKIP LOCKED", (*params, 1)).fetchall()]
 
     # -- what wakes workers ------------------------------------------------
 

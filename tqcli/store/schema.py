@@ -399,9 +399,30 @@ MIGRATION_6 = (
     TASK_DEPS_V6, COPY_TASK_DEPS, DROP_OLD_TASK_DEPS, RENAME_TASK_DEPS, TASK_DEPS_REVERSE_INDEX,
 )
 
+# -- version 7: teams sharing one database ---------------------------------------
+# Tenants take turns within a priority level (see tqcli.tenancy.fairness), so
+# the claim index puts the tenant after the priority: a claim reads the
+# tenants with work at a level, then each one's oldest tasks, all by index
+# searches. The queue comes along so a `--queue` filter or a paused queue is
+# judged from the index too. `tenant_turns` keeps each tenant's virtual time
+# (its "pass"), state of the claim rather than a setting.
+
+DROP_CLAIM_INDEX_6 = "DROP INDEX tasks_claim"
+TASKS_CLAIM_INDEX_7 = """
+CREATE INDEX tasks_claim ON tasks (state, waiting_deps, priority DESC, tenant, run_at, id, expires_at, queue)
+"""
+TENANT_TURNS = """
+CREATE TABLE tenant_turns (
+    tenant TEXT PRIMARY KEY,
+    pass   INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+MIGRATION_7 = (DROP_CLAIM_INDEX_6, TASKS_CLAIM_INDEX_7, TENANT_TURNS)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6,
+    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -197,12 +197,21 @@ BASE: tuple[str, ...] = tuple(
 )
 
 # Migrations after BASE_VERSION, in order: MIGRATIONS[0] takes a database to version 7.
-MIGRATIONS: tuple[tuple[str, ...], ...] = ()
+# Version 7: tenants take turns within a priority level, so the claim index
+# puts the tenant after the priority; `tenant_turns` keeps each tenant's
+# virtual time (see tqcli.store.schema, version 7).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "DROP INDEX tasks_claim",
+        "CREATE INDEX tasks_claim ON tasks (priority DESC, tenant, run_at, id) WHERE state = 'pending' AND waiting_deps = 0",
+        "CREATE TABLE tenant_turns (tenant TEXT COLLATE \"C\" PRIMARY KEY, pass BIGINT NOT NULL)",
+    ),
+)
 
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 
 # The tables `migrate --to` copies and a new database starts without rows in (schema_version aside).
 DATA_TABLES = (
     "meta", "dags", "tasks", "task_deps", "attempts", "audit", "queues", "tenants", "roles", "breakers",
-    "settings", "schedules", "schedule_fires", "counters", "workers", "purged_tasks",
+    "settings", "schedules", "schedule_fires", "counters", "workers", "purged_tasks", "tenant_turns",
 )

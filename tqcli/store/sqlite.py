@@ -23,10 +23,11 @@ from tqcli.errors import StorageBusy, StorageError, StorageFull
 from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
 from tqcli.store.breaker_sql import BreakerSQL
-from tqcli.store.dispatch_sql import DispatchSQL, claim_statement
+from tqcli.store.dispatch_sql import CLAIM_PICKED, DispatchSQL, pick_statement
 from tqcli.store.maintenance_sql import MaintenanceSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import TaskSQL
+from tqcli.store.tenancy_sql import TenancySQL
 
 # Filesystems where SQLite's WAL cannot work: it needs every process on one
 # host sharing memory through the -shm file.
@@ -35,7 +36,7 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL):
+class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL):
     """The queries of one transaction; created only by `SqliteStore.read/write`.
 
     The mixins hold portable SQL; what only SQLite understands is here.
@@ -70,10 +71,15 @@ class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Maintena
         return LOOKUPS[kind](self.conn, prefix, limit)
 
     def explain_claim(self, **filters: Any) -> list[str]:
-        """SQLite's query plan for the claim statement, one line per step (the benchmark shows it)."""
-        sql, params = claim_statement(due_by=0, **filters)
-        rows = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 0, 0, "", None, *params, 1)).fetchall()
-        return [row[-1] for row in rows]
+        """SQLite's query plans for one tenant's pick at one level, then for claiming the picked ids; one line per step.
+
+        The benchmark shows them.
+        """
+        filters = {"priority": 0, "tenants": ("default",), **filters}
+        sql, params = pick_statement(due_by=0, **filters)
+        steps = [row[-1] for row in self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (*params, 1))]
+        update = CLAIM_PICKED.format(ids="?, ?", still_pending=self._still_pending)
+        return steps + [row[-1] for row in self.conn.execute(f"EXPLAIN QUERY PLAN {update}", (0, 0, 0, "", None, 1, 2))]
 
 
 def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str | None:

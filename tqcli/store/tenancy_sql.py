@@ -1,0 +1,154 @@
+"""Queue and tenant settings, the counts their limits are judged by, and the tenants' turns (mixed into the store's transaction object).
+
+The counts are index searches: a queue's unfinished tasks and a tenant's
+waiting ones are read from `tasks_counts (queue, state, tenant)`, running
+tasks from the partial `tasks_lease` index, and the tenants with work at a
+priority level by jumping along `tasks_claim` from one tenant to the next.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Sequence
+
+from tqcli.store.base import QueueRow, TenantRow, columns
+from tqcli.store.tasks_sql import chunks, marks
+
+QUEUE_COLUMNS = columns(QueueRow)
+TENANT_COLUMNS = columns(TenantRow)
+# A pending task whose dependencies all completed: the first two columns of `tasks_claim`.
+_WAITING_FOR_A_WORKER = "state = 'pending' AND waiting_deps = 0"
+
+
+class TenancySQL:
+    """Queries for queue and tenant limits, and for the fair claim."""
+
+    conn: sqlite3.Connection
+
+    def _rows(self, table: str, names: Sequence[str] | None, select: str) -> list[tuple]:
+        if names is None:
+            return self.conn.execute(f"SELECT {select} FROM {table} ORDER BY name").fetchall()
+        rows: list[tuple] = []
+        for part in chunks(sorted(set(names))):
+            rows += self.conn.execute(f"SELECT {select} FROM {table} WHERE name IN ({marks(len(part))}) ORDER BY name", part).fetchall()
+        return rows
+
+    def queue_rows(self, names: Sequence[str] | None = None) -> list[QueueRow]:
+        """The queues that have settings (those among `names`, if given), by name."""
+        return [QueueRow._make(row) for row in self._rows("queues", names, QUEUE_COLUMNS)]
+
+    def tenant_rows(self, names: Sequence[str] | None = None) -> list[TenantRow]:
+        """The tenants that have settings (those among `names`, if given), by name."""
+        return [TenantRow._make(row) for row in self._rows("tenants", names, TENANT_COLUMNS)]
+
+    def limited_queues(self) -> list[QueueRow]:
+        """Queues the claim must judge: paused, or with a max-running."""
+        sql = f"SELECT {QUEUE_COLUMNS} FROM queues WHERE paused <> 0 OR max_running > 0 ORDER BY name"
+        return [QueueRow._make(row) for row in self.conn.execute(sql)]
+
+    def limited_tenants(self) -> list[TenantRow]:
+        """Tenants the claim must judge: with a max-running or a rate."""
+        sql = f"SELECT {TENANT_COLUMNS} FROM tenants WHERE max_running > 0 OR rate_count IS NOT NULL ORDER BY name"
+        return [TenantRow._make(row) for row in self.conn.execute(sql)]
+
+    def save_queue(self, row: QueueRow) -> None:
+        """Insert or replace a queue's settings."""
+        self.conn.execute(
+            f"INSERT INTO queues ({QUEUE_COLUMNS}) VALUES ({marks(len(row))}) ON CONFLICT (name) DO UPDATE SET "
+            "max_length = excluded.max_length, max_running = excluded.max_running, paused = excluded.paused, "
+            "encrypt = excluded.encrypt",
+            tuple(row),
+        )
+
+    def save_tenant(self, row: TenantRow) -> None:
+        """Insert or replace a tenant's settings (its bucket included)."""
+        self.conn.execute(
+            f"INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ({marks(len(row))}) ON CONFLICT (name) DO UPDATE SET "
+            "max_pending = excluded.max_pending, max_running = excluded.max_running, rate_count = excluded.rate_count, "
+            "rate_period = excluded.rate_period, weight = excluded.weight, tokens = excluded.tokens, "
+            "refilled_at = excluded.refilled_at",
+            tuple(row),
+        )
+
+    def delete_queue(self, name: str) -> None:
+        """Forget a queue's settings (its tasks stay)."""
+        self.conn.execute("DELETE FROM queues WHERE name = ?", (name,))
+
+    def delete_tenant(self, name: str) -> None:
+        """Forget a tenant's settings and turn (its tasks stay)."""
+        self.conn.execute("DELETE FROM tenants WHERE name = ?", (name,))
+
+    def save_tokens(self, tenant: str, tokens: float, refilled_at: int) -> None:
+        """Write a tenant's rate bucket after a claim took from it."""
+        self.conn.execute("UPDATE tenants SET tokens = ?, refilled_at = ? WHERE name = ?", (tokens, refilled_at, tenant))
+
+    def lock_limits(self, queues: Sequence[str], tenants: Sequence[str]) -> None:
+        """Nothing to lock: SQLite's write transaction holds the whole database."""
+
+    def running_counts(self) -> list[tuple[str, str, int]]:
+        """`(queue, tenant, count)` of running tasks."""
+        return self.conn.execute("SELECT queue, tenant, count(*) FROM tasks WHERE state = 'running' GROUP BY queue, tenant").fetchall()
+
+    def count_by_tenant_and_state(self) -> list[tuple[str, str, int]]:
+        """`(tenant, state, count)` for every tenant and state that has tasks."""
+        return self.conn.execute("SELECT tenant, state, count(*) FROM tasks GROUP BY tenant, state").fetchall()
+
+    def unfinished_in_queue(self, queue: str) -> int:
+        """How many of a queue's tasks are pending, blocked or running."""
+        sql = "SELECT count(*) FROM tasks WHERE queue = ? AND state IN ('pending', 'blocked', 'running')"
+        return self.conn.execute(sql, (queue,)).fetchone()[0]
+
+    def waiting_in_tenant(self, tenant: str) -> int:
+        """How many of a tenant's tasks are pending or blocked (an index search per queue that has tasks)."""
+        total = 0
+        for part in chunks(self._queues_with_tasks()):
+            sql = f"SELECT count(*) FROM tasks WHERE queue IN ({marks(len(part))}) AND state IN ('pending', 'blocked') AND tenant = ?"
+            total += self.conn.execute(sql, (*part, tenant)).fetchone()[0]
+        return total
+
+    def _queues_with_tasks(self) -> list[str]:
+        """Every queue that has a task, by jumping along `tasks_counts` from one to the next."""
+        found: list[str] = []
+        row = self.conn.execute("SELECT queue FROM tasks ORDER BY queue LIMIT 1").fetchone()
+        while row is not None:
+            found.append(row[0])
+            row = self.conn.execute("SELECT queue FROM tasks WHERE queue > ? ORDER BY queue LIMIT 1", (row[0],)).fetchone()
+        return found
+
+    def next_level(self, below: int | None) -> int | None:
+        """The highest priority below `below` (None: any) of a pending task with no unfinished dependency."""
+        where, params = _WAITING_FOR_A_WORKER, ()
+        if below is not None:
+            where, params = where + " AND priority < ?", (below,)
+        row = self.conn.execute(f"SELECT priority FROM tasks WHERE {where} ORDER BY priority DESC LIMIT 1", params).fetchone()
+        return None if row is None else row[0]
+
+    def next_tenant(self, priority: int, after: str | None) -> str | None:
+        """The first tenant after `after` (None: the first) with such a task at `priority`."""
+        where, params = f"{_WAITING_FOR_A_WORKER} AND priority = ?", (priority,)
+        if after is not None:
+            where, params = where + " AND tenant > ?", (priority, after)
+        row = self.conn.execute(f"SELECT tenant FROM tasks WHERE {where} ORDER BY priority DESC, tenant LIMIT 1", params).fetchone()
+        return None if row is None else row[0]
+
+    def tenant_passes(self, tenants: Sequence[str]) -> dict[str, int]:
+        """The stored virtual time of each tenant among `tenants` that has one."""
+        passes: dict[str, int] = {}
+        for part in chunks(sorted(set(tenants))):
+            sql = f"SELECT tenant, pass FROM tenant_turns WHERE tenant IN ({marks(len(part))})"
+            passes.update(self.conn.execute(sql, part).fetchall())
+        return passes
+
+    def advance_passes(self, passes: Sequence[tuple[str, int, int]]) -> None:
+        """For each `(tenant, start, spent)`: its pass becomes max(its pass, start) + spent, in tenant order.
+
+        Relative to what is stored, so two claims that served one tenant at
+        once (on PostgreSQL) both count.
+        """
+        self.conn.executemany(
+            "INSERT INTO tenant_turns (tenant, pass) VALUES (?, ? + ?) ON CONFLICT (tenant) DO UPDATE SET "
+            f"pass = {self._greatest}(tenant_turns.pass, ?) + ?",
+            [(tenant, start, spent, start, spent) for tenant, start, spent in sorted(passes)],
+        )
+
+    _greatest = "max"  # SQLite's two-argument max(); PostgreSQL says GREATEST
