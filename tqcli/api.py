@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
+    from tqcli.tenancy.settings import TenancyService
 
 
 class Queue:
@@ -68,6 +69,13 @@ class Queue:
         from tqcli.resilience.breakers import BreakerService
 
         return BreakerService(self._ctx)
+
+    @cached_property
+    def tenancy(self) -> "TenancyService":
+        """Queue and tenant limits and weights: list and set (`queue`, `tenant`)."""
+        from tqcli.tenancy.settings import TenancyService
+
+        return TenancyService(self._ctx)
 
     @cached_property
     def dags(self) -> "DagService":

@@ -34,6 +34,8 @@ COMMANDS = {
     "schedule": "tqcli.cli.schedule:app",
     "dlq": "tqcli.cli.dlq:app",
     "breaker": "tqcli.cli.breaker:app",
+    "queue": "tqcli.cli.tenancy:queue_app",
+    "tenant": "tqcli.cli.tenancy:tenant_app",
     "plugins": "tqcli.cli.worker:plugins",
     "audit": "tqcli.cli.audit:app",
     "migrate": "tqcli.cli.migrate:migrate",

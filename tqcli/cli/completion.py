@@ -69,6 +69,8 @@ ARGUMENTS: dict[tuple[str | None, str], Complete] = {
     (None, "dag_id"): from_database("dag"),
     ("schedule", "name"): from_database("schedule"),
     ("breaker", "key"): from_database("service"),
+    ("queue", "name"): from_database("queue"),
+    ("tenant", "name"): from_database("tenant"),
 }
 
 # Commands whose argument names something new, which completion cannot know.

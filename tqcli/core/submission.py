@@ -16,6 +16,7 @@ from tqcli.core.spec import TaskSpec
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal, encode_details
 from tqcli.store.base import Tx
+from tqcli.tenancy.limits import admit
 from tqcli.units import US_PER_SECOND
 
 
@@ -72,7 +73,9 @@ def insert_specs(
 
     A spec whose idempotency key is held in its tenant by a task of the same
     backend, target and payload yields that task (not created); held by
-    other work, the whole call is a Conflict (exit 6).
+    other work, the whole call is a Conflict (exit 6). New tasks that would
+    pass a queue's max-length or a tenant's max-pending make the whole call
+    LimitReached (exit 5), before anything is written.
     """
     now = ctx.clock.now()
     existing = _existing_keys(tx, specs)
@@ -155,6 +158,7 @@ def insert_specs(
             journal.add_text("task.submit", task_id, spec.tenant, text)
         results.append(SubmitResult(task_id, created=True))
     if rows:
+        admit(tx, [(row[2], row[3]) for row in rows])  # (queue, tenant) of each new task
         tx.insert_tasks(rows)
     if edges:
         tx.insert_dependencies(edges)

@@ -21,9 +21,10 @@ from typing import Any, Mapping
 from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
-from tqcli.errors import Conflict, InvalidInput, NotFound, StorageError, TqcliError
+from tqcli.errors import Conflict, InvalidInput, LimitReached, NotFound, StorageError, TqcliError
 from tqcli.security.audit import Journal
 from tqcli.store.base import ScheduleRow, Tx
+from tqcli.tenancy.limits import admit
 from tqcli.units import US_PER_SECOND, check_name, format_time
 
 CATCHUP_LIMIT = 100
@@ -333,6 +334,12 @@ def _fire(ctx: Context, schedule: Schedule, now: int, log: Any) -> int:
         for fire_at in fires:
             if not tx.record_fire(schedule.name, fire_at, now):
                 continue  # another worker enqueued this fire time
+            try:
+                admit(tx, [(spec.queue, spec.tenant)])  # writes nothing, so a refusal leaves the transaction usable
+            except LimitReached as exc:  # the fire counts (it is recorded) and is skipped, not tried again forever
+                journal.add("schedule.skip", None, spec.tenant, schedule=schedule.name, fire_at=format_time(fire_at), reason=exc.message)
+                log(f"warning: schedule {schedule.name!r} skipped its fire of {format_time(fire_at)}: {exc.message.split(';')[0]}")
+                continue
             (result,) = insert_specs(ctx, tx, journal, [spec])
             tx.set_fire_task(schedule.name, fire_at, result.id)
             journal.add("schedule.fire", result.id, spec.tenant, schedule=schedule.name, fire_at=format_time(fire_at))

@@ -25,6 +25,7 @@ KNOWN_ACTIONS = frozenset({
     "task.block", "task.unblock", "task.release", "dag.cancel", "worker.outcomes",
     "schedule.add", "schedule.edit", "schedule.pause", "schedule.resume", "schedule.remove", "schedule.error",
     "breaker.open", "breaker.half_open", "breaker.close", "breaker.reset", "breaker.set",
+    "schedule.skip", "queue.set", "tenant.set", "settings.apply",
 })
 
 
