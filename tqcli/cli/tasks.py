@@ -350,6 +350,27 @@ def _runs(history: Any) -> list[tuple[int, list[Any]]]:
     return runs
 
 
+def _limit_lines(summary: Any) -> list[str]:
+    """One line per queue or tenant with a limit: each count beside its limit, and whether it is full or paused."""
+    from tqcli.cli.tenancy import count_of
+
+    lines = []
+    for q in summary.queue_limits:
+        parts = [f"{count_of(q.unfinished, q.max_length)} unfinished"] if q.max_length else []
+        parts += [f"{count_of(q.running, q.max_running)} running"] if q.max_running else []
+        flags = [flag for flag, on in (("paused", q.paused), ("full", q.max_length and q.unfinished >= q.max_length),
+                                       ("at max-running", q.max_running and q.running >= q.max_running)) if on]
+        lines.append(f"queue {q.name}: " + ", ".join(parts + flags))
+    for t in summary.tenant_limits:
+        parts = [f"{count_of(t.pending, t.max_pending)} pending"] if t.max_pending else []
+        parts += [f"{count_of(t.running, t.max_running)} running"] if t.max_running else []
+        parts += [f"rate {t.rate} ({t.tokens:g} to start now)"] if t.rate else []
+        flags = [flag for flag, on in (("full", t.max_pending and t.pending >= t.max_pending),
+                                       ("at max-running", t.max_running and t.running >= t.max_running)) if on]
+        lines.append(f"tenant {t.name}: " + ", ".join(parts + flags))
+    return lines
+
+
 def _show_summary(summary: Any) -> None:
     from tqcli.core.task import ALL_STATES
 
@@ -358,6 +379,9 @@ def _show_summary(summary: Any) -> None:
     rows.append(("all", *(summary.counts[s] for s in states)))
     render.table(["QUEUE", *(s.upper() for s in states)], rows)
     sys.stdout.write("\n")
+    limits = _limit_lines(summary)
+    if limits:
+        sys.stdout.write("limits:\n" + "".join(f"  {line}\n" for line in limits) + "\n")
     if not summary.tasks:
         sys.stdout.write("no tasks\n")
         return

@@ -8,7 +8,7 @@ Submitting lives in `tqcli.core.submission`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tqcli.core import chaining, gate
@@ -17,6 +17,7 @@ from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
 from tqcli.store.base import Tx
+from tqcli.tenancy.settings import QueueInfo, TenantInfo, configured_limits
 from tqcli.units import check_filters
 
 
@@ -27,10 +28,16 @@ class Summary:
     counts: dict[str, int]
     queues: dict[str, dict[str, int]]
     tasks: list[Task]
+    queue_limits: list[QueueInfo] = field(default_factory=list)  # queues with a limit or paused, with their counts
+    tenant_limits: list[TenantInfo] = field(default_factory=list)  # tenants with a limit or a rate
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of `status` without an id."""
-        return {"counts": self.counts, "queues": self.queues, "tasks": [task.to_json() for task in self.tasks]}
+        return {
+            "counts": self.counts, "queues": self.queues, "tasks": [task.to_json() for task in self.tasks],
+            "queue_limits": [info.to_dict() for info in self.queue_limits],
+            "tenant_limits": [info.to_dict() for info in self.tenant_limits],
+        }
 
 
 class TaskService:
@@ -78,9 +85,12 @@ class TaskService:
                 queues.setdefault(queue_name, {s.value: 0 for s in ALL_STATES})[state_name] = count
             tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit or None)]
             deps = tx.dependencies_of([task.id for task in tasks])
+            queue_limits, tenant_limits = configured_limits(tx, self._ctx.clock.now())
         for task in tasks:
             task.depends_on = deps[task.id]
-        return Summary(counts, dict(sorted(queues.items())), tasks)
+        queue_limits = [info for info in queue_limits if queue is None or info.name == queue]
+        tenant_limits = [info for info in tenant_limits if tenant is None or info.name == tenant]
+        return Summary(counts, dict(sorted(queues.items())), tasks, queue_limits, tenant_limits)
 
     # -- change ------------------------------------------------------------
 

@@ -184,6 +184,36 @@ class TenancyService:
         return info, bool(diff)
 
 
+def configured_limits(tx: Tx, now: int) -> tuple[list[QueueInfo], list[TenantInfo]]:
+    """The queues and tenants that have a limit (or are paused), with their counts: what `status` shows beside its counts.
+
+    Counted per queue and tenant by index searches, so `status` pays for
+    the limits that are set, not for the size of the queue.
+    """
+    queues = [row for row in tx.queue_rows() if row.max_length or row.max_running or row.paused]
+    tenants = [row for row in tx.tenant_rows() if row.max_pending or row.max_running or row.rate_count is not None]
+    if not queues and not tenants:
+        return [], []
+    running_queue: Counter[str] = Counter()
+    running_tenant: Counter[str] = Counter()
+    for queue, tenant, count in tx.running_counts():
+        running_queue[queue] += count
+        running_tenant[tenant] += count
+    queue_infos = [
+        QueueInfo(row.name, row.max_length, row.max_running, bool(row.paused), bool(row.encrypt), tx.unfinished_in_queue(row.name),
+                  running_queue[row.name])
+        for row in queues
+    ]
+    tenant_infos = []
+    for row in tenants:
+        tokens = tokens_now(row, now)
+        tenant_infos.append(TenantInfo(
+            row.name, row.max_pending, row.max_running, format_rate(row.rate_count, row.rate_period), row.weight,
+            tx.waiting_in_tenant(row.name), running_tenant[row.name], None if tokens is None else round(tokens, 3),
+        ))
+    return queue_infos, tenant_infos
+
+
 def _queue_infos(tx: Tx, names: list[str] | None = None) -> list[QueueInfo]:
     rows = {row.name: row for row in tx.queue_rows(names)}
     unfinished: Counter[str] = Counter()
