@@ -45,6 +45,8 @@ def pick(tx: Tx, count: int, *, now: int, rooms: Mapping[str, int], only_tenants
     no cap); `only_tenants` limits the picks to those tenants (empty: all).
     """
     excluded = set(filters.pop("excluded_tenants", ()))
+    if filters.get("task_id") is not None:  # one named task (`run --id`): no turns to take
+        return [Picked(row, 0, 0, fairness.SCALE, False) for row in tx.pick_tasks(count=count, now=now, **filters)]
     picked: list[Picked] = []
     below: int | None = None
     while len(picked) < count:

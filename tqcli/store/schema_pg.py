@@ -1,4 +1,4 @@
-"""The PostgreSQL schema: the same tables, columns and indexes as SQLite's schema 6.
+"""The PostgreSQL schema: the same tables, columns and indexes as SQLite's, version for version.
 
 The PostgreSQL store began at SQLite's schema 6, so a new database is made
 at that version in one step (`BASE`); every later change is a migration
