@@ -3,7 +3,7 @@
 import pytest
 
 from tests.test_dispatcher import claim, failed, finish
-from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.errors import Conflict, InvalidInput, LimitReached, NotFound
 
 
 def dead(q, count=1, **options):
@@ -135,3 +135,129 @@ def test_dlq_purge_filters_by_queue_tenant_and_age(cli):
     for args in (["--queue", "etl", str(other)], ["--tenant", "acme"], ["--older-than", "soon", "--all"], ["--all"]):
         result = cli("dlq", "purge", *args)
         assert result.code == 2 and len(result.error_lines) == 1, (args, result.stderr)
+
+
+# -- replay with edits ("fix and retry") and its limits ------------------------
+
+
+def replay_details(q):
+    """The details of every dlq.replay entry, by task id."""
+    return {entry.task_id: entry.to_json()["details"] for entry in q.audit.entries(action="dlq.replay")}
+
+
+def test_replay_edits_change_the_task_and_its_entry_says_from_and_to(queue):
+    (task_id,) = dead(queue, queue="etl", payload={"path": "a.png"}, priority=1)
+    queue.dlq.replay([task_id], payload={"path": "b.png"}, priority=7, max_retries=2, to_queue="etl-slow")
+    task = queue.get(task_id)
+    assert (task.state.value, task.attempts, task.queue) == ("pending", 0, "etl-slow")
+    assert (task.payload_value, task.priority, task.max_retries) == ({"path": "b.png"}, 7, 2)
+    assert replay_details(queue)[task_id] == {
+        "attempts": 1, "previous_error": "it broke",
+        "payload": {"from": {"path": "a.png"}, "to": {"path": "b.png"}}, "priority": {"from": 1, "to": 7},
+        "max_retries": {"from": 0, "to": 2}, "queue": {"from": "etl", "to": "etl-slow"},
+    }
+    assert queue.audit.verify().intact
+
+
+def test_replay_records_only_what_changed_in_each_task(queue):
+    low = dead(queue, priority=3)[0]
+    high = dead(queue, priority=5)[0]
+    queue.dlq.replay(every=True, priority=5)
+    details = replay_details(queue)
+    assert details[low]["priority"] == {"from": 3, "to": 5}
+    assert "priority" not in details[high]
+    assert queue.get(high).priority == queue.get(low).priority == 5
+
+
+def test_replay_all_to_queue_moves_every_task_and_queue_only_filters(queue):
+    etl = dead(queue, 2, queue="etl")
+    web = dead(queue, 1, queue="web")
+    moved = queue.dlq.replay(every=True, queue="etl", to_queue="fixed")
+    assert sorted(task.id for task in moved) == etl and {task.queue for task in moved} == {"fixed"}
+    assert [task.id for task in queue.dlq.list()] == web and queue.get(web[0]).queue == "web"
+
+
+def test_replay_dry_run_with_edits_changes_nothing(queue):
+    ids = dead(queue, 2)
+    assert sorted(task.id for task in queue.dlq.replay(every=True, priority=9, to_queue="x", dry_run=True)) == ids
+    assert {(task.state.value, task.priority, task.queue) for task in queue.dlq.list()} == {("failed", 0, "default")}
+    assert replay_details(queue) == {}
+
+
+def test_replay_edits_unblock_dependents_like_a_plain_replay(queue):
+    (parent,) = dead(queue)
+    child = queue.submit("a:b", depends_on=[parent])
+    assert queue.get(child).state.value == "blocked"
+    queue.dlq.replay([parent], to_queue="elsewhere")
+    assert queue.get(child).state.value == "pending" and queue.get(child).queue == "default"
+
+
+@pytest.mark.parametrize("edit, submitted", [
+    ({"priority": 101}, {"priority": 101}),
+    ({"max_retries": -1}, {"max_retries": -1}),
+    ({"to_queue": "no spaces"}, {"queue": "no spaces"}),
+    ({"payload": ["not", "an", "object"]}, {"payload": ["not", "an", "object"]}),
+])
+def test_replay_refuses_bad_edits_with_the_message_submit_gives(queue, edit, submitted):
+    (task_id,) = dead(queue)
+    with pytest.raises(InvalidInput) as replayed:
+        queue.dlq.replay([task_id], **edit)
+    with pytest.raises(InvalidInput) as direct:
+        queue.submit("a:b", **submitted)
+    assert replayed.value.message == direct.value.message
+    assert queue.get(task_id).state.value == "failed" and replay_details(queue) == {}
+
+
+def test_replay_edits_of_a_task_not_in_the_dlq_change_nothing(queue):
+    (dead_id,) = dead(queue)
+    pending = queue.submit("a:b")
+    with pytest.raises(Conflict, match=f"task {pending} is pending"):
+        queue.dlq.replay([dead_id, pending], priority=9, to_queue="x")
+    assert [(t.id, t.priority, t.queue) for t in queue.dlq.list()] == [(dead_id, 0, "default")]
+    assert (queue.get(pending).priority, queue.get(pending).queue) == (0, "default")
+
+
+def test_replay_refuses_a_new_payload_for_an_encrypted_task(queue, db_location):
+    from tests.stores import raw_sql
+
+    plain, secret = dead(queue, 2)
+    raw_sql(db_location, "UPDATE tasks SET encrypted = 1 WHERE id = ?", (secret,))
+    with pytest.raises(Conflict, match=f"task {secret} is encrypted: .*replay it without --payload"):
+        queue.dlq.replay(every=True, payload={"x": 1})
+    with pytest.raises(Conflict, match="encrypted"):
+        queue.dlq.replay([secret], payload={"x": 1}, dry_run=True)
+    assert {task.state.value for task in (queue.get(plain), queue.get(secret))} == {"failed"}
+    queue.dlq.replay([secret], priority=4)  # other edits are fine
+    assert (queue.get(secret).state.value, queue.get(secret).priority) == ("pending", 4)
+
+
+def test_replay_fills_a_queue_exactly_to_its_max_length_and_no_further(queue):
+    ids = dead(queue, 3, queue="small")
+    queue.submit("a:b", queue="small")  # 1 unfinished
+    queue.tenancy.set_queue("small", max_length=3)
+    with pytest.raises(LimitReached, match=r"queue small: max-length 3 reached \(1 unfinished, 3 replayed\)"):
+        queue.dlq.replay(every=True)
+    assert [task.state.value for task in map(queue.get, ids)] == ["failed"] * 3 and replay_details(queue) == {}
+    queue.dlq.replay(ids[:2])
+    assert [task.state.value for task in map(queue.get, ids)] == ["pending", "pending", "failed"]
+
+
+def test_replay_to_a_full_queue_is_refused(queue):
+    (task_id,) = dead(queue)
+    queue.submit("a:b", queue="full")
+    queue.tenancy.set_queue("full", max_length=1)
+    with pytest.raises(LimitReached, match=r"queue full: max-length 1 reached \(1 unfinished, 1 replayed\)"):
+        queue.dlq.replay([task_id], to_queue="full", priority=5)
+    task = queue.get(task_id)
+    assert (task.state.value, task.queue, task.priority) == ("failed", "default", 0)
+    queue.dlq.replay([task_id])  # its own queue has room
+
+
+def test_replay_counts_against_the_tenants_max_pending(queue):
+    ids = dead(queue, 2, tenant="acme")
+    queue.tenancy.set_tenant("acme", max_pending=1)
+    with pytest.raises(LimitReached, match=r"tenant acme: max-pending 1 reached \(0 pending or blocked, 2 replayed\)"):
+        queue.dlq.replay(every=True, to_queue="other")
+    assert len(queue.dlq.list()) == 2 and replay_details(queue) == {}
+    queue.dlq.replay(ids[:1], to_queue="other")
+    assert queue.get(ids[0]).state.value == "pending"

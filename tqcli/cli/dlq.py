@@ -6,6 +6,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from tqcli.cli import command_group, render, state
+from tqcli.cli.tasks import MaxRetriesOpt, PayloadOpt, PriorityOpt, unchanged
 
 app = command_group("The dead-letter queue: tasks that failed every allowed attempt.")
 
@@ -52,13 +53,31 @@ def replay(
     queue: Annotated[Optional[str], typer.Option(metavar="Q", help="With --all: only this queue.")] = None,
     tenant: Annotated[Optional[str], typer.Option(metavar="T", help="With --all: only this tenant.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; change nothing.")] = False,
+    payload: unchanged(PayloadOpt) = None,
+    priority: unchanged(PriorityOpt) = None,
+    max_retries: unchanged(MaxRetriesOpt) = None,
+    to_queue: Annotated[Optional[str], typer.Option(metavar="Q", help="Move the tasks to queue Q (--queue only picks which are replayed) [default: unchanged].")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of the task objects (as they are now) instead of their ids.")] = False,
 ) -> None:
     """Put failed tasks back to pending (same ids, attempts reset); tasks blocked on them are unblocked.
 
-    Prints the ids, one per line.
+    Prints the ids, one per line. The edit options change every task
+    replayed before it runs again ("fix and retry"); its dlq.replay audit
+    entry records what changed (from, to). A replay that would pass the
+    target queue's max-length or a tenant's max-pending is exit 5 and
+    replays nothing.
+
+      tqcli dlq replay 7 --payload '{"retry": true}'
+
+      tqcli dlq replay --all --queue etl --to-queue etl-slow
     """
-    tasks = state(ctx).queue().dlq.replay(task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run)
+    from tqcli.core.spec import parse_payload
+
+    payload_value = None if payload is None else parse_payload(payload, what="--payload")
+    tasks = state(ctx).queue(read_only=dry_run).dlq.replay(
+        task_ids or (), every=every, queue=queue, tenant=tenant, dry_run=dry_run,
+        payload=payload_value, priority=priority, max_retries=max_retries, to_queue=to_queue,
+    )
     _print_tasks(tasks, json_output)
     verb = "would replay" if dry_run else "replayed"
     render.message(f"{verb} {len(tasks)} task(s)")

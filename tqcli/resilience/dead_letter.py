@@ -6,19 +6,30 @@ on it; purge deletes it (the audit chain keeps the record) and cancels the
 tasks that were blocked on it, since they can never run. Both run inside a
 caller's transaction as `replay_tasks` and `purge_tasks` (see "Changes that
 compose" in docs/design.md).
+
+A replay may also fix what made the tasks fail ("fix and retry"): a new
+payload, priority or max-retries, or another queue, checked as a submit
+checks them. It adds pending tasks, so the target queue's max-length and
+each tenant's max-pending are judged first (`tenancy.limits.admit`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from tqcli.core import chaining
 from tqcli.core.context import Context, retrying
+from tqcli.core.spec import TaskSpec, encode_payload
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
 from tqcli.store.base import Tx
+from tqcli.tenancy.limits import admit
 from tqcli.units import US_PER_SECOND, check_filters, parse_duration
+
+# A target that every check of `TaskSpec` passes: a spec of it and the edit
+# options alone checks those options by submit's rules, with submit's messages.
+_PROBE_TARGET = "tqcli.replay:options"
 
 
 class DeadLetterQueue:
@@ -46,13 +57,30 @@ class DeadLetterQueue:
         queue: str | None = None,
         tenant: str | None = None,
         dry_run: bool = False,
+        payload: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        to_queue: str | None = None,
     ) -> list[Task]:
-        """Back to pending with attempts reset, same ids; dependents unblocked. Returns the tasks as they now are."""
+        """Back to pending with attempts reset, same ids; dependents unblocked. Returns the tasks as they now are.
+
+        `payload`, `priority`, `max_retries` and `to_queue` (given: not None)
+        change every task replayed; `queue` and `tenant` only narrow `every`.
+        Passing the target queue's max-length or a tenant's max-pending is
+        LimitReached and replays nothing. `dry_run` returns what would be
+        replayed (its limits are not judged) and changes nothing.
+        """
+        edits = _replay_edits(payload, priority, max_retries, to_queue)
         if dry_run:
             with self._ctx.read() as tx:
-                return _select(tx, ids, every, queue, tenant, "replay")
+                tasks = _select(tx, ids, every, queue, tenant, "replay")
+                _check_editable(tasks, edits)
+                return tasks
         with self._ctx.change() as (tx, journal):
-            return replay_tasks(self._ctx, tx, journal, ids, every=every, queue=queue, tenant=tenant)
+            return replay_tasks(
+                self._ctx, tx, journal, ids, every=every, queue=queue, tenant=tenant,
+                payload=payload, priority=priority, max_retries=max_retries, to_queue=to_queue,
+            )
 
     @retrying
     def purge(
@@ -92,14 +120,28 @@ def replay_tasks(
     every: bool = False,
     queue: str | None = None,
     tenant: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+    priority: int | None = None,
+    max_retries: int | None = None,
+    to_queue: str | None = None,
 ) -> list[Task]:
     """`DeadLetterQueue.replay` inside the caller's transaction; the tasks as they now are."""
+    edits = _replay_edits(payload, priority, max_retries, to_queue)
     now = ctx.clock.now()
     tasks = _still_failed(tx, _select(tx, ids, every, queue, tenant, "replay"))
+    _check_editable(tasks, edits)
+    admit(tx, [(edits.get("queue", task.queue), task.tenant) for task in tasks], what="replayed")  # before any write
     replay_ids = [task.id for task in tasks]
+    if edits:
+        tx.edit_failed_tasks(replay_ids, {
+            column: encode_payload(value) if column == "payload" else value for column, value in edits.items()
+        })
     tx.replay_tasks(replay_ids, now=now)
     for task in tasks:
-        journal.add("dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts)
+        journal.add(
+            "dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts,
+            **_changes(task, edits),
+        )
     chaining.unblock_dependents(tx, journal, replay_ids, cause="dependency replayed")
     now_rows = {row[0]: row for row in tx.task_rows(replay_ids)}
     replayed = [Task.from_row(now_rows[task_id]) for task_id in replay_ids]
@@ -153,6 +195,38 @@ def _select(tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: 
         if task.state.value != "failed":
             raise Conflict(f"task {task_id} is {task.state.value}, not in the dead-letter queue (failed); nothing was changed")
     return [rows[task_id] for task_id in dict.fromkeys(ids)]
+
+
+def _replay_edits(
+    payload: Mapping[str, Any] | None, priority: int | None, max_retries: int | None, to_queue: str | None
+) -> dict[str, Any]:
+    """The edit options given, as `{column: value}`, each refused (InvalidInput) as a submit or edit would refuse it."""
+    edits = {
+        column: value
+        for column, value in (("payload", payload), ("priority", priority), ("max_retries", max_retries), ("queue", to_queue))
+        if value is not None
+    }
+    if edits:
+        TaskSpec(_PROBE_TARGET, **edits)
+    return edits
+
+
+def _check_editable(tasks: Sequence[Task], edits: Mapping[str, Any]) -> None:
+    """Refuse (Conflict) a new payload for an encrypted task: replacing a ciphertext comes with encryption support."""
+    if "payload" not in edits:
+        return
+    encrypted = [task.id for task in tasks if task.encrypted]
+    if encrypted:
+        raise Conflict(
+            f"task {encrypted[0]} is encrypted: replay cannot replace an encrypted payload yet; "
+            f"replay it without --payload; nothing was changed"
+        )
+
+
+def _changes(task: Task, edits: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`{column: {"from", "to"}}` for the columns the edits change in `task` (as `task.edit` records them)."""
+    old = {"payload": task.payload_value, "priority": task.priority, "max_retries": task.max_retries, "queue": task.queue}
+    return {column: {"from": old[column], "to": new} for column, new in edits.items() if old[column] != new}
 
 
 def _cutoff(now: int, older_than: str | float | None) -> int | None:

@@ -246,6 +246,8 @@ class TaskStore(Protocol):
         """Flag a running task so the worker running it stops it."""
     def replay_tasks(self, ids: Sequence[int], *, now: int) -> None:
         """Failed tasks back to pending for a new run."""
+    def edit_failed_tasks(self, ids: Sequence[int], changes: Mapping[str, Any]) -> None:
+        """Set the same columns (payload, priority, max_retries, queue) on the failed tasks among `ids`, before a replay."""
     def delete_tasks(self, ids: Sequence[int], *, now: int) -> None:
         """Delete tasks with their attempts and edges (DAG tasks leave a tombstone)."""
     def set_priority(self, task_id: int, priority: int) -> None:

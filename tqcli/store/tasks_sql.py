@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from tqcli.store.base import AttemptRow, TaskRow, columns
 
@@ -35,6 +35,9 @@ INSERT_COLUMNS = (
     "created_at, submitted_by, restarted_from, expires_at, cwd, env"
 )
 INSERT_TASK = f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({marks(23)})"
+
+# The task columns `dlq replay` may change as it replays (its edit options).
+REPLAY_EDITABLE_COLUMNS = frozenset({"payload", "priority", "max_retries", "queue"})
 
 
 class TaskSQL:
@@ -155,6 +158,23 @@ class TaskSQL:
                 "started_at = NULL, finished_at = NULL, worker = NULL, cancel_requested = 0 "
                 f"WHERE state = 'failed' AND id IN ({marks(len(part))})",
                 (now, *part),
+            )
+
+    def edit_failed_tasks(self, ids: Sequence[int], changes: Mapping[str, Any]) -> None:
+        """Set the same `changes` (payload as stored text, priority, max_retries, queue) on the failed tasks among `ids`.
+
+        Tasks no longer failed are left as they are, as `replay_tasks` leaves them.
+        """
+        unknown = set(changes) - REPLAY_EDITABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"not a column replay may change: {sorted(unknown)}")
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        for part in chunks(ids):
+            self.conn.execute(
+                f"UPDATE tasks SET {assignments} WHERE state = 'failed' AND id IN ({marks(len(part))})",
+                (*changes.values(), *part),
             )
 
     def delete_tasks(self, ids: Sequence[int], *, now: int) -> None:
