@@ -77,6 +77,7 @@ class TenancySQL:
     def delete_tenant(self, name: str) -> None:
         """Forget a tenant's settings and turn (its tasks stay)."""
         self.conn.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        self.conn.execute("DELETE FROM tenant_turns WHERE tenant = ?", (name,))
 
     def save_tokens(self, tenant: str, tokens: float, refilled_at: int) -> None:
         """Write a tenant's rate bucket after a claim took from it."""
