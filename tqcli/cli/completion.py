@@ -60,6 +60,7 @@ OPTIONS: dict[str, Complete] = {
     "--backend": backend_names,
     "--state": state_names,
     "--queue": from_database("queue"),
+    "--to-queue": from_database("queue"),
     "--tenant": from_database("tenant"),
     "--service": from_database("service"),
 }
