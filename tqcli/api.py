@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
+    from tqcli.tenancy.declarative import SettingsService
     from tqcli.tenancy.settings import TenancyService
 
 
@@ -76,6 +77,13 @@ class Queue:
         from tqcli.tenancy.settings import TenancyService
 
         return TenancyService(self._ctx)
+
+    @cached_property
+    def settings(self) -> "SettingsService":
+        """Declarative settings: apply a settings file, export one (`apply`, `export`)."""
+        from tqcli.tenancy.declarative import SettingsService
+
+        return SettingsService(self._ctx)
 
     @cached_property
     def dags(self) -> "DagService":

@@ -36,6 +36,8 @@ COMMANDS = {
     "breaker": "tqcli.cli.breaker:app",
     "queue": "tqcli.cli.tenancy:queue_app",
     "tenant": "tqcli.cli.tenancy:tenant_app",
+    "apply": "tqcli.cli.settings:apply",
+    "export": "tqcli.cli.settings:export",
     "plugins": "tqcli.cli.worker:plugins",
     "audit": "tqcli.cli.audit:app",
     "migrate": "tqcli.cli.migrate:migrate",

@@ -3,7 +3,9 @@
 The rules a claim and a finishing attempt apply live in
 `tqcli.resilience.circuit_breaker`; this module is what a person asks for.
 Each change also runs inside a caller's transaction: `reset_breaker`,
-`configure_breaker` (see "Changes that compose" in docs/design.md).
+`configure_breaker` (see "Changes that compose" in docs/design.md);
+`change_breaker` is the latter's change without the audit entry, for
+`apply`, which audits all it changes as one `settings.apply`.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ class Breaker:
         }
 
 
-def _check_settings(failure_threshold: int | None, recovery_timeout: str | float | None) -> float | None:
-    if failure_threshold is not None and (isinstance(failure_threshold, bool) or not 1 <= failure_threshold <= 1_000_000):
+def check_breaker_settings(failure_threshold: int | None, recovery_timeout: str | float | None) -> float | None:
+    """The recovery timeout in seconds (None: not given), once both values are checked."""
+    if failure_threshold is not None and (
+        isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or not 1 <= failure_threshold <= 1_000_000
+    ):
         raise InvalidInput(f"invalid failure threshold {failure_threshold!r}: use a whole number from 1 up")
     if recovery_timeout is None:
         return None
@@ -113,7 +118,7 @@ class BreakerService:
 
 def _check_configure(key: str | None, failure_threshold: int | None, recovery_timeout: str | float | None) -> float | None:
     """The recovery timeout in seconds (None: unchanged), once the values and the key are checked."""
-    seconds = _check_settings(failure_threshold, recovery_timeout)
+    seconds = check_breaker_settings(failure_threshold, recovery_timeout)
     if failure_threshold is None and seconds is None:
         raise InvalidInput("nothing to set: give --failure-threshold and/or --recovery-timeout")
     if key is not None and (not key.strip() or len(key) > 256):
@@ -146,16 +151,32 @@ def configure_breaker(
 ) -> bool:
     """`BreakerService.configure` inside the caller's transaction; False when the values were already these."""
     seconds = _check_configure(key, failure_threshold, recovery_timeout)
+    if not change_breaker(ctx, tx, key, failure_threshold=failure_threshold, recovery_timeout=seconds):
+        return False
+    details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
+    journal.add("breaker.set", None, None, key=key or "default", **details)
+    return True
+
+
+def change_breaker(
+    ctx: Context, tx: Tx, key: str | None, *, failure_threshold: int | None = None, recovery_timeout: str | float | None = None
+) -> dict[str, dict[str, Any]]:
+    """`configure_breaker` without its audit entry; `{FIELD: {"from", "to"}}` of what changed (empty: nothing).
+
+    A service's own values are compared (None: it has none, and inherits
+    the default); the defaults (key None) as they apply.
+    """
+    seconds = _check_configure(key, failure_threshold, recovery_timeout)
     now = ctx.clock.now()
     if key is None:
-        current = defaults(tx)
+        current: tuple[int | None, float | None] = defaults(tx)
     else:
         tx.lock_breakers([key])
         row = tx.breaker_row(key)
         current = (row.failure_threshold, row.recovery_timeout) if row is not None else (None, None)
     wanted = (current[0] if failure_threshold is None else failure_threshold, current[1] if seconds is None else seconds)
     if wanted == current:
-        return False
+        return {}
     if key is None:
         if failure_threshold is not None:
             tx.set_setting(THRESHOLD_SETTING, str(failure_threshold))
@@ -165,6 +186,8 @@ def configure_breaker(
         tx.configure_breaker(key, failure_threshold=failure_threshold, recovery_timeout=seconds, now=now)
     if seconds is not None:
         tx.reschedule_open_breakers(key, seconds)
-    details = {"failure_threshold": failure_threshold, "recovery_timeout": seconds}
-    journal.add("breaker.set", None, None, key=key or "default", **details)
-    return True
+    return {
+        field: {"from": old, "to": new}
+        for field, old, new in zip(("failure_threshold", "recovery_timeout"), current, wanted)
+        if old != new
+    }

@@ -9,7 +9,9 @@ A resumed schedule starts afresh: the fires it missed while paused are
 not made up. Each change of `ScheduleService` also runs inside a caller's
 transaction: `add_schedule`, `edit_schedule`, `pause_schedule`,
 `resume_schedule`, `remove_schedule`, `run_schedule` (see "Changes that
-compose" in docs/design.md).
+compose" in docs/design.md). `create_schedule`, `change_schedule` and
+`set_schedule_paused` are their changes without the audit entry, for
+`apply`, which audits all it changes as one `settings.apply`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ CATCHUP_LIMIT = 100
 # Fire records older than this are dropped: by then no worker can still be about to enqueue them.
 FIRE_MEMORY = 7 * 86400 * US_PER_SECOND
 # Submit keys a schedule may not carry: the name is the schedule's, and these would clash between fires.
-_NOT_FOR_SCHEDULES = {"name": "tasks are named after their schedule", "at": "a fixed time fires only once",
+NOT_FOR_SCHEDULES = {"name": "tasks are named after their schedule", "at": "a fixed time fires only once",
                       "depends_on": "each fire is a fresh task", "idempotency_key": "every fire would repeat the key"}
 
 
@@ -163,7 +165,7 @@ def _schedule(tx: Tx, name: str) -> Schedule:
 
 
 def _refuse_unschedulable(options: Mapping[str, Any]) -> None:
-    for key, why in _NOT_FOR_SCHEDULES.items():
+    for key, why in NOT_FOR_SCHEDULES.items():
         if key in options:
             raise InvalidInput(f"a schedule cannot set {key}: {why}")
 
@@ -181,6 +183,15 @@ def add_schedule(
     ctx: Context, tx: Tx, journal: Journal, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]
 ) -> Schedule:
     """`ScheduleService.add` inside the caller's transaction; the new schedule."""
+    schedule, spec = create_schedule(ctx, tx, name, cron=cron, tz=tz, catchup=catchup, options=options)
+    journal.add("schedule.add", None, spec.tenant, schedule=name, cron=cron, tz=tz, catchup=catchup, target=spec.target)
+    return schedule
+
+
+def create_schedule(
+    ctx: Context, tx: Tx, name: str, *, cron: str, tz: str = "UTC", catchup: bool = False, options: Mapping[str, Any]
+) -> tuple[Schedule, TaskSpec]:
+    """`add_schedule` without its audit entry: the new schedule and the spec of its tasks."""
     spec, schedule = _check_add(name, cron, tz, options)
     now = ctx.clock.now()
     stored = json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
@@ -188,8 +199,7 @@ def add_schedule(
     if tx.schedule_row(name) is not None:
         raise Conflict(f"schedule {name!r} already exists: 'tqcli schedule remove {name}' first, or pick another name")
     tx.insert_schedule((name, cron, tz, int(catchup), 0, stored, now, ctx.actor, next_fire, None))
-    journal.add("schedule.add", None, spec.tenant, schedule=name, cron=cron, tz=tz, catchup=catchup, target=spec.target)
-    return _schedule(tx, name)
+    return _schedule(tx, name), spec
 
 
 def pause_schedule(ctx: Context, tx: Tx, journal: Journal, name: str) -> bool:
@@ -203,6 +213,14 @@ def resume_schedule(ctx: Context, tx: Tx, journal: Journal, name: str) -> bool:
 
 
 def _set_paused(ctx: Context, tx: Tx, journal: Journal, name: str, paused: bool) -> bool:
+    if not set_schedule_paused(ctx, tx, name, paused):
+        return False
+    journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
+    return True
+
+
+def set_schedule_paused(ctx: Context, tx: Tx, name: str, paused: bool) -> bool:
+    """`pause_schedule` or `resume_schedule` without the audit entry; False when it already was."""
     now = ctx.clock.now()
     row = tx.schedule_row(name)
     if row is None:
@@ -213,7 +231,6 @@ def _set_paused(ctx: Context, tx: Tx, journal: Journal, name: str, paused: bool)
         tx.update_schedule(name, paused=1)
     else:
         tx.update_schedule(name, paused=0, next_fire_at=_cron(row.cron, row.tz).next_after(now, 1)[0])
-    journal.add("schedule.pause" if paused else "schedule.resume", None, None, schedule=name)
     return True
 
 
@@ -246,31 +263,61 @@ def edit_schedule(
     """`ScheduleService.edit` inside the caller's transaction; the schedule as it now is and what changed."""
     options = dict(options or {})
     _check_edit(cron, tz, options)
+    schedule, changes = change_schedule(ctx, tx, name, cron=cron, tz=tz, options=options)
+    if changes:
+        journal.add("schedule.edit", None, schedule.spec.get("tenant") or "default", schedule=name, **changes)
+    return schedule, changes
+
+
+def change_schedule(
+    ctx: Context,
+    tx: Tx,
+    name: str,
+    *,
+    cron: str | None = None,
+    tz: str | None = None,
+    catchup: bool | None = None,
+    options: Mapping[str, Any] | None = None,
+    replace: bool = False,
+) -> tuple[Schedule, dict[str, dict[str, Any]]]:
+    """`edit_schedule` without its audit entry, which may also set `catchup`; the schedule and what changed.
+
+    With `replace`, `options` are all of its submit options (a key they
+    leave out goes back to its default) rather than those to change.
+    """
+    options = dict(options or {})
+    _refuse_unschedulable(options)
     now = ctx.clock.now()
     current = _schedule(tx, name)
     new_cron = current.cron if cron is None else cron
     new_tz = current.tz if tz is None else tz
     expression = _cron(new_cron, new_tz)  # an invalid or never-firing one is refused before anything changes
     before = spec_from_mapping({**current.spec, "name": name})
-    after = spec_from_mapping({**current.spec, **options, "name": name})
+    after = spec_from_mapping({**({} if replace else current.spec), **options, "name": name})
     check_backends([after])
     changes: dict[str, dict[str, Any]] = {}
     for field, old, new in (("cron", current.cron, new_cron), ("tz", current.tz, new_tz)):
         if old != new:
             changes[field] = {"from": old, "to": new}
-    stored = dict(current.spec)
-    for key, value in options.items():
+    if catchup is not None and current.catchup != catchup:
+        changes["catchup"] = {"from": current.catchup, "to": catchup}
+    stored = {key: value for key, value in current.spec.items() if key in options} if replace else dict(current.spec)
+    for key in dict.fromkeys([*options, *(current.spec if replace else ())]):
         old, new = getattr(before, key), getattr(after, key)
         if old != new:  # compared as the tasks get them: --timeout 300 and 5m are the same
             changes[key] = {"from": old, "to": new}
-            stored[key] = value
+            if key in options:
+                stored[key] = options[key]
+            else:
+                stored.pop(key, None)
     if not changes:
         return current, {}
     columns: dict[str, Any] = {"cron": new_cron, "tz": new_tz, "spec": json.dumps(stored, sort_keys=True, separators=(",", ":"))}
+    if catchup is not None:
+        columns["catchup"] = int(catchup)
     if "cron" in changes or "tz" in changes:
         columns["next_fire_at"] = expression.next_after(now, 1)[0]
     tx.update_schedule(name, **columns)
-    journal.add("schedule.edit", None, after.tenant, schedule=name, **changes)
     return _schedule(tx, name), changes
 
 
