@@ -88,15 +88,12 @@ def test_prune_removes_what_the_file_does_not_declare_and_without_it_it_stays(cl
     assert applies(cli)[-1]["prune"] is True
 
 
-def test_prune_refuses_to_take_away_a_breakers_own_settings(cli, tmp_path):
+def test_prune_takes_away_a_breakers_own_settings(cli):
     cli.ok("apply", str(SPEC_FILE))
-    before = table_dump(cli.db)
-    result = cli("apply", "-", "--prune", input="[queues.etl]\n")
-    assert result.code == 2 and result.error_lines == [
-        "error: <stdin>: --prune would remove the settings of breaker billing-api (failure_threshold 3, recovery_timeout 1m), "
-        "which tqcli cannot do yet: declare [breakers.billing-api] (tqcli export shows it)"
-    ]
-    assert table_dump(cli.db) == before
+    cli.ok("apply", "-", "--prune", input="[queues.etl]\n")
+    (entry,) = applies(cli)[-1:]
+    assert entry["breakers"] == {"billing-api": {"failure_threshold": {"from": 3, "to": None}, "recovery_timeout": {"from": 60.0, "to": None}}}
+    assert "billing-api" not in cli.ok("export").stdout
 
 
 def test_export_json_is_the_same_document(cli):

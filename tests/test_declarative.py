@@ -166,24 +166,26 @@ def test_prune_removes_the_queues_tenants_schedules_and_breaker_defaults_not_dec
     assert reloaded(queue) == load_settings(kept, "export")
 
 
-def test_prune_refuses_to_take_away_a_breakers_own_settings_and_changes_nothing(queue, db_location):
-    """No store operation clears a circuit's own threshold yet (neither does `breaker set`): refused, not half done."""
+def test_a_declared_breaker_that_leaves_a_key_out_follows_the_default_for_it(queue):
     apply(queue, SPEC_EXAMPLE)
-    before = table_dump(db_location)
-    with pytest.raises(InvalidInput, match=r"--prune would remove the settings of breaker billing-api \(failure_threshold 3, "
-                                           r"recovery_timeout 1m\), which tqcli cannot do yet"):
-        apply(queue, "[queues.etl]\n", prune=True)
-    with pytest.raises(InvalidInput, match=r"^settings.toml: \[breakers.billing-api\] recovery_timeout: the circuit has its own"):
-        apply(queue, "[breakers.billing-api]\nfailure_threshold = 3\n")
-    assert table_dump(db_location) == before
+    report = apply(queue, "[breakers.billing-api]\nfailure_threshold = 3\n")
+    assert report.diff["breakers"] == {"billing-api": {"recovery_timeout": {"from": 60.0, "to": None}}}
+    assert not apply(queue, "[breakers.billing-api]\nfailure_threshold = 3\n").changed
 
 
-@pytest.mark.xfail(strict=True, reason="needs a store operation that clears a circuit's own settings (see tqcli.tenancy.declarative)")
+def test_without_prune_an_undeclared_breaker_keeps_its_own_settings(queue):
+    apply(queue, SPEC_EXAMPLE)
+    assert "breakers" not in apply(queue, "[queues.etl]\n").diff
+    assert "billing-api" in queue.settings.export_toml()
+
+
 def test_prune_removes_a_breakers_own_settings(queue):
     apply(queue, SPEC_EXAMPLE)
     report = apply(queue, "", prune=True)
     assert report.diff["breakers"] == {"billing-api": {"failure_threshold": {"from": 3, "to": None},
                                                        "recovery_timeout": {"from": 60.0, "to": None}}}
+    assert "billing-api" not in queue.settings.export_toml()
+    assert not apply(queue, "", prune=True).changed
 
 
 # -- export -------------------------------------------------------------------------------------

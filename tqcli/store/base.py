@@ -326,6 +326,8 @@ class BreakerStore(Protocol):
         """Insert or update a breaker's state, keeping its thresholds."""
     def configure_breaker(self, key: str, *, failure_threshold: int | None, recovery_timeout: float | None, now: int) -> None:
         """Set a breaker's own thresholds (None keeps the current value)."""
+    def clear_breaker_settings(self, key: str, *, failure_threshold: bool, recovery_timeout: bool) -> None:
+        """Take away a circuit's own threshold and/or recovery timeout: it follows the defaults again."""
     def reschedule_open_breakers(self, key: str | None, recovery_timeout: float) -> None:
         """Open circuits retry `recovery_timeout` after they opened."""
     def service_has_tasks(self, key: str, *, recent: int) -> bool:

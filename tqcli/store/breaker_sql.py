@@ -64,6 +64,12 @@ class BreakerSQL:
             (key, failure_threshold, recovery_timeout, now),
         )
 
+    def clear_breaker_settings(self, key: str, *, failure_threshold: bool, recovery_timeout: bool) -> None:
+        """Take away a circuit's own threshold and/or recovery timeout: it follows the defaults again."""
+        sets = [f"{column} = NULL" for column, clear in (("failure_threshold", failure_threshold), ("recovery_timeout", recovery_timeout)) if clear]
+        if sets:
+            self.conn.execute(f"UPDATE breakers SET {', '.join(sets)} WHERE key = ?", (key,))
+
     def reschedule_open_breakers(self, key: str | None, recovery_timeout: float) -> None:
         """Open circuits retry `recovery_timeout` after they opened: `key`'s, or (None) those on the default."""
         where = "key = ?" if key is not None else "recovery_timeout IS NULL"

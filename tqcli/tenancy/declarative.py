@@ -7,10 +7,9 @@ truth about its object: a key it leaves out takes its default (no limit,
 weight 1, no rate, UTC, not paused, the breaker default). What the file
 does not declare is left alone, unless `prune`: then undeclared queues and
 tenants go back to the defaults (their settings rows are deleted),
-undeclared schedules are removed, and the breaker defaults go back to the
-built-in ones. A circuit's own threshold or timeout cannot be taken away
-yet (no store operation clears one, and `breaker set` cannot either): a
-file that would, by leaving it out or by `prune`, is refused whole.
+undeclared schedules are removed, undeclared circuits lose their own
+threshold and timeout (they follow the defaults), and the breaker defaults
+go back to the built-in ones.
 
 `load_settings` reads and checks a whole file before anything is written;
 `apply_settings` makes the database match it inside the caller's
@@ -289,7 +288,6 @@ def apply_settings(ctx: Context, tx: Tx, journal: Journal, settings: Settings, *
     journaled as one `settings.apply` entry with `file` and `prune` beside
     those sections; nothing is journaled when it is empty.
     """
-    _refuse_unpinning(tx, settings, prune)  # before anything is written
     diff: dict[str, Any] = {}
     sections = (
         ("queues", _apply_queues(tx, settings, prune)),
@@ -360,35 +358,31 @@ def _apply_breaker_defaults(ctx: Context, tx: Tx, settings: Settings, prune: boo
 
 
 def _apply_breakers(ctx: Context, tx: Tx, settings: Settings, prune: bool) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = _unpin_breakers(tx, settings, prune)
     for key, wanted in settings.breakers.items():
         if any(value is not None for value in wanted.values()):
             diff = change_breaker(ctx, tx, key, **wanted)
             if diff:
-                changes[key] = diff
+                changes[key] = {**changes.get(key, {}), **diff}
     return changes
 
 
-def _refuse_unpinning(tx: Tx, settings: Settings, prune: bool) -> None:
-    """Refuse a file that would take a circuit's own threshold or timeout away: no store operation clears one yet."""
+def _unpin_breakers(tx: Tx, settings: Settings, prune: bool) -> dict[str, Any]:
+    """Take away the circuits' own settings the file leaves out (of undeclared circuits only with `prune`): they follow the defaults again."""
+    changes: dict[str, Any] = {}
     for row in tx.breaker_rows():
-        own = dict(zip(BREAKER_KEYS, (row.failure_threshold, row.recovery_timeout)))
         wanted = settings.breakers.get(row.key)
-        if wanted is None:
-            pinned = {name: value for name, value in own.items() if value is not None}
-            if prune and pinned:
-                shown = ", ".join(f"{name} {_breaker_value(name, value)}" for name, value in pinned.items())
-                raise InvalidInput(
-                    f"{settings.source}: --prune would remove the settings of breaker {row.key} ({shown}), which tqcli cannot do "
-                    f"yet: declare {_header('breakers', row.key)} (tqcli export shows it)"
-                )
+        if wanted is None and not prune:
             continue
-        for name, current in own.items():
-            if wanted[name] is None and current is not None:
-                raise InvalidInput(
-                    f"{settings.source}: {_header('breakers', row.key)} {name}: the circuit has its own {name} "
-                    f"({_breaker_value(name, current)}), which tqcli cannot remove yet: declare it (tqcli export shows it)"
-                )
+        own = dict(zip(BREAKER_KEYS, (row.failure_threshold, row.recovery_timeout)))
+        dropped = [name for name, value in own.items() if value is not None and (wanted is None or wanted[name] is None)]
+        if not dropped:
+            continue
+        tx.clear_breaker_settings(row.key, failure_threshold="failure_threshold" in dropped, recovery_timeout="recovery_timeout" in dropped)
+        if "recovery_timeout" in dropped:  # an open circuit now waits the default time from when it opened
+            tx.reschedule_open_breakers(row.key, defaults(tx)[1])
+        changes[row.key] = {name: {"from": own[name], "to": None} for name in dropped}
+    return changes
 
 
 # -- exporting ------------------------------------------------------------------------
@@ -490,7 +484,3 @@ def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value) if isinstance(value, str) else repr(value)
-
-
-def _breaker_value(name: str, value: Any) -> str:
-    return format_duration(value) if name == "recovery_timeout" else str(value)
