@@ -111,6 +111,7 @@ def claim(
     suspects: str = "alone",
     holder: str | None | object = _THIS_PROCESS,
     holding: Sequence[Claim] = (),
+    turns: list[picking.Picked] | None = None,
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
@@ -130,6 +131,12 @@ def claim(
     running, so the limit is filled by parallel attempts), and of a
     service whose circuit has counted a failure (so no more of its
     attempts are lined up than the breaker can still stop).
+
+    The tenants served spend their turns (`picking.charge`) at once, or,
+    given `turns`, are added to it for the caller to charge once before
+    commit: a transaction that claims for several slots then locks the
+    tenants' turns in one go, in name order, so two such transactions on
+    PostgreSQL cannot deadlock on them.
     """
     open_now = gate.claim_gate(tx, now, queues=queues, tenants=tenants)
     limits = open_now.limits
@@ -178,7 +185,10 @@ def claim(
     if claims:  # a claim that found nothing writes nothing
         tx.use_claim_number(number)
         spend(tx, limits, Counter(claimed.tenant for claimed in claims), now)
-        picking.charge(tx, taken)
+        if turns is None:
+            picking.charge(tx, taken)
+        else:
+            turns += taken
     return claims
 
 
