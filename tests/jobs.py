@@ -133,3 +133,10 @@ def print_both(text="hello"):
     print(text)
     print(text, file=sys.stderr)
     return text
+
+
+def tally_and_fail(ledger):
+    """Notes in `ledger` that an attempt started, then fails at once: lets tests count the attempts that ran."""
+    with open(ledger, "a") as handle:
+        handle.write("ran\n")
+    raise RuntimeError("the service is down")

@@ -9,8 +9,9 @@ from tests.test_cli_worker import wait_until
 from tqcli.backends.executor import ExecutorProcess
 
 
-def _request(token, target, *, backend="simple", payload="{}", timeout=None):
-    return {"token": token, "id": token, "claim": 1, "backend": backend, "target": target, "payload": payload, "attempt": 1, "timeout": timeout}
+def _request(token, target, *, backend="simple", payload="{}", timeout=None, service=None):
+    request = {"token": token, "id": token, "claim": 1, "backend": backend, "target": target, "payload": payload, "attempt": 1, "timeout": timeout}
+    return {**request, "service": service} if service else request
 
 
 @pytest.fixture
@@ -51,6 +52,29 @@ def test_a_result_nested_ten_thousand_deep_fails_without_killing_the_executor(ex
     bad = executor.next_reply(stop_reason=lambda: None)
     assert not bad["ok"] and bad["final"] and "nests too deeply" in bad["error"]
     assert executor.next_reply(stop_reason=lambda: None)["ok"]
+
+
+def _replies(executor, count):
+    replies = [executor.next_reply(stop_reason=lambda: None) for _ in range(count)]
+    return {reply["token"]: "ok" if reply.get("ok") else "returned" if reply.get("returned") else "failed" for reply in replies}
+
+
+def test_a_failure_gives_back_unstarted_what_waits_behind_it_of_its_service_alone(executor):
+    executor.send(
+        _request(1, "tests.jobs:boom", service="down"), _request(2, "tests.jobs:noop", service="down"),
+        _request(3, "tests.jobs:noop", service="up"), _request(4, "tests.jobs:noop", service="down"),
+    )
+    assert _replies(executor, 4) == {1: "failed", 2: "returned", 3: "ok", 4: "returned"}
+
+
+def test_a_failed_service_runs_again_once_the_worker_acknowledged_the_failure(executor):
+    executor.send(_request(1, "tests.jobs:boom", service="down"))
+    assert _replies(executor, 1) == {1: "failed"}
+    executor.send(_request(2, "tests.jobs:noop", service="down"))  # sent before the worker read the failure
+    assert _replies(executor, 1) == {2: "returned"}
+    executor.acknowledge(1)
+    executor.send(_request(3, "tests.jobs:noop", service="down"), _request(4, "tests.jobs:boom"))
+    assert _replies(executor, 2) == {3: "ok", 4: "failed"}
 
 
 def test_a_task_that_closes_stdout_does_not_break_the_next_one(executor):

@@ -17,6 +17,14 @@ the running task outlasts LINE_PATIENCE, the executor gives back (replies
 `returned` to) what waits behind it, so no claimed task waits long behind
 a task that turned out slow. Replies name their request's token.
 
+A failed attempt bars its service: what waits behind it of the same
+service is given back at once, and so is every request of that service that
+arrives until the worker acknowledges the failure (a `seen` frame naming
+its token). Those requests were sent before the worker had read the
+failure, so its circuit breaker never had the chance to hold them back; the
+worker claims them again through the breaker (see
+`tqcli.core.execution.Slot`).
+
 Stopping: on timeout the worker ends the executor's whole process group
 and starts a fresh executor; the tasks still waiting in line never
 started and are released. On cancel of the running task it first sends a
@@ -341,6 +349,7 @@ class _Line:
         self.waiting: deque[dict[str, Any]] = deque()
         self.skipped: set[Any] = set()
         self.cancelled: set[Any] = set()  # tokens whose cancel arrived (running or still to come)
+        self.barred: dict[Any, Any] = {}  # service -> token of its failure the worker has not acknowledged yet
         self.running: Any = None  # the token of the attempt running now
         self.running_since: float | None = None
 
@@ -358,8 +367,24 @@ class _Line:
                 self.skipped.add(message["skip"])
             elif "cancel" in message:
                 self.cancelled.add(message["cancel"])
+            elif "seen" in message:
+                self.barred = {service: token for service, token in self.barred.items() if token != message["seen"]}
+            elif message.get("service") in self.barred:
+                self._give_back(message)
             else:
                 self.waiting.append(message)
+
+    def _give_back(self, request: dict[str, Any]) -> None:
+        """Reply `returned` to a request that will not start here (the lock is held)."""
+        write_message(self.write_fd, {"token": request["token"], "returned": True})
+
+    def _bar(self, service: Any, token: Any) -> None:
+        """After `token` of `service` failed: give back what of it waits or arrives, until the worker has seen the failure."""
+        self.barred[service] = token
+        for request in self.waiting:
+            if request.get("service") == service:
+                self._give_back(request)
+        self.waiting = deque(request for request in self.waiting if request.get("service") != service)
 
     def start_next(self, on_idle: Callable[[], None] = lambda: None) -> dict[str, Any] | None:
         """The next request to run (marked running); None once the worker closed the pipe.
@@ -387,13 +412,15 @@ class _Line:
                 continue  # something may have arrived meanwhile
             select.select([self.read_fd], [], [])  # idle: wait for the worker
 
-    def finish(self, reply: dict[str, Any]) -> None:
-        """Send a finished request's reply."""
+    def finish(self, reply: dict[str, Any], service: Any = None) -> None:
+        """Send a finished request's reply; a failure bars its service (see the module docstring)."""
         with self.lock:
             self.running_since = None
             self.cancelled.discard(self.running)
             self.running = None
             write_message(self.write_fd, reply)
+            if service is not None and failed(reply):
+                self._bar(service, reply["token"])
 
     def is_cancelled(self, token: Any) -> bool:
         """Whether a cancel for this attempt has arrived (read from the watcher, never a stray signal)."""
@@ -411,7 +438,7 @@ class _Line:
                     continue
                 self._take_arrived()
                 for request in self.waiting:
-                    write_message(self.write_fd, {"token": request["token"], "returned": True})
+                    self._give_back(request)
                 self.waiting.clear()
 
 
@@ -460,7 +487,12 @@ def serve(read_fd: int, write_fd: int) -> None:
         restore_stdout()
         reply["token"] = token
         reply["seconds"] = time.perf_counter() - started
-        line.finish(reply)
+        line.finish(reply, request.get("service"))
+
+
+def failed(reply: dict[str, Any]) -> bool:
+    """Whether a reply of `run_request` says the attempt failed (neither succeeded nor was cancelled)."""
+    return not reply.get("ok") and not reply.get("cancelled")
 
 
 class ExecutorProcess:
@@ -545,6 +577,14 @@ class ExecutorProcess:
         if self.alive:
             try:
                 write_message(self._requests, {"skip": token})
+            except BrokenPipeError:
+                pass
+
+    def acknowledge(self, token: Any) -> None:
+        """Tell the executor the worker has read the failure of `token`: its service's requests sent from now on may start."""
+        if self.alive:
+            try:
+                write_message(self._requests, {"seen": token})
             except BrokenPipeError:
                 pass
 
@@ -633,13 +673,15 @@ class ExecutorProcess:
         self_enforced: bool = False,
         on_output: Callable[..., None] | None = None,
     ) -> dict[str, Any]:
-        """Send one attempt and wait for its reply (see `next_reply`)."""
+        """Send one attempt and wait for its reply (see `next_reply`); the next attempt may be of the same service, even after a failure."""
         message = {"token": 0, **request, "timeout": timeout}
         if on_output is not None:
             message["stream"] = True
         self.send(message)
         reply = self.next_reply(stop_reason=stop_reason, self_enforced=self_enforced, on_output=on_output)
         assert reply is not None
+        if failed(reply):
+            self.acknowledge(reply["token"])  # one at a time: nothing was sent before this failure was read
         return reply
 
     def cancel(self, token: Any) -> None:

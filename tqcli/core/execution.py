@@ -6,6 +6,13 @@ the worker or its lease (see `tqcli.backends.fence`). A slot is a thread
 that feeds one executor; it is supervised: an unexpected exception in it
 becomes a failed or released attempt and a `SlotCrashed` notice for the
 worker, never a hung worker.
+
+A failure stops its service in the slot at once: the executor gives back
+the service's requests waiting behind the failed one (and any sent before
+the slot read the failure), and the slot gives back, unsent, its claims of
+that service made before the worker recorded the failure. Only claims made
+through the circuit breaker after that run, so with one slot no attempt of
+a service starts after the failure that opened its circuit.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def request_of(claim: Claim, db_id: str) -> dict[str, Any]:
     return {
         "token": claim.token, "id": claim.id, "marker": attempt_marker(db_id, claim.id, claim.claim), "backend": claim.backend,
         "target": claim.target, "payload": claim.payload, "attempt": claim.attempt, "timeout": claim.timeout,
-        "cwd": claim.cwd, "env": claim.env,
+        "cwd": claim.cwd, "env": claim.env, "service": claim.service,
     }
 
 
@@ -138,7 +145,7 @@ class Slot:
         self._lost = lost  # whether the fence ended this slot's processes (its lease ran out)
         self._db_id = db_id
         self._make_cgroup = make_cgroup
-        self._inbox: "queue.Queue[list[Claim] | None]" = queue.Queue()
+        self._inbox: "queue.Queue[tuple[list[Claim], int] | None]" = queue.Queue()
         self._executor = ExecutorProcess(self._markers, make_cgroup)
         self._thread: threading.Thread | None = None
         self._beat = time.monotonic()  # the thread's last turn of its loop
@@ -147,6 +154,9 @@ class Slot:
         self._stops: dict[tuple[int, int], str] = {}
         self._skipped: set[tuple[int, int]] = set()
         self.outstanding = 0  # claims given and not yet reported; kept by the main thread
+        self._failures_read = 0  # failed outcomes of this slot the main thread has read (and so records)
+        self._failures_reported = 0  # failed outcomes this slot's thread has reported
+        self._failed_at: dict[str, int] = {}  # service -> number of its latest failure among those reported
         self.average: float | None = None  # seconds per attempt, smoothed
 
     @property
@@ -162,13 +172,23 @@ class Slot:
         return max(1, min(MAX_WINDOW, int(WINDOW_SECONDS / seconds)))
 
     def give(self, claims: list[Claim]) -> None:
-        """Queue attempts on this slot; each outcome arrives on the results queue."""
+        """Queue attempts on this slot; each outcome arrives on the results queue.
+
+        The main thread calls it right after the transaction that made the
+        claims, which recorded every outcome it had `collect`ed.
+        """
         if self._thread is None:
             self._beat = time.monotonic()
             self._thread = threading.Thread(target=self._supervised, name="tqcli-slot", daemon=True)
             self._thread.start()
         self.outstanding += len(claims)
-        self._inbox.put(claims)
+        self._inbox.put((claims, self._failures_read))
+
+    def collect(self, outcome: Outcome) -> None:
+        """The main thread read one of this slot's outcomes: it is no longer outstanding, and it is recorded before the next claim."""
+        self.outstanding -= 1
+        if outcome.kind == "failed":
+            self._failures_read += 1
 
     def stop(self, token: tuple[int, int], reason: str) -> None:
         """Ask one attempt to stop: `cancel` (task cancelled), `release` (shutdown) or `lost`."""
@@ -190,10 +210,33 @@ class Slot:
         self._reports([(claim, outcome)])
 
     def _reports(self, ended: list[tuple[Claim, Outcome]]) -> None:
-        for claim, _ in ended:
+        for claim, outcome in ended:
             self._stops.pop(claim.token, None)
             self._skipped.discard(claim.token)
+            if outcome.kind == "failed":
+                self._failures_reported += 1
+                self._failed_at[claim.service] = self._failures_reported
         self._results.put([(self, claim, outcome) for claim, outcome in ended])
+
+    def _admit(self, claims: list[Claim], failures_read: int) -> list[Claim]:
+        """The claims to send to the executor; the others are reported at once, unstarted.
+
+        Those left out were stopped before they were sent, or were made
+        before the worker had read (and so recorded) the latest failure of
+        their service in this slot: they never went through its circuit
+        breaker as it stands now, and are claimed again through it.
+        """
+        admitted, dropped = [], []
+        for claim in claims:
+            if claim.token in self._stops:
+                dropped.append((claim, _stopped(self._stops[claim.token])))
+            elif self._failed_at.get(claim.service, 0) > failures_read:
+                dropped.append((claim, Outcome("released")))
+            else:
+                admitted.append(claim)
+        if dropped:
+            self._reports(dropped)
+        return admitted
 
     def _abandon_line(self) -> None:
         """After the executor was ended: what waited in line never started."""
@@ -230,7 +273,7 @@ class Slot:
                 batch = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            held += batch or []
+            held += batch[0] if batch else []
         error = f"internal error in the worker: {type(exc).__name__}: {exc}"
         reports = [(claim, Outcome("failed", error=error) if ran and n == 0 else Outcome("released")) for n, claim in enumerate(held)]
         self._thread = None
@@ -249,9 +292,12 @@ class Slot:
                 batch = []
             if batch is None:
                 return
-            if batch:
-                self._line.update((claim.token, claim) for claim in batch)
-                executor.send(*[request_of(claim, self._db_id) for claim in batch])
+            claims = self._admit(*batch) if batch else []
+            if claims:
+                self._line.update((claim.token, claim) for claim in claims)
+                executor.send(*[request_of(claim, self._db_id) for claim in claims])
+            if not self._line:
+                continue
             waiting = list(self._line.values())
             for claim in waiting[1:]:
                 if claim.token in self._stops and claim.token not in self._skipped:
@@ -290,6 +336,9 @@ class Slot:
                 reply = executor.ready_reply() if self._line else None
             if ended:
                 self._reports(ended)
+                for claim, outcome in ended:  # after _reports: what is sent from now on was checked against these failures
+                    if outcome.kind == "failed":
+                        executor.acknowledge(claim.token)
 
     def terminate(self) -> None:
         """End the executor's process group now, whatever it runs (safe from any thread)."""

@@ -28,7 +28,6 @@ from tqcli.core.leases import LeaseKeeper
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
 from tqcli.core.worker_run import WorkerOptions, WorkerReport
 from tqcli.errors import InternalError, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
-from tqcli.resilience import circuit_breaker
 
 # A commit that failed for one of these is tried again on the next turn of the loop (the outcomes wait).
 _TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
@@ -303,7 +302,7 @@ class Worker:
                 else:
                     for item in batch:
                         finished.append(item)
-                        item[0].outstanding -= 1  # its slot can take the next claim in the same transaction
+                        item[0].collect(item[2])  # its slot can take the next claim in the same transaction
                 batch = self._next_result(0)
 
     def _disk_full(self, exc: StorageFull, keeper: LeaseKeeper) -> None:
@@ -369,10 +368,13 @@ class Worker:
                 wants.append((slot, count))
         return wants
 
-    def _give_back_unstarted(self, services: set[str]) -> None:
-        """A circuit opened: claims of its service that have not started go back to pending, unrun."""
+    def _give_back_unstarted(self, tripped: dict[str, int | None]) -> None:
+        """Circuits are open or half-open: claims of their services that have not started go back to pending, unrun.
+
+        `tripped` maps each such service to its trial task, which is kept.
+        """
         for token, (slot, claim) in self._by_token.items():
-            if claim.service in services:
+            if claim.service in tripped and claim.id != tripped[claim.service]:
                 slot.release_unstarted(token)
 
     def _dag_can_run(self, dag_id: int) -> bool:
@@ -398,7 +400,7 @@ class Worker:
         now = self._ctx.clock.now()
         claimed: list[tuple[Slot, list[dispatcher.Claim]]] = []
         try:
-            endings, breakers = self._record_and_claim(finished, wants, backend_names, now, claimed)
+            endings, tripped = self._record_and_claim(finished, wants, backend_names, now, claimed)
         except StorageLost:
             self._after_lost_commit(finished, report, keeper)
             raise
@@ -410,8 +412,8 @@ class Worker:
                 self._log(f"task {claim.id} attempt {claim.attempt} failed: {outcome.error.splitlines()[0][:200]}")
             elif became == "stale":
                 self._log(f"task {claim.id}: dropped a late result (another worker took the task over)")
-        if breakers.opened:
-            self._give_back_unstarted(breakers.opened)
+        if tripped:
+            self._give_back_unstarted(tripped)
         report.claimed += sum(len(claims) for _, claims in claimed)
         return claimed
 
@@ -460,21 +462,38 @@ class Worker:
         backend_names: list[str],
         now: int,
         claimed: list[tuple[Slot, list[dispatcher.Claim]]],
-    ) -> tuple[list[str], circuit_breaker.BreakerCache]:
-        """The transaction of `_commit`: finish what ended, then claim for `wants` (appended to `claimed`)."""
+    ) -> tuple[list[str], dict[str, int | None]]:
+        """The transaction of `_commit`: finish what ended, then claim for `wants` (appended to `claimed`).
+
+        Also returns the circuits that are open or half-open now, by
+        service, with their trial task, when this worker holds claims
+        made earlier (see `_give_back_unstarted`).
+        """
         options = self._options
+        held = self._held_by_slot(finished)
         with self._ctx.change() as (tx, journal):
-            breakers = circuit_breaker.BreakerCache(tx)
             endings = dispatcher.finish_all(
-                tx, journal, [(claim, outcome) for _, claim, outcome in finished], now=now, worker=self.worker_id, breakers=breakers,
+                tx, journal, [(claim, outcome) for _, claim, outcome in finished], now=now, worker=self.worker_id,
             )
+            # Whoever opened them (this worker or another), claims made before they opened must not start.
+            tripped = {key: trial for key, _, _, trial in tx.tripped_breakers()} if held else {}
             for slot, count in wants:
                 claims = dispatcher.claim(
                     tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,
                     queues=options.queues, tenants=options.tenants, backends=backend_names, dag_id=options.dag_id,
                     suspects="alone" if slot.outstanding == 0 else "exclude",
+                    holding=held.get(slot, []),
                 )
                 if not claims:
                     break  # nothing more is ready for anyone
                 claimed.append((slot, claims))
-        return endings, breakers
+        return endings, tripped
+
+    def _held_by_slot(self, finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]]) -> dict[Slot, list[dispatcher.Claim]]:
+        """What each slot holds (running or waiting in line), leaving out the attempts that just ended."""
+        ending = {claim.token for _, claim, _ in finished}
+        held: dict[Slot, list[dispatcher.Claim]] = {}
+        for token, (slot, claim) in self._by_token.items():
+            if token not in ending:
+                held.setdefault(slot, []).append(claim)
+        return held
