@@ -11,14 +11,18 @@ The first table is SQLite's. Then bench/parallel.py measures both stores
 with the same code, on a PostgreSQL server it starts for the run at
 PostgreSQL's default durability (tests/pgserver.py; stopped at the end):
 drains by 1, 2 and 4 worker processes, bulk submit, submit latency, and
-the same drains by procrastinate and PgQueuer on that server.
+the same drains by procrastinate and PgQueuer on that server. Last,
+bench/fairness.py measures tenants taking turns (issue 12) on both stores:
+claim rates by 1, 100 and 10,000 tenants, where a late tenant's tasks
+land, the claim's plans, and drains by 1 vs 100 tenants.
 
-    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres]
+    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,11 +34,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import fairness  # noqa: E402
 import parallel  # noqa: E402
 import tqcli  # noqa: E402
 from common import Figure, spread, table  # noqa: E402
@@ -440,10 +446,12 @@ def sqlite_figures(args: argparse.Namespace, sizes: dict[str, int], work: Path, 
     return figures
 
 
-def store_sections(args: argparse.Namespace, sizes: dict[str, int], work: Path) -> tuple[list[Figure], str, list[str]]:
-    """Both stores side by side, and the peers on PostgreSQL: figures, the extra tables, and the header lines."""
-    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    header: list[str] = []
+BenchStore = parallel.SqliteStore | parallel.PostgresStore
+
+
+@contextlib.contextmanager
+def bench_stores(args: argparse.Namespace, work: Path, header: list[str]) -> Iterator[tuple[list[BenchStore], parallel.Server | None]]:
+    """SQLite, and PostgreSQL on a server started for the run unless --no-postgres (stopped at the end); notes go to `header`."""
     stores: list[parallel.SqliteStore | parallel.PostgresStore] = [parallel.SqliteStore(work)]
     server = None
     if not args.no_postgres:
@@ -452,26 +460,39 @@ def store_sections(args: argparse.Namespace, sizes: dict[str, int], work: Path) 
         except Exception as exc:  # noqa: BLE001 - PostgresUnavailable, or a server that did not start: SQLite goes on alone
             print(f"warning: no PostgreSQL for the benchmark ({str(exc).splitlines()[0]}); measuring SQLite only", file=sys.stderr)
             header.append(f"PostgreSQL: not measured ({str(exc).splitlines()[0]})")
-    peers: list[parallel.Peer] = []
-    results = parallel.Results()
     try:
         if server is not None:
             stores.append(parallel.PostgresStore(server))
             header.append(f"PostgreSQL server: {server.describe()}")
-            log(header[-1])
-            if not args.no_compare:
-                why = parallel.ensure_peer_env()
-                if why:
-                    print(f"warning: {why}; skipping procrastinate and PgQueuer", file=sys.stderr)
-                    header.append(f"procrastinate and PgQueuer: not compared ({why})")
-                for tool in ("procrastinate", "pgqueuer") if not why else ():
-                    try:
-                        peers.append(parallel.Peer(tool, server))
-                    except Exception as exc:  # noqa: BLE001 - one peer that cannot be set up does not stop the rest
-                        print(f"warning: {tool} could not be set up ({exc}); skipping it", file=sys.stderr)
-                        header.append(f"{tool}: not compared ({str(exc).splitlines()[-1][:200]})")
-                if peers:
-                    header.append(f"Compared (bench/.env-pg): {parallel.peer_versions()}")
+            print(header[-1], file=sys.stderr)
+        yield stores, server
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def store_sections(
+    args: argparse.Namespace, sizes: dict[str, int], work: Path, stores: list[parallel.SqliteStore | parallel.PostgresStore],
+    server: parallel.Server | None, header: list[str],
+) -> tuple[list[Figure], str]:
+    """Both stores side by side, and the peers on PostgreSQL: figures and the extra tables (notes go to `header`)."""
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    peers: list[parallel.Peer] = []
+    results = parallel.Results()
+    try:
+        if server is not None and not args.no_compare:
+            why = parallel.ensure_peer_env()
+            if why:
+                print(f"warning: {why}; skipping procrastinate and PgQueuer", file=sys.stderr)
+                header.append(f"procrastinate and PgQueuer: not compared ({why})")
+            for tool in ("procrastinate", "pgqueuer") if not why else ():
+                try:
+                    peers.append(parallel.Peer(tool, server))
+                except Exception as exc:  # noqa: BLE001 - one peer that cannot be set up does not stop the rest
+                    print(f"warning: {tool} could not be set up ({exc}); skipping it", file=sys.stderr)
+                    header.append(f"{tool}: not compared ({str(exc).splitlines()[-1][:200]})")
+            if peers:
+                header.append(f"Compared (bench/.env-pg): {parallel.peer_versions()}")
         figures = parallel.submit_latency(args.runs, stores)
         progress(figures)
         done = parallel.bulk_submit_many(work, args.runs, sizes["bulk_lib"], stores)
@@ -494,8 +515,6 @@ def store_sections(args: argparse.Namespace, sizes: dict[str, int], work: Path) 
                 peer.close()
             except Exception:  # noqa: BLE001 - the server goes next anyway
                 pass
-        if server is not None:
-            server.stop()
     queues = [f"tqcli, {store.label}" for store in stores] + [peer.label for peer in peers]
     tables = "### Drains by worker processes\n\n" + parallel.drain_table(results, queues) + "\n"
     if peers:
@@ -503,7 +522,15 @@ def store_sections(args: argparse.Namespace, sizes: dict[str, int], work: Path) 
         tables += parallel.versus_table(results, "tqcli, PostgreSQL", [peer.label for peer in peers]) + "\n"
     problems = results.problems()
     tables += "\n### Problems during the drains\n\n" + ("\n".join(f"- {p}" for p in problems) if problems else "none") + "\n"
-    return figures, tables, header
+    return figures, tables
+
+
+def tenant_section(args: argparse.Namespace, sizes: dict[str, Any], stores: list[parallel.SqliteStore | parallel.PostgresStore]) -> str:
+    """The "Tenants and fair claims (issue 12)" section (bench/fairness.py): its table and the claim statements' plans."""
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    figures, plans = fairness.section(stores, args.runs, sizes, log)
+    progress(figures)
+    return "### Tenants and fair claims (issue 12)\n\n" + table(figures) + "\n\n#### The plans of one claim\n\n" + plans
 
 
 def main() -> None:
@@ -513,23 +540,36 @@ def main() -> None:
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     parser.add_argument("--no-compare", action="store_true", help="skip installing and running Huey, procrastinate and PgQueuer")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL (and so procrastinate and PgQueuer)")
+    parser.add_argument("--tenants-only", action="store_true", help="only the tenants and fair claims section (bench/fairness.py)")
     args = parser.parse_args()
     sizes = dict(
         bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000,
         bulk_lib=100_000, nap=240, noop=2_000,
+        tenant_backlog=100_000, tenant_counts=(1, 100, 10_000), claim_transactions=(200, 30), claim_budget=1.5,
+        late_backlog=100_000, paused_backlog=100_000, tenant_drain=20_000,
     )
     if args.quick:
         sizes = dict(
             bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200,
             bulk_lib=2_000, nap=100, noop=400,
+            tenant_backlog=3_000, tenant_counts=(1, 100, 1_000), claim_transactions=(20, 3), claim_budget=0.3,
+            late_backlog=2_000, paused_backlog=2_000, tenant_drain=500,
         )
-    have_huey = not args.no_compare and ensure_comparison_env()
+    have_huey = not args.no_compare and not args.tenants_only and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
     started = time.perf_counter()
     load_before = load()
+    header: list[str] = []
+    sections: list[str] = []
     try:
-        figures = sqlite_figures(args, sizes, work, have_huey)
-        store_figures, tables, header = store_sections(args, sizes, work)
+        if not args.tenants_only:
+            figures = sqlite_figures(args, sizes, work, have_huey)
+            sections.append("### SQLite\n\n" + table(figures) + "\n")
+        with bench_stores(args, work, header) as (stores, server):
+            if not args.tenants_only:
+                store_figures, tables = store_sections(args, sizes, work, stores, server, header)
+                sections.append("### Both stores\n\n" + table(store_figures) + "\n\n" + tables)
+            sections.append(tenant_section(args, sizes, stores))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
@@ -538,9 +578,7 @@ def main() -> None:
         f"load average (1, 5, 15 min) {load_before} at the start, {load()} at the end",
         *header,
     ]
-    report = (
-        "\n".join(lines) + "\n\n### SQLite\n\n" + table(figures) + "\n\n### Both stores\n\n" + table(store_figures) + "\n\n" + tables
-    )
+    report = "\n".join(lines) + "\n\n" + "\n".join(sections)
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(report)
