@@ -245,6 +245,22 @@ def test_half_open_admits_one_trial_and_success_closes(queue, clock):
     assert len(claim(queue, 5)) == 3  # the other three, the trial having completed
 
 
+def test_a_late_success_of_an_attempt_claimed_before_the_circuit_opened_changes_nothing(queue, clock):
+    queue.breakers.configure("simple:svc:call", failure_threshold=2, recovery_timeout="10s")
+    for _ in range(5):
+        queue.submit("svc:call", backoff=0)
+    late = claim(queue, 3)  # claimed while the circuit was closed (they run in other slots)
+    for claimed in late[:2]:
+        finish(queue, claimed, failed())
+    assert breaker_of(queue, "simple:svc:call").state == "open"
+    finish(queue, late[2], ok())  # it ran meanwhile and succeeded: the trial decides, not this
+    assert breaker_of(queue, "simple:svc:call").state == "open"
+    clock.advance(10)
+    (trial,) = claim(queue, 5)
+    finish(queue, trial, ok())
+    assert breaker_of(queue, "simple:svc:call").state == "closed"
+
+
 def open_circuit(queue, recovery_timeout):
     """Open the circuit of `svc:call` with one failure; its task waits to be retried."""
     queue.breakers.configure(None, failure_threshold=1, recovery_timeout=recovery_timeout)

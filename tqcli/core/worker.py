@@ -21,7 +21,7 @@ from typing import Any, Callable
 from tqcli.backends import cgroups
 from tqcli.backends.fence import HOLDER, Fence
 from tqcli.clock import ServerClock
-from tqcli.core import dispatcher, liveness, workers
+from tqcli.core import dispatcher, liveness, picking, workers
 from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
@@ -477,16 +477,18 @@ class Worker:
             )
             # Whoever opened them (this worker or another), claims made before they opened must not start.
             tripped = {key: trial for key, _, _, trial in tx.tripped_breakers()} if held else {}
+            turns: list[picking.Picked] = []
             for slot, count in wants:
                 claims = dispatcher.claim(
                     tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,
                     queues=options.queues, tenants=options.tenants, backends=backend_names, dag_id=options.dag_id,
                     suspects="alone" if slot.outstanding == 0 else "exclude",
-                    holding=held.get(slot, []),
+                    holding=held.get(slot, []), turns=turns,
                 )
                 if not claims:
                     break  # nothing more is ready for anyone
                 claimed.append((slot, claims))
+            picking.charge(tx, turns)  # once for every slot, so the tenants' turns are locked in name order
         return endings, tripped
 
     def _held_by_slot(self, finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]]) -> dict[Slot, list[dispatcher.Claim]]:

@@ -76,10 +76,16 @@ def admit_trial(tx: Tx, journal: Journal, key: str, task_id: int, tenant: str, n
 
 
 def record_success(tx: Tx, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:
-    """A successful attempt closes the circuit and clears its failure count."""
+    """A successful attempt clears a closed circuit's failure count; the trial's success closes a half-open one.
+
+    A success of an attempt claimed before the circuit opened (it ran in
+    another slot meanwhile) changes nothing: the trial decides.
+    """
     tx.lock_breakers([key])
     row = tx.breaker_row(key)
     if row is None or (row.state == "closed" and row.failures == 0):
+        return
+    if row.state == "open" or (row.state == "half-open" and row.trial_task != task_id):
         return
     tx.save_breaker(key, state="closed", failures=0, opened_at=None, retry_at=None, trial_task=None, now=now)
     if row.state != "closed":
