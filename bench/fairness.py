@@ -11,8 +11,8 @@ window of 64.
   then again), in tasks claimed per second.
 - Where a late tenant lands: tenant `b` submits k tasks behind tenant
   `a`'s backlog; claims go on until `b`'s last is claimed.
-- The plans at that backlog: `Tx.explain_claim`, the level and next-tenant
-  lookups (`Tx.next_level`, `Tx.next_tenant`), and every other statement
+- The plans at that backlog: `Tx.explain_claim`, the level and work
+  lookups (`Tx.next_level`, `Tx.work_at_level`), and every other statement
   one claim runs, recorded as the claim runs them and then EXPLAINed.
 - A claim beside a paused queue's backlog of the same tenant and level.
 - `tqcli worker --once` drains of no-op tasks by 1 vs 100 tenants.
@@ -232,10 +232,10 @@ class Plans:
                 self.first.setdefault(sql, (kind, params))
         with tqcli.open(db) as q, q._ctx.store.write() as tx:
             self.pending = tx.conn.execute("SELECT count(*) FROM tasks WHERE state = 'pending'").fetchone()[0]
-            self.claim = [_plan_line(line) for line in tx.explain_claim(priority=0, tenants=(tenant(0),), backends=BACKENDS)]
+            self.claim = [_plan_line(line) for line in tx.explain_claim(priority=0, tenants=(tenant(0),), queues=("default",), backends=BACKENDS)]
             self.plans = {sql: self._explain(tx, sql, *self.first[sql]) for sql in self.calls}
             self.level = next(plan for sql, plan in self.plans.items() if sql.startswith("SELECT priority FROM tasks"))
-            self.next_tenant = [plan for sql, plan in self.plans.items() if sql.startswith("SELECT tenant FROM tasks")]
+            self.work = [plan for sql, plan in self.plans.items() if sql.lstrip().startswith("WITH RECURSIVE pairs")]
             # The plans are read in a transaction that writes nothing and is not kept.
 
     def _explain(self, tx: Any, sql: str, kind: str, params: tuple) -> list[str]:
@@ -259,15 +259,13 @@ class Plans:
         return bad
 
     def figure(self) -> Figure:
-        named = [("pick (explain_claim)", self.claim), ("level", self.level)] + [
-            (f"next tenant{' (after one)' if n else ''}", plan) for n, plan in enumerate(self.next_tenant)
-        ]
+        named = [("pick (explain_claim)", self.claim), ("level", self.level)] + [("tenants and queues at the level", plan) for plan in self.work]
         shown = "; ".join(f"{what}: {' / '.join(plan)}" for what, plan in named)
         searched = not any(self.problems(plan) for _, plan in named)
         return Figure(
             f"claim plan, {self.store.label}",
             f"at {self.pending:,} pending tasks over {self.tenants} tenants (each with a pass): one tenant's pick at one level and the claim of the "
-            "picked ids (`explain_claim`), the level lookup, the next-tenant lookup",
+            "picked ids (`explain_claim`), the level lookup, the lookup of the tenants and queues with work at the level",
             shown, "index searches; no temp B-tree, no Sort", searched,
         )
 

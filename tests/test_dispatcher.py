@@ -333,20 +333,26 @@ def test_the_claim_is_an_index_search_with_no_temp_b_tree(queue):
                 assert "Index Scan using tasks_claim" in plan and "Sort" not in plan, plan
             else:
                 pick, update = plan.split(" | ")
-                assert pick == "SEARCH tasks USING INDEX tasks_claim (state=? AND waiting_deps=? AND priority=? AND tenant=? AND run_at<?)", plan
+                assert pick == (
+                    "SEARCH tasks USING INDEX tasks_claim (state=? AND waiting_deps=? AND priority=? AND tenant=? AND queue=? AND run_at<?)"
+                ), plan
                 assert update == "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)", plan  # the update visits the picked rows only
 
 
 @pytest.mark.sqlite_only
-def test_finding_the_levels_and_tenants_with_work_is_an_index_search(queue):
+def test_finding_the_levels_and_the_tenants_and_queues_with_work_is_an_index_search(queue):
+    from tqcli.store.tenancy_sql import WORK_AT_LEVEL
+
     with queue._ctx.read() as tx:
-        for sql in (
-            "SELECT priority FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND priority < 5 ORDER BY priority DESC LIMIT 1",
-            "SELECT tenant FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND priority = 0 AND tenant > 'a' "
-            "ORDER BY priority DESC, tenant LIMIT 1",
-        ):
-            plan = " | ".join(row[-1] for row in tx.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
-            assert plan.startswith("SEARCH tasks USING COVERING INDEX tasks_claim") and "TEMP B-TREE" not in plan, plan
+        level = "SELECT priority FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND priority < 5 ORDER BY priority DESC LIMIT 1"
+        plan = " | ".join(row[-1] for row in tx.conn.execute(f"EXPLAIN QUERY PLAN {level}"))
+        assert plan == "SEARCH tasks USING COVERING INDEX tasks_claim (state=? AND waiting_deps=? AND priority<?)", plan
+        steps = [row[-1] for row in tx.conn.execute(f"EXPLAIN QUERY PLAN {WORK_AT_LEVEL}", (0, 0, 0))]
+        searches = [step for step in steps if "tasks" in step and ("SEARCH" in step or "SCAN" in step)]
+        assert "SEARCH tasks USING COVERING INDEX tasks_claim (state=? AND waiting_deps=? AND priority=?)" in searches, steps
+        assert "SEARCH tasks USING COVERING INDEX tasks_claim (state=? AND waiting_deps=? AND priority=? AND tenant=? AND queue>?)" in searches, steps
+        assert "SEARCH tasks USING COVERING INDEX tasks_claim (state=? AND waiting_deps=? AND priority=? AND tenant>?)" in searches, steps
+        assert not [step for step in steps if step.startswith("SCAN tasks") or "TEMP B-TREE" in step], steps
 
 
 def test_a_lease_held_by_a_running_process_survives_a_clock_jump(queue, clock):

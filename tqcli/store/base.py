@@ -96,6 +96,7 @@ class PickRow(NamedTuple):
     tenant: str
     service: str
     error: str | None
+    run_at: int
 
 
 class BreakerRow(NamedTuple):
@@ -460,10 +461,10 @@ class TenancyStore(Protocol):
         """How many of a tenant's tasks are pending or blocked."""
     def next_level(self, below: int | None) -> int | None:
         """The highest priority below `below` (None: any) of a pending task with no unfinished dependency."""
-    def next_tenant(self, priority: int, after: str | None) -> str | None:
-        """The first tenant after `after` (None: the first) with such a task at `priority`."""
-    def tenant_passes(self, tenants: Sequence[str]) -> dict[str, int]:
-        """The stored virtual time of each tenant among `tenants` that has one."""
+    def work_at_level(self, priority: int) -> list[tuple[str, str, int | None, float | None]]:
+        """`(tenant, queue, pass, weight)` of every tenant and queue with such a task at `priority`, by tenant and queue."""
+    def pick_shares(self, shares: Sequence[tuple[str, str, int]], *, priority: int, now: int, **filters: Any) -> list[PickRow]:
+        """For each `(tenant, queue, count)`: its oldest `count` ready tasks at `priority`; locked and skipped as `pick_tasks`'s."""
     def advance_passes(self, passes: Sequence[tuple[str, int, int]]) -> None:
         """For each `(tenant, start, spent)`: its pass becomes max(its pass, start) + spent, in tenant order."""
 

@@ -16,9 +16,9 @@ from tqcli.store.tasks_sql import chunks, marks
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
 CLAIM_COLUMNS = columns(ClaimRow)
 
-# The order of `tasks_claim`. A claim takes one tenant at one priority level at a
-# time (see tqcli.core.picking), where this is oldest first.
-CLAIM_ORDER = "priority DESC, tenant, run_at, id"
+# The order of `tasks_claim`. A claim takes one tenant's queue at one priority
+# level at a time (see tqcli.core.picking), where this is oldest first.
+CLAIM_ORDER = "priority DESC, tenant, queue, run_at, id"
 
 # What a claim judges a picked task by, before it claims it (see `pick_tasks`).
 PICK_COLUMNS = columns(PickRow)

@@ -16,7 +16,7 @@ import psycopg
 from tqcli.store.audit_sql import AUDIT_COLUMNS, AuditSQL
 from tqcli.store.base import PickRow
 from tqcli.store.breaker_sql import BreakerSQL
-from tqcli.store.dispatch_sql import DispatchSQL, pick_statement
+from tqcli.store.dispatch_sql import CLAIM_ORDER, PICK_COLUMNS, DispatchSQL, claim_filters, pick_statement
 from tqcli.store.maintenance_sql import MaintenanceSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
@@ -152,9 +152,22 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
         sql, params = pick_statement(due_by=filters.pop("due_by", None) or now, **filters)
         return list(map(PickRow._make, self.conn.execute(sql + " FOR UPDATE SKIP LOCKED", (*params, count)).fetchall()))
 
+    def pick_shares(self, shares: Sequence[tuple[str, str, int]], *, priority: int, now: int, **filters: Any) -> list[PickRow]:
+        """See TenancySQL.pick_shares: every share in one statement (a LATERAL search per share), locked as `pick_tasks`'s."""
+        if not shares:
+            return []
+        where, params = claim_filters(due_by=filters.pop("due_by", None) or now, priority=priority, **filters)
+        sql = (
+            "SELECT picked.* FROM unnest(?::text[], ?::text[], ?::bigint[]) AS share(tenant, queue, n) "
+            f"CROSS JOIN LATERAL (SELECT {PICK_COLUMNS} FROM tasks WHERE {where} AND tenant = share.tenant AND queue = share.queue "
+            f"ORDER BY {CLAIM_ORDER} LIMIT share.n FOR UPDATE SKIP LOCKED) AS picked"
+        )
+        tenants, queues, counts = (list(column) for column in zip(*shares))
+        return list(map(PickRow._make, self.conn.execute(sql, (tenants, queues, counts, *params)).fetchall()))
+
     def explain_claim(self, **filters: Any) -> list[str]:
         """PostgreSQL's plan for one tenant's pick at one level, one line per step."""
-        sql, params = pick_statement(due_by=0, **{"priority": 0, "tenants": ("default",), **filters})
+        sql, params = pick_statement(due_by=0, **{"priority": 0, "tenants": ("default",), "queues": ("default",), **filters})
         return [row[0] for row in self.conn.execute(f"EXPLAIN {sql} FOR UPDATE SKIP LOCKED", (*params, 1)).fetchall()]
 
     # -- what wakes workers ------------------------------------------------

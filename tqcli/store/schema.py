@@ -401,15 +401,15 @@ MIGRATION_6 = (
 
 # -- version 7: teams sharing one database ---------------------------------------
 # Tenants take turns within a priority level (see tqcli.tenancy.fairness), so
-# the claim index puts the tenant after the priority: a claim reads the
-# tenants with work at a level, then each one's oldest tasks, all by index
-# searches. The queue comes along so a `--queue` filter or a paused queue is
-# judged from the index too. `tenant_turns` keeps each tenant's virtual time
-# (its "pass"), state of the claim rather than a setting.
+# the claim index puts the tenant and the queue after the priority: a claim
+# reads the tenants and queues with work at a level, then each one's oldest
+# tasks, all by index searches, and a paused queue's backlog or a worker's
+# `--queue` is a seek rather than a filter. `tenant_turns` keeps each
+# tenant's virtual time (its "pass"), state of the claim rather than a setting.
 
 DROP_CLAIM_INDEX_6 = "DROP INDEX tasks_claim"
 TASKS_CLAIM_INDEX_7 = """
-CREATE INDEX tasks_claim ON tasks (state, waiting_deps, priority DESC, tenant, run_at, id, expires_at, queue)
+CREATE INDEX tasks_claim ON tasks (state, waiting_deps, priority DESC, tenant, queue, run_at, id, expires_at)
 """
 TENANT_TURNS = """
 CREATE TABLE tenant_turns (

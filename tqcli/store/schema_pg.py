@@ -198,12 +198,12 @@ BASE: tuple[str, ...] = tuple(
 
 # Migrations after BASE_VERSION, in order: MIGRATIONS[0] takes a database to version 7.
 # Version 7: tenants take turns within a priority level, so the claim index
-# puts the tenant after the priority; `tenant_turns` keeps each tenant's
+# puts the tenant and the queue after the priority; `tenant_turns` keeps each tenant's
 # virtual time (see tqcli.store.schema, version 7).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "DROP INDEX tasks_claim",
-        "CREATE INDEX tasks_claim ON tasks (priority DESC, tenant, run_at, id) WHERE state = 'pending' AND waiting_deps = 0",
+        "CREATE INDEX tasks_claim ON tasks (priority DESC, tenant, queue, run_at, id) WHERE state = 'pending' AND waiting_deps = 0",
         "CREATE TABLE tenant_turns (tenant TEXT COLLATE \"C\" PRIMARY KEY, pass BIGINT NOT NULL)",
     ),
 )

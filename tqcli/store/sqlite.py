@@ -75,7 +75,7 @@ class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Maintena
 
         The benchmark shows them.
         """
-        filters = {"priority": 0, "tenants": ("default",), **filters}
+        filters = {"priority": 0, "tenants": ("default",), "queues": ("default",), **filters}
         sql, params = pick_statement(due_by=0, **filters)
         steps = [row[-1] for row in self.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (*params, 1))]
         update = CLAIM_PICKED.format(ids="?, ?", still_pending=self._still_pending)

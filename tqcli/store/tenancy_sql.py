@@ -2,19 +2,34 @@
 
 The counts are index searches: a queue's unfinished tasks and a tenant's
 waiting ones are read from `tasks_counts (queue, state, tenant)`, running
-tasks from the partial `tasks_lease` index, and the tenants with work at a
-priority level by jumping along `tasks_claim` from one tenant to the next.
+tasks from the partial `tasks_lease` index, and the tenants and queues with
+work at a priority level by jumping along `tasks_claim` from one pair to
+the next.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Sequence
+from typing import Any, Sequence
 
-from tqcli.store.base import QueueRow, TenantRow, columns
+from tqcli.store.base import PickRow, QueueRow, TenantRow, columns
 from tqcli.store.tasks_sql import chunks, marks
 
 QUEUE_COLUMNS = columns(QueueRow)
+_AT_LEVEL = "state = 'pending' AND waiting_deps = 0 AND priority = ?"
+WORK_AT_LEVEL = f"""
+WITH RECURSIVE pairs(tenant, queue) AS (
+    SELECT tenant, queue FROM (SELECT tenant, queue FROM tasks WHERE {_AT_LEVEL} ORDER BY priority DESC, tenant, queue LIMIT 1) AS first
+    UNION ALL
+    SELECT t.tenant, t.queue FROM pairs JOIN tasks AS t ON t.id = coalesce(
+        (SELECT id FROM tasks WHERE {_AT_LEVEL} AND tenant = pairs.tenant AND queue > pairs.queue
+         ORDER BY priority DESC, tenant, queue LIMIT 1),
+        (SELECT id FROM tasks WHERE {_AT_LEVEL} AND tenant > pairs.tenant ORDER BY priority DESC, tenant, queue LIMIT 1))
+)
+SELECT pairs.tenant, pairs.queue, turns.pass, settings.weight FROM pairs
+LEFT JOIN tenant_turns AS turns ON turns.tenant = pairs.tenant
+LEFT JOIN tenants AS settings ON settings.name = pairs.tenant
+"""
 TENANT_COLUMNS = columns(TenantRow)
 # A pending task whose dependencies all completed: the first two columns of `tasks_claim`.
 _WAITING_FOR_A_WORKER = "state = 'pending' AND waiting_deps = 0"
@@ -124,21 +139,21 @@ class TenancySQL:
         row = self.conn.execute(f"SELECT priority FROM tasks WHERE {where} ORDER BY priority DESC LIMIT 1", params).fetchone()
         return None if row is None else row[0]
 
-    def next_tenant(self, priority: int, after: str | None) -> str | None:
-        """The first tenant after `after` (None: the first) with such a task at `priority`."""
-        where, params = f"{_WAITING_FOR_A_WORKER} AND priority = ?", (priority,)
-        if after is not None:
-            where, params = where + " AND tenant > ?", (priority, after)
-        row = self.conn.execute(f"SELECT tenant FROM tasks WHERE {where} ORDER BY priority DESC, tenant LIMIT 1", params).fetchone()
-        return None if row is None else row[0]
+    def work_at_level(self, priority: int) -> list[tuple[str, str, int | None, float | None]]:
+        """`(tenant, queue, pass, weight)` of every tenant and queue with such a task at `priority`, by tenant and queue.
 
-    def tenant_passes(self, tenants: Sequence[str]) -> dict[str, int]:
-        """The stored virtual time of each tenant among `tenants` that has one."""
-        passes: dict[str, int] = {}
-        for part in chunks(sorted(set(tenants))):
-            sql = f"SELECT tenant, pass FROM tenant_turns WHERE tenant IN ({marks(len(part))})"
-            passes.update(self.conn.execute(sql, part).fetchall())
-        return passes
+        One statement that jumps along `tasks_claim` from one pair to the
+        next (an index search each), with each tenant's stored pass and
+        weight (None where it has none).
+        """
+        return self.conn.execute(WORK_AT_LEVEL, (priority, priority, priority)).fetchall()
+
+    def pick_shares(self, shares: Sequence[tuple[str, str, int]], *, priority: int, now: int, **filters: Any) -> list[PickRow]:
+        """For each `(tenant, queue, count)`: its oldest `count` ready tasks at `priority` matching `filters`; all of them, in no order."""
+        rows: list[PickRow] = []
+        for tenant, queue, count in shares:
+            rows += self.pick_tasks(count=count, now=now, priority=priority, tenants=(tenant,), queues=(queue,), **filters)
+        return rows
 
     def advance_passes(self, passes: Sequence[tuple[str, int, int]]) -> None:
         """For each `(tenant, start, spent)`: its pass becomes max(its pass, start) + spent, in tenant order.
