@@ -243,55 +243,20 @@ def test_a_tenant_that_was_alone_for_long_gets_no_debt_and_no_credit(queue):
 
 
 def test_fair_allocation_is_start_time_order_within_rooms():
-    turns = fairness.turns(["a", "b"], {"a": 5 * fairness.SCALE}, {"b": 2.0}, {"a": None, "b": 1})
+    turns = [fairness.Turn("a", 5, fairness.stride(1.0)), fairness.Turn("b", 0, fairness.stride(2.0), room=1)]
     order = fairness.allocate(turns, 4)
-    assert [tenant for tenant, _ in order] == ["b", "a", "a", "a"]  # b is raised to the floor and served once: its room
+    assert order == [("b", 0), ("a", 5), ("a", 5 + fairness.SCALE), ("a", 5 + 2 * fairness.SCALE)]  # b's room is one
 
 
-# -- settings ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"weight": 0}, "invalid weight 0"),
-        ({"weight": -1}, "invalid weight"),
-        ({"rate": "10/d"}, "invalid rate '10/d'"),
-        ({"rate": "0/m"}, "invalid rate"),
-        ({"max_pending": -1}, "invalid max-pending -1"),
-        ({"max_running": 1.5}, "invalid max-running"),
-    ],
-)
-def test_bad_tenant_settings_are_refused_and_change_nothing(queue, changes, message):
-    with pytest.raises(InvalidInput, match=message):
-        queue.tenancy.set_tenant("acme", **changes)
-    assert queue.tenancy.tenants() == [] and actions(queue, "tenant.set") == []
-
-
-def test_setting_is_audited_with_what_changed_and_a_repeat_changes_nothing(queue):
-    queue.tenancy.set_tenant("acme", rate="100/m", weight=2)
-    _, changed = queue.tenancy.set_tenant("acme", rate="100/m", weight=2)
-    assert not changed
-    ((tenant, details),) = actions(queue, "tenant.set")
-    assert tenant == "acme" and details == {"rate": {"from": None, "to": "100/m"}, "weight": {"from": 1.0, "to": 2.0}}
-    info = queue.tenancy.tenants()[0]
-    assert info.to_dict() == {"name": "acme", "max_pending": 0, "max_running": 0, "rate": "100/m", "weight": 2.0, "pending": 0,
-                              "running": 0, "tokens": 100.0}
-
-
-def test_rates_parse_and_refuse():
-    assert parse_rate("100/m") == (100, 60.0) and parse_rate("none") is None and parse_rate("5/s") == (5, 1.0)
-    for bad in ("100", "/m", "1.5/m", "-1/s", "10/2m", "ten/m"):
-        with pytest.raises(InvalidInput):
-            parse_rate(bad)
-
-
-def test_status_shows_each_limit_beside_its_count(queue):
-    queue.tenancy.set_queue("etl", max_length=10, max_running=4)
-    queue.tenancy.set_tenant("acme", max_pending=5)
-    for _ in range(3):
-        queue.submit("a:b", queue="etl", tenant="acme")
-    summary = queue.status().to_json()
-    assert summary["queue_limits"][0] | {} == {"name": "etl", "max_length": 10, "max_running": 4, "paused": False, "encrypt": False,
-                                             "unfinished": 3, "running": 0}
-    assert summary["tenant_limits"][0]["pending"] == 3
+def test_idle_tenants_go_behind_once_their_turn_comes(queue):
+    """So a claim reads about as many tenants as it serves: idle ones are read once a round, not every claim."""
+    for _ in range(5):
+        queue.submit("a:b", tenant="busy")
+    with queue._ctx.change() as (tx, _):
+        tx.add_tenants([f"idle-{n:03d}" for n in range(100)])  # tenants whose tasks are all done
+        tx.advance_passes([("busy", 10**9, 0)])  # and they are far behind the busy one
+        assert tx.turns_in_order(None, 1)[0][0] == "idle-000"
+    assert [c.tenant for c in claim(queue, 1)] == ["busy"]
+    with queue._ctx.read() as tx:
+        assert [tenant for tenant, _, _ in tx.turns_in_order(None, 2)] == ["busy", "idle-000"]
+        assert tx.max_pass() == 10**9 + 1

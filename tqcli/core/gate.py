@@ -40,8 +40,8 @@ def claim_gate(tx: Tx, now: int, *, queues: Sequence[str] = (), tenants: Sequenc
     Expired tasks are left out by the claim's pick itself. The limits'
     settings stay locked until commit (see `tqcli.tenancy.limits`).
     """
-    blocked, trial_ready = circuit_breaker.claim_gate(tx, now)
-    return ClaimGate(blocked, trial_ready, set(tx.unclean_breakers()), claim_limits(tx, now, queues=queues, tenants=tenants))
+    blocked, trial_ready, failing = circuit_breaker.claim_gate(tx, now)
+    return ClaimGate(blocked, trial_ready, failing, claim_limits(tx, now, queues=queues, tenants=tenants))
 
 
 def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:

@@ -159,6 +159,7 @@ def insert_specs(
         results.append(SubmitResult(task_id, created=True))
     if rows:
         admit(tx, [(row[2], row[3]) for row in rows])  # (queue, tenant) of each new task
+        tx.add_tenants(sorted({row[3] for row in rows}))  # a new tenant gets its turn (see tqcli.core.picking)
         tx.insert_tasks(rows)
     if edges:
         tx.insert_dependencies(edges)

@@ -49,22 +49,28 @@ def effective(tx: Tx, row: BreakerRow | None) -> tuple[int, float]:
     return threshold, recovery
 
 
-def claim_gate(tx: Tx, now: int) -> tuple[list[str], set[str]]:
-    """Services whose tasks may not be claimed now, and those ready for a trial task."""
+def claim_gate(tx: Tx, now: int) -> tuple[list[str], set[str], set[str]]:
+    """Services whose tasks may not be claimed now, those ready for a trial task, and those that counted a failure.
+
+    The last include the first two: every circuit that is not closed, and
+    closed ones with failures since their last success.
+    """
     blocked: list[str] = []
     trial_ready: set[str] = set()
-    tripped = tx.tripped_breakers()
-    if tripped:  # read again under their locks: two claims must not both admit a circuit's one trial
-        tx.lock_breakers([row[0] for row in tripped])
-        tripped = tx.tripped_breakers()
-    for key, state, retry_at, trial_task in tripped:
+    noted = tx.noted_breakers()
+    if any(state != "closed" for _, state, _, _ in noted):  # read again under their locks: two claims must not both admit a circuit's one trial
+        tx.lock_breakers([key for key, state, _, _ in noted if state != "closed"])
+        noted = tx.noted_breakers()
+    for key, state, retry_at, trial_task in noted:
+        if state == "closed":
+            continue
         if state == "open" and retry_at is not None and retry_at > now:
             blocked.append(key)
         elif state == "half-open" and trial_task is not None and tx.task_state(trial_task) == "running":
             blocked.append(key)
         else:
             trial_ready.add(key)
-    return blocked, trial_ready
+    return blocked, trial_ready, {key for key, _, _, _ in noted}
 
 
 def admit_trial(tx: Tx, journal: Journal, key: str, task_id: int, tenant: str, now: int) -> None:

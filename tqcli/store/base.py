@@ -319,6 +319,8 @@ class BreakerStore(Protocol):
         """Every breaker, by key."""
     def tripped_breakers(self) -> list[tuple[str, str, int | None, int | None]]:
         """`(key, state, retry_at, trial_task)` of every breaker that is not closed."""
+    def noted_breakers(self) -> list[tuple[str, str, int | None, int | None]]:
+        """`(key, state, retry_at, trial_task)` of every breaker that is not closed or has counted failures."""
     def unclean_breakers(self) -> list[str]:
         """Keys of circuits that are not closed or have counted failures."""
     def save_breaker(
@@ -465,6 +467,18 @@ class TenancyStore(Protocol):
         """`(tenant, queue, pass, weight)` of every tenant and queue with such a task at `priority`, by tenant and queue."""
     def pick_shares(self, shares: Sequence[tuple[str, str, int]], *, priority: int, now: int, **filters: Any) -> list[PickRow]:
         """For each `(tenant, queue, count)`: its oldest `count` ready tasks at `priority`; locked and skipped as `pick_tasks`'s."""
+    def add_tenants(self, tenants: Sequence[str]) -> None:
+        """Give each new tenant among `tenants` its turn: the lowest pass there is."""
+    def turns_in_order(self, after: tuple[int, str] | None, limit: int) -> list[tuple[str, int, float | None]]:
+        """`(tenant, pass, weight)` of the next `limit` tenants after `(pass, tenant)` `after`, lowest pass first."""
+    def turns_of(self, tenants: Sequence[str]) -> list[tuple[str, int, float | None]]:
+        """`(tenant, pass, weight)` of each of `tenants` that has a turn."""
+    def queues_at_level(self, priority: int, tenants: Sequence[str]) -> list[tuple[str, str]]:
+        """`(tenant, queue)` of every queue where one of `tenants` has such a task at `priority`."""
+    def max_pass(self) -> int:
+        """The highest pass of any tenant (0 when none has one)."""
+    def bump_passes(self, tenants: Sequence[str], to: int) -> None:
+        """Move these tenants' turns back to at least `to`."""
     def advance_passes(self, passes: Sequence[tuple[str, int, int]]) -> None:
         """For each `(tenant, start, spent)`: its pass becomes max(its pass, start) + spent, in tenant order."""
 

@@ -31,6 +31,12 @@ class BreakerSQL:
         """`(key, state, retry_at, trial_task)` of every breaker that is not closed."""
         return self.conn.execute("SELECT key, state, retry_at, trial_task FROM breakers WHERE state != 'closed'").fetchall()
 
+    def noted_breakers(self) -> list[tuple[str, str, int | None, int | None]]:
+        """`(key, state, retry_at, trial_task)` of every breaker that is not closed or has counted failures."""
+        return self.conn.execute(
+            "SELECT key, state, retry_at, trial_task FROM breakers WHERE state != 'closed' OR failures > 0"
+        ).fetchall()
+
     def unclean_breakers(self) -> list[str]:
         """Keys of circuits that are not closed or have counted failures."""
         return [row[0] for row in self.conn.execute("SELECT key FROM breakers WHERE state != 'closed' OR failures > 0")]

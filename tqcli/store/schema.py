@@ -405,7 +405,9 @@ MIGRATION_6 = (
 # reads the tenants and queues with work at a level, then each one's oldest
 # tasks, all by index searches, and a paused queue's backlog or a worker's
 # `--queue` is a seek rather than a filter. `tenant_turns` keeps each
-# tenant's virtual time (its "pass"), state of the claim rather than a setting.
+# tenant's virtual time (its "pass"), state of the claim rather than a
+# setting: every tenant that has tasks has one, and a claim reads them
+# lowest first, so it looks at as many tenants as it serves.
 
 DROP_CLAIM_INDEX_6 = "DROP INDEX tasks_claim"
 TASKS_CLAIM_INDEX_7 = """
@@ -417,8 +419,12 @@ CREATE TABLE tenant_turns (
     pass   INTEGER NOT NULL
 ) WITHOUT ROWID
 """
+# A claim reads the tenants in the order of their turns, lowest pass first.
+TENANT_TURNS_ORDER = "CREATE INDEX tenant_turns_order ON tenant_turns (pass, tenant)"
+# Every tenant that has tasks has a turn (a submit adds the new ones).
+FIRST_TURNS = "INSERT INTO tenant_turns (tenant, pass) SELECT DISTINCT tenant, 0 FROM tasks"
 
-MIGRATION_7 = (DROP_CLAIM_INDEX_6, TASKS_CLAIM_INDEX_7, TENANT_TURNS)
+MIGRATION_7 = (DROP_CLAIM_INDEX_6, TASKS_CLAIM_INDEX_7, TENANT_TURNS, TENANT_TURNS_ORDER, FIRST_TURNS)
 
 # Each entry upgrades the schema by one version; index 0 makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (

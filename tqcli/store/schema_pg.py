@@ -205,6 +205,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX tasks_claim",
         "CREATE INDEX tasks_claim ON tasks (priority DESC, tenant, queue, run_at, id) WHERE state = 'pending' AND waiting_deps = 0",
         "CREATE TABLE tenant_turns (tenant TEXT COLLATE \"C\" PRIMARY KEY, pass BIGINT NOT NULL)",
+        "CREATE INDEX tenant_turns_order ON tenant_turns (pass, tenant)",
+        "INSERT INTO tenant_turns (tenant, pass) SELECT DISTINCT tenant, 0 FROM tasks",
     ),
 )
 

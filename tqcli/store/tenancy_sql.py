@@ -30,6 +30,19 @@ SELECT pairs.tenant, pairs.queue, turns.pass, settings.weight FROM pairs
 LEFT JOIN tenant_turns AS turns ON turns.tenant = pairs.tenant
 LEFT JOIN tenants AS settings ON settings.name = pairs.tenant
 """
+# The queues where given tenants have work at one level: from each tenant's
+# first queue there, jumping to its next, an index search each.
+QUEUES_AT_LEVEL = f"""
+WITH RECURSIVE wanted(tenant) AS (VALUES {{values}}),
+found(tenant, queue) AS (
+    SELECT wanted.tenant, (SELECT queue FROM tasks WHERE {_AT_LEVEL} AND tenant = wanted.tenant
+                           ORDER BY priority DESC, tenant, queue LIMIT 1) FROM wanted
+    UNION ALL
+    SELECT found.tenant, (SELECT queue FROM tasks WHERE {_AT_LEVEL} AND tenant = found.tenant AND queue > found.queue
+                          ORDER BY priority DESC, tenant, queue LIMIT 1) FROM found WHERE found.queue IS NOT NULL
+)
+SELECT tenant, queue FROM found WHERE queue IS NOT NULL
+"""
 TENANT_COLUMNS = columns(TenantRow)
 # A pending task whose dependencies all completed: the first two columns of `tasks_claim`.
 _WAITING_FOR_A_WORKER = "state = 'pending' AND waiting_deps = 0"
@@ -90,9 +103,8 @@ class TenancySQL:
         self.conn.execute("DELETE FROM queues WHERE name = ?", (name,))
 
     def delete_tenant(self, name: str) -> None:
-        """Forget a tenant's settings and turn (its tasks stay)."""
+        """Forget a tenant's settings (its tasks and its turn stay)."""
         self.conn.execute("DELETE FROM tenants WHERE name = ?", (name,))
-        self.conn.execute("DELETE FROM tenant_turns WHERE tenant = ?", (name,))
 
     def save_tokens(self, tenant: str, tokens: float, refilled_at: int) -> None:
         """Write a tenant's rate bucket after a claim took from it."""
@@ -154,6 +166,54 @@ class TenancySQL:
         for tenant, queue, count in shares:
             rows += self.pick_tasks(count=count, now=now, priority=priority, tenants=(tenant,), queues=(queue,), **filters)
         return rows
+
+    def add_tenants(self, tenants: Sequence[str]) -> None:
+        """Give each new tenant among `tenants` its turn: the lowest pass there is, so it is served soon."""
+        self.conn.executemany(
+            "INSERT INTO tenant_turns (tenant, pass) SELECT ?, coalesce((SELECT min(pass) FROM tenant_turns), 0) WHERE 1 = 1 "
+            "ON CONFLICT (tenant) DO NOTHING",
+            [(tenant,) for tenant in sorted(set(tenants))],
+        )
+
+    def turns_in_order(self, after: tuple[int, str] | None, limit: int) -> list[tuple[str, int, float | None]]:
+        """`(tenant, pass, weight)` of the next `limit` tenants after `(pass, tenant)` `after`, lowest pass first."""
+        where, params = ("", ()) if after is None else ("WHERE (turns.pass, turns.tenant) > (?, ?) ", tuple(after))
+        return self.conn.execute(
+            "SELECT turns.tenant, turns.pass, settings.weight FROM tenant_turns AS turns "
+            f"LEFT JOIN tenants AS settings ON settings.name = turns.tenant {where}ORDER BY turns.pass, turns.tenant LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+
+    def turns_of(self, tenants: Sequence[str]) -> list[tuple[str, int, float | None]]:
+        """`(tenant, pass, weight)` of each of `tenants` that has a turn."""
+        rows: list[tuple[str, int, float | None]] = []
+        for part in chunks(sorted(set(tenants))):
+            rows += self.conn.execute(
+                "SELECT turns.tenant, turns.pass, settings.weight FROM tenant_turns AS turns "
+                f"LEFT JOIN tenants AS settings ON settings.name = turns.tenant WHERE turns.tenant IN ({marks(len(part))})",
+                part,
+            ).fetchall()
+        return rows
+
+    def queues_at_level(self, priority: int, tenants: Sequence[str]) -> list[tuple[str, str]]:
+        """`(tenant, queue)` of every queue where one of `tenants` has a pending task free of unfinished dependencies at `priority`."""
+        if not tenants:
+            return []
+        values = ", ".join("(?)" for _ in tenants)
+        return self.conn.execute(QUEUES_AT_LEVEL.format(values=values), (*tenants, priority, priority)).fetchall()
+
+    def max_pass(self) -> int:
+        """The highest pass of any tenant (0 when none has one)."""
+        row = self.conn.execute("SELECT max(pass) FROM tenant_turns").fetchone()
+        return 0 if row is None or row[0] is None else row[0]
+
+    def bump_passes(self, tenants: Sequence[str], to: int) -> None:
+        """Move these tenants' turns back to at least `to` (they had no ready work when their turn came)."""
+        for part in chunks(sorted(set(tenants))):
+            self.conn.execute(
+                f"UPDATE tenant_turns SET pass = {self._greatest}(pass, ?) WHERE tenant IN ({marks(len(part))}) AND pass < ?",
+                (to, *part, to),
+            )
 
     def advance_passes(self, passes: Sequence[tuple[str, int, int]]) -> None:
         """For each `(tenant, start, spent)`: its pass becomes max(its pass, start) + spent, in tenant order.

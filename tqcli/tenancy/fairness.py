@@ -6,15 +6,13 @@ those with ready work, and each task it takes advances that tenant's pass
 by its *stride*, `SCALE / weight`: a tenant of weight 2 advances half as
 fast, so it is served twice as often. Ties go to the tenant first by name.
 
-A tenant that was idle keeps an old, low pass; served by it alone it would
-take every turn until it caught up. So a pass counts as no lower than the
-highest pass at the level minus the largest stride there: a newcomer is
-served next, once or (by its weight) a few times, and then takes turns. In
-steady state no two passes differ by more than one stride, so this floor
-changes nothing for tenants that stayed busy. Nothing needs resetting when
-a tenant leaves, and a level with one tenant needs no bookkeeping at all.
+Passes stay close together, so no tenant builds up credit: a new tenant
+starts at the lowest pass there is, and a tenant whose turn comes with no
+work is moved behind the highest (see `tqcli.core.picking`). In steady
+state no two busy tenants' passes differ by more than one stride. A level
+with one tenant needs no bookkeeping at all.
 
-These are pure functions; `tqcli.core.picking` reads the passes and
+`allocate` is a pure function; `tqcli.core.picking` reads the passes and
 weights, picks the tasks, and writes the passes back.
 """
 
@@ -22,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 SCALE = 1_000_000  # how far one task advances the pass of a tenant of weight 1
 MAX_WEIGHT = 1_000_000.0  # a stride of at least 1
@@ -41,13 +39,6 @@ class Turn:
     start: int
     stride: int
     room: int | None = None
-
-
-def turns(tenants: Sequence[str], passes: Mapping[str, int], weights: Mapping[str, float], rooms: Mapping[str, int | None]) -> list[Turn]:
-    """The turns of the tenants with work at one level, their passes raised to the level's floor (see the module docstring)."""
-    strides = {tenant: stride(weights.get(tenant, 1.0)) for tenant in tenants}
-    floor = max(passes.get(tenant, 0) for tenant in tenants) - max(strides.values())
-    return [Turn(tenant, max(passes.get(tenant, 0), floor), strides[tenant], rooms.get(tenant)) for tenant in tenants]
 
 
 def allocate(level_turns: Sequence[Turn], count: int) -> list[tuple[str, int]]:
