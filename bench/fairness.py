@@ -12,7 +12,7 @@ window of 64.
 - Where a late tenant lands: tenant `b` submits k tasks behind tenant
   `a`'s backlog; claims go on until `b`'s last is claimed.
 - The plans at that backlog: `Tx.explain_claim`, the level and work
-  lookups (`Tx.next_level`, `Tx.work_at_level`), and every other statement
+  lookups (`Tx.level_start`, `Tx.queues_at_level`), and every other statement
   one claim runs, recorded as the claim runs them and then EXPLAINed.
 - A claim beside a paused queue's backlog of the same tenant and level.
 - `tqcli worker --once` drains of no-op tasks by 1 vs 100 tenants.
@@ -234,7 +234,7 @@ class Plans:
             self.pending = tx.conn.execute("SELECT count(*) FROM tasks WHERE state = 'pending'").fetchone()[0]
             self.claim = [_plan_line(line) for line in tx.explain_claim(priority=0, tenants=(tenant(0),), queues=("default",), backends=BACKENDS)]
             self.plans = {sql: self._explain(tx, sql, *self.first[sql]) for sql in self.calls}
-            self.level = next(plan for sql, plan in self.plans.items() if sql.startswith("SELECT priority FROM tasks"))
+            self.level = next(plan for sql, plan in self.plans.items() if sql.lstrip().startswith("WITH RECURSIVE pairs(priority"))
             self.work = [plan for sql, plan in self.plans.items() if sql.lstrip().startswith("WITH RECURSIVE pairs")]
             # The plans are read in a transaction that writes nothing and is not kept.
 

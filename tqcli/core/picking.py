@@ -77,10 +77,18 @@ def pick(
     picked: list[Picked] = []
     below: int | None = None
     while len(picked) < count:
-        level = tx.next_level(below)
-        if level is None:
+        start = tx.level_start(below)
+        if not start:
             break
+        level, tenant, queue = start[0]
         below = level
+        if len(start) == 1:  # one tenant with one queue here: its oldest, no turns to take
+            if tenant_ok(tenant) and queue_ok(queue):
+                room = rooms.get(tenant)
+                want = count - len(picked) if room is None else min(count - len(picked), room)
+                rows = tx.pick_tasks(count=want, now=now, priority=level, tenants=(tenant,), queues=(queue,), **filters)
+                picked += [Picked(row, level, n, fairness.SCALE, False) for n, row in enumerate(rows)]
+            continue
         picked += _Level(tx, level, now, filters, tenant_ok, queue_ok, only_tenants).take(count - len(picked), rooms)
     return picked
 

@@ -433,10 +433,8 @@ class TenancyStore(Protocol):
         """The queues that have settings (those among `names`, if given), by name."""
     def tenant_rows(self, names: Sequence[str] | None = None) -> list[TenantRow]:
         """The tenants that have settings (those among `names`, if given), by name."""
-    def limited_queues(self) -> list[QueueRow]:
-        """Queues the claim must judge: paused, or with a max-running."""
-    def limited_tenants(self) -> list[TenantRow]:
-        """Tenants the claim must judge: with a max-running or a rate."""
+    def claim_limits(self) -> tuple[list[QueueRow], list[TenantRow]]:
+        """The queues (paused, or with a max-running) and the tenants (with a max-running or a rate) a claim must judge."""
     def save_queue(self, row: QueueRow) -> None:
         """Insert or replace a queue's settings."""
     def save_tenant(self, row: TenantRow) -> None:
@@ -461,8 +459,8 @@ class TenancyStore(Protocol):
         """How many of a queue's tasks are pending, blocked or running."""
     def waiting_in_tenant(self, tenant: str) -> int:
         """How many of a tenant's tasks are pending or blocked."""
-    def next_level(self, below: int | None) -> int | None:
-        """The highest priority below `below` (None: any) of a pending task with no unfinished dependency."""
+    def level_start(self, below: int | None) -> list[tuple[int, str, str]]:
+        """`(priority, tenant, queue)` of the first two pairs with such a task at the highest level below `below` (None: any)."""
     def work_at_level(self, priority: int) -> list[tuple[str, str, int | None, float | None]]:
         """`(tenant, queue, pass, weight)` of every tenant and queue with such a task at `priority`, by tenant and queue."""
     def pick_shares(self, shares: Sequence[tuple[str, str, int]], *, priority: int, now: int, **filters: Any) -> list[PickRow]:

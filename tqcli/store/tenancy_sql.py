@@ -30,6 +30,33 @@ SELECT pairs.tenant, pairs.queue, turns.pass, settings.weight FROM pairs
 LEFT JOIN tenant_turns AS turns ON turns.tenant = pairs.tenant
 LEFT JOIN tenants AS settings ON settings.name = pairs.tenant
 """
+# The queues and tenants a claim must judge, in one statement: the columns
+# line up by type (a queue's paused and encrypt beside a tenant's rate count
+# and refill time).
+CLAIM_LIMITS = """
+SELECT 'queue', name, max_length, max_running, paused, encrypt, NULL, NULL, NULL FROM queues
+ WHERE paused <> 0 OR max_running > 0
+UNION ALL
+SELECT 'tenant', name, max_pending, max_running, rate_count, refilled_at, rate_period, weight, tokens FROM tenants
+ WHERE max_running > 0 OR rate_count IS NOT NULL
+ORDER BY 1, 2
+"""
+# The first two (tenant, queue) pairs with work at the highest level below a
+# priority: a level with one pair needs no turns.
+LEVEL_START = """
+WITH RECURSIVE pairs(priority, tenant, queue, n) AS (
+    SELECT priority, tenant, queue, 1 FROM (
+        SELECT priority, tenant, queue FROM tasks WHERE state = 'pending' AND waiting_deps = 0 {below}
+        ORDER BY priority DESC, tenant, queue LIMIT 1) AS first
+    UNION ALL
+    SELECT pairs.priority, t.tenant, t.queue, pairs.n + 1 FROM pairs JOIN tasks AS t ON pairs.n < 2 AND t.id = coalesce(
+        (SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND priority = pairs.priority
+         AND tenant = pairs.tenant AND queue > pairs.queue ORDER BY priority DESC, tenant, queue LIMIT 1),
+        (SELECT id FROM tasks WHERE state = 'pending' AND waiting_deps = 0 AND priority = pairs.priority
+         AND tenant > pairs.tenant ORDER BY priority DESC, tenant, queue LIMIT 1))
+)
+SELECT priority, tenant, queue FROM pairs
+"""
 # The queues where given tenants have work at one level: from each tenant's
 # first queue there, jumping to its next, an index search each.
 QUEUES_AT_LEVEL = f"""
@@ -69,15 +96,19 @@ class TenancySQL:
         """The tenants that have settings (those among `names`, if given), by name."""
         return [TenantRow._make(row) for row in self._rows("tenants", names, TENANT_COLUMNS)]
 
-    def limited_queues(self) -> list[QueueRow]:
-        """Queues the claim must judge: paused, or with a max-running."""
-        sql = f"SELECT {QUEUE_COLUMNS} FROM queues WHERE paused <> 0 OR max_running > 0 ORDER BY name"
-        return [QueueRow._make(row) for row in self.conn.execute(sql)]
+    def claim_limits(self) -> tuple[list[QueueRow], list[TenantRow]]:
+        """The queues (paused, or with a max-running) and the tenants (with a max-running or a rate) a claim must judge, by name.
 
-    def limited_tenants(self) -> list[TenantRow]:
-        """Tenants the claim must judge: with a max-running or a rate."""
-        sql = f"SELECT {TENANT_COLUMNS} FROM tenants WHERE max_running > 0 OR rate_count IS NOT NULL ORDER BY name"
-        return [TenantRow._make(row) for row in self.conn.execute(sql)]
+        One statement, since every claim reads them.
+        """
+        queues: list[QueueRow] = []
+        tenants: list[TenantRow] = []
+        for kind, name, a, b, c, d, e, f, g in self.conn.execute(CLAIM_LIMITS):
+            if kind == "queue":
+                queues.append(QueueRow(name, a, b, c, d))
+            else:
+                tenants.append(TenantRow(name, a, b, c, e, f, g, d))
+        return queues, tenants
 
     def save_queue(self, row: QueueRow) -> None:
         """Insert or replace a queue's settings."""
@@ -143,13 +174,11 @@ class TenancySQL:
             row = self.conn.execute("SELECT queue FROM tasks WHERE queue > ? ORDER BY queue LIMIT 1", (row[0],)).fetchone()
         return found
 
-    def next_level(self, below: int | None) -> int | None:
-        """The highest priority below `below` (None: any) of a pending task with no unfinished dependency."""
-        where, params = _WAITING_FOR_A_WORKER, ()
-        if below is not None:
-            where, params = where + " AND priority < ?", (below,)
-        row = self.conn.execute(f"SELECT priority FROM tasks WHERE {where} ORDER BY priority DESC LIMIT 1", params).fetchone()
-        return None if row is None else row[0]
+    def level_start(self, below: int | None) -> list[tuple[int, str, str]]:
+        """`(priority, tenant, queue)` of the first two pairs with such a task at the highest level below `below` (None: any)."""
+        if below is None:
+            return self.conn.execute(LEVEL_START.format(below="")).fetchall()
+        return self.conn.execute(LEVEL_START.format(below="AND priority < ?"), (below,)).fetchall()
 
     def work_at_level(self, priority: int) -> list[tuple[str, str, int | None, float | None]]:
         """`(tenant, queue, pass, weight)` of every tenant and queue with such a task at `priority`, by tenant and queue.

@@ -138,8 +138,9 @@ def claim_limits(tx: Tx, now: int, *, queues: Sequence[str] = (), tenants: Seque
     spends tokens stay locked until commit (queues, then tenants, in name
     order), and are read again under the lock.
     """
-    queue_rows = [row for row in tx.limited_queues() if not queues or row.name in queues]
-    tenant_rows = [row for row in tx.limited_tenants() if not tenants or row.name in tenants]
+    limited_queues, limited_tenants = tx.claim_limits()
+    queue_rows = [row for row in limited_queues if not queues or row.name in queues]
+    tenant_rows = [row for row in limited_tenants if not tenants or row.name in tenants]
     limits = ClaimLimits()
     if not queue_rows and not tenant_rows:
         return limits
