@@ -23,19 +23,17 @@ advances the passes of the tenants it served.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
 
 from tqcli.store.base import PickRow, Tx
 from tqcli.tenancy import fairness
 
 
-@dataclass
-class Picked:
+class Picked(NamedTuple):
     """A picked task: its row, its level, its start tag (its place in the level's turns) and its tenant's stride.
 
     `shared` says its level had several tenants, so taking it spends its
-    tenant's turn (see `charge`).
+    tenant's turn (see `charge`). A tuple: a claim makes one per task.
     """
 
     row: PickRow
