@@ -181,11 +181,21 @@ def test_without_prune_an_undeclared_breaker_keeps_its_own_settings(queue):
 
 def test_prune_removes_a_breakers_own_settings(queue):
     apply(queue, SPEC_EXAMPLE)
-    report = apply(queue, "", prune=True)
+    report = apply(queue, "[queues.etl]\n", prune=True)
     assert report.diff["breakers"] == {"billing-api": {"failure_threshold": {"from": 3, "to": None},
                                                        "recovery_timeout": {"from": 60.0, "to": None}}}
     assert "billing-api" not in queue.settings.export_toml()
-    assert not apply(queue, "", prune=True).changed
+    assert not apply(queue, "[queues.etl]\n", prune=True).changed
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_prune_with_a_file_that_declares_nothing_is_refused_and_changes_nothing(queue, db_location, text):
+    """An empty pipe (an export that failed) must not remove every setting."""
+    apply(queue, SPEC_EXAMPLE)
+    before = table_dump(db_location)
+    with pytest.raises(InvalidInput, match=r"declares nothing, so --prune would remove every"):
+        apply(queue, text, prune=True)
+    assert table_dump(db_location) == before
 
 
 # -- export -------------------------------------------------------------------------------------

@@ -289,7 +289,7 @@ def _show_task(task: Any) -> None:
         ("task", task.id),
         ("name", task.name),
         ("state", task.state.value),
-        ("waiting", task.waiting),
+        ("waiting", _waiting_text(task)),
         ("queue", task.queue),
         ("tenant", task.tenant),
         ("backend", task.backend),
@@ -340,6 +340,15 @@ def _show_task(task: Any) -> None:
         render.message(f"circuit {detail['service']} is {detail['state']}: {when}; '{detail['reset']}' closes it now")
 
 
+def _waiting_text(task: Any) -> str | None:
+    """Why a task waits, with what a queue's or tenant's limit says about it (`tenant rate: ... the next may start at ...`)."""
+    from tqcli.tenancy.limits import HELD_BACK, describe_hold
+
+    if task.waiting in HELD_BACK and task.waiting_detail:
+        return f"{task.waiting}: {describe_hold(task.waiting, task.waiting_detail)}"
+    return task.waiting
+
+
 def _runs(history: Any) -> list[tuple[int, list[Any]]]:
     """The attempts grouped by run, in order."""
     runs: list[tuple[int, list[Any]]] = []
@@ -364,7 +373,7 @@ def _limit_lines(summary: Any) -> list[str]:
     for t in summary.tenant_limits:
         parts = [f"{count_of(t.pending, t.max_pending)} pending"] if t.max_pending else []
         parts += [f"{count_of(t.running, t.max_running)} running"] if t.max_running else []
-        parts += [f"rate {t.rate} ({t.tokens:g} to start now)"] if t.rate else []
+        parts += [f"rate {t.rate} ({int(t.tokens or 0)} may start now)"] if t.rate else []
         flags = [flag for flag, on in (("full", t.max_pending and t.pending >= t.max_pending),
                                        ("at max-running", t.max_running and t.running >= t.max_running)) if on]
         lines.append(f"tenant {t.name}: " + ", ".join(parts + flags))

@@ -12,6 +12,10 @@ tenant_app = command_group("Tenant limits and weights: max pending, max running,
 _JSON = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
 
 
+def _limit(value: int) -> str:
+    return f"{value:,}" if value else "0 (no limit)"
+
+
 def count_of(count: int, limit: int) -> str:
     """A count beside its limit, as `status` shows it: `9,998/10,000`, or `9,998` with no limit."""
     return f"{count:,}/{limit:,}" if limit else f"{count:,}"
@@ -40,7 +44,10 @@ def set_queue(
     pause: Annotated[bool, typer.Option("--pause", help="Stop claiming from it (running tasks finish; submits are still taken).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Claim from it again.")] = False,
 ) -> None:
-    """Set a queue's limits, or pause and resume it."""
+    """Set a queue's limits, or pause and resume it; options left out keep their value.
+
+    Creates the database if it does not exist yet, as breaker set does.
+    """
     from tqcli.errors import InvalidInput
 
     if pause and resume:
@@ -54,7 +61,7 @@ def set_queue(
         changes["paused"] = pause
     info, changed = state(ctx).queue(create=True).tenancy.set_queue(name, **changes)
     summary = (
-        f"queue {info.name}: max-length {info.max_length or 'none'}, max-running {info.max_running or 'none'}"
+        f"queue {info.name}: max-length {_limit(info.max_length)}, max-running {_limit(info.max_running)}"
         f"{', paused' if info.paused else ''}"
     )
     render.message(summary if changed else f"nothing changed: {summary}")
@@ -72,10 +79,10 @@ def list_tenants(ctx: typer.Context, json_output: _JSON = False) -> None:
         return
     rows = [
         (t.name, count_of(t.pending, t.max_pending), count_of(t.running, t.max_running), t.rate or "",
-         "" if t.tokens is None else f"{t.tokens:g}", f"{t.weight:g}")
+         "" if t.tokens is None else f"{int(t.tokens):,}", f"{t.weight:g}")
         for t in tenants
     ]
-    render.table(["TENANT", "PENDING/MAX-PENDING", "RUNNING/MAX-RUNNING", "RATE", "TOKENS", "WEIGHT"], rows)
+    render.table(["TENANT", "PENDING/MAX-PENDING", "RUNNING/MAX-RUNNING", "RATE", "MAY START NOW", "WEIGHT"], rows)
 
 
 @tenant_app.command("set")
@@ -85,9 +92,12 @@ def set_tenant(
     max_pending: Annotated[Optional[int], typer.Option(metavar="N", help="Refuse a submit (exit 5) that would leave more than N of its tasks pending or blocked; 0: no limit.")] = None,
     max_running: Annotated[Optional[int], typer.Option(metavar="N", help="Run at most N of its tasks at once, across all workers; 0: no limit.")] = None,
     rate: Annotated[Optional[str], typer.Option(metavar="N/PERIOD", help="Start at most N of its tasks per PERIOD (s, m or h), as a token bucket of N that refills at N per PERIOD; none: no rate.")] = None,
-    weight: Annotated[Optional[float], typer.Option(metavar="W", help="Its share of the claims among tenants with ready work of the same priority (a positive number) [default: 1].")] = None,
+    weight: Annotated[Optional[float], typer.Option(metavar="W", help="Its share of the claims among tenants with ready work of the same priority: a positive number (a tenant never set has 1; 2 takes twice the turns of 1).")] = None,
 ) -> None:
-    """Set a tenant's limits, rate and weight."""
+    """Set a tenant's limits, rate and weight; options left out keep their value.
+
+    Creates the database if it does not exist yet, as breaker set does.
+    """
     changes: dict[str, Any] = {}
     if max_pending is not None:
         changes["max_pending"] = max_pending
@@ -99,7 +109,7 @@ def set_tenant(
         changes["weight"] = weight
     info, changed = state(ctx).queue(create=True).tenancy.set_tenant(name, **changes)
     summary = (
-        f"tenant {info.name}: max-pending {info.max_pending or 'none'}, max-running {info.max_running or 'none'}, "
+        f"tenant {info.name}: max-pending {_limit(info.max_pending)}, max-running {_limit(info.max_running)}, "
         f"rate {info.rate or 'none'}, weight {info.weight:g}"
     )
     render.message(summary if changed else f"nothing changed: {summary}")

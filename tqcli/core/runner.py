@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from tqcli.backends import cgroups
 from tqcli.backends.executor import ExecutorProcess
@@ -21,23 +21,11 @@ from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
 from tqcli.store.base import Tx
+from tqcli.tenancy.limits import HELD_BACK, describe_hold
 from tqcli.units import US_PER_SECOND
 
 RUN_LEASE = 60.0
 ANY_TIME = 2**62  # `run` starts a task now even if it was delayed
-
-
-HELD_BACK = ("queue paused", "queue limit", "tenant quota", "tenant rate")
-
-
-def _held_back_text(waiting: str, detail: dict[str, Any]) -> str:
-    """What a queue's or tenant's limit says about a task it holds back."""
-    if waiting == "queue paused":
-        return f"queue {detail['queue']} is paused ('{detail['resume']}' resumes it)"
-    if waiting == "tenant rate":
-        return f"tenant {detail['tenant']} used up its rate of {detail['rate']} (the next start is allowed at {detail['next_token_at']})"
-    owner = f"queue {detail['queue']}" if waiting == "queue limit" else f"tenant {detail['tenant']}"
-    return f"{owner} runs {detail['running']} task(s), its max-running"
 
 
 def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Exception:
@@ -61,7 +49,7 @@ def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Excep
                 f"a worker runs it once the circuit lets it, '{circuit['reset']}' closes it now, 'tqcli cancel {task_id}' drops the task"
             )
         if waiting in HELD_BACK and circuit is not None:
-            return Conflict(f"task {task_id} stays pending: {_held_back_text(waiting, circuit)}; a worker runs it once that changes")
+            return Conflict(f"task {task_id} stays pending: {describe_hold(waiting, circuit)}; a worker runs it once that changes")
     if task.backend not in backends.loaded:
         why = backends.failed.get(task.backend, "it is not installed")
         return InvalidInput(f"backend {task.backend!r} cannot run here: {why}")

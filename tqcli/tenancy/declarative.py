@@ -78,6 +78,10 @@ class Settings:
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
     breaker_defaults: dict[str, Any] | None = None
 
+    def declares_nothing(self) -> bool:
+        """Whether the file declares no object at all."""
+        return not (self.queues or self.tenants or self.schedules or self.breakers) and self.breaker_defaults is None
+
 
 @dataclass
 class ApplyReport:
@@ -101,7 +105,16 @@ class SettingsService:
 
     @retrying
     def apply(self, settings: Settings, *, prune: bool = False) -> ApplyReport:
-        """Make the database declare what `settings` do, in one transaction with one audit entry (see `apply_settings`)."""
+        """Make the database declare what `settings` do, in one transaction with one audit entry (see `apply_settings`).
+
+        With `prune`, a file that declares nothing is refused (InvalidInput):
+        it would remove every setting, which an empty pipe does by mistake.
+        """
+        if prune and settings.declares_nothing():
+            raise InvalidInput(
+                f"{settings.source} declares nothing, so --prune would remove every queue, tenant, schedule and breaker setting: "
+                "nothing was changed (was the export before it empty or failed?); declare what to keep, or remove them one by one"
+            )
         with self._ctx.change() as (tx, journal):
             return ApplyReport(settings.source, prune, apply_settings(self._ctx, tx, journal, settings, prune=prune))
 

@@ -217,3 +217,16 @@ def holding_back(tx: Tx, queue: str, tenant: str, now: int) -> tuple[str, dict[s
             }
     return None
 
+
+
+HELD_BACK = ("queue paused", "queue limit", "tenant quota", "tenant rate")
+
+
+def describe_hold(waiting: str, detail: dict[str, Any]) -> str:
+    """What a queue's or tenant's limit that holds a task back says, in words (`waiting` and its detail, see `holding_back`)."""
+    if waiting == "queue paused":
+        return f"queue {detail['queue']} is paused ('{detail['resume']}' resumes it)"
+    if waiting == "tenant rate":
+        return f"tenant {detail['tenant']} used up its rate of {detail['rate']} (the next may start at {detail['next_token_at']})"
+    owner = f"queue {detail['queue']}" if waiting == "queue limit" else f"tenant {detail['tenant']}"
+    return f"{owner} runs {detail['running']} task(s), its max-running"

@@ -73,14 +73,23 @@ def default_tenant(name: str) -> TenantRow:
 def check_limit(value: int, *, what: str) -> int:
     """A limit as given: a whole number, 0 (none) or more."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_LIMIT:
-        raise InvalidInput(f"invalid {what} {value!r}: use a whole number, 0 for no limit")
+        raise InvalidInput(f"invalid {what} {_shown(value)}: use a whole number, 0 for no limit")
     return value
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it: `0`, not `0.0`; `true`, not `True`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def check_weight(value: float) -> float:
     """A tenant's weight: a positive number up to MAX_WEIGHT."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_WEIGHT or value != value:
-        raise InvalidInput(f"invalid weight {value!r}: use a positive number (default 1; 2 takes twice the turns of 1) up to {MAX_WEIGHT:g}")
+        raise InvalidInput(f"invalid weight {_shown(value)}: use a positive number (default 1; 2 takes twice the turns of 1) up to {MAX_WEIGHT:g}")
     return float(value)
 
 
