@@ -121,11 +121,13 @@ class _Level:
         self._seen: set[int] = set()
         self._asked: dict[str, int] = defaultdict(int)
         self._shared = False  # more than one tenant took part: their turns are spent
+        self._wanted = 0
 
     def take(self, want: int, rooms: Mapping[str, int]) -> list[Picked]:
         """Up to `want` tasks in the order of the tenants' turns, each tenant's oldest first."""
         picked: list[Picked] = []
         idle: list[str] = []
+        self._wanted = want
         while len(picked) < want:
             order = self._settle(want - len(picked), rooms, idle)
             if not order:
@@ -172,8 +174,10 @@ class _Level:
             rows += [(tenant, 0, None) for tenant in set(self._only) - {row[0] for row in rows}]
             self._read_all = True
         else:
-            rows = tx.turns_in_order(self._after, PAGE)
-            self._read_all = len(rows) < PAGE
+            # The first page only as long as the turns wanted (a claim of one task reads two tenants), then whole pages.
+            size = PAGE if self._after is not None else max(2, min(PAGE, self._wanted + 1))
+            rows = tx.turns_in_order(self._after, size)
+            self._read_all = len(rows) < size
             if rows:
                 self._after = (rows[-1][1], rows[-1][0])
         candidates = [row for row in rows if self._tenant_ok(row[0])]
