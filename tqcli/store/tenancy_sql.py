@@ -39,7 +39,6 @@ SELECT 'queue', name, max_length, max_running, paused, encrypt, NULL, NULL, NULL
 UNION ALL
 SELECT 'tenant', name, max_pending, max_running, rate_count, refilled_at, rate_period, weight, tokens FROM tenants
  WHERE max_running > 0 OR rate_count IS NOT NULL
-ORDER BY 1, 2
 """
 # The first two (tenant, queue) pairs with work at the highest level below a
 # priority: a level with one pair needs no turns.
@@ -97,7 +96,7 @@ class TenancySQL:
         return [TenantRow._make(row) for row in self._rows("tenants", names, TENANT_COLUMNS)]
 
     def claim_limits(self) -> tuple[list[QueueRow], list[TenantRow]]:
-        """The queues (paused, or with a max-running) and the tenants (with a max-running or a rate) a claim must judge, by name.
+        """The queues (paused, or with a max-running) and the tenants (with a max-running or a rate) a claim must judge.
 
         One statement, since every claim reads them.
         """
