@@ -7,17 +7,8 @@ import subprocess
 import sys
 import time
 
-
 from tests.conftest import REPO, TQCLI
-
-
-def wait_until(check, timeout=15.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return False
+from tests.reliability.helpers import wait_until
 
 
 def gone(pid):

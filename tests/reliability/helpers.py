@@ -1,5 +1,6 @@
 """Checks shared by the reliability tests: the promises of SPEC §1, read from the database (either store)."""
 
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -35,3 +36,13 @@ def consistency_problems(db: Path | str) -> list[str]:
 def counts(db: Path | str) -> dict[str, int]:
     """How many tasks are in each state."""
     return dict(raw_sql(db, "SELECT state, count(*) FROM tasks GROUP BY state"))
+
+
+def wait_until(check, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll `check()` until it is true (True) or `timeout` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False

@@ -10,10 +10,11 @@ recorded used to let a dozen or more attempts run past the threshold.
 
 import json
 import signal
-import time
 from collections import Counter
 
 import pytest
+
+from tests.reliability.helpers import wait_until
 
 THRESHOLD = 5  # the default
 DOWN = "down"  # the failing service
@@ -61,13 +62,6 @@ def tasks(cli):
     return cli.ok("status", "--json", "--limit", "0").json["tasks"]
 
 
-def wait_until(check, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def start_workers(cli, workers, concurrency):
