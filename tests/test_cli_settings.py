@@ -36,6 +36,28 @@ def test_apply_says_what_changed_and_appends_one_entry_with_the_difference(cli):
     assert [e["action"] for e in entries(cli)] == ["queue.set", "settings.apply"]
 
 
+def test_a_dry_run_says_what_would_change_and_changes_nothing(cli):
+    cli.ok("queue", "set", "etl", "--max-running", "4")
+    before, count = table_dump(cli.db), len(entries(cli))
+    result = cli.ok("apply", "--dry-run", "--prune", str(SPEC_FILE))
+    assert result.stderr.splitlines() == [
+        "queue etl: max_length 0 -> 10000",
+        "tenant acme: max_pending 0 -> 5000, rate none -> 100/m, weight 1 -> 2",
+        "schedule nightly: added",
+        "breaker billing-api: failure_threshold default -> 3, recovery_timeout default -> 1m",
+        f"dry run of {SPEC_FILE}: would change 1 queue, 1 tenant, 1 schedule, 1 breaker; nothing was changed",
+    ]
+    assert table_dump(cli.db) == before and len(entries(cli)) == count
+    cli.ok("apply", str(SPEC_FILE))
+    assert cli.ok("apply", "--dry-run", str(SPEC_FILE)).stderr.startswith("nothing would change")
+
+
+def test_a_dry_run_needs_a_database_and_makes_none(cli, tmp_path):
+    missing = tmp_path / "none.db"
+    result = cli("apply", "--dry-run", str(SPEC_FILE), env={"TQCLI_DB": str(missing)})
+    assert result.code == 3 and not missing.exists()
+
+
 def test_applying_again_changes_nothing(cli):
     cli.ok("apply", str(TEAMS_FILE))
     before, count = table_dump(cli.db), len(entries(cli))

@@ -14,6 +14,7 @@ def apply(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE.toml|-", help="The settings file, or - to read it from stdin.", show_default=False)],
     prune: Annotated[bool, typer.Option("--prune", help="Also remove what FILE does not declare: queues' and tenants' settings, schedules, the breaker defaults.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")] = False,
 ) -> None:
     """Make the queues, tenants, schedules and breakers what a TOML file declares, in one audited transaction.
 
@@ -21,6 +22,8 @@ def apply(
     takes its default. Everything is checked before anything is written; an
     apply that changes nothing is not audited. 'tqcli export' prints the file
     of what is stored.
+
+      tqcli apply --prune --dry-run settings.toml
 
       tqcli apply --prune settings.toml
 
@@ -31,9 +34,9 @@ def apply(
 
     source = "<stdin>" if file == "-" else file
     settings = load_settings(read_input_file(file, what="settings file"), source)
-    report = state(ctx).queue(create=True).settings.apply(settings, prune=prune)
+    report = state(ctx).queue(create=not dry_run).settings.apply(settings, prune=prune, dry_run=dry_run)
     if not report.changed:
-        render.message(f"nothing changed: the database already declares what {source} does")
+        render.message(f"nothing {'would change' if dry_run else 'changed'}: the database already declares what {source} does")
         return
     for line in summary_lines(report.diff):
         render.message(line)
@@ -41,7 +44,10 @@ def apply(
               for section in KINDS if section in report.diff]
     if "breaker_defaults" in report.diff:
         counts.append("the breaker defaults")
-    render.message(f"applied {source}: changed {', '.join(counts)}")
+    if dry_run:
+        render.message(f"dry run of {source}: would change {', '.join(counts)}; nothing was changed")
+    else:
+        render.message(f"applied {source}: changed {', '.join(counts)}")
 
 
 def export(

@@ -97,6 +97,14 @@ class ApplyReport:
         return bool(self.diff)
 
 
+class _RolledBack(Exception):
+    """Ends a dry run's transaction without committing it, carrying what it would have changed."""
+
+    def __init__(self, diff: dict[str, Any]) -> None:
+        super().__init__("dry run")
+        self.diff = diff
+
+
 class SettingsService:
     """`apply` and `export`."""
 
@@ -104,12 +112,20 @@ class SettingsService:
         self._ctx = ctx
 
     @retrying
-    def apply(self, settings: Settings, *, prune: bool = False) -> ApplyReport:
+    def apply(self, settings: Settings, *, prune: bool = False, dry_run: bool = False) -> ApplyReport:
         """Make the database declare what `settings` do, in one transaction with one audit entry (see `apply_settings`).
 
         With `prune`, a file that declares nothing is refused (InvalidInput):
         it would remove every setting, which an empty pipe does by mistake.
+        `dry_run` reports what would change and changes nothing: the same
+        transaction, rolled back.
         """
+        if dry_run:
+            try:
+                with self._ctx.change() as (tx, journal):
+                    raise _RolledBack(apply_settings(self._ctx, tx, journal, settings, prune=prune))
+            except _RolledBack as done:
+                return ApplyReport(settings.source, prune, done.diff)
         if prune and settings.declares_nothing():
             raise InvalidInput(
                 f"{settings.source} declares nothing, so --prune would remove every queue, tenant, schedule and breaker setting: "
