@@ -261,3 +261,52 @@ def test_idle_tenants_go_behind_once_their_turn_comes(queue):
     with queue._ctx.read() as tx:
         (busy_too, _), (idle, idle_pass) = [(tenant, at) for tenant, at, _ in tx.turns_in_order(None, 2)]
     assert busy_too == "busy-too" and idle == "idle-000" and idle_pass > 10**9  # moved behind the busy ones
+
+
+# -- settings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"weight": 0}, "invalid weight 0"),
+        ({"weight": -1}, "invalid weight"),
+        ({"rate": "10/d"}, "invalid rate '10/d'"),
+        ({"rate": "0/m"}, "invalid rate"),
+        ({"max_pending": -1}, "invalid max-pending -1"),
+        ({"max_running": 1.5}, "invalid max-running"),
+    ],
+)
+def test_bad_tenant_settings_are_refused_and_change_nothing(queue, changes, message):
+    with pytest.raises(InvalidInput, match=message):
+        queue.tenancy.set_tenant("acme", **changes)
+    assert queue.tenancy.tenants() == [] and actions(queue, "tenant.set") == []
+
+
+def test_setting_is_audited_with_what_changed_and_a_repeat_changes_nothing(queue):
+    queue.tenancy.set_tenant("acme", rate="100/m", weight=2)
+    _, changed = queue.tenancy.set_tenant("acme", rate="100/m", weight=2)
+    assert not changed
+    ((tenant, details),) = actions(queue, "tenant.set")
+    assert tenant == "acme" and details == {"rate": {"from": None, "to": "100/m"}, "weight": {"from": 1.0, "to": 2.0}}
+    info = queue.tenancy.tenants()[0]
+    assert info.to_dict() == {"name": "acme", "max_pending": 0, "max_running": 0, "rate": "100/m", "weight": 2.0, "pending": 0,
+                              "running": 0, "tokens": 100.0}
+
+
+def test_rates_parse_and_refuse():
+    assert parse_rate("100/m") == (100, 60.0) and parse_rate("none") is None and parse_rate("5/s") == (5, 1.0)
+    for bad in ("100", "/m", "1.5/m", "-1/s", "10/2m", "ten/m"):
+        with pytest.raises(InvalidInput):
+            parse_rate(bad)
+
+
+def test_status_shows_each_limit_beside_its_count(queue):
+    queue.tenancy.set_queue("etl", max_length=10, max_running=4)
+    queue.tenancy.set_tenant("acme", max_pending=5)
+    for _ in range(3):
+        queue.submit("a:b", queue="etl", tenant="acme")
+    summary = queue.status().to_json()
+    assert summary["queue_limits"][0] == {"name": "etl", "max_length": 10, "max_running": 4, "paused": False, "encrypt": False,
+                                             "unfinished": 3, "running": 0}
+    assert summary["tenant_limits"][0]["pending"] == 3
