@@ -142,7 +142,7 @@ class _Level:
                 picked += [Picked(row, self._level, tag, turn.stride, self._shared) for row, tag in zip(got, tenant_tags)]
                 if len(got) < len(tenant_tags):
                     del self._turns[tenant]  # no more ready work here: its turns go to the others
-                    if not got and not self._asked_before(tenant, len(tenant_tags)):
+                    if not got and self._asked[tenant] == len(tenant_tags):  # nothing ready here from its first turn on
                         idle.append(tenant)
                     continue
                 turn.start = tenant_tags[-1] + turn.stride
@@ -151,9 +151,6 @@ class _Level:
         if idle:  # behind every tenant there is, so the next claims read the busy ones first
             self._tx.bump_passes(idle, self._tx.max_pass() + 1)
         return sorted(picked, key=lambda item: (item.tag, item.row.tenant))
-
-    def _asked_before(self, tenant: str, now_asked: int) -> bool:
-        return self._asked[tenant] > now_asked
 
     def _settle(self, want: int, rooms: Mapping[str, int], idle: list[str]) -> list[tuple[str, int]]:
         """The next `want` turns, reading more tenants until none not yet read could take one of them."""
@@ -196,10 +193,10 @@ class _Level:
 
     def _adopt_orphans(self, rooms: Mapping[str, int]) -> None:
         """Tenants with work here but no turn (tasks written by another program): give them one, so nothing waits forever."""
-        known = {tenant for tenant, _, _ in self._tx.turns_of([tenant for tenant, _, _, _ in self._tx.work_at_level(self._level)])}
+        work = self._tx.work_at_level(self._level)
         orphans: dict[str, list[str]] = defaultdict(list)
-        for tenant, queue, _, _ in self._tx.work_at_level(self._level):
-            if tenant not in known and self._tenant_ok(tenant) and self._queue_ok(queue):
+        for tenant, queue, stored_pass, _ in work:
+            if stored_pass is None and self._tenant_ok(tenant) and self._queue_ok(queue):
                 orphans[tenant].append(queue)
         if orphans:
             self._tx.add_tenants(list(orphans))

@@ -85,24 +85,22 @@ def admit(tx: Tx, added: Iterable[tuple[str, str]], *, what: str = "submitted") 
     if not queues and not tenants:
         return
     tx.lock_limits(queues, tenants)
-    for queue_row in tx.queue_rows(queues):  # read again under the lock
-        if queue_row.max_length > 0:
-            count, more = tx.unfinished_in_queue(queue_row.name), per_queue[queue_row.name]
-            if count + more > queue_row.max_length:
-                raise LimitReached(
-                    f"queue {queue_row.name}: max-length {queue_row.max_length} reached ({count} unfinished, {more} {what}); "
-                    f"nothing was enqueued: wait for workers to drain it, or raise the limit with "
-                    f"'tqcli queue set {queue_row.name} --max-length N'"
-                )
-    for tenant_row in tx.tenant_rows(tenants):
-        if tenant_row.max_pending > 0:
-            count, more = tx.waiting_in_tenant(tenant_row.name), per_tenant[tenant_row.name]
-            if count + more > tenant_row.max_pending:
-                raise LimitReached(
-                    f"tenant {tenant_row.name}: max-pending {tenant_row.max_pending} reached ({count} pending or blocked, {more} {what}); "
-                    f"nothing was enqueued: wait for workers to drain it, or raise the limit with "
-                    f"'tqcli tenant set {tenant_row.name} --max-pending N'"
-                )
+    for row in tx.queue_rows(queues):  # read again under the lock
+        _refuse_past("queue", row.name, "max-length", row.max_length, tx.unfinished_in_queue(row.name), "unfinished",
+                     per_queue[row.name], what)
+    for row in tx.tenant_rows(tenants):
+        _refuse_past("tenant", row.name, "max-pending", row.max_pending, tx.waiting_in_tenant(row.name), "pending or blocked",
+                     per_tenant[row.name], what)
+
+
+def _refuse_past(kind: str, name: str, limit_name: str, limit: int, count: int, counted: str, more: int, what: str) -> None:
+    """LimitReached in SPEC's words when `more` new tasks would take `count` past `limit` (0: no limit)."""
+    if limit > 0 and count + more > limit:
+        raise LimitReached(
+            f"{kind} {name}: {limit_name} {limit} reached ({count} {counted}, {more} {what}); "
+            f"nothing was enqueued: wait for workers to drain it, or raise the limit with "
+            f"'tqcli {kind} set {name} --{limit_name} N'"
+        )
 
 
 # -- claim side ------------------------------------------------------------------
@@ -125,10 +123,6 @@ class ClaimLimits:
     single_queues: set[str] = field(default_factory=set)
     single_tenants: set[str] = field(default_factory=set)
     buckets: dict[str, tuple[TenantRow, float]] = field(default_factory=dict)  # rated tenants: row, tokens now
-
-    def closed_tenants(self) -> set[str]:
-        """Tenants that may start nothing now."""
-        return {tenant for tenant, room in self.tenant_room.items() if room <= 0}
 
 
 def claim_limits(tx: Tx, now: int, *, queues: Sequence[str] = (), tenants: Sequence[str] = (), lock: bool = True) -> ClaimLimits:
