@@ -263,6 +263,17 @@ def test_idle_tenants_go_behind_once_their_turn_comes(queue):
     assert busy_too == "busy-too" and idle == "idle-000" and idle_pass > 10**9  # moved behind the busy ones
 
 
+def test_tenants_with_work_but_no_turn_are_given_one_rather_than_left_waiting(queue, db_location):
+    """Tasks written by another program (no turn row): found once nothing else is ready."""
+    from tests.stores import raw_sql
+
+    ids = [queue.submit("a:b", tenant=tenant) for tenant in ("x", "y")]
+    raw_sql(db_location, "DELETE FROM tenant_turns")
+    assert sorted(c.id for c in claim(queue, 5)) == ids
+    with queue._ctx.read() as tx:
+        assert sorted(tenant for tenant, _, _ in tx.turns_in_order(None, 5)) == ["x", "y"]
+
+
 # -- settings ----------------------------------------------------------------------
 
 
