@@ -273,7 +273,7 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: tqcli.open(path)
     real_user = login_name()
     if clock is None:  # on a shared server every host reads the server's clock
         clock = SystemClock() if store.path is not None else ServerClock(store.server_time)
-    ctx = Context(store=store, clock=clock, actor=real_user)
+    ctx = Context(store=store, clock=clock, actor=real_user, key_file=config.key_file)
     if actor and actor != real_user:
         from tqcli.security.identity import resolve_actor
 

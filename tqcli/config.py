@@ -41,7 +41,7 @@ class WorkerDefaults:
 class Config:
     """Resolved local settings: where the database is and how to open it."""
 
-    __slots__ = ("db", "config_file", "busy_timeout", "synchronous", "worker")
+    __slots__ = ("db", "config_file", "busy_timeout", "synchronous", "worker", "key_file")
 
     def __init__(
         self,
@@ -50,16 +50,18 @@ class Config:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         synchronous: str = "normal",
         worker: WorkerDefaults | None = None,
+        key_file: Path | None = None,
     ) -> None:
         self.db = db
         self.config_file = config_file
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.worker = worker or WorkerDefaults()
+        self.key_file = key_file
 
     def with_db(self, db: Path | str) -> "Config":
         """The same settings for another database (a file path, or a PostgreSQL URL as a str)."""
-        return Config(db, self.config_file, self.busy_timeout, self.synchronous, self.worker)
+        return Config(db, self.config_file, self.busy_timeout, self.synchronous, self.worker, self.key_file)
 
 
 def db_location(value: str) -> Path | str:
@@ -120,7 +122,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"cannot read config file {path}: {exc.strerror}") from None
 
 
-_TOP_KEYS = {"db", "busy_timeout", "synchronous", "worker"}
+_TOP_KEYS = {"db", "busy_timeout", "synchronous", "worker", "key_file"}
 _WORKER_KEYS = {"concurrency", "lease", "poll", "grace"}
 
 
@@ -148,13 +150,14 @@ def load_config(
     *,
     db_flag: str | None = None,
     config_flag: str | None = None,
+    key_file_flag: str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Config:
     """Resolve the database path and local settings by the documented precedence."""
     env = os.environ if env is None else env
     cwd = Path.cwd() if cwd is None else cwd
-    for flag, value in (("--db", db_flag), ("--config", config_flag)):
+    for flag, value in (("--db", db_flag), ("--config", config_flag), ("--key-file", key_file_flag)):
         if value is not None and not value.strip():
             raise InvalidInput(f"{flag} is empty: give a file path or a postgresql:// URL, or leave the option out for the default")
     config_file = find_config_file(config_flag, env, cwd)
@@ -186,12 +189,18 @@ def load_config(
     if synchronous not in SYNCHRONOUS_MODES:
         raise InvalidInput(f"config file {config_file}: synchronous must be 'normal' or 'full', not {synchronous!r}")
     worker = _worker_defaults(raw["worker"], config_file) if "worker" in raw else WorkerDefaults()  # type: ignore[arg-type]
+    configured_keys = file_path("key_file")
+    if isinstance(configured_keys, str):
+        raise InvalidInput(f"config file {config_file}: key_file must be a file path, not a URL")
+    from tqcli.security.keys import key_file_path
+
     return Config(
         db=db,
         config_file=config_file,
         busy_timeout=busy_timeout,
         synchronous=synchronous,
         worker=worker,
+        key_file=key_file_path(key_file_flag, configured_keys, env),
     )
 
 

@@ -43,9 +43,19 @@ class NotFound(TqcliError):
 
 
 class PermissionDenied(TqcliError):
-    """The acting identity may not do this."""
+    """The acting identity may not do this; `audit` holds the details of its `access.denied` entry."""
 
     exit_code = 4
+
+    def __init__(self, message: str, *, audit: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.audit = audit
+        self.recorded = False
+
+    def add_note_to_message(self, note: str) -> None:
+        """Append `note` (in parentheses) to the message the user sees."""
+        self.message = f"{self.message} ({note})"
+        self.args = (self.message,)
 
 
 class LimitReached(TqcliError):

@@ -115,9 +115,10 @@ app = typer.Typer(
 class AppState:
     """Global options of one invocation, and the database opened on first use."""
 
-    def __init__(self, db: str | None, config: str | None) -> None:
+    def __init__(self, db: str | None, config: str | None, key_file: str | None = None) -> None:
         self.db = db
         self.config_path = config
+        self.key_file = key_file
         self._queue: Any = None
 
     def queue(self, *, create: bool = False, read_only: bool = False) -> Any:
@@ -132,7 +133,7 @@ class AppState:
             from tqcli.api import open as open_queue
             from tqcli.config import load_config
 
-            config = load_config(db_flag=self.db, config_flag=self.config_path)
+            config = load_config(db_flag=self.db, config_flag=self.config_path, key_file_flag=self.key_file)
             self._queue = open_queue(config=config, actor=os.environ.get("TQCLI_USER") or None, create=create, read_only=read_only)
         return self._queue
 
@@ -162,6 +163,7 @@ def _global_options(
     ctx: typer.Context,
     db: Annotated[Optional[str], typer.Option("--db", metavar="PATH|URL", help="Database file, or a postgresql:// URL (default: TQCLI_DB, the config file, then $XDG_DATA_HOME/tqcli/tqcli.db).")] = None,
     config: Annotated[Optional[str], typer.Option("--config", metavar="PATH", help="Config file (default: TQCLI_CONFIG, ./tqcli.toml, then $XDG_CONFIG_HOME/tqcli/config.toml).")] = None,
+    key_file: Annotated[Optional[str], typer.Option("--key-file", metavar="PATH", help="Key file (default: TQCLI_KEY_FILE, key_file in the config file, then $XDG_CONFIG_HOME/tqcli/keys.toml).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """A task queue in one SQLite file, or one PostgreSQL database for many hosts: submit work, run workers, inspect and audit it.
@@ -169,7 +171,7 @@ def _global_options(
     Exit codes: 0 ok, 1 the work failed, 2 invalid input, 3 not found, 4 permission denied,
     5 limit reached, 6 conflict, 7 storage error, 8 key problem, 70 internal error (a bug in tqcli), 124 wait timed out, 130 interrupted.
     """
-    app_state = AppState(db, config)
+    app_state = AppState(db, config, key_file)
     ctx.obj = app_state
     ctx.call_on_close(app_state.close)
 

@@ -8,33 +8,151 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+from pathlib import Path
+
 from tqcli.clock import Clock
-from tqcli.errors import StorageConflict
+from tqcli.errors import PermissionDenied, StorageConflict
 from tqcli.security.audit import Journal, append_entries
+from tqcli.security.keys import KeyRing, load_key_file
+from tqcli.security.rbac import Access, denial_message, roles_for
 from tqcli.store.base import Store, Tx
 
 
 class Context:
-    """The store, the clock and the acting identity, shared by the library's services."""
+    """The store, the clock, the acting identity and the key file, shared by the library's services.
 
-    __slots__ = ("store", "clock", "actor")
+    Every operation is checked here, in `authorize`, whichever client asks
+    (the Python API, the CLI, the HTTP API); a denial is audited in its own
+    transaction once the refused operation has rolled back.
+    """
 
-    def __init__(self, store: Store, clock: Clock, actor: str) -> None:
+    __slots__ = ("store", "clock", "actor", "key_file", "_keys", "_keys_read")
+
+    def __init__(self, store: Store, clock: Clock, actor: str, key_file: Path | None = None) -> None:
         self.store = store
         self.clock = clock
         self.actor = actor
+        self.key_file = key_file
+        self._keys: KeyRing | None = None
+        self._keys_read = False
+
+    def sibling(self, store: Store) -> "Context":
+        """The same identity, clock and keys on another connection (a worker's own)."""
+        other = Context(store, self.clock, self.actor, self.key_file)
+        other._keys, other._keys_read = self._keys, self._keys_read
+        return other
+
+    @property
+    def keys(self) -> KeyRing | None:
+        """The key file's keys (read once, on first use), or None when there is no key file.
+
+        KeyProblem when the file is unsafe (not ours, readable by others) or damaged.
+        """
+        if not self._keys_read:
+            self._keys = load_key_file(self.key_file) if self.key_file is not None else None
+            self._keys_read = True
+        return self._keys
+
+    def reload_keys(self) -> KeyRing | None:
+        """Read the key file again (after a rotation, or when a value names a key this process lacks)."""
+        self._keys_read = False
+        return self.keys
 
     @contextmanager
     def change(self) -> Iterator[tuple[Tx, Journal]]:
-        """A write transaction whose journal is appended to the audit chain before commit."""
-        with self.store.write() as tx:
-            journal = Journal()
-            yield tx, journal
-            append_entries(tx, self.actor, self.clock.now(), journal.entries)
+        """A write transaction whose journal is appended to the audit chain before commit.
 
-    def read(self):  # type: ignore[no-untyped-def]
-        """A read transaction with one consistent snapshot."""
-        return self.store.read()
+        A PermissionDenied raised inside rolls the change back, and then the
+        denial is appended as `access.denied` in a transaction of its own.
+        """
+        try:
+            with self.store.write() as tx:
+                journal = Journal()
+                yield tx, journal
+                append_entries(tx, self.actor, self.clock.now(), journal.entries, self.audit_keys)
+        except PermissionDenied as denial:
+            self._record_denial(denial)
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read transaction with one consistent snapshot (a denial inside is audited as in `change`)."""
+        try:
+            with self.store.read() as tx:
+                yield tx
+        except PermissionDenied as denial:
+            self._record_denial(denial)
+            raise
+
+    def audit_keys(self) -> KeyRing | None:
+        """The keys an audit append links with (called only when the chain needs them)."""
+        return self.keys
+
+    def access(self, tx: Tx) -> Access:
+        """The acting user's grants, read in `tx`."""
+        grants, any_grant = tx.grants_of(self.actor)
+        return Access(self.actor, grants, open=not any_grant)
+
+    def authorize(
+        self,
+        tx: Tx,
+        permission: str,
+        action: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        access: Access | None = None,
+    ) -> Access:
+        """Check that the actor may use `permission` (a row of SPEC's table) on an object of `tenant` submitted by `owner`.
+
+        `action` names what was asked in the denial (`cancel task 7`). The
+        one door every library operation goes through. Returns the access
+        read, so a caller can limit a listing to its tenants.
+        """
+        access = access or self.access(tx)
+        if not access.allows(permission, tenant=tenant, owner=owner):
+            raise PermissionDenied(
+                denial_message(access, action, permission, tenant),
+                audit={"action": action, "needs": roles_for(permission), "tenant": tenant},
+            )
+        return access
+
+    def visible_tenants(self, tx: Tx, permission: str = "read") -> frozenset[str] | None:
+        """The tenants the actor may read (None: all), after checking it may read at all."""
+        access = self.authorize(tx, permission, "read this database")
+        return access.tenants(permission)
+
+    def _record_denial(self, denial: PermissionDenied) -> None:
+        """Append `access.denied` for `denial` in its own transaction; when that cannot be, say why in its message."""
+        details = denial.audit
+        if details is None or denial.recorded:
+            return
+        denial.recorded = True
+        from tqcli.errors import KeyProblem, StorageError
+
+        try:
+            store = self.store
+            if store.read_only:
+                from tqcli.store import open as open_store
+
+                store = open_store(self.store.location, create=False)
+            try:
+                with store.write() as tx:
+                    append_entries(tx, self.actor, self.clock.now(), [_denied_entry(details)], self.audit_keys)
+            finally:
+                if store is not self.store:
+                    store.close()
+        except KeyProblem:
+            denial.add_note_to_message("not audited: no audit key")
+        except StorageError:
+            denial.add_note_to_message("not audited: cannot write the database")
+
+
+def _denied_entry(details: dict[str, Any]) -> tuple[str, int | None, str | None, str]:
+    from tqcli.security.audit import encode_details
+
+    task_id = details.get("task_id")
+    return ("access.denied", task_id, details.get("tenant"), encode_details({k: v for k, v in details.items() if k != "task_id"}))
 
 
 # How many times a change that lost a race (StorageConflict) is run again.

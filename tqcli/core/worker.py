@@ -100,7 +100,7 @@ class Worker:
         report.skipped_backends = dict(backends.failed)
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
-        self._ctx = Context(self._base.store.reopen(), self._base.clock, self._base.actor)  # never the caller's connection
+        self._ctx = self._base.sibling(self._base.store.reopen())  # never the caller's connection
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
         try:

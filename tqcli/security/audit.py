@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
+    from tqcli.security.keys import KeyRing
     from tqcli.store.base import Tx
 
 GENESIS_HASH = "0" * 64
@@ -101,8 +102,14 @@ class Journal:
         self.entries.append((action, task_id, tenant, details))
 
 
-def append_entries(tx: "Tx", actor: str, now_us: int, entries: Sequence[tuple[str, int | None, str | None, str]]) -> None:
-    """Append `entries` to the chain inside the caller's write transaction."""
+def append_entries(
+    tx: "Tx",
+    actor: str,
+    now_us: int,
+    entries: Sequence[tuple[str, int | None, str | None, str]],
+    keys: "Callable[[], KeyRing | None] | None" = None,
+) -> None:
+    """Append `entries` to the chain inside the caller's write transaction; `keys()` gives the audit key when the chain needs one."""
     if not entries:
         return
     ts = audit_time(now_us)

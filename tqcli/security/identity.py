@@ -13,17 +13,16 @@ from tqcli.errors import PermissionDenied
 
 
 def resolve_actor(ctx: Context, real_user: str, requested: str | None) -> str:
-    """The identity to act as; raises PermissionDenied when `requested` is not allowed."""
+    """The identity to act as; raises PermissionDenied (audited, with the real user as actor) when `requested` is not allowed."""
     if not requested or requested == real_user:
         return real_user
-    with ctx.read() as tx:
-        allowed = tx.count_grants() == 0 or tx.is_global_admin(real_user)
-    if allowed:
-        return requested
     ctx.actor = real_user
-    with ctx.change() as (_, journal):
-        journal.add("access.denied", None, None, action="act-as", requested=requested)
-    raise PermissionDenied(
-        f"user {real_user} may not act as {requested!r} (TQCLI_USER): only a global admin may, "
-        "once roles are granted; unset TQCLI_USER"
-    )
+    with ctx.read() as tx:
+        access = ctx.access(tx)
+        if access.open or access.global_admin:
+            return requested
+        raise PermissionDenied(
+            f"user {real_user} may not act as {requested!r} (TQCLI_USER): only a global admin may, "
+            "once roles are granted; unset TQCLI_USER",
+            audit={"action": "act as another user", "requested": requested, "needs": ["admin"], "tenant": None},
+        )

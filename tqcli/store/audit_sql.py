@@ -84,3 +84,34 @@ class AuditSQL:
         """Whether `user` holds the admin role without a tenant restriction."""
         sql = "SELECT 1 FROM roles WHERE user_name = ? AND role = 'admin' AND tenant = ''"
         return self.conn.execute(sql, (user,)).fetchone() is not None
+
+    def grants_of(self, user: str) -> tuple[list[tuple[str, str]], bool]:
+        """`user`'s grants as `(role, tenant)` (tenant "" when global), and whether any grant exists at all; one statement."""
+        sql = (
+            "SELECT role, tenant FROM roles WHERE user_name = ? "
+            "UNION ALL SELECT '', '' WHERE EXISTS (SELECT 1 FROM roles) ORDER BY 1, 2"
+        )
+        rows = self.conn.execute(sql, (user,)).fetchall()
+        return [(role, tenant) for role, tenant in rows if role], bool(rows)
+
+    def role_rows(self) -> list[tuple[str, str, str]]:
+        """Every grant as `(user, role, tenant)`, by user, role and tenant."""
+        return self.conn.execute("SELECT user_name, role, tenant FROM roles ORDER BY user_name, role, tenant").fetchall()
+
+    def lock_roles(self) -> None:
+        """Hold the grants still until commit, so two revokes cannot each leave the other's admin last (no-op on SQLite's single writer)."""
+
+    def add_grant(self, user: str, role: str, tenant: str) -> bool:
+        """Grant `role` to `user` (on `tenant`, "" for all); False when it was already granted."""
+        sql = "INSERT INTO roles (user_name, role, tenant) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        return self.conn.execute(sql, (user, role, tenant)).rowcount > 0
+
+    def remove_grant(self, user: str, role: str, tenant: str) -> bool:
+        """Take `role` on `tenant` from `user`; False when it was not granted."""
+        sql = "DELETE FROM roles WHERE user_name = ? AND role = ? AND tenant = ?"
+        return self.conn.execute(sql, (user, role, tenant)).rowcount > 0
+
+    def global_admins(self) -> list[str]:
+        """The users holding admin without a tenant, by name."""
+        sql = "SELECT user_name FROM roles WHERE role = 'admin' AND tenant = '' ORDER BY user_name"
+        return [row[0] for row in self.conn.execute(sql)]

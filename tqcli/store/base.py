@@ -401,6 +401,18 @@ class AuditStore(Protocol):
         """How many role grants exist."""
     def is_global_admin(self, user: str) -> bool:
         """Whether `user` is admin without a tenant restriction."""
+    def grants_of(self, user: str) -> tuple[list[tuple[str, str]], bool]:
+        """`user`'s `(role, tenant)` grants, and whether any grant exists."""
+    def role_rows(self) -> list[tuple[str, str, str]]:
+        """Every grant as `(user, role, tenant)`, ordered."""
+    def lock_roles(self) -> None:
+        """Hold the grants still until commit (PostgreSQL; a no-op on SQLite)."""
+    def add_grant(self, user: str, role: str, tenant: str) -> bool:
+        """Add a grant; False when it existed."""
+    def remove_grant(self, user: str, role: str, tenant: str) -> bool:
+        """Remove a grant; False when it did not exist."""
+    def global_admins(self) -> list[str]:
+        """Users holding admin without a tenant."""
 
 
 class MaintenanceStore(Protocol):

@@ -24,6 +24,7 @@ from tqcli.store.tenancy_sql import TenancySQL
 
 # Advisory lock keys (one 64-bit number each): the audit head, and breakers and idempotency keys by hash.
 AUDIT_LOCK = 0x7471636C_00000001
+ROLES_LOCK = 0x7471636C_00000002
 BREAKER_LOCK_SPACE = "tqcli.breaker:"
 KEY_LOCK_SPACE = "tqcli.idempotency:"
 # From this many rows an insert is one COPY (a bulk submit), below it pipelined INSERTs.
@@ -124,6 +125,10 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
         # In name order, so two transactions locking overlapping sets cannot deadlock on them.
         for name in sorted(set(names)):
             self.conn.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+
+    def lock_roles(self) -> None:
+        """Hold the grants still until commit: revokes and applies of roles run one at a time."""
+        self.conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK,))
 
     def append_audit(self, link: Callable[[tuple[int, str] | None], list[tuple[Any, ...]]]) -> None:
         """Append `link(head)`'s rows under the chain's lock, so no two transactions extend the same head."""
