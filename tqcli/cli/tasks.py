@@ -391,6 +391,8 @@ def _show_summary(summary: Any) -> None:
     limits = _limit_lines(summary)
     if limits:
         sys.stdout.write("limits:\n" + "".join(f"  {line}\n" for line in limits) + "\n")
+    if summary.access_open:
+        sys.stdout.write("access: open (no role is granted, so everyone may do everything; 'tqcli role grant USER admin' starts checking)\n\n")
     if not summary.tasks:
         sys.stdout.write("no tasks\n")
         return

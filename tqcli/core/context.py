@@ -117,10 +117,27 @@ class Context:
             )
         return access
 
-    def visible_tenants(self, tx: Tx, permission: str = "read") -> frozenset[str] | None:
-        """The tenants the actor may read (None: all), after checking it may read at all."""
-        access = self.authorize(tx, permission, "read this database")
-        return access.tenants(permission)
+    def read_scope(
+        self, tx: Tx, tenant: str | None, action: str, permission: str = "read"
+    ) -> tuple[str | None, list[str] | None]:
+        """Narrow a listing to what the actor may see: `(tenant, tenants)` for the store's filters.
+
+        A global grant (or an open database) leaves the filter as asked;
+        tenant-scoped grants limit it to their tenants (`tenants`), and asking
+        for a tenant outside them is a denial.
+        """
+        access = self.authorize(tx, permission, action, tenant=tenant) if tenant else self.authorize_any(tx, permission, action)
+        visible = access.tenants(permission)
+        if visible is None or tenant is not None:
+            return tenant, None
+        return None, sorted(visible)
+
+    def authorize_any(self, tx: Tx, permission: str, action: str) -> Access:
+        """Check that the actor holds `permission` on at least one tenant (for a listing it will narrow)."""
+        access = self.access(tx)
+        if access.tenants(permission) == frozenset():
+            return self.authorize(tx, permission, action, access=access)
+        return access
 
     def _record_denial(self, denial: PermissionDenied) -> None:
         """Append `access.denied` for `denial` in its own transaction; when that cannot be, say why in its message."""

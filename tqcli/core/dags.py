@@ -248,14 +248,19 @@ class DagService:
     def get(self, dag_id: int) -> Dag:
         """The DAG with its tasks (each with its dependencies)."""
         with self._ctx.read() as tx:
-            return _load(tx, dag_id)
+            dag = _load(tx, dag_id)
+            _authorize_dag(self._ctx, tx, dag, "read", f"read DAG {dag_id}")
+            return dag
 
     def list(self, limit: int = 100) -> list[Dag]:
         """The newest `limit` DAGs with their states, newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"invalid limit {limit!r} (--limit): give 1 or more, how many of the newest DAGs to list")
         with self._ctx.read() as tx:
+            visible = self._ctx.authorize_any(tx, "read", "list DAGs").tenants("read")
             rows = tx.dag_rows(limit)
+            if visible is not None:  # a tenant-scoped reader sees the DAGs whose tasks are all of its tenants
+                rows = [row for row in rows if _tenants_of(tx, row.id) <= visible]
             counts = _counts(tx, [row.id for row in rows])
         return [
             Dag(row.id, row.name, dag_state(counts[row.id], bool(row.cancelled)), row.created_at, row.submitted_by, counts[row.id])
@@ -360,12 +365,25 @@ def cancel_dag(ctx: Context, tx: Tx, journal: Journal, dag_id: int) -> list[int]
 
     tx.lock_tasks([task.id for task in _load(tx, dag_id).tasks.values()])
     dag = _load(tx, dag_id)  # as it is under the lock: a task may have finished meanwhile
+    _authorize_dag(ctx, tx, dag, "operate", f"cancel DAG {dag_id}")
     if dag.state in ("completed", "failed", "cancelled"):
         raise Conflict(f"DAG {dag_id} is already {dag.state}; nothing to cancel")
     open_ids = [task.id for task in dag.tasks.values() if not task.state.terminal]
     tx.mark_dag_cancelled(dag_id)
     journal.add("dag.cancel", None, None, dag_id=dag_id, name=dag.name)
     return cancel_tasks(ctx, tx, journal, open_ids, cascade=False, reason=f"DAG {dag_id} cancelled") if open_ids else []
+
+
+def _authorize_dag(ctx: Context, tx: Tx, dag: Dag, permission: str, action: str) -> None:
+    """Check `permission` on every tenant the DAG's tasks belong to."""
+    access = ctx.access(tx)
+    for tenant in sorted({task.tenant for task in dag.tasks.values()}) or [None]:
+        ctx.authorize(tx, permission, action, tenant=tenant, access=access)
+
+
+def _tenants_of(tx: Tx, dag_id: int) -> set[str]:
+    rows = tx.list_task_rows(queue=None, tenant=None, state=None, limit=None, dag_id=dag_id)
+    return {row.tenant for row in rows}
 
 
 def _counts(tx: Tx, dag_ids: Sequence[int]) -> dict[int, dict[str, int]]:

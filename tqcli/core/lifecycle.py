@@ -76,6 +76,7 @@ def restart(ctx: Context, task_id: int, overrides: Mapping[str, Any]) -> int:
 def restart_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, overrides: Mapping[str, Any]) -> int:
     """`restart` inside the caller's transaction; the new task's id."""
     task = _task(tx, task_id)
+    ctx.authorize(tx, "read", f"restart task {task_id}", tenant=task.tenant)
     if not task.state.terminal:
         raise Conflict(
             f"task {task_id} is {task.state.value}; only a finished (completed, failed or cancelled) task can be "
@@ -111,6 +112,7 @@ def edit_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, changes: Map
     _check_edit(changes)
     now = ctx.clock.now()
     task = _task(tx, task_id)
+    ctx.authorize(tx, "change_task", f"edit task {task_id}", tenant=task.tenant, owner=task.submitted_by)
     if task.state not in (State.PENDING, State.BLOCKED):
         raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be edited")
     wanted = {key: value for key, value in changes.items() if key not in ("delay", "at")}
@@ -189,12 +191,18 @@ def wait_all(
     """Block until every task in `ids` is finished or blocked; NotFound first for an unknown id; WaitTimeout after `timeout` s."""
     ids = list(dict.fromkeys(ids))
     deadline = None if timeout is None else time.monotonic() + timeout
+    checked = None  # the grants are read once, at the first look
     while True:
         with ctx.read() as tx:
             tasks = {row[0]: Task.from_row(row) for row in tx.task_rows(ids)}
-        missing = [task_id for task_id in ids if task_id not in tasks]
-        if missing:
-            raise NotFound(f"task {missing[0]} does not exist: 'tqcli status' lists tasks (nothing was waited for)")
+            missing = [task_id for task_id in ids if task_id not in tasks]
+            if missing:
+                raise NotFound(f"task {missing[0]} does not exist: 'tqcli status' lists tasks (nothing was waited for)")
+            if checked is None:
+                access = ctx.access(tx)
+                for task_id in ids:
+                    ctx.authorize(tx, "read", f"wait for task {task_id}", tenant=tasks[task_id].tenant, access=access)
+                checked = True
         open_ids = [task_id for task_id in ids if not (tasks[task_id].state.terminal or tasks[task_id].state is State.BLOCKED)]
         if not open_ids:
             return {task_id: tasks[task_id] for task_id in ids}
@@ -226,6 +234,7 @@ def prune(
     while True:
         if dry_run:
             with ctx.read() as tx:
+                ctx.authorize(tx, "operate", "prune tasks")
                 rows = tx.prunable_tasks(states, finished_by, after, PRUNE_BATCH)
         else:
             with ctx.change() as (tx, journal):
@@ -253,6 +262,7 @@ def prune_batch(
     is left, nothing is written.
     """
     _check_prune_states(states)
+    ctx.authorize(tx, "operate", "prune tasks")
     states = sorted(set(states))
     rows = tx.prunable_tasks(states, finished_by, after, PRUNE_BATCH)
     if rows:

@@ -94,6 +94,7 @@ def migrate_to(ctx: Context, url: str, *, progress: Progress | None = None, batc
     now = ctx.clock.now()
 
     def check(tx: Tx) -> None:
+        ctx.authorize(tx, "admin", f"migrate this database to {report.to}")
         alive = live_workers(tx, now)
         if alive:
             raise Conflict(

@@ -30,6 +30,7 @@ class Summary:
     tasks: list[Task]
     queue_limits: list[QueueInfo] = field(default_factory=list)  # queues with a limit or paused, with their counts
     tenant_limits: list[TenantInfo] = field(default_factory=list)  # tenants with a limit or a rate
+    access_open: bool = False  # no role granted: everyone may do everything
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of `status` without an id."""
@@ -37,6 +38,7 @@ class Summary:
             "counts": self.counts, "queues": self.queues, "tasks": [task.to_json() for task in self.tasks],
             "queue_limits": [info.to_dict() for info in self.queue_limits],
             "tenant_limits": [info.to_dict() for info in self.tenant_limits],
+            "access": "open" if self.access_open else "checked",
         }
 
 
@@ -55,6 +57,7 @@ class TaskService:
             if not rows:
                 raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
             task = Task.from_row(rows[0])
+            self._ctx.authorize(tx, "read", f"read task {task_id}", tenant=task.tenant)
             task.depends_on = tx.dependencies_of([task_id])[task_id]
             if detail:
                 task.history = [Attempt(*row) for row in tx.attempt_rows(task_id)]
@@ -78,19 +81,25 @@ class TaskService:
             raise InvalidInput("invalid limit: use 0 (every task) or more")
         check_filters(queue=queue, tenant=tenant)
         with self._ctx.read() as tx:
+            tenant, tenants = self._ctx.read_scope(tx, tenant, "read the status of tasks")
             counts = {s.value: 0 for s in ALL_STATES}
             queues: dict[str, dict[str, int]] = {}
-            for queue_name, state_name, count in tx.count_by_queue_and_state(queue=queue, tenant=tenant):
+            for queue_name, state_name, count in tx.count_by_queue_and_state(queue=queue, tenant=tenant, tenants=tenants):
                 counts[state_name] += count
                 queues.setdefault(queue_name, {s.value: 0 for s in ALL_STATES})[state_name] = count
-            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit or None)]
+            rows = tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=limit or None, tenants=tenants)
+            tasks = [Task.from_row(row) for row in rows]
             deps = tx.dependencies_of([task.id for task in tasks])
             queue_limits, tenant_limits = configured_limits(tx, self._ctx.clock.now())
+            access_open = tx.count_grants() == 0
         for task in tasks:
             task.depends_on = deps[task.id]
         queue_limits = [info for info in queue_limits if queue is None or info.name == queue]
-        tenant_limits = [info for info in tenant_limits if tenant is None or info.name == tenant]
-        return Summary(counts, dict(sorted(queues.items())), tasks, queue_limits, tenant_limits)
+        tenant_limits = [
+            info for info in tenant_limits
+            if (tenant is None or info.name == tenant) and (tenants is None or info.name in tenants)
+        ]
+        return Summary(counts, dict(sorted(queues.items())), tasks, queue_limits, tenant_limits, access_open)
 
     # -- change ------------------------------------------------------------
 
@@ -129,6 +138,7 @@ def bump_task(
     if not rows:
         raise NotFound(f"task {task_id} does not exist: 'tqcli status' lists tasks")
     task = Task.from_row(rows[0])
+    ctx.authorize(tx, "change_task", f"bump task {task_id}", tenant=task.tenant, owner=task.submitted_by)
     if task.state not in (State.PENDING, State.BLOCKED):
         raise Conflict(f"task {task_id} is {task.state.value}; only pending or blocked tasks can be bumped")
     new = priority if priority is not None else task.priority + by  # type: ignore[operator]
@@ -146,10 +156,12 @@ def cancel_tasks(ctx: Context, tx: Tx, journal: Journal, ids: Sequence[int], *, 
     note = f"cancelled by {ctx.actor}" + (f": {reason}" if reason else "")
     tx.lock_tasks(ids)  # a worker claiming one meanwhile is skipped, or finished first and then seen running
     rows = {row[0]: Task.from_row(row) for row in tx.task_rows(ids)}
+    access = ctx.access(tx)
     for task_id in ids:
         task = rows.get(task_id)
         if task is None:
             raise NotFound(f"task {task_id} does not exist; nothing was cancelled")
+        ctx.authorize(tx, "change_task", f"cancel task {task_id}", tenant=task.tenant, owner=task.submitted_by, access=access)
         if task.state.terminal:
             raise Conflict(
                 f"task {task_id} is already {task.state.value}; only pending, blocked or running tasks can be cancelled (nothing was cancelled)"

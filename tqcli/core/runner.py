@@ -56,6 +56,13 @@ def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Excep
     return Conflict(f"task {task_id} cannot be claimed now")
 
 
+def _authorize_run(ctx: Context, tx: Tx, task_id: int | None) -> None:
+    """`run --id`: running a task here needs the submit permission on its tenant (a missing task is judged later)."""
+    rows = tx.task_rows([task_id]) if task_id is not None else []
+    if rows:
+        ctx.authorize(tx, "submit", f"run task {task_id}", tenant=rows[0].tenant)
+
+
 def run_now(
     ctx: Context,
     task_id: int | None = None,
@@ -103,6 +110,8 @@ def run_now(
     try:
         claimed_at = time.monotonic()
         with ctx.change() as (tx, journal):
+            if spec is None:
+                _authorize_run(ctx, tx, task_id)
             submitted = insert_specs(ctx, tx, journal, [spec])[0] if spec is not None else None
             if submitted is not None:
                 task_id = submitted.id

@@ -58,6 +58,13 @@ def submit_specs(
         return insert_specs(ctx, tx, journal, specs, dag_id=dag_id, where=where)
 
 
+def authorize_submit(ctx: Context, tx: Tx, specs: Sequence[TaskSpec]) -> None:
+    """Check that the actor may submit to every tenant `specs` name (one read of its grants)."""
+    access = None
+    for tenant in sorted({spec.tenant for spec in specs}):
+        access = ctx.authorize(tx, "submit", f"submit tasks to tenant {tenant}", tenant=tenant, access=access)
+
+
 def insert_specs(
     ctx: Context,
     tx: Tx,
@@ -77,6 +84,7 @@ def insert_specs(
     pass a queue's max-length or a tenant's max-pending make the whole call
     LimitReached (exit 5), before anything is written.
     """
+    authorize_submit(ctx, tx, specs)
     now = ctx.clock.now()
     existing = _existing_keys(tx, specs)
     dep_ids = sorted({dep for spec in specs for dep in spec.depends_on})

@@ -26,8 +26,8 @@ from tqcli.core.context import Context
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
-from tqcli.core.worker_run import WorkerOptions, WorkerReport
-from tqcli.errors import InternalError, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
+from tqcli.core.worker_run import WorkerOptions, WorkerReport, claim_tenants
+from tqcli.errors import InternalError, PermissionDenied, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
 
 # A commit that failed for one of these is tried again on the next turn of the loop (the outcomes wait).
 _TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
@@ -69,6 +69,8 @@ class Worker:
         self._slots: list[Slot] = []
         self._by_token: dict[int, tuple[Slot, dispatcher.Claim]] = {}
         self._finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]] = []  # ended, not yet recorded
+        self._tenants = options.tenants  # what it may claim: its --tenant options as its grants allow, read every poll
+        self._denied: PermissionDenied | None = None  # grants revoked while running: the run stops and says so
 
     # -- control -----------------------------------------------------------
 
@@ -104,7 +106,8 @@ class Worker:
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
         try:
-            with self._ctx.store.write() as tx:
+            with self._ctx.change() as (tx, _):
+                self._tenants = claim_tenants(self._ctx, tx, self._options.tenants)
                 db_id = tx.meta_value("db_id") or ""
                 workers.register(
                     tx, fence.run_id, self.worker_id, holder=holder, now=self._ctx.clock.now(),
@@ -157,6 +160,8 @@ class Worker:
             self._ctx.store.close()
             self._ctx = self._base
         report.seconds = time.monotonic() - started
+        if self._denied is not None:
+            raise self._denied
         return report
 
     def _abandon(self) -> None:
@@ -199,6 +204,7 @@ class Worker:
             self._log(f"task {task_id}: recorded the outcome a worker left when the disk was full ({became})")
         if isinstance(self._base.clock, ServerClock):  # keep agreeing with the other hosts on the time
             self._base.clock.sync(self._ctx.store.server_time)
+        self._check_grants()
         now = self._ctx.clock.now()
         with self._ctx.change() as (tx, journal):
             tx.worker_heartbeat(self._fence.run_id, now)
@@ -211,6 +217,18 @@ class Worker:
         if self._options.dag_id is None:
             if self._fire_schedules is not None:
                 report.fired += self._fire_schedules(self._ctx, self._log, self._schedule_errors)
+
+    def _check_grants(self) -> None:
+        """Read the actor's grants again, so a revoke takes effect within one poll: claim less, or stop."""
+        if self._denied is not None:
+            return
+        try:
+            with self._ctx.read() as tx:
+                self._tenants = claim_tenants(self._ctx, tx, self._options.tenants)
+        except PermissionDenied as denial:
+            self._denied = denial
+            self._log(f"stopping: {denial.message}")
+            self.stop()
 
     def _loop(self, report: WorkerReport, backend_names: list[str], keeper: LeaseKeeper) -> None:
         options = self._options
@@ -481,7 +499,7 @@ class Worker:
             for slot, count in wants:
                 claims = dispatcher.claim(
                     tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,
-                    queues=options.queues, tenants=options.tenants, backends=backend_names, dag_id=options.dag_id,
+                    queues=options.queues, tenants=self._tenants, backends=backend_names, dag_id=options.dag_id,
                     suspects="alone" if slot.outstanding == 0 else "exclude",
                     holding=held.get(slot, []), turns=turns,
                 )

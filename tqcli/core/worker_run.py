@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tqcli.errors import InvalidInput
 from tqcli.units import check_name
+
+if TYPE_CHECKING:
+    from tqcli.core.context import Context
+    from tqcli.store.base import Tx
 
 
 @dataclass
@@ -40,6 +45,26 @@ class WorkerOptions:
             raise InvalidInput("invalid grace period: use 0 or more seconds")
         if self.worker_id is not None and not self.worker_id.strip():
             raise InvalidInput("invalid worker id: it must not be empty")
+
+
+def claim_tenants(ctx: "Context", tx: "Tx", wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """The tenants a worker of the actor may claim from, given its `--tenant` options (`()`: every tenant).
+
+    A global operator (or an open database) claims what it was asked to; a
+    tenant-scoped one only its tenants. PermissionDenied when that leaves none.
+    """
+    access = ctx.access(tx)
+    scope = access.tenants("operate")
+    if scope is None:
+        return wanted
+    if not scope:
+        ctx.authorize(tx, "operate", "run a worker", access=access)
+    if not wanted:
+        return tuple(sorted(scope))
+    allowed = tuple(tenant for tenant in wanted if tenant in scope)
+    if not allowed:
+        ctx.authorize(tx, "operate", f"run a worker for tenant {wanted[0]}", tenant=wanted[0], access=access)
+    return allowed
 
 
 # How the summary line names each outcome ("3 completed, 1 to retry").

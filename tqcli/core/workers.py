@@ -73,6 +73,7 @@ def list_workers(ctx: Context) -> list[WorkerInfo]:
     """The worker runs seen in the last 24 hours, newest heartbeat first, with the tasks each runs."""
     now = ctx.clock.now()
     with ctx.read() as tx:
+        ctx.authorize_any(tx, "read", "list workers")
         rows = tx.worker_rows(now - SHOWN_FOR * US_PER_SECOND)
         running = tx.running_by_worker()
     workers = []

@@ -73,6 +73,7 @@ class BreakerService:
     def list(self) -> list[Breaker]:
         """Every circuit that has been configured or has seen a failure."""
         with self._ctx.read() as tx:
+            self._ctx.authorize_any(tx, "read", "list circuit breakers")
             rows = tx.breaker_rows()
             return [Breaker(row.key, row.state, row.failures, *effective(tx, row), row.opened_at, row.retry_at) for row in rows]
 
@@ -128,6 +129,7 @@ def _check_configure(key: str | None, failure_threshold: int | None, recovery_ti
 
 def reset_breaker(ctx: Context, tx: Tx, journal: Journal, key: str) -> bool:
     """`BreakerService.reset` inside the caller's transaction; False when nothing needed resetting."""
+    ctx.authorize(tx, "operate", f"reset circuit breaker {key}")
     now = ctx.clock.now()
     tx.lock_breakers([key])
     row = tx.breaker_row(key)
@@ -166,6 +168,7 @@ def change_breaker(
     A service's own values are compared (None: it has none, and inherits
     the default); the defaults (key None) as they apply.
     """
+    ctx.authorize(tx, "operate", f"set circuit breaker {key or 'defaults'}")
     seconds = _check_configure(key, failure_threshold, recovery_timeout)
     now = ctx.clock.now()
     if key is None:

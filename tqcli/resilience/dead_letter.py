@@ -42,7 +42,9 @@ class DeadLetterQueue:
         """Failed tasks, newest first."""
         check_filters(queue=queue, tenant=tenant)
         with self._ctx.read() as tx:
-            tasks = [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=limit)]
+            tenant, tenants = self._ctx.read_scope(tx, tenant, "list the dead-letter queue")
+            rows = tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=limit, tenants=tenants)
+            tasks = [Task.from_row(row) for row in rows]
             deps = tx.dependencies_of([task.id for task in tasks])
         for task in tasks:
             task.depends_on = deps[task.id]
@@ -73,7 +75,7 @@ class DeadLetterQueue:
         edits = _replay_edits(payload, priority, max_retries, to_queue)
         if dry_run:
             with self._ctx.read() as tx:
-                tasks = _select(tx, ids, every, queue, tenant, "replay")
+                tasks = _select(self._ctx, tx, ids, every, queue, tenant, "replay")
                 _check_editable(tasks, edits)
                 return tasks
         with self._ctx.change() as (tx, journal):
@@ -103,7 +105,7 @@ class DeadLetterQueue:
         cutoff = _cutoff(self._ctx.clock.now(), older_than)  # a bad --older-than is refused before anything is read
         if dry_run or not confirmed:
             with self._ctx.read() as tx:
-                tasks = _purgeable(tx, ids, every, queue, tenant, cutoff)
+                tasks = _purgeable(self._ctx, tx, ids, every, queue, tenant, cutoff)
             if dry_run:
                 return tasks
             raise InvalidInput("purge deletes tasks for good: add --yes to confirm (or --dry-run to see what it would delete)")
@@ -128,7 +130,7 @@ def replay_tasks(
     """`DeadLetterQueue.replay` inside the caller's transaction; the tasks as they now are."""
     edits = _replay_edits(payload, priority, max_retries, to_queue)
     now = ctx.clock.now()
-    tasks = _still_failed(tx, _select(tx, ids, every, queue, tenant, "replay"))
+    tasks = _still_failed(tx, _select(ctx, tx, ids, every, queue, tenant, "replay"))
     _check_editable(tasks, edits)
     admit(tx, [(edits.get("queue", task.queue), task.tenant) for task in tasks], what="replayed")  # before any write
     replay_ids = [task.id for task in tasks]
@@ -164,7 +166,7 @@ def purge_tasks(
 ) -> list[Task]:
     """`DeadLetterQueue.purge` (confirmed) inside the caller's transaction; the tasks deleted."""
     now = ctx.clock.now()
-    tasks = _still_failed(tx, _purgeable(tx, ids, every, queue, tenant, _cutoff(now, older_than)))
+    tasks = _still_failed(tx, _purgeable(ctx, tx, ids, every, queue, tenant, _cutoff(now, older_than)))
     purge_ids = [task.id for task in tasks]
     orphans = chaining.waiting_dependents(tx, purge_ids)
     if orphans:
@@ -177,7 +179,10 @@ def purge_tasks(
     return tasks
 
 
-def _select(tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str) -> list[Task]:
+def _select(
+    ctx: Context, tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, verb: str
+) -> list[Task]:
+    """The failed tasks `ids` (or `every` one, of `queue`/`tenant`) that the actor may `verb`, checked."""
     check_filters(queue=queue, tenant=tenant)
     if ids and every:
         raise InvalidInput(f"give the task IDs to {verb} or --all, not both")
@@ -186,12 +191,16 @@ def _select(tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: 
     if not ids and not every:
         raise InvalidInput(f"nothing to {verb}: give the task IDs, or --all for every failed task ('tqcli dlq list' shows them)")
     if every:
-        return [Task.from_row(row) for row in tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=None)]
+        tenant, tenants = ctx.read_scope(tx, tenant, f"{verb} failed tasks", "operate")
+        rows = tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=None, tenants=tenants)
+        return [Task.from_row(row) for row in rows]
     rows = {row[0]: Task.from_row(row) for row in tx.task_rows(list(dict.fromkeys(ids)))}
+    access = ctx.access(tx)
     for task_id in dict.fromkeys(ids):
         task = rows.get(task_id)
         if task is None:
             raise NotFound(f"task {task_id} does not exist; nothing was changed")
+        ctx.authorize(tx, "operate", f"{verb} task {task_id}", tenant=task.tenant, access=access)
         if task.state.value != "failed":
             raise Conflict(f"task {task_id} is {task.state.value}, not in the dead-letter queue (failed); nothing was changed")
     return [rows[task_id] for task_id in dict.fromkeys(ids)]
@@ -236,8 +245,10 @@ def _cutoff(now: int, older_than: str | float | None) -> int | None:
     return now - int(parse_duration(str(older_than), what="--older-than") * US_PER_SECOND)
 
 
-def _purgeable(tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, cutoff: int | None) -> list[Task]:
-    tasks = _select(tx, ids, every, queue, tenant, "purge")
+def _purgeable(
+    ctx: Context, tx: Tx, ids: Sequence[int], every: bool, queue: str | None, tenant: str | None, cutoff: int | None
+) -> list[Task]:
+    tasks = _select(ctx, tx, ids, every, queue, tenant, "purge")
     if cutoff is not None:
         tasks = [task for task in tasks if task.finished_at is not None and task.finished_at < cutoff]
     return tasks

@@ -129,7 +129,7 @@ class ScheduleRow(NamedTuple):
 
 
 class AuditRow(NamedTuple):
-    """One audit entry, as hashed (see `tqcli.security.audit.link_text`)."""
+    """One audit entry, as linked (see `tqcli.security.audit.link_bytes`)."""
 
     seq: int
     ts: str
@@ -209,7 +209,8 @@ def columns(row_type: type) -> str:
 
 
 Token = tuple[int, int]  # (task id, claim number): a claimed attempt's fencing token
-AuditLink = Callable[[tuple[int, str] | None], list[tuple[Any, ...]]]
+# Makes the rows to append from the chain's head `(seq, hash, key_id)` (None: an empty chain).
+AuditLink = Callable[[tuple[int, str, str | None] | None], list[tuple[Any, ...]]]
 
 
 class TaskStore(Protocol):
@@ -228,11 +229,20 @@ class TaskStore(Protocol):
     def task_rows(self, ids: Sequence[int]) -> list[TaskRow]:
         """The existing tasks among `ids`."""
     def list_task_rows(
-        self, *, queue: str | None, tenant: str | None, state: str | None, limit: int | None, dag_id: int | None = None
+        self,
+        *,
+        queue: str | None,
+        tenant: str | None,
+        state: str | None,
+        limit: int | None,
+        dag_id: int | None = None,
+        tenants: Sequence[str] | None = None,
     ) -> list[TaskRow]:
-        """The newest `limit` tasks matching the filters, newest first."""
-    def count_by_queue_and_state(self, *, queue: str | None, tenant: str | None) -> list[tuple[str, str, int]]:
-        """`(queue, state, count)` for every queue and state that has tasks."""
+        """The newest `limit` tasks matching the filters (`tenants`: only those), newest first."""
+    def count_by_queue_and_state(
+        self, *, queue: str | None, tenant: str | None, tenants: Sequence[str] | None = None
+    ) -> list[tuple[str, str, int]]:
+        """`(queue, state, count)` for every queue and state that has tasks (of `tenants` only, when given)."""
     def dependencies_of(self, ids: Sequence[int]) -> dict[int, list[int]]:
         """The ids each task among `ids` depends on, ascending."""
     def dependency_states(self, task_id: int) -> list[tuple[int, str]]:
@@ -380,9 +390,9 @@ class AuditStore(Protocol):
     """The audit chain, metadata and role grants."""
 
     def append_audit(self, link: AuditLink) -> None:
-        """Append `link(head)`'s rows to the chain, with no other append in between."""
-    def audit_head(self) -> tuple[int, str] | None:
-        """`(seq, hash)` of the newest entry."""
+        """Append `link(head)`'s rows to the chain (head `(seq, hash, key_id)`), with no other append in between."""
+    def audit_head(self) -> tuple[int, str, str | None] | None:
+        """`(seq, hash, key_id)` of the newest entry."""
     def iter_audit(self, first: int | None = None, last: int | None = None) -> Iterator[tuple[Any, ...]]:
         """Entries in stored order, streamed."""
     def audit_bounds(self) -> tuple[int, int, int]:
@@ -390,9 +400,10 @@ class AuditStore(Protocol):
     def audit_row(self, seq: int) -> AuditRow | None:
         """The entry with sequence number `seq`."""
     def audit_entries(
-        self, *, task_id: int | None, actor: str | None, action: str | None, since: str | None, limit: int | None
+        self, *, task_id: int | None, actor: str | None, action: str | None, since: str | None, limit: int | None,
+        tenants: Sequence[str] | None = None,
     ) -> list[AuditRow]:
-        """The newest `limit` entries matching the filters, in chain order."""
+        """The newest `limit` entries matching the filters (of `tenants` only, unless None), in chain order."""
     def audit_has_action(self, action: str) -> bool:
         """Whether any entry has this action."""
     def meta_value(self, key: str) -> str | None:

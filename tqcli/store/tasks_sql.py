@@ -92,16 +92,25 @@ class TaskSQL:
         return rows
 
     def list_task_rows(
-        self, *, queue: str | None, tenant: str | None, state: str | None, limit: int | None, dag_id: int | None = None
+        self,
+        *,
+        queue: str | None,
+        tenant: str | None,
+        state: str | None,
+        limit: int | None,
+        dag_id: int | None = None,
+        tenants: Sequence[str] | None = None,
     ) -> list[TaskRow]:
-        """The newest `limit` tasks matching the filters (None: all), newest first."""
-        where, params = _filters(queue=queue, tenant=tenant, state=state, dag_id=dag_id)
+        """The newest `limit` tasks matching the filters (None: all; `tenants`: only those), newest first."""
+        where, params = _filters(tenants, queue=queue, tenant=tenant, state=state, dag_id=dag_id)
         sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY id DESC LIMIT ?"
         return list(map(TaskRow._make, self.conn.execute(sql, (*params, self.limit_value(limit))).fetchall()))
 
-    def count_by_queue_and_state(self, *, queue: str | None, tenant: str | None) -> list[tuple[str, str, int]]:
-        """`(queue, state, count)` for every queue and state that has tasks."""
-        where, params = _filters(queue=queue, tenant=tenant)
+    def count_by_queue_and_state(
+        self, *, queue: str | None, tenant: str | None, tenants: Sequence[str] | None = None
+    ) -> list[tuple[str, str, int]]:
+        """`(queue, state, count)` for every queue and state that has tasks (of `tenants` only, when given)."""
+        where, params = _filters(tenants, queue=queue, tenant=tenant)
         sql = f"SELECT queue, state, count(*) FROM tasks{where} GROUP BY queue, state"
         return self.conn.execute(sql, params).fetchall()
 
@@ -198,8 +207,12 @@ class TaskSQL:
         self.conn.execute("UPDATE tasks SET priority = ? WHERE id = ?", (priority, task_id))
 
 
-def _filters(**columns: Any) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = [], []
+def _filters(tenants: Sequence[str] | None = None, **columns: Any) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if tenants is not None:
+        clauses.append(f"tenant IN ({marks(len(tenants))})" if tenants else "0 = 1")
+        params.extend(tenants)
     for column, value in columns.items():
         if value is not None:
             clauses.append(f"{column} = ?")

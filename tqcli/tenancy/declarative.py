@@ -137,6 +137,7 @@ class SettingsService:
     def export(self) -> dict[str, Any]:
         """The settings stored, as the document a settings file holds (only what differs from the defaults)."""
         with self._ctx.read() as tx:
+            self._ctx.authorize(tx, "audit", "export the settings")
             return export_settings(tx)
 
     def export_toml(self) -> str:
@@ -317,6 +318,7 @@ def apply_settings(ctx: Context, tx: Tx, journal: Journal, settings: Settings, *
     journaled as one `settings.apply` entry with `file` and `prune` beside
     those sections; nothing is journaled when it is empty.
     """
+    ctx.authorize(tx, "admin", f"apply settings from {settings.source}")
     diff: dict[str, Any] = {}
     sections = (
         ("queues", _apply_queues(tx, settings, prune)),

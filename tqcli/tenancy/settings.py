@@ -161,12 +161,15 @@ class TenancyService:
     def queues(self) -> list[QueueInfo]:
         """Every queue with settings or tasks, by name."""
         with self._ctx.read() as tx:
+            self._ctx.authorize_any(tx, "read", "list queues")
             return _queue_infos(tx)
 
     def tenants(self) -> list[TenantInfo]:
         """Every tenant with settings or tasks, by name."""
         with self._ctx.read() as tx:
-            return _tenant_infos(tx, self._ctx.clock.now())
+            visible = self._ctx.authorize_any(tx, "read", "list tenants").tenants("read")
+            infos = _tenant_infos(tx, self._ctx.clock.now())
+        return infos if visible is None else [info for info in infos if info.name in visible]
 
     @retrying
     def set_queue(self, name: str, **changes: Any) -> tuple[QueueInfo, bool]:
@@ -174,6 +177,7 @@ class TenancyService:
         if not changes:
             raise InvalidInput("nothing to set: give --max-length, --max-running, --pause or --resume")
         with self._ctx.change() as (tx, journal):
+            self._ctx.authorize(tx, "operate", f"set queue {name}")
             diff = change_queue(tx, name, **changes)
             if diff:
                 journal.add("queue.set", None, None, queue=name, **diff)
@@ -186,6 +190,7 @@ class TenancyService:
         if not changes:
             raise InvalidInput("nothing to set: give --max-pending, --max-running, --rate or --weight")
         with self._ctx.change() as (tx, journal):
+            self._ctx.authorize(tx, "operate", f"set tenant {name}")
             diff = change_tenant(tx, name, **changes)
             if diff:
                 journal.add("tenant.set", None, name, **diff)
