@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
+    from tqcli.security.key_service import KeyService
     from tqcli.tenancy.declarative import SettingsService
     from tqcli.tenancy.settings import TenancyService
 
@@ -56,6 +57,13 @@ class Queue:
         from tqcli.security.audit_log import AuditLog
 
         return AuditLog(self._ctx)
+
+    @cached_property
+    def keys(self) -> "KeyService":
+        """The key file and the encrypted values: init, rotate, re-encrypt, status, export, retire."""
+        from tqcli.security.key_service import KeyService
+
+        return KeyService(self._ctx)
 
     @cached_property
     def dlq(self) -> "DeadLetterQueue":

@@ -515,7 +515,26 @@ class LockStore(Protocol):
         """Lock these idempotency keys of one tenant until commit, taken or not."""
 
 
-class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, Protocol):
+class KeysStore(Protocol):
+    """The sealed values of encrypted tasks, for the keys commands (see `tqcli.security.crypto`)."""
+
+    def sealed_value_counts(self, prefix: str, id_chars: int) -> dict[str, int]:
+        """How many stored values name each data key: values starting with `prefix`, the key id the `id_chars` characters after it."""
+    def audit_key_counts(self) -> dict[str, int]:
+        """How many audit entries each audit key links."""
+    def encrypted_task_ids(self, after: int, limit: int) -> list[int]:
+        """The ids of up to `limit` encrypted tasks with an id above `after`, ascending."""
+    def sealed_values(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str | None, str | None]]:
+        """`(id, payload, result, error, env)` of these tasks, by id."""
+    def sealed_attempt_values(self, ids: Sequence[int]) -> list[tuple[int, int, str | None, str | None]]:
+        """`(task_id, claim, error, traceback)` of every attempt of these tasks."""
+    def rewrite_sealed_values(self, rows: Sequence[tuple[int, str, str | None, str | None, str | None]]) -> None:
+        """Store `(id, payload, result, error, env)` for each task (its values sealed anew)."""
+    def rewrite_sealed_attempts(self, rows: Sequence[tuple[int, int, str | None, str | None]]) -> None:
+        """Store `(task_id, claim, error, traceback)` for each attempt (its values sealed anew)."""
+
+
+class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore, Protocol):
     """The queries of one transaction."""
 
 

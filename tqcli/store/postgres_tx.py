@@ -17,6 +17,7 @@ from tqcli.store.audit_sql import AUDIT_COLUMNS, AuditSQL
 from tqcli.store.base import PickRow
 from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_ORDER, PICK_COLUMNS, DispatchSQL, claim_filters, pick_statement
+from tqcli.store.keys_sql import KeysSQL
 from tqcli.store.maintenance_sql import MaintenanceSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
@@ -72,7 +73,7 @@ class PgConnection:
         return cursor
 
 
-class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL):
+class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL):
     """The queries of one PostgreSQL transaction; created only by `PostgresStore.read/write`."""
 
     no_limit = None  # LIMIT NULL is no limit on PostgreSQL

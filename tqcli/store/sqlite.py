@@ -24,6 +24,7 @@ from tqcli.store import schema
 from tqcli.store.audit_sql import AuditSQL
 from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_PICKED, DispatchSQL, pick_statement
+from tqcli.store.keys_sql import KeysSQL
 from tqcli.store.maintenance_sql import MaintenanceSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import TaskSQL
@@ -36,7 +37,7 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL):
+class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL):
     """The queries of one transaction; created only by `SqliteStore.read/write`.
 
     The mixins hold portable SQL; what only SQLite understands is here.
