@@ -7,7 +7,8 @@ import pytest
 from tests.stores import psql
 
 from tqcli.security.audit import GENESIS_HASH, entry_hash
-from tqcli.security.verify import Checkpoint, verify_rows
+from tqcli.security.checkpoint import Checkpoint
+from tqcli.security.verify import verify_rows
 
 
 def fill(queue, count):

@@ -47,7 +47,9 @@ def test_deleting_the_tail_is_caught_by_a_checkpoint(history, tmp_path):
     history.ok("audit", "checkpoint", "--output", str(checkpoint))
     saved = json.loads(checkpoint.read_text())
     assert saved["seq"] == 7 and saved["format"] == "tqcli-audit-checkpoint/1"
-    assert history.ok("audit", "verify", "--checkpoint", str(checkpoint)).stdout.endswith("matches checkpoint at entry 7\n")
+    assert history.ok("audit", "verify", "--checkpoint", str(checkpoint)).stdout.endswith("matches checkpoint at entry 7 (unsigned)\n")
+    (entry,) = history.ok("audit", "log", "--action", "audit.checkpoint", "--json").json
+    assert entry["seq"] == 8 and entry["details"] == {"seq": 7, "hash": saved["hash"], "signed": False}
     sql_shell(history.db, "DELETE FROM audit WHERE seq >= 6;")
     assert history("audit", "verify").code == 0  # a shorter chain is self-consistent...
     result = history("audit", "verify", "--checkpoint", str(checkpoint))
@@ -68,7 +70,8 @@ def test_a_restored_older_copy_is_caught_by_a_checkpoint(history, tmp_path):
 
 def test_checkpoint_to_stdout(history):
     data = history.ok("audit", "checkpoint").json
-    assert data["seq"] == 7 and data["signature"] is None
+    assert data["seq"] == 7 and data["signature"] is None and data["key_id"] is None
+    assert history.ok("audit", "verify", "--json").json["head_seq"] == 8  # the audit.checkpoint entry
 
 
 def test_bad_checkpoint_files_are_invalid_input(history, tmp_path):

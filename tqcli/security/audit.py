@@ -1,11 +1,19 @@
-"""The tamper-evident audit chain: how entries are hashed and appended.
+"""The tamper-evident audit chain: how entries are linked and appended.
 
-Each entry's `hash` is SHA-256 over a canonical encoding of its stored
-fields and the previous entry's hash. The encoding starts with the tag
-`tqcli-audit-v1` and a newline, then for each of seq, ts, actor, action,
-task_id, tenant, details, key_id and prev_hash: `-` for NULL, else the
-UTF-8 byte length in decimal, a colon and the bytes. Length prefixes make
-the encoding unambiguous: no two different entries encode alike.
+Each entry's `hash` is computed over a canonical encoding of its stored
+fields and the previous entry's hash (`link_bytes`, the one encoder). The
+encoding starts with the tag `tqcli-audit-v1` and a newline, then for each
+of seq, ts, actor, action, task_id, tenant, details, key_id and prev_hash:
+`-` for NULL, else the UTF-8 byte length in decimal, a colon and the bytes.
+Length prefixes make the encoding unambiguous: no two different entries
+encode alike.
+
+A plain entry (`key_id` NULL) is linked by SHA-256 of the encoding. Once
+an audit key exists, entries are linked by HMAC-SHA256 under it and name
+its id in `key_id` (which the encoding covers), so whoever can edit the
+database but holds no key cannot recompute the chain. The chain is keyed
+from its first keyed entry on: a plain entry after a keyed one is
+tampering, and appending to a keyed chain needs its key.
 
 Entries are appended in the same transaction as the change they record,
 so both land or neither does. Verification lives in `tqcli.security.verify`.
@@ -14,9 +22,13 @@ so both land or neither does. Verification lives in `tqcli.security.verify`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from tqcli.errors import KeyProblem
 
 if TYPE_CHECKING:
     from tqcli.security.keys import KeyRing
@@ -25,6 +37,8 @@ if TYPE_CHECKING:
 GENESIS_HASH = "0" * 64
 _TAG = b"tqcli-audit-v1\n"
 _TAG_TEXT = _TAG.decode()
+# The shape of `tqcli.security.keys.key_id("audit", ...)`: anything else in key_id was never written by tqcli.
+_AUDIT_KEY_ID = re.compile(r"audit-[0-9a-f]{8}")
 
 
 def audit_time(us: int) -> str:
@@ -33,7 +47,20 @@ def audit_time(us: int) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
-def link_text(
+def length_prefixed(tag: bytes, values: Iterable[Any]) -> bytes:
+    """`tag`, then each value as `-` (None) or its UTF-8 byte length, a colon and the bytes."""
+    buf = bytearray(tag)
+    for value in values:
+        if value is None:
+            buf += b"-"
+        else:
+            data = str(value).encode("utf-8", "surrogatepass")
+            buf += b"%d:" % len(data)
+            buf += data
+    return bytes(buf)
+
+
+def link_bytes(
     seq: int,
     ts: str,
     actor: str,
@@ -43,38 +70,82 @@ def link_text(
     details: str,
     key_id: str | None,
     prev_hash: str,
-) -> str:
-    """The canonical encoding of one entry as text, lengths counted in characters.
+) -> bytes:
+    """The canonical encoding of one entry: the one place the link format is written down.
 
-    The one place the link format is written down. It is the exact encoding
-    (lengths in bytes) whenever it is ASCII, which `entry_hash` and the
-    verifier's fast pass check before hashing it; other text takes
-    `entry_hash`'s byte-by-byte path.
+    Built as text first (one f-string, lengths in characters), which is the
+    exact encoding whenever it is ASCII; other text is encoded field by field.
     """
     number = str(seq)
     task = "-" if task_id is None else f"{len(str(task_id))}:{task_id}"
     tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
     key_part = "-" if key_id is None else f"{len(key_id)}:{key_id}"
-    return (
+    text = (
         f"{_TAG_TEXT}{len(number)}:{number}{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}"
         f"{task}{tenant_part}{len(details)}:{details}{key_part}{len(prev_hash)}:{prev_hash}"
     )
-
-
-def entry_hash(*fields: Any) -> str:
-    """The SHA-256 link of one entry over its canonical encoding; `fields` in `link_text`'s order."""
-    text = link_text(*fields)
     if text.isascii():  # then every length in characters is also the length in bytes
-        return hashlib.sha256(text.encode("ascii")).hexdigest()
-    buf = bytearray(_TAG)
-    for value in fields:
-        if value is None:
-            buf += b"-"
-        else:
-            data = str(value).encode("utf-8", "surrogatepass")
-            buf += b"%d:" % len(data)
-            buf += data
-    return hashlib.sha256(buf).hexdigest()
+        return text.encode("ascii")
+    return length_prefixed(_TAG, (seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash))
+
+
+def link_digest(data: bytes, key: bytes | None) -> str:
+    """The link over an encoded entry: HMAC-SHA256 under `key`, or SHA-256 when the entry is plain (hex)."""
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
+
+
+def entry_hash(*fields: Any, key: bytes | None = None) -> str:
+    """The link of one entry; `fields` in `link_bytes`'s order, `key` the audit key its key_id names."""
+    return link_digest(link_bytes(*fields), key)
+
+
+def is_audit_key_id(value: str) -> bool:
+    """Whether `value` has the shape of an audit key's id (`audit-` and eight hex digits)."""
+    return _AUDIT_KEY_ID.fullmatch(value) is not None
+
+
+def audit_key_map(ring: "KeyRing | None") -> dict[str, bytes]:
+    """The audit keys of `ring` by id (empty without a ring)."""
+    return {} if ring is None else {key.id: key.key for key in ring.audit}
+
+
+def missing_key(key_id: str, ring: "KeyRing | None", what: str) -> KeyProblem:
+    """The KeyProblem of a keyed chain whose key `key_id` this process lacks; `what` says what it blocks."""
+    if ring is None:
+        where = "no key file holds its key: give --key-file"
+    else:
+        where = f"key file {ring.path} does not hold it: give the key file that does (--key-file)"
+    return KeyProblem(f"{what} (key {key_id}) and {where}, or copy the key file from whoever ran 'tqcli keys init'")
+
+
+def link_key(head_key_id: str | None, ring: "KeyRing | None") -> tuple[str, bytes] | None:
+    """`(key id, key)` new entries are linked with after a head keyed by `head_key_id` (None: plain links).
+
+    The ring's primary audit key when there is one (a plain chain then
+    starts its keyed part); else the head's own key. KeyProblem when the
+    chain is keyed and `ring` holds neither: a plain entry would break it.
+    """
+    primary = ring.primary_audit if ring is not None else None
+    if primary is not None:
+        return primary.id, primary.key
+    if head_key_id is None:
+        return None
+    key = ring.audit_key(head_key_id) if ring is not None else None
+    if key is None:
+        raise missing_key(head_key_id, ring, "the audit chain is keyed")
+    return head_key_id, key
+
+
+def append_problem(tx: "Tx", keys: "KeyRing | None") -> str | None:
+    """Why this process could not append to the chain (it is keyed and `keys` lacks its key), or None; writes nothing."""
+    head = tx.audit_head()
+    try:
+        link_key(head[2] if head else None, keys)
+    except KeyProblem as problem:
+        return problem.message
+    return None
 
 
 _DETAILS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -109,18 +180,25 @@ def append_entries(
     entries: Sequence[tuple[str, int | None, str | None, str]],
     keys: "Callable[[], KeyRing | None] | None" = None,
 ) -> None:
-    """Append `entries` to the chain inside the caller's write transaction; `keys()` gives the audit key when the chain needs one."""
+    """Append `entries` to the chain inside the caller's write transaction, linked with `keys()`'s audit key when it has one.
+
+    KeyProblem, raised inside the transaction so the change rolls back,
+    when the chain is keyed and `keys()` lacks its key.
+    """
     if not entries:
         return
     ts = audit_time(now_us)
+    ring = keys() if keys is not None else None  # read before the head is locked: the key file is a file read
 
-    def link(head: tuple[int, str] | None) -> list[tuple[Any, ...]]:
-        seq, prev = head if head else (0, GENESIS_HASH)
+    def link(head: tuple[int, str, str | None] | None) -> list[tuple[Any, ...]]:
+        seq, prev, head_key_id = head if head else (0, GENESIS_HASH, None)
+        chosen = link_key(head_key_id, ring)
+        key_id, key = chosen if chosen is not None else (None, None)
         rows = []
         for action, task_id, tenant, details in entries:
             seq += 1
-            digest = entry_hash(seq, ts, actor, action, task_id, tenant, details, None, prev)
-            rows.append((seq, ts, actor, action, task_id, tenant, details, None, prev, digest))
+            digest = link_digest(link_bytes(seq, ts, actor, action, task_id, tenant, details, key_id, prev), key)
+            rows.append((seq, ts, actor, action, task_id, tenant, details, key_id, prev, digest))
             prev = digest
         return rows
 

@@ -1,4 +1,4 @@
-"""Reading the audit chain: `audit log`, `audit verify`, `audit checkpoint`."""
+"""Reading the audit chain: `audit log`, `audit verify`, `audit checkpoint`, each checked by `Context.authorize`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tqcli.core.context import Context
 from tqcli.errors import InvalidInput
-from tqcli.security.audit import GENESIS_HASH, audit_time
-from tqcli.security.verify import AuditEntry, Checkpoint, VerifyReport, scan, verify_rows
+from tqcli.security.audit import GENESIS_HASH, audit_key_map, audit_time
+from tqcli.security.checkpoint import Checkpoint, sign_checkpoint, signature_problem, write_checkpoint
+from tqcli.security.verify import AuditEntry, Stretch, VerifyReport, scan, scan_stretch, verify_rows
 from tqcli.units import parse_time
 
 PARALLEL_FROM = 200_000  # below this, starting processes costs more than it saves
@@ -26,11 +27,12 @@ KNOWN_ACTIONS = frozenset({
     "schedule.add", "schedule.edit", "schedule.pause", "schedule.resume", "schedule.remove", "schedule.error",
     "breaker.open", "breaker.half_open", "breaker.close", "breaker.reset", "breaker.set",
     "schedule.skip", "queue.set", "tenant.set", "settings.apply",
+    "keys.init", "keys.rotate", "keys.retire", "keys.reencrypt",
 })
 
 
 class AuditLog:
-    """The audit chain of one database, as its readers see it."""
+    """The audit chain of one database, as its readers (and checkpoint writers) see it."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -44,7 +46,7 @@ class AuditLog:
         since: str | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
-        """Matching entries in chain order: the newest `limit` of them (0: all)."""
+        """Matching entries in chain order: the newest `limit` of them (0: all); a tenant-scoped auditor sees its tenants' alone."""
         if limit < 0:
             raise InvalidInput(f"invalid limit {limit}: use 0 (every entry) or a positive number")
         if task_id is not None and task_id < 1:
@@ -53,70 +55,108 @@ class AuditLog:
             raise InvalidInput(f"invalid actor {actor!r}: give a user name, e.g. alice (the ACTOR column of 'tqcli audit log')")
         since_ts = audit_time(parse_time(since)) if since is not None else None
         with self._ctx.read() as tx:
+            visible = self._ctx.authorize_any(tx, "audit", "read the audit log").tenants("audit")
             if action is not None and action not in KNOWN_ACTIONS and not tx.audit_has_action(action):
                 raise InvalidInput(_unknown_action(action))
-            rows = tx.audit_entries(task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or None)
+            rows = tx.audit_entries(
+                task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or None,
+                tenants=None if visible is None else sorted(visible),
+            )
         return [AuditEntry(*row) for row in rows]
 
-    def verify(self, checkpoint: Checkpoint | None = None, *, processes: int | None = None) -> VerifyReport:
-        """Recompute every link, streaming; compare with `checkpoint` when given.
+    def verify(
+        self, checkpoint: Checkpoint | None = None, *, processes: int | None = None, public_key: bytes | None = None
+    ) -> VerifyReport:
+        """Recompute every link, streaming; compare with `checkpoint` when given, and check its signature.
 
+        Keyed links need the key file (KeyProblem, exit 8, without it); a
+        signed checkpoint needs `public_key` (raw Ed25519) or the key file's.
         A long chain is checked in stretches by several processes (one per
         core, or `processes`); when any doubt comes up, the whole chain is
         walked again in order to name the first bad entry and what happened.
         """
         with self._ctx.read() as tx:
-            if checkpoint is not None:
-                db_id = tx.meta_value("db_id")
-                if checkpoint.db_id != db_id:
-                    report = VerifyReport()
-                    report.kind = "rewritten"
-                    report.problem = (
-                        f"the checkpoint belongs to database {checkpoint.db_id}, not to this one ({db_id}): "
-                        "this is a different database or its history was recreated"
-                    )
-                    return report
+            self._ctx.authorize(tx, "audit", "verify the audit chain")
+            db_id = tx.meta_value("db_id")
             count, low, high = tx.audit_bounds()
-        if count and count == high and low == 1 and self._intact(high, processes):
+        ring = self._ctx.keys
+        report = VerifyReport()
+        if checkpoint is not None:
+            report.checkpoint_seq = checkpoint.seq
+            forged = signature_problem(checkpoint, public_key or (ring.signing_public if ring else None), required=public_key is not None)
+            if forged is not None:
+                report.kind, report.problem = "forged checkpoint", forged
+                return report
+            if checkpoint.db_id != db_id:
+                report.kind = "rewritten"
+                report.problem = (
+                    f"the checkpoint belongs to database {checkpoint.db_id}, not to this one ({db_id}): "
+                    "this is a different database or its history was recreated"
+                )
+                return report
+        signed_by = checkpoint.key_id if checkpoint is not None and checkpoint.signature is not None else None
+        if count and count == high and low == 1 and self._intact(high, processes, audit_key_map(ring)):
             with self._ctx.read() as tx:
                 head = tx.audit_row(high)
                 at_checkpoint = tx.audit_row(checkpoint.seq) if checkpoint is not None and 0 < checkpoint.seq <= high else None
-            report = VerifyReport(count=count, head_seq=high, head_hash=head[9])
-            if checkpoint is None:
-                return report
-            if at_checkpoint is not None and at_checkpoint[9] == checkpoint.hash:
-                report.checkpoint_seq = checkpoint.seq
-                return report
+            if head is not None and head.seq == high:
+                report = VerifyReport(count=count, head_seq=high, head_hash=head.hash)
+                if checkpoint is None:
+                    return report
+                if at_checkpoint is not None and at_checkpoint.hash == checkpoint.hash:
+                    report.checkpoint_seq, report.checkpoint_key_id = checkpoint.seq, signed_by
+                    return report
         with self._ctx.read() as tx:
-            return verify_rows(tx.iter_audit(), checkpoint)
+            report = verify_rows(tx.iter_audit(), checkpoint, ring)
+        if report.intact and checkpoint is not None:
+            report.checkpoint_key_id = signed_by
+        return report
 
-    def _intact(self, high: int, processes: int | None) -> bool:
-        """The fast pass over entries 1..high, split between processes when it is long."""
+    def _intact(self, high: int, processes: int | None, keys: dict[str, bytes]) -> bool:
+        """The fast pass over entries 1..high, split between processes when it is long.
+
+        The helpers get their stretch, the database's location and the audit
+        keys on stdin: a key on a command line is readable by every local
+        user (/proc/PID/cmdline), and so is a password in a PostgreSQL URL.
+        """
         store = self._ctx.store
         parts = processes or (os.cpu_count() or 1)
         if parts < 2 or high < PARALLEL_FROM:
             with self._ctx.read() as tx:
-                seen, _, _, intact = scan(tx.iter_audit(), 1, GENESIS_HASH)
+                seen, _, _, intact = scan(tx.iter_audit(), 1, GENESIS_HASH, keys)
             return intact and seen == high
+        import base64
         import subprocess
         import sys
 
         size = -(-high // parts)
         bounds = [(start, min(start + size - 1, high)) for start in range(1, high + 1, size)]
+        shared = {
+            "location": str(store.location),
+            "busy_timeout": store.busy_timeout,
+            "keys": {key_id: base64.b64encode(key).decode() for key_id, key in keys.items()},
+        }
         helpers: list[subprocess.Popen[bytes]] = []
         try:
             for first, last in bounds[1:]:
-                helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", "tqcli.security.verify", store.location, str(store.busy_timeout), str(first), str(last)],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                ))
+                helper = subprocess.Popen(
+                    [sys.executable, "-m", "tqcli.security.verify"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                )
+                helpers.append(helper)
+                assert helper.stdin is not None
+                with helper.stdin:
+                    helper.stdin.write(json.dumps({**shared, "first": first, "last": last}).encode())
             with self._ctx.read() as tx:
-                results = [scan(tx.iter_audit(*bounds[0]), 1, GENESIS_HASH)]
+                results = [scan_stretch(tx.iter_audit(*bounds[0]), 1, GENESIS_HASH, keys)]
             for helper in helpers:
-                out, _ = helper.communicate()
-                if helper.returncode != 0:
+                assert helper.stdout is not None
+                out = helper.stdout.read()
+                if helper.wait() != 0:
                     return False  # the ordered walk will say what is wrong
-                results.append(tuple(json.loads(out)))
+                results.append(Stretch(*json.loads(out)))
+        except BrokenPipeError:
+            return False  # a helper that died at once: the ordered walk checks alone
         finally:  # every path, an error or Ctrl-C included: no helper outlives the verify
             for helper in helpers:
                 if helper.poll() is None:
@@ -124,20 +164,34 @@ class AuditLog:
                 helper.wait()
                 if helper.stdout is not None:
                     helper.stdout.close()
-        link = GENESIS_HASH
-        for (first, last), (seen, first_prev, last_hash, intact) in zip(bounds, results):
-            if not intact or seen != last - first + 1 or first_prev != link:
+        link, keyed = GENESIS_HASH, False
+        for (first, last), stretch in zip(bounds, results):
+            if not stretch.intact or stretch.entries != last - first + 1 or stretch.first_prev != link:
                 return False
-            link = last_hash
+            if keyed and not stretch.first_keyed:
+                return False  # a plain entry right after a keyed one
+            link, keyed = stretch.last_hash, stretch.last_keyed
         return True
 
-    def checkpoint(self) -> Checkpoint:
-        """The current head of the chain, to keep outside the database."""
-        with self._ctx.read() as tx:
+    def checkpoint(self, output: str | Path | None = None) -> Checkpoint:
+        """Record the chain's head, signed when the key file has the signing key, and append `audit.checkpoint` after it.
+
+        One write transaction: the entry's own seq follows the head it
+        checkpoints. With `output`, the file is written (atomically) before
+        the commit, so a checkpoint that cannot be written leaves no entry.
+        """
+        with self._ctx.change() as (tx, journal):
+            self._ctx.authorize(tx, "audit", "write an audit checkpoint")
             head = tx.audit_head()
-            db_id = tx.meta_value("db_id") or ""
-        seq, digest = head if head else (0, GENESIS_HASH)
-        return Checkpoint(db_id=db_id, seq=seq, hash=digest, time=audit_time(self._ctx.clock.now()))
+            seq, digest = (head[0], head[1]) if head else (0, GENESIS_HASH)
+            saved = Checkpoint(db_id=tx.meta_value("db_id") or "", seq=seq, hash=digest, time=audit_time(self._ctx.clock.now()))
+            ring = self._ctx.keys
+            if ring is not None and ring.signing_private is not None and ring.signing_id is not None:
+                saved = sign_checkpoint(saved, ring.signing_private, ring.signing_id)
+            journal.add("audit.checkpoint", seq=seq, hash=digest, signed=saved.signature is not None)
+            if output is not None:
+                write_checkpoint(saved, output)
+        return saved
 
 
 def _unknown_action(action: str) -> str:
@@ -146,28 +200,3 @@ def _unknown_action(action: str) -> str:
     close = get_close_matches(action, KNOWN_ACTIONS, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     return f"unknown action {action!r}: {hint}known actions: {', '.join(sorted(KNOWN_ACTIONS))}"
-
-
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a checkpoint file; a missing or malformed one is invalid input (exit 2)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read checkpoint file {path}: {exc.strerror}") from None
-    try:
-        return Checkpoint.from_json(json.loads(text))
-    except ValueError as exc:
-        raise InvalidInput(f"checkpoint file {path} is not valid: {exc}") from None
-
-
-def write_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
-    """Write a checkpoint file atomically (write a temporary file, then rename)."""
-    target = Path(path)
-    if not str(path).strip() or target.is_dir() or not target.name:
-        raise InvalidInput(f"cannot write checkpoint file {str(path)!r}: give a file name, e.g. --output head.json")
-    temporary = target.with_name(f".{target.name}.tmp")
-    try:
-        temporary.write_text(json.dumps(checkpoint.to_json(), indent=2) + "\n", encoding="utf-8")
-        temporary.replace(target)
-    except OSError as exc:
-        raise InvalidInput(f"cannot write checkpoint file {path}: {exc.strerror}") from None

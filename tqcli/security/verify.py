@@ -1,21 +1,36 @@
-"""Verifying the audit chain, and checkpoints of its head.
+"""Verifying the audit chain.
 
 Verification streams the table row by row (flat memory) and stops at the
 first bad entry, saying whether it was changed, removed, inserted or
-reordered; against a checkpoint it also catches truncation and a restored
-older copy.
+reordered; against a checkpoint (`tqcli.security.checkpoint`) it also
+catches truncation and a restored older copy.
+
+Keyed entries are checked by recomputing their HMAC with the key their
+`key_id` names, so the key file is needed for them: a keyed entry whose key
+this process lacks cannot be verified (KeyProblem, exit 8), which is not
+the same as tampered (exit 1). A plain entry after a keyed one is
+tampering. A chain whose keyed entries were all removed of their key ids
+and recomputed as plain SHA-256 links from the first entry on verifies as
+a plain chain: only a checkpoint of it catches that rewrite.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from hashlib import sha256
+from hmac import digest as hmac_digest
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from tqcli.security.audit import GENESIS_HASH, entry_hash, link_text
+from tqcli.security.audit import GENESIS_HASH, audit_key_map, is_audit_key_id, link_bytes, link_digest, missing_key
+from tqcli.security.checkpoint import Checkpoint
+
+if TYPE_CHECKING:
+    from tqcli.security.keys import KeyRing
 
 _SEARCH_WINDOW = 8  # how far a moved entry is looked for when telling reorders from edits
+
+__all__ = ["AuditEntry", "Checkpoint", "Stretch", "VerifyReport", "scan", "scan_range", "scan_stretch", "verify_rows"]
 
 
 @dataclass
@@ -54,35 +69,6 @@ class AuditEntry:
 
 
 @dataclass
-class Checkpoint:
-    """The head of the chain at one moment, kept outside the database."""
-
-    db_id: str
-    seq: int
-    hash: str
-    time: str
-    signature: str | None = None
-
-    FORMAT = "tqcli-audit-checkpoint/1"
-
-    def to_json(self) -> dict[str, Any]:
-        """The checkpoint file's JSON object."""
-        return {"format": self.FORMAT, "db_id": self.db_id, "seq": self.seq, "hash": self.hash, "time": self.time, "signature": self.signature}
-
-    @classmethod
-    def from_json(cls, data: Any) -> "Checkpoint":
-        """Parse a checkpoint file's object; raises ValueError when it is not one."""
-        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
-            raise ValueError("not a tqcli audit checkpoint")
-        seq, digest = data.get("seq"), data.get("hash")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(digest, str) or len(digest) != 64:
-            raise ValueError("checkpoint has no valid seq and hash")
-        if not isinstance(data.get("db_id"), str) or not isinstance(data.get("time"), str):
-            raise ValueError("checkpoint has no db_id or time")
-        return cls(data["db_id"], seq, digest, data["time"], data.get("signature"))
-
-
-@dataclass
 class VerifyReport:
     """What `audit verify` found: intact, or the first bad entry and what happened to it."""
 
@@ -90,9 +76,10 @@ class VerifyReport:
     head_seq: int = 0
     head_hash: str = GENESIS_HASH
     problem: str | None = None
-    kind: str | None = None  # changed, removed, inserted, reordered, truncated, rewritten
+    kind: str | None = None  # changed, removed, inserted, reordered, truncated, rewritten, forged checkpoint
     bad_seq: int | None = None
     checkpoint_seq: int | None = None
+    checkpoint_key_id: str | None = None  # the key that signed the checkpoint, once its signature verified
 
     @property
     def intact(self) -> bool:
@@ -110,7 +97,85 @@ class VerifyReport:
             "kind": self.kind,
             "bad_seq": self.bad_seq,
             "checkpoint_seq": self.checkpoint_seq,
+            "checkpoint_signed_by": self.checkpoint_key_id,
         }
+
+
+class Stretch(NamedTuple):
+    """What the fast pass found over a stretch of the chain (see `scan_stretch`)."""
+
+    entries: int
+    first_prev: str
+    last_hash: str
+    intact: bool
+    first_keyed: bool
+    last_keyed: bool
+
+
+def scan_stretch(
+    rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None, keys: Mapping[str, bytes] | None = None
+) -> Stretch:
+    """The fast pass over a stretch of the chain: checks sequence, links and hashes, stopping at the first doubt.
+
+    Every link is recomputed through `link_bytes`, the one encoder (this
+    loop runs once per entry); `keys` are the audit keys by id. A keyed
+    entry whose key is missing, or a plain one after a keyed one, is a
+    doubt, which `verify_rows` then classifies. `prev_hash` None accepts
+    whatever the first entry links to (a stretch that starts mid-chain);
+    `first_keyed`/`last_keyed` let stretches checked apart be joined.
+    """
+    keys = keys or {}
+    count, first_prev, last = 0, "", prev_hash or ""
+    first_keyed = keyed = False
+    key_id_now: Any = None
+    key_now = b""
+    for seq, ts, actor, action, task_id, tenant, details, key_id, link, digest in rows:
+        if count == 0:
+            first_prev = link
+            first_keyed = key_id is not None
+            if prev_hash is None:
+                last = link
+        if seq != expected_seq or link != last:
+            break
+        if type(ts) is not str or type(actor) is not str or type(action) is not str or type(details) is not str:
+            break
+        data = link_bytes(seq, ts, actor, action, task_id, tenant, details, key_id, link)
+        if key_id is None:
+            if keyed or sha256(data).hexdigest() != digest:
+                break
+        else:
+            if key_id != key_id_now:
+                found = keys.get(key_id) if type(key_id) is str else None
+                if found is None:
+                    break
+                key_id_now, key_now, keyed = key_id, found, True
+            if hmac_digest(key_now, data, "sha256").hex() != digest:
+                break
+        last = digest
+        expected_seq = seq + 1
+        count += 1
+    else:
+        return Stretch(count, first_prev, last, True, first_keyed, keyed)
+    return Stretch(count, first_prev, last, False, first_keyed, keyed)
+
+
+def scan(
+    rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None, keys: Mapping[str, bytes] | None = None
+) -> tuple[int, str, str, bool]:
+    """`scan_stretch`'s `(entries, first prev_hash, last hash, intact)`."""
+    return scan_stretch(rows, expected_seq, prev_hash, keys)[:4]
+
+
+def scan_range(location: str, busy_timeout: float, first: int, last: int, keys: Mapping[str, bytes] | None = None) -> Stretch:
+    """`scan_stretch` of the entries from `first` to `last`, on a connection of its own (another process)."""
+    from tqcli.store import open as open_store
+
+    store = open_store(location, busy_timeout=busy_timeout, read_only=True)
+    try:
+        with store.read() as tx:
+            return scan_stretch(tx.iter_audit(first, last), first, None, keys)
+    finally:
+        store.close()
 
 
 def _text(value: Any) -> Any:
@@ -118,28 +183,38 @@ def _text(value: Any) -> Any:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _row_hash(row: Sequence[Any], seq: int) -> str:
-    fields = [_text(value) for value in row[1:9]]
-    return entry_hash(seq, *fields)
+_Hasher = Callable[[Sequence[Any], int], "str | None"]
 
 
-def _stored_hash(row: Sequence[Any]) -> str:
-    """The entry's hash at its stored seq, from the encoding SQLite built when the row carries it."""
-    if len(row) > 10 and isinstance(row[10], bytes):
-        return hashlib.sha256(row[10]).hexdigest()
-    return _row_hash(row, row[0])
+def _hasher(keys: Mapping[str, bytes]) -> _Hasher:
+    """The link of a row as if it were entry `seq`, or None when its key is not in `keys`."""
+
+    def row_hash(row: Sequence[Any], seq: int) -> str | None:
+        fields = [_text(value) for value in row[1:9]]
+        key_id = fields[6]
+        key = None if key_id is None else keys.get(key_id)
+        if key_id is not None and key is None:
+            return None
+        return link_digest(link_bytes(seq, *fields), key)
+
+    return row_hash
 
 
-def _found_at_offset(row: Sequence[Any]) -> int | None:
+def _found_at_offset(row: Sequence[Any], row_hash: _Hasher) -> int | None:
     """The offset d such that the entry hashes correctly as seq+d, if it is nearby."""
     seq = row[0]
     if not isinstance(seq, int):
         return None
     for distance in range(1, _SEARCH_WINDOW + 1):
         for offset in (distance, -distance):
-            if seq + offset > 0 and _row_hash(row, seq + offset) == row[9]:
+            if seq + offset > 0 and row_hash(row, seq + offset) == row[9]:
                 return offset
     return None
+
+
+def _moved_up(row: Sequence[Any] | None, row_hash: _Hasher) -> bool:
+    """Whether `row` is an intact entry renumbered one up (an entry was inserted before it)."""
+    return row is not None and row_hash(row, row[0]) != row[9] and _found_at_offset(row, row_hash) == -1
 
 
 def _fail(report: VerifyReport, kind: str, seq: int, problem: str) -> VerifyReport:
@@ -147,77 +222,62 @@ def _fail(report: VerifyReport, kind: str, seq: int, problem: str) -> VerifyRepo
     return report
 
 
-def scan(rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None) -> tuple[int, str, str, bool]:
-    """The fast pass over a stretch of the chain: `(entries, first prev_hash, last hash, intact)`.
+def _inserted(report: VerifyReport, seq: int, why: str) -> VerifyReport:
+    return _fail(report, "inserted", seq, f"entry {seq} was inserted: {why}")
 
-    Checks sequence, links and hashes with `link_text`, the one encoder
-    (this loop runs once per entry); it stops at the first
-    doubt, which `verify_rows` then classifies. `prev_hash` None accepts
-    whatever the first entry links to (a stretch that starts mid-chain).
+
+def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = None, ring: "KeyRing | None" = None) -> VerifyReport:
+    """Check every link of the chain, streaming; stop at the first bad entry and say what happened.
+
+    Keyed entries are recomputed with `ring`'s audit keys; KeyProblem
+    (exit 8) at the first keyed entry whose key `ring` lacks, once its
+    place in the chain (seq, link to the entry before) checks out.
     """
-    sha256 = hashlib.sha256
-    count, first_prev, last = 0, "", prev_hash or ""
-    for seq, ts, actor, action, task_id, tenant, details, key_id, link, digest in rows:
-        if count == 0:
-            first_prev = link
-            if prev_hash is None:
-                last = link
-        if seq != expected_seq or link != last or key_id is not None:
-            return count, first_prev, last, False
-        if type(ts) is not str or type(actor) is not str or type(action) is not str or type(details) is not str:
-            return count, first_prev, last, False
-        text = link_text(seq, ts, actor, action, task_id, tenant, details, None, link)
-        if not text.isascii() or sha256(text.encode("ascii")).hexdigest() != digest:
-            if entry_hash(seq, ts, actor, action, task_id, tenant, details, None, link) != digest:
-                return count, first_prev, last, False
-        last = digest
-        expected_seq = seq + 1
-        count += 1
-    return count, first_prev, last, True
-
-
-def scan_range(location: str, busy_timeout: float, first: int, last: int) -> tuple[int, str, str, bool]:
-    """`scan` of the entries from `first` to `last`, on a connection of its own (another process)."""
-    from tqcli.store import open as open_store
-
-    store = open_store(location, busy_timeout=busy_timeout, read_only=True)
-    try:
-        with store.read() as tx:
-            return scan(tx.iter_audit(first, last), first, None)
-    finally:
-        store.close()
-
-
-def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = None) -> VerifyReport:
-    """Check every link of the chain, streaming; stop at the first bad entry and say what happened."""
+    keys = audit_key_map(ring)
+    row_hash = _hasher(keys)
     report = VerifyReport()
-    expected_seq, prev_hash, before_prev = 1, GENESIS_HASH, None
+    expected_seq, prev_hash, before_prev, keyed_from = 1, GENESIS_HASH, None, None
     iterator: Iterator[Sequence[Any]] = iter(rows)
     row = next(iterator, None)
     while row is not None:
         following = next(iterator, None)
-        seq = row[0]
-        if row[7] is not None:  # this version makes no keyed links: someone wrote the key id
-            return _fail(report, "changed", seq, f"entry {seq} was changed: it names key {row[7]!r}, but this tqcli writes no keyed entries")
+        seq, key_id = row[0], _text(row[7])
+        if key_id is not None and not is_audit_key_id(key_id):
+            return _fail(report, "changed", seq, f"entry {seq} was changed: it names key {key_id!r}, which is no tqcli audit key id")
         if seq != expected_seq:
             last = seq - 1
             span = f"entry {expected_seq} was" if last == expected_seq else f"entries {expected_seq} to {last} were"
             return _fail(report, "removed", expected_seq, f"{span} removed: the chain jumps from entry {expected_seq - 1} to {seq}")
-        if _stored_hash(row) != row[9]:
-            offset = _found_at_offset(row)
-            if offset is not None and following is not None and _stored_hash(following) != following[9] and _found_at_offset(following) == -offset:
+        if key_id is None and keyed_from is not None:
+            if _moved_up(following, row_hash):
+                return _inserted(report, seq, f"a plain entry after the keyed ones from entry {keyed_from}, and entry {seq + 1} was originally entry {seq}")
+            return _fail(
+                report, "changed", seq,
+                f"entry {seq} was changed: it is a plain SHA-256 link after keyed entries (from entry {keyed_from}): "
+                "the chain was rewritten without the audit key",
+            )
+        stored = row_hash(row, seq)
+        if stored is None:  # a keyed entry whose key we lack: say so once its place in the chain checks out
+            if row[8] != prev_hash:
+                return _bad_link(report, seq, row, before_prev)
+            raise missing_key(key_id, ring, f"cannot verify audit entry {seq}: it is linked with an audit key")
+        if stored != row[9]:
+            offset = _found_at_offset(row, row_hash)
+            if offset is not None and following is not None and row_hash(following, following[0]) != following[9] and _found_at_offset(following, row_hash) == -offset:
                 return _fail(report, "reordered", seq, f"entries {seq} and {seq + offset} were reordered: each holds the other's contents")
             if offset is not None and offset > 0:
                 return _fail(report, "removed", seq, f"{offset} entr{'y was' if offset == 1 else 'ies were'} removed before entry {seq} and later entries renumbered")
             if offset is not None and offset < 0:
-                return _fail(report, "inserted", seq + offset, f"entry {seq + offset} was inserted: entry {seq} was originally entry {seq + offset}")
+                return _inserted(report, seq + offset, f"entry {seq} was originally entry {seq + offset}")
+            if offset is None and _moved_up(following, row_hash):
+                return _inserted(report, seq, f"its link does not match its contents, and entry {seq + 1} was originally entry {seq}")
             return _fail(report, "changed", seq, f"entry {seq} was changed: its hash does not match its contents")
         if row[8] != prev_hash:
-            if before_prev is not None and row[8] == before_prev:
-                return _fail(report, "inserted", seq - 1, f"entry {seq - 1} was inserted: entry {seq} links to the entry before it")
-            return _fail(report, "changed", seq - 1, f"entry {seq - 1} was changed: entry {seq} recorded a different hash for it")
+            return _bad_link(report, seq, row, before_prev)
         if checkpoint is not None and seq == checkpoint.seq and row[9] != checkpoint.hash:
             return _fail(report, "rewritten", seq, f"entry {seq} differs from the checkpoint: the history up to it was rewritten")
+        if key_id is not None and keyed_from is None:
+            keyed_from = seq
         before_prev, prev_hash = prev_hash, row[9]
         expected_seq = seq + 1
         report.count += 1
@@ -238,8 +298,22 @@ def verify_rows(rows: Iterable[Sequence[Any]], checkpoint: Checkpoint | None = N
     return report
 
 
-if __name__ == "__main__":  # a helper process of AuditLog.verify: scan one stretch, print the outcome
+def _bad_link(report: VerifyReport, seq: int, row: Sequence[Any], before_prev: str | None) -> VerifyReport:
+    """Entry `seq` hashes right but links to another entry than the one before it."""
+    if before_prev is not None and row[8] == before_prev:
+        return _inserted(report, seq - 1, f"entry {seq} links to the entry before it")
+    return _fail(report, "changed", seq - 1, f"entry {seq - 1} was changed: entry {seq} recorded a different hash for it")
+
+
+def _helper_main() -> None:
+    """A helper process of AuditLog.verify: read the stretch and the keys from stdin (never argv), print the outcome."""
+    import base64
     import sys
 
-    path, busy, first, last = sys.argv[1:5]
-    print(json.dumps(scan_range(path, float(busy), int(first), int(last))))
+    job = json.load(sys.stdin)
+    keys = {key_id: base64.b64decode(key) for key_id, key in job["keys"].items()}
+    print(json.dumps(scan_range(job["location"], float(job["busy_timeout"]), int(job["first"]), int(job["last"]), keys)))
+
+
+if __name__ == "__main__":
+    _helper_main()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from tqcli.store.base import AuditRow, columns
+from tqcli.store.base import AuditLink, AuditRow, columns
 
 AUDIT_COLUMNS = columns(AuditRow)
 
@@ -15,12 +15,12 @@ class AuditSQL:
 
     conn: sqlite3.Connection
 
-    def audit_head(self) -> tuple[int, str] | None:
-        """`(seq, hash)` of the newest entry, or None for an empty chain."""
-        return self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    def audit_head(self) -> tuple[int, str, str | None] | None:
+        """`(seq, hash, key_id)` of the newest entry, or None for an empty chain."""
+        return self.conn.execute("SELECT seq, hash, key_id FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
 
-    def append_audit(self, link: Callable[[tuple[int, str] | None], list[tuple[Any, ...]]]) -> None:
-        """Append the rows `link(head)` makes from the chain's head (`(seq, hash)`, None when empty).
+    def append_audit(self, link: AuditLink) -> None:
+        """Append the rows `link(head)` makes from the chain's head (`(seq, hash, key_id)`, None when empty).
 
         The store owns the head: no other transaction appends between the
         read and the insert (on SQLite the write lock already says so).
@@ -55,13 +55,19 @@ class AuditSQL:
         action: str | None,
         since: str | None,
         limit: int | None,
+        tenants: Sequence[str] | None = None,
     ) -> list[AuditRow]:
-        """The newest `limit` entries matching the filters (None: all), returned in chain order."""
-        clauses, params = [], []
+        """The newest `limit` entries matching the filters (None: all), returned in chain order; `tenants` (None: all) limits them to those tenants' entries."""
+        clauses: list[str] = []
+        params: list[Any] = []
         for clause, value in (("task_id = ?", task_id), ("actor = ?", actor), ("action = ?", action), ("ts >= ?", since)):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
+        if tenants is not None:
+            names = sorted(tenants)
+            clauses.append(f"tenant IN ({', '.join('?' * len(names))})" if names else "1 = 0")
+            params.extend(names)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         sql = f"SELECT {AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ?"
         rows = self.conn.execute(sql, (*params, self.limit_value(limit))).fetchall()  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import psycopg
 
 from tqcli.store.audit_sql import AUDIT_COLUMNS, AuditSQL
-from tqcli.store.base import PickRow
+from tqcli.store.base import AuditLink, PickRow
 from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_ORDER, PICK_COLUMNS, DispatchSQL, claim_filters, pick_statement
 from tqcli.store.keys_sql import KeysSQL
@@ -131,8 +131,8 @@ class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, Mainte
         """Hold the grants still until commit: revokes and applies of roles run one at a time."""
         self.conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK,))
 
-    def append_audit(self, link: Callable[[tuple[int, str] | None], list[tuple[Any, ...]]]) -> None:
-        """Append `link(head)`'s rows under the chain's lock, so no two transactions extend the same head."""
+    def append_audit(self, link: AuditLink) -> None:
+        """Append `link(head)`'s rows (head `(seq, hash, key_id)`) under the chain's lock, so no two transactions extend the same head."""
         self.conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
         self.insert_audit(link(self.audit_head()))
 
