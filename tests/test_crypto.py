@@ -44,7 +44,7 @@ def test_each_seal_uses_a_fresh_nonce(ring):
 
 @pytest.mark.parametrize(
     "db_id, task_id, field",
-    [("db-2", 7, "payload"), ("db-1", 8, "payload"), ("db-1", 7, "result"), ("db-1", 7, "attempt_error")],
+    [("db-2", 7, "payload"), ("db-1", 8, "payload"), ("db-1", 7, "result"), ("db-1", 7, "traceback")],
 )
 def test_a_ciphertext_moved_to_another_database_task_or_field_does_not_decrypt(ring, db_id, task_id, field):
     sealed = FieldCipher("db-1", ring).seal(7, "payload", '{"a": 1}')

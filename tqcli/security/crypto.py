@@ -4,7 +4,7 @@ A stored value reads `tqe1:<data key id>:<base64 of nonce || ciphertext>`.
 Its subkey is derived with HKDF-SHA256 from the data key, with info binding
 the database id and the task id, so no key nears AES-GCM's limit on random
 nonces however many values a database holds. The associated data binds the
-database id, the task id and the field ("payload", "result", ...), so a
+database id, the task id and the field (`FIELDS`: "payload", "result", ...), so a
 ciphertext copied into another row, field or database does not decrypt.
 
 The key id in the clear tells "this process lacks that key" (UnknownDataKey,
@@ -35,7 +35,8 @@ KEY_ID_CHARS = 13  # `data-` and eight hex digits (see tqcli.security.keys.key_i
 NONCE_BYTES = 12
 ENCRYPTED = "<encrypted>"  # what a reader who may not decrypt sees instead of a value
 DOES_NOT_DECRYPT = "ciphertext does not decrypt"
-FIELDS = frozenset({"payload", "result", "error", "env", "attempt_error", "traceback"})
+# The fields a task's values are bound to; "error" is the task's and its attempts' (one text, stored in both).
+FIELDS = frozenset({"payload", "result", "error", "env", "traceback"})
 _CACHED_SUBKEYS = 4096
 
 
@@ -73,6 +74,8 @@ def missing_key_file(path: Path | None) -> KeyProblem:
 
 
 def _aad(db_id: str, task_id: int, field: str) -> bytes:
+    if field not in FIELDS:
+        raise ValueError(f"no encrypted field {field!r}")  # a bug in tqcli, not bad input
     return f"tqcli/v1|{db_id}|{task_id}|{field}".encode()
 
 

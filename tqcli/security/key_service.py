@@ -261,7 +261,7 @@ def _reencrypt_batch(tx: Tx, journal: Any, cipher: FieldCipher, ids: list[int], 
             rewritten.add(row[0])
     for row in tx.sealed_attempt_values(ids):
         task_id, claim, error, traceback = row
-        new_error, new_traceback = reseal(task_id, "attempt_error", error), reseal(task_id, "traceback", traceback)
+        new_error, new_traceback = reseal(task_id, "error", error), reseal(task_id, "traceback", traceback)
         if (new_error, new_traceback) != (error, traceback):
             attempts.append((task_id, claim, new_error, new_traceback))
             count += (new_error != error) + (new_traceback != traceback)
