@@ -26,6 +26,7 @@ import tqcli
 from tests import pgserver
 from tests.conftest import TQCLI, pg_database_name
 from tqcli.clock import SystemClock
+from tqcli.config import login_name
 from tqcli.core.dags import load_dag_file
 from tqcli.core.spec import TaskSpec
 from tqcli.errors import Conflict, StorageError
@@ -87,8 +88,9 @@ def build_source(db: Path, folder: Path) -> dict[str, int]:
             "UPDATE tasks SET state = 'running', attempts = 1, started_at = ?, claim = ?, lease_until = ?, worker = 'gone:1' WHERE id = ?",
             (started, claim, started + 60_000_000, ids["orphan"]),
         )
-        # No command grants roles or sets queues and tenants yet.
-        conn.executemany("INSERT INTO roles (user_name, role, tenant) VALUES (?, ?, ?)", [("alice", "admin", ""), ("bob", "viewer", "acme")])
+        # Roles as the sqlite3 shell would leave them; the user running the tests is an admin, so it may migrate.
+        grants = [("alice", "admin", ""), ("bob", "viewer", "acme"), (login_name(), "admin", "")]
+        conn.executemany("INSERT INTO roles (user_name, role, tenant) VALUES (?, ?, ?)", grants)
         conn.execute("INSERT INTO queues (name, max_length, max_running, paused, encrypt) VALUES ('later', 100, 2, 0, 1)")
         conn.execute("INSERT INTO tenants (name, max_pending, rate_count, rate_period, weight, tokens, refilled_at) VALUES ('acme', 50, 10, 1.5, 2.25, 7.5, ?)", (started,))
         conn.execute("INSERT INTO settings (key, value) VALUES ('note', 'ünïcode ✓')")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
+    from tqcli.security.roles import RoleService
     from tqcli.security.key_service import KeyService
     from tqcli.tenancy.declarative import SettingsService
     from tqcli.tenancy.settings import TenancyService
@@ -55,6 +56,7 @@ class Queue:
     def audit(self) -> "AuditLog":
         """The audit chain: entries, verify, checkpoint."""
         from tqcli.security.audit_log import AuditLog
+    from tqcli.security.roles import RoleService
 
         return AuditLog(self._ctx)
 
@@ -64,6 +66,13 @@ class Queue:
         from tqcli.security.key_service import KeyService
 
         return KeyService(self._ctx)
+
+    @cached_property
+    def roles(self) -> "RoleService":
+        """Role grants: grant, revoke, list (`role`)."""
+        from tqcli.security.roles import RoleService
+
+        return RoleService(self._ctx)
 
     @cached_property
     def dlq(self) -> "DeadLetterQueue":

@@ -392,7 +392,7 @@ def _show_summary(summary: Any) -> None:
     if limits:
         sys.stdout.write("limits:\n" + "".join(f"  {line}\n" for line in limits) + "\n")
     if summary.access_open:
-        sys.stdout.write("access: open (no role is granted, so everyone may do everything; 'tqcli role grant USER admin' starts checking)\n\n")
+        sys.stdout.write("access: open (no role granted; 'tqcli role grant USER admin' starts checking)\n\n")
     if not summary.tasks:
         sys.stdout.write("no tasks\n")
         return

@@ -34,6 +34,8 @@ from tqcli.resilience.breakers import change_breaker, check_breaker_settings
 from tqcli.resilience.circuit_breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIMEOUT, defaults
 from tqcli.scheduler.schedules import NOT_FOR_SCHEDULES, Schedule, change_schedule, create_schedule, set_schedule_paused
 from tqcli.security.audit import Journal
+from tqcli.security.rbac import Grant
+from tqcli.security.roles import check_grant, replace_grants
 from tqcli.store.base import Tx
 from tqcli.tenancy.settings import change_queue, change_tenant, check_limit, check_weight, queue_settings, tenant_settings
 from tqcli.tenancy.limits import parse_rate
@@ -77,10 +79,11 @@ class Settings:
     schedules: dict[str, DeclaredSchedule] = field(default_factory=dict)
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
     breaker_defaults: dict[str, Any] | None = None
+    roles: tuple[Grant, ...] | None = None  # None: the file has no [[roles]], so apply leaves the grants alone
 
     def declares_nothing(self) -> bool:
         """Whether the file declares no object at all."""
-        return not (self.queues or self.tenants or self.schedules or self.breakers) and self.breaker_defaults is None
+        return not (self.queues or self.tenants or self.schedules or self.breakers or self.roles) and self.breaker_defaults is None
 
 
 @dataclass
@@ -166,7 +169,7 @@ def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     reader = _Reader(source)
     for key, value in data.items():
         if key == "roles":
-            reader.fail("[[roles]]", None, "roles are not supported yet (they come with access control): remove the [[roles]] tables")
+            continue
         if key not in SECTIONS:
             tables = f"a settings file has the tables {_listed(SECTIONS)}" + _did_you_mean(key, SECTIONS)
             if isinstance(value, (dict, list)):
@@ -184,6 +187,7 @@ def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
         schedules={name: reader.schedule(name, table) for name, table in reader.tables(data, "schedules")},
         breakers={key: reader.breaker("breakers", key, table) for key, table in reader.tables(data, "breakers")},
         breaker_defaults=None if defaults_table is None else reader.breaker(None, None, defaults_table),
+        roles=reader.roles(data["roles"]) if "roles" in data else None,
     )
 
 
@@ -273,6 +277,27 @@ class _Reader:
             wanted["recovery_timeout"] = self.check(where, "recovery_timeout", lambda: check_breaker_settings(None, value))
         return wanted
 
+    def roles(self, entries: Any) -> tuple[Grant, ...]:
+        """The `[[roles]]` array: tables of `user`, `role` and (for one tenant only) `tenant`."""
+        if not isinstance(entries, list):
+            self.fail("roles", None, 'not an array of tables: write [[roles]] with user = "alice" and role = "admin"')
+        grants = []
+        for number, table in enumerate(entries, start=1):
+            where = f"[[roles]] #{number}"
+            if not isinstance(table, dict):
+                self.fail(where, None, 'not a table: write [[roles]] with user = "alice" and role = "admin"')
+            unknown = sorted(set(table) - {"user", "role", "tenant"})
+            if unknown:
+                self.fail(where, unknown[0], f"unknown key; a role has user, role and tenant{_did_you_mean(unknown[0], ('user', 'role', 'tenant'))}")
+            for required in ("user", "role"):
+                if not isinstance(table.get(required), str):
+                    self.fail(where, required, "missing or not a string")
+            tenant = table.get("tenant")
+            if tenant is not None and not isinstance(tenant, str):
+                self.fail(where, "tenant", "not a string")
+            grants.append(self.check(where, None, lambda: check_grant(table["user"], table["role"], tenant)))
+        return tuple(grants)
+
     def schedule(self, name: str, table: Mapping[str, Any]) -> DeclaredSchedule:
         from tqcli.core.submission import check_backends
         from tqcli.scheduler.cron import CronSchedule, check_zone
@@ -330,6 +355,10 @@ def apply_settings(ctx: Context, tx: Tx, journal: Journal, settings: Settings, *
     for section, changes in sections:
         if changes:
             diff[section] = changes
+    if settings.roles is not None:
+        roles = replace_grants(ctx, tx, list(settings.roles), prune=prune)
+        if roles:
+            diff["roles"] = roles
     if diff:
         journal.add("settings.apply", None, None, file=settings.source, prune=prune, **diff)
     return diff
@@ -440,10 +469,13 @@ def export_settings(tx: Tx) -> dict[str, Any]:
             document[section] = kept
     if breaker_defaults:
         document["breaker_defaults"] = breaker_defaults
+    grants = [{"user": user, "role": role, **({"tenant": tenant} if tenant else {})} for user, role, tenant in tx.role_rows()]
+    if grants:
+        document["roles"] = grants
     for table in [*document.get("breakers", {}).values(), document.get("breaker_defaults", {})]:
         if "recovery_timeout" in table:
             table["recovery_timeout"] = _duration_text(table["recovery_timeout"])
-    return {section: document[section] for section in SECTIONS if section in document}
+    return {section: document[section] for section in (*SECTIONS, "roles") if section in document}
 
 
 def _differing(settings: Mapping[str, Any], defaults_: Mapping[str, Any]) -> dict[str, Any]:
