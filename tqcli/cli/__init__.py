@@ -40,6 +40,7 @@ COMMANDS = {
     "export": "tqcli.cli.settings:export",
     "plugins": "tqcli.cli.worker:plugins",
     "audit": "tqcli.cli.audit:app",
+    "role": "tqcli.cli.roles:app",
     "keys": "tqcli.cli.keys:app",
     "migrate": "tqcli.cli.migrate:migrate",
 }
