@@ -56,7 +56,6 @@ class Queue:
     def audit(self) -> "AuditLog":
         """The audit chain: entries, verify, checkpoint."""
         from tqcli.security.audit_log import AuditLog
-    from tqcli.security.roles import RoleService
 
         return AuditLog(self._ctx)
 
