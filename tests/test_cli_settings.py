@@ -134,7 +134,7 @@ def test_export_json_is_the_same_document(cli):
     ("[queues.etl]\nmax_length = 1\nmax_lenght = 2\n", "error: {file}: [queues.etl] max_lenght: unknown key"),
     ('[tenants.acme]\nrate = "lots"\n', "error: {file}: [tenants.acme] rate: invalid rate 'lots'"),
     ('[schedules.n]\ncron = "0 2 * * *"\ntz = "Nowhere/Land"\ntarget = "a:b"\n', "error: {file}: [schedules.n] tz: unknown time zone"),
-    ('[[roles]]\nuser = "alice"\nrole = "admin"\n', "error: {file}: [[roles]]: roles are not supported yet"),
+    ('[[roles]]\nuser = "alice"\nrole = "root"\n', "error: {file}: [[roles]] #1: invalid role 'root'"),
 ])
 def test_a_bad_file_is_exit_2_with_one_error_line_and_creates_nothing(cli, tmp_path, text, says):
     """Refused before the database is opened, whatever the store: on SQLite, no file appears."""

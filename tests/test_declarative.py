@@ -255,7 +255,9 @@ def test_export_quotes_names_toml_would_split(queue):
     ('[breakers.b]\nrecovery_timeout = "0s"\n', "settings.toml: [breakers.b] recovery_timeout: invalid recovery timeout"),
     ("[breakers.b]\nrecovery_timeout = true\n", "settings.toml: [breakers.b] recovery_timeout: invalid recovery timeout true"),
     ("[breaker_defaults]\nthreshold = 3\n", "settings.toml: [breaker_defaults] threshold: unknown key"),
-    ("[[roles]]\nuser = \"alice\"\nrole = \"admin\"\n", "settings.toml: [[roles]]: roles are not supported yet"),
+    ("[[roles]]\nuser = \"alice\"\nrole = \"root\"\n", "settings.toml: [[roles]] #1: invalid role 'root': use one of admin"),
+    ("[[roles]]\nuser = \"alice\"\nrule = \"admin\"\n", "settings.toml: [[roles]] #1 rule: unknown key; a role has user, role and tenant (did you mean role?)"),
+    ("[roles]\nuser = \"alice\"\n", "settings.toml: roles: not an array of tables"),
     ("[queue.etl]\n", "settings.toml: [queue]: unknown table; a settings file has the tables queues, tenants, schedules, "
                       "breaker_defaults and breakers (did you mean queues?)"),
     ("db = \"x.db\"\n", "settings.toml: db: unknown key; a settings file has the tables"),

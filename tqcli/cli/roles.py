@@ -16,8 +16,8 @@ _ROLE = Annotated[str, typer.Argument(metavar="ROLE", help="admin, operator, sub
 _TENANT = Annotated[Optional[str], typer.Option(metavar="T", help="Only on this tenant's tasks (default: every tenant).")]
 
 
-def _grant_text(user: str, role: str, tenant: str | None) -> str:
-    return f"{role} to {user}" + (f" on tenant {tenant}" if tenant else " on every tenant")
+def _grant_text(user: str, role: str, tenant: str | None, preposition: str = "to") -> str:
+    return f"{role} {preposition} {user}" + (f" on tenant {tenant}" if tenant else " on every tenant")
 
 
 @app.command("grant")
@@ -31,7 +31,7 @@ def grant(ctx: typer.Context, user: _USER, role: _ROLE, tenant: _TENANT = None) 
 def revoke(ctx: typer.Context, user: _USER, role: _ROLE, tenant: _TENANT = None) -> None:
     """Take ROLE (on --tenant, or the global grant) from USER; the last global admin cannot be revoked (exit 6)."""
     changed = state(ctx).queue().roles.revoke(user, role, tenant=tenant)
-    render.message(f"revoked {_grant_text(user, role, tenant)}" if changed else f"nothing changed: {user} does not hold {role}" + (f" on tenant {tenant}" if tenant else " globally"))
+    render.message(f"revoked {_grant_text(user, role, tenant, 'from')}" if changed else f"nothing changed: {user} does not hold {role}" + (f" on tenant {tenant}" if tenant else " globally"))
 
 
 @app.command("list")

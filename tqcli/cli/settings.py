@@ -1,4 +1,4 @@
-"""Declarative settings: apply a TOML file of queues, tenants, schedules and breakers, export one."""
+"""Declarative settings: apply a TOML file of queues, tenants, schedules, breakers and roles, export one."""
 
 import sys
 from typing import Annotated, Any
@@ -13,15 +13,16 @@ KINDS = {"queues": "queue", "tenants": "tenant", "schedules": "schedule", "break
 def apply(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE.toml|-", help="The settings file, or - to read it from stdin.", show_default=False)],
-    prune: Annotated[bool, typer.Option("--prune", help="Also remove what FILE does not declare: queues' and tenants' settings, schedules, the breaker defaults.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Also remove what FILE does not declare: queues' and tenants' settings, schedules, the breaker defaults, and role grants when FILE has [[roles]].")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")] = False,
 ) -> None:
-    """Make the queues, tenants, schedules and breakers what a TOML file declares, in one audited transaction.
+    """Make the queues, tenants, schedules, breakers and roles what a TOML file declares, in one audited transaction.
 
     A declared table is the whole truth about its object: a key it leaves out
     takes its default. Everything is checked before anything is written; an
-    apply that changes nothing is not audited. 'tqcli export' prints the file
-    of what is stored.
+    apply that changes nothing is not audited, and one that would leave role
+    grants without a global admin is refused. Admins only. 'tqcli export'
+    prints the file of what is stored.
 
       tqcli apply --prune --dry-run settings.toml
 
@@ -44,6 +45,9 @@ def apply(
               for section in KINDS if section in report.diff]
     if "breaker_defaults" in report.diff:
         counts.append("the breaker defaults")
+    grants = sum(len(report.diff.get("roles", {}).get(key, [])) for key in ("added", "removed"))
+    if grants:
+        counts.append(f"{grants} role grant{'s' if grants != 1 else ''}")
     if dry_run:
         render.message(f"dry run of {source}: would change {', '.join(counts)}; nothing was changed")
     else:
@@ -54,7 +58,7 @@ def export(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print the same document as JSON.")] = False,
 ) -> None:
-    """Print the queues, tenants, schedules and breakers as the TOML file 'tqcli apply' takes.
+    """Print the queues, tenants, schedules, breakers and roles as the TOML file 'tqcli apply' takes.
 
     Only what differs from the defaults is written, so 'tqcli export | tqcli apply -' changes nothing.
     """
@@ -71,6 +75,9 @@ def export(
 def summary_lines(diff: dict[str, Any]) -> list[str]:
     """One line per object the apply changed: `queue etl: max_length 0 -> 10000`, `schedule nightly: added`."""
     lines = []
+    for verb, key in (("granted", "added"), ("revoked", "removed")):
+        for grant in diff.get("roles", {}).get(key, []):
+            lines.append(f"role {grant['role']} {verb} {'to' if key == 'added' else 'from'} {grant['user']}" + (f" on tenant {grant['tenant']}" if grant["tenant"] else ""))
     for section, kind in (*KINDS.items(), ("breaker_defaults", None)):
         changes = diff.get(section)
         if not changes:

@@ -103,7 +103,7 @@ def revoke_role(ctx: Context, tx: Tx, journal: Journal, grant: Grant) -> bool:
     return True
 
 
-def replace_grants(ctx: Context, tx: Tx, wanted: list[Grant], *, prune: bool) -> dict[str, list[dict[str, Any]]]:
+def replace_grants(ctx: Context, tx: Tx, wanted: list[Grant], *, prune: bool, source: str) -> dict[str, list[dict[str, Any]]]:
     """Make the grants include `wanted` (and, with `prune`, only those), for `apply`; `{"added": [...], "removed": [...]}` of what changed.
 
     InvalidInput when the result would hold grants but no global admin
@@ -119,7 +119,7 @@ def replace_grants(ctx: Context, tx: Tx, wanted: list[Grant], *, prune: bool) ->
         tx.remove_grant(grant.user, grant.role, grant.tenant)
     if (added or removed) and tx.count_grants() and not tx.global_admins():
         raise InvalidInput(
-            "this file would leave roles granted but no global admin, so no one could manage them: "
+            f"{source}: [[roles]]: this would leave roles granted but no global admin, so no one could manage them: "
             "declare a [[roles]] entry with role = \"admin\" and no tenant; nothing was changed"
         )
     shown = {

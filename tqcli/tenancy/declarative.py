@@ -147,7 +147,12 @@ class SettingsService:
         """`export` as TOML text that `apply` takes."""
         import tomli_w
 
-        return tomli_w.dumps(_toml_safe_document(self.export()))
+        document = _toml_safe_document(self.export())
+        roles = document.pop("roles", [])
+        text = tomli_w.dumps(document)
+        # Written as [[roles]] tables, as SPEC shows them (tomli_w would inline such small tables).
+        blocks = ["[[roles]]\n" + tomli_w.dumps(grant) for grant in roles]
+        return "\n".join(part for part in (text.rstrip("\n"), *blocks) if part).rstrip("\n") + "\n" if (text or blocks) else ""
 
 
 # -- reading and checking a file ------------------------------------------------------
@@ -356,7 +361,7 @@ def apply_settings(ctx: Context, tx: Tx, journal: Journal, settings: Settings, *
         if changes:
             diff[section] = changes
     if settings.roles is not None:
-        roles = replace_grants(ctx, tx, list(settings.roles), prune=prune)
+        roles = replace_grants(ctx, tx, list(settings.roles), prune=prune, source=settings.source)
         if roles:
             diff["roles"] = roles
     if diff:
