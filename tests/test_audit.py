@@ -1,5 +1,6 @@
 """The audit chain: canonical hashing, appends inside the change, and what verify detects."""
 
+import hashlib
 import sqlite3
 
 import pytest
@@ -24,6 +25,19 @@ def test_length_prefixes_make_the_encoding_unambiguous():
     a = entry_hash(1, "t", "ab", "c", None, None, "{}", None, GENESIS_HASH)
     b = entry_hash(1, "t", "a", "bc", None, None, "{}", None, GENESIS_HASH)
     assert a != b
+
+
+@pytest.mark.parametrize("key_length", [1, 32, 64, 65, 200])
+@pytest.mark.parametrize("data", [b"", b"tqcli-audit-v1\n1:1", "é ü 日本".encode() * 40])
+def test_keyed_links_are_hmac_sha256(key_length, data):
+    import hmac
+    import os
+
+    from tqcli.security.audit import link_hasher
+
+    key = os.urandom(key_length)
+    assert link_hasher(key)(data) == hmac.digest(key, data, "sha256").hex()
+    assert link_hasher(None)(data) == hashlib.sha256(data).hexdigest()
 
 
 def test_null_and_empty_text_hash_differently():

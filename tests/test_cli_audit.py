@@ -5,7 +5,12 @@ import re
 
 import pytest
 
+from dataclasses import replace
+
 from tests.conftest import sql_shell
+from tests.stores import table_dump
+from tqcli.security.checkpoint import write_public_key
+from tqcli.security.keys import new_key_ring, write_key_file
 
 
 @pytest.fixture
@@ -173,3 +178,121 @@ def test_audit_log_accepts_an_action_the_database_holds_though_this_tqcli_does_n
 def test_audit_log_bad_filters_are_exit_2_saying_what_is_wrong(history, args, words):
     result = history("audit", "log", *args)
     assert result.code == 2 and result.stdout == "" and len(result.error_lines) == 1 and words in result.stderr, result.stderr
+
+
+# -- a keyed chain and signed checkpoints (tests/test_audit_keyed.py has the library's cases) --
+
+
+@pytest.fixture
+def ring(tmp_path):
+    """A key file made as `tqcli keys init` makes one (mode 0600)."""
+    made = new_key_ring(tmp_path / "keys" / "keys.toml")
+    write_key_file(made)
+    return made
+
+
+def other_ring(tmp_path, name="other.toml"):
+    made = new_key_ring(tmp_path / "keys" / name)
+    write_key_file(made)
+    return made
+
+
+@pytest.fixture
+def kcli(cli, ring):
+    """The CLI with a keyed history of 6 entries, and how to run it with (`k`) and without the key file."""
+    for n in range(5):
+        cli.ok("--key-file", str(ring.path), "submit", "app.jobs:run", "--payload", json.dumps({"n": n}))
+    cli.ok("--key-file", str(ring.path), "cancel", "3")
+    cli.k = lambda *args, **kw: cli("--key-file", str(ring.path), *args, **kw)
+    return cli
+
+
+def test_cli_verify_of_a_keyed_chain(kcli, ring):
+    result = kcli.k("audit", "verify")
+    assert result.code == 0 and result.stdout.startswith("audit chain intact: 6 entries, head 6 ")
+    missing = kcli("audit", "verify")
+    assert missing.code == 8 and missing.error_lines == [missing.stderr.strip()] and ring.primary_audit.id in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert "Traceback" in kcli("audit", "verify", env={"TQCLI_DEBUG": "1"}).stderr
+
+
+@pytest.mark.parametrize("sql, words", [
+    ("UPDATE audit SET actor = 'mallory' WHERE seq = 4;", "entry 4 was changed"),
+    ("UPDATE audit SET key_id = NULL WHERE seq = 5;", "entry 5 was changed"),
+])
+def test_cli_tampering_with_a_keyed_chain_is_exit_1_naming_the_entry(kcli, sql, words):
+    sql_shell(kcli.db, sql)
+    result = kcli.k("audit", "verify")
+    assert result.code == 1 and words in result.stderr and len(result.error_lines) == 1
+    assert kcli.k("audit", "verify", "--json").json["bad_seq"] == int(words.split()[1])
+
+
+def test_cli_a_change_without_the_key_is_exit_8_and_changes_nothing(kcli):
+    before = table_dump(kcli.db)
+    for args in (["submit", "app.jobs:run"], ["cancel", "2"], ["audit", "checkpoint"]):
+        result = kcli(*args)
+        assert result.code == 8, (args, result.stderr)
+        assert len(result.error_lines) == 1 and "the audit chain is keyed" in result.stderr and "--key-file" in result.stderr
+    assert table_dump(kcli.db) == before
+
+
+def test_cli_signed_checkpoint_and_public_key(kcli, ring, tmp_path):
+    head = tmp_path / "head.json"
+    done = kcli.k("audit", "checkpoint", "--output", str(head))
+    assert f"signed by {ring.signing_id}" in done.stderr
+    saved = json.loads(head.read_text())
+    assert saved["seq"] == 6 and saved["key_id"] == ring.signing_id and saved["signature"]
+    assert kcli.k("audit", "log", "--action", "audit.checkpoint", "--json").json[0]["details"]["signed"] is True
+    ok = kcli.k("audit", "verify", "--checkpoint", str(head))
+    assert ok.stdout.endswith(f"matches checkpoint at entry 6, signed by {ring.signing_id}\n")
+    public = tmp_path / "signing.pub"
+    write_public_key(public, ring.signing_public)
+    assert kcli.k("audit", "verify", "--checkpoint", str(head), "--public-key", str(public), "--json").json["checkpoint_signed_by"] == ring.signing_id
+    stranger = tmp_path / "stranger.pub"
+    write_public_key(stranger, other_ring(tmp_path).signing_public)
+    forged = kcli.k("audit", "verify", "--checkpoint", str(head), "--public-key", str(stranger))
+    assert forged.code == 1 and "signature does not verify" in forged.stderr
+    assert kcli.k("audit", "verify", "--checkpoint", str(head), "--public-key", str(stranger), "--json").json["kind"] == "forged checkpoint"
+    saved["seq"] = 5
+    head.write_text(json.dumps(saved))
+    edited_file = kcli.k("audit", "verify", "--checkpoint", str(head))  # A10
+    assert edited_file.code == 1 and "edited or signed by another key" in edited_file.stderr
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key\n")
+    assert kcli.k("audit", "verify", "--checkpoint", str(head), "--public-key", str(junk)).code == 2
+    assert kcli.k("audit", "verify", "--public-key", str(public)).code == 2  # nothing to check it against
+
+
+def test_cli_a_signed_checkpoint_without_any_public_key_is_exit_8(kcli, ring, tmp_path):
+    head = tmp_path / "head.json"
+    kcli.k("audit", "checkpoint", "--output", str(head))
+    audit_only = replace(ring, path=tmp_path / "keys" / "audit-only.toml", signing_id=None, signing_private=None, signing_public=None)
+    write_key_file(audit_only)
+    result = kcli("--key-file", str(audit_only.path), "audit", "verify", "--checkpoint", str(head))
+    assert result.code == 8 and "--public-key" in result.stderr
+
+
+def test_cli_truncation_against_a_signed_checkpoint(kcli, tmp_path):  # A7
+    head = tmp_path / "head.json"
+    kcli.k("audit", "checkpoint", "--output", str(head))
+    sql_shell(kcli.db, "DELETE FROM audit WHERE seq >= 5;")
+    assert kcli.k("audit", "verify").code == 0
+    result = kcli.k("audit", "verify", "--checkpoint", str(head))
+    assert result.code == 1 and "the log ends at entry 4 but the checkpoint names entry 6" in result.stderr
+
+
+@pytest.mark.sqlite_only  # restores a copy of the file
+def test_cli_an_older_copy_restored_is_caught_by_a_signed_checkpoint(kcli, tmp_path):  # A8
+    backup = tmp_path / "backup.db"
+    sql_shell(kcli.db, f".backup '{backup}'")
+    kcli.k("submit", "app.jobs:run")
+    head = tmp_path / "head.json"
+    kcli.k("audit", "checkpoint", "--output", str(head))
+    backup.replace(kcli.db)
+    assert kcli.k("audit", "verify").code == 0
+    result = kcli.k("audit", "verify", "--checkpoint", str(head))
+    assert result.code == 1 and "older copy of the database was restored" in result.stderr
+    kcli.k("submit", "app.jobs:run")  # the restored copy goes on, past the checkpoint's seq
+    kcli.k("submit", "app.jobs:run")
+    rewritten = kcli.k("audit", "verify", "--checkpoint", str(head), "--json")
+    assert rewritten.code == 1 and rewritten.json["kind"] == "rewritten"

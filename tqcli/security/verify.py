@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from hashlib import sha256
-from hmac import digest as hmac_digest
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from tqcli.security.audit import GENESIS_HASH, audit_key_map, is_audit_key_id, link_bytes, link_digest, missing_key
+from tqcli.security.audit import GENESIS_HASH, audit_key_map, is_audit_key_id, link_bytes, link_hasher, missing_key
 from tqcli.security.checkpoint import Checkpoint
 
 if TYPE_CHECKING:
@@ -128,7 +126,7 @@ def scan_stretch(
     count, first_prev, last = 0, "", prev_hash or ""
     first_keyed = keyed = False
     key_id_now: Any = None
-    key_now = b""
+    hasher = link_hasher(None)
     for seq, ts, actor, action, task_id, tenant, details, key_id, link, digest in rows:
         if count == 0:
             first_prev = link
@@ -139,18 +137,13 @@ def scan_stretch(
             break
         if type(ts) is not str or type(actor) is not str or type(action) is not str or type(details) is not str:
             break
-        data = link_bytes(seq, ts, actor, action, task_id, tenant, details, key_id, link)
-        if key_id is None:
-            if keyed or sha256(data).hexdigest() != digest:
+        if key_id != key_id_now:  # the chain turns keyed, or to another key: a plain entry after keyed ones never passes
+            found = keys.get(key_id) if type(key_id) is str else None
+            if found is None:
                 break
-        else:
-            if key_id != key_id_now:
-                found = keys.get(key_id) if type(key_id) is str else None
-                if found is None:
-                    break
-                key_id_now, key_now, keyed = key_id, found, True
-            if hmac_digest(key_now, data, "sha256").hex() != digest:
-                break
+            key_id_now, hasher, keyed = key_id, link_hasher(found), True
+        if hasher(link_bytes(seq, ts, actor, action, task_id, tenant, details, key_id, link)) != digest:
+            break
         last = digest
         expected_seq = seq + 1
         count += 1
@@ -188,14 +181,14 @@ _Hasher = Callable[[Sequence[Any], int], "str | None"]
 
 def _hasher(keys: Mapping[str, bytes]) -> _Hasher:
     """The link of a row as if it were entry `seq`, or None when its key is not in `keys`."""
+    hashers = {key_id: link_hasher(key) for key_id, key in keys.items()}
+    plain = link_hasher(None)
 
     def row_hash(row: Sequence[Any], seq: int) -> str | None:
         fields = [_text(value) for value in row[1:9]]
         key_id = fields[6]
-        key = None if key_id is None else keys.get(key_id)
-        if key_id is not None and key is None:
-            return None
-        return link_digest(link_bytes(seq, *fields), key)
+        hasher = plain if key_id is None else hashers.get(key_id)
+        return None if hasher is None else hasher(link_bytes(seq, *fields))
 
     return row_hash
 
