@@ -14,9 +14,11 @@ drains by 1, 2 and 4 worker processes, bulk submit, submit latency, and
 the same drains by procrastinate and PgQueuer on that server. Last,
 bench/fairness.py measures tenants taking turns (issue 12) on both stores:
 claim rates by 1, 100 and 10,000 tenants, where a late tenant's tasks
-land, the claim's plans, and drains by 1 vs 100 tenants.
+land, the claim's plans, and drains by 1 vs 100 tenants. Then
+bench/audit_verify.py measures what HMAC-SHA256 links cost `audit verify`
+against plain SHA-256 ones (issue 13), on SQLite.
 
-    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only]
+    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only] [--audit-only]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import audit_verify as keyed_audit  # noqa: E402
 import fairness  # noqa: E402
 import parallel  # noqa: E402
 import tqcli  # noqa: E402
@@ -533,6 +536,14 @@ def tenant_section(args: argparse.Namespace, sizes: dict[str, Any], stores: list
     return "### Tenants and fair claims (issue 12)\n\n" + table(figures) + "\n\n#### The plans of one claim\n\n" + plans
 
 
+def audit_section(args: argparse.Namespace, sizes: dict[str, Any], work: Path) -> str:
+    """The "Keyed audit chain (issue 13)" section (bench/audit_verify.py): HMAC against SHA-256 links in `audit verify`."""
+    folder = work / "audit"
+    folder.mkdir()
+    figures = keyed_audit.section(folder, sizes["audit_entries"], args.runs, lambda line: print(line, file=sys.stderr))
+    return "### Keyed audit chain (issue 13)\n\n" + table(figures) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data sets (a smoke run, not the figures)")
@@ -541,35 +552,39 @@ def main() -> None:
     parser.add_argument("--no-compare", action="store_true", help="skip installing and running Huey, procrastinate and PgQueuer")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL (and so procrastinate and PgQueuer)")
     parser.add_argument("--tenants-only", action="store_true", help="only the tenants and fair claims section (bench/fairness.py)")
+    parser.add_argument("--audit-only", action="store_true", help="only the keyed audit chain section (bench/audit_verify.py)")
     args = parser.parse_args()
     sizes = dict(
         bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000,
         bulk_lib=100_000, nap=240, noop=2_000,
         tenant_backlog=100_000, tenant_counts=(1, 100, 10_000), claim_transactions=(200, 30), claim_budget=1.5,
-        late_backlog=100_000, paused_backlog=100_000, tenant_drain=20_000,
+        late_backlog=100_000, paused_backlog=100_000, tenant_drain=20_000, audit_entries=1_000_000,
     )
     if args.quick:
         sizes = dict(
             bulk=2_000, drain=500, shell=50, two=20, pending=5_000, finished=5_000, memory=2_000, sync=200,
             bulk_lib=2_000, nap=100, noop=400,
             tenant_backlog=3_000, tenant_counts=(1, 100, 1_000), claim_transactions=(20, 3), claim_budget=0.3,
-            late_backlog=2_000, paused_backlog=2_000, tenant_drain=500,
+            late_backlog=2_000, paused_backlog=2_000, tenant_drain=500, audit_entries=5_000,
         )
-    have_huey = not args.no_compare and not args.tenants_only and ensure_comparison_env()
+    have_huey = not args.no_compare and not args.tenants_only and not args.audit_only and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
     started = time.perf_counter()
     load_before = load()
     header: list[str] = []
     sections: list[str] = []
     try:
-        if not args.tenants_only:
-            figures = sqlite_figures(args, sizes, work, have_huey)
-            sections.append("### SQLite\n\n" + table(figures) + "\n")
-        with bench_stores(args, work, header) as (stores, server):
+        if not args.audit_only:
             if not args.tenants_only:
-                store_figures, tables = store_sections(args, sizes, work, stores, server, header)
-                sections.append("### Both stores\n\n" + table(store_figures) + "\n\n" + tables)
-            sections.append(tenant_section(args, sizes, stores))
+                figures = sqlite_figures(args, sizes, work, have_huey)
+                sections.append("### SQLite\n\n" + table(figures) + "\n")
+            with bench_stores(args, work, header) as (stores, server):
+                if not args.tenants_only:
+                    store_figures, tables = store_sections(args, sizes, work, stores, server, header)
+                    sections.append("### Both stores\n\n" + table(store_figures) + "\n\n" + tables)
+                sections.append(tenant_section(args, sizes, stores))
+        if not args.tenants_only:
+            sections.append(audit_section(args, sizes, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
