@@ -23,11 +23,14 @@ from tqcli.backends.fence import HOLDER, Fence
 from tqcli.clock import ServerClock
 from tqcli.core import dispatcher, liveness, picking, workers
 from tqcli.core.context import Context
+from tqcli.core.encryption import WorkerKeys
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
 from tqcli.core.worker_run import WorkerOptions, WorkerReport, claim_tenants
 from tqcli.errors import InternalError, PermissionDenied, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
+from tqcli.security.audit import append_problem
+from tqcli.security.crypto import redacted
 
 # A commit that failed for one of these is tried again on the next turn of the loop (the outcomes wait).
 _TRY_AGAIN = (StorageBusy, StorageConflict, StorageLost)
@@ -103,6 +106,19 @@ class Worker:
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
         self._ctx = self._base.sibling(self._base.store.reopen())  # never the caller's connection
+        try:
+            with self._ctx.read() as tx:
+                problem = append_problem(tx, self._ctx.keys)  # a keyed chain, and no key here
+        except BaseException:
+            self._ctx.store.close()
+            self._ctx = self._base
+            raise
+        if problem is not None:
+            self._ctx.store.close()
+            self._ctx = self._base
+            self._log(f"warning: {problem}; this worker claims nothing")
+            report.seconds = time.monotonic() - started
+            return report
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
         try:
@@ -125,6 +141,7 @@ class Worker:
             )
             for n in range(self._options.concurrency)
         ]
+        self._keys = WorkerKeys(self._ctx, db_id, warn=self._log)  # opens encrypted claims, seals their outcomes
         by_key = {slot.key: slot for slot in self._slots}
         silence = max(1.0, self._options.lease / 3)
         self._by_token, self._finished = {}, []
@@ -427,7 +444,7 @@ class Worker:
             self._by_token.pop(claim.token, None)
             report.count(became)
             if became in ("retry", "failed") and outcome.error:
-                self._log(f"task {claim.id} attempt {claim.attempt} failed: {outcome.error.splitlines()[0][:200]}")
+                self._log(f"task {claim.id} attempt {claim.attempt} failed: {redacted(outcome.error.splitlines()[0], 200)}")
             elif became == "stale":
                 self._log(f"task {claim.id}: dropped a late result (another worker took the task over)")
         if tripped:
@@ -501,7 +518,7 @@ class Worker:
                     tx, journal, count=count, now=now, worker=self.worker_id, lease_seconds=options.lease,
                     queues=options.queues, tenants=self._tenants, backends=backend_names, dag_id=options.dag_id,
                     suspects="alone" if slot.outstanding == 0 else "exclude",
-                    holding=held.get(slot, []), turns=turns,
+                    holding=held.get(slot, []), turns=turns, keys=self._keys,
                 )
                 if not claims:
                     break  # nothing more is ready for anyone
