@@ -225,3 +225,30 @@ def test_tqcli_user_is_refused_to_a_user_who_is_no_global_admin(other_user, shar
     submit = run_as_other(other_user, shared_db, "submit", "tests.jobs:noop")
     assert submit.code == 4 and f"user {OTHER} may not submit tasks to tenant default" in submit.stderr
     assert cli.task(task_id)["state"] == "pending"
+
+
+# One command per row of SPEC's table, for every role: exit 0 where the table has a tick, exit 4 where it has none.
+ROWS = {
+    "read": lambda cli, task_id: ("status",),
+    "submit": lambda cli, task_id: ("submit", "tests.jobs:noop"),
+    "change_task": lambda cli, task_id: ("bump", str(task_id), "--by", "1"),
+    "operate": lambda cli, task_id: ("breaker", "set", "svc", "--failure-threshold", "3"),
+    "audit": lambda cli, task_id: ("audit", "verify"),
+    "admin": lambda cli, task_id: ("role", "grant", "newcomer", "viewer"),
+}
+
+
+@pytest.mark.parametrize("role", ["admin", "operator", "submitter", "viewer", "auditor"])
+def test_each_role_gets_its_rows_of_the_table_through_the_cli(cli, role):
+    from tqcli.security.rbac import PERMISSIONS
+
+    cli.ok("role", "grant", ME, "admin")
+    cli.ok("role", "grant", "user", role)
+    codes = {}
+    for permission, command in ROWS.items():
+        task_id = cli.submit("tests.jobs:noop")
+        result = cli(*command(cli, task_id), env={"TQCLI_USER": "user"})
+        codes[permission] = result.code
+        if result.code == 4:
+            assert result.error_lines == [result.stderr.strip()] and "user user may not" in result.stderr
+    assert codes == {permission: 0 if role in PERMISSIONS[permission] else 4 for permission in ROWS}
