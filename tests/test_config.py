@@ -33,6 +33,21 @@ def test_precedence_flag_env_config_default(tmp_path):
     assert load_config(env=env, cwd=cwd).db == tmp_path / "data" / "tqcli" / "tqcli.db"
 
 
+def test_key_file_precedence_flag_env_config_default(tmp_path):
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+    (cwd / "tqcli.toml").write_text('key_file = "keys/worker.toml"\n')
+    env = env_for(tmp_path, TQCLI_KEY_FILE=str(tmp_path / "env-keys.toml"))
+    assert load_config(key_file_flag="flag.toml", env=env, cwd=cwd).key_file == Path("flag.toml")
+    assert load_config(env=env, cwd=cwd).key_file == tmp_path / "env-keys.toml"
+    del env["TQCLI_KEY_FILE"]
+    assert load_config(env=env, cwd=cwd).key_file == cwd / "keys" / "worker.toml"  # relative to the config file
+    (cwd / "tqcli.toml").unlink()
+    assert load_config(env=env, cwd=cwd).key_file == tmp_path / "cfg" / "tqcli" / "keys.toml"
+    with pytest.raises(InvalidInput, match="--key-file is empty"):
+        load_config(key_file_flag=" ", env=env, cwd=cwd)
+
+
 def test_config_file_precedence(tmp_path):
     cwd = tmp_path / "project"
     cwd.mkdir()

@@ -157,9 +157,11 @@ def load_config(
     """Resolve the database path and local settings by the documented precedence."""
     env = os.environ if env is None else env
     cwd = Path.cwd() if cwd is None else cwd
-    for flag, value in (("--db", db_flag), ("--config", config_flag), ("--key-file", key_file_flag)):
+    for flag, value, what in (
+        ("--db", db_flag, "a file path or a postgresql:// URL"), ("--config", config_flag, "a file path"), ("--key-file", key_file_flag, "a file path"),
+    ):
         if value is not None and not value.strip():
-            raise InvalidInput(f"{flag} is empty: give a file path or a postgresql:// URL, or leave the option out for the default")
+            raise InvalidInput(f"{flag} is empty: give {what}, or leave the option out for the default")
     config_file = find_config_file(config_flag, env, cwd)
     raw: dict[str, Any] = _read_toml(config_file) if config_file else {}
     if config_file:
