@@ -105,20 +105,12 @@ class Worker:
         report.skipped_backends = dict(backends.failed)
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
-        self._ctx = self._base.sibling(self._base.store.reopen())  # never the caller's connection
-        try:
-            with self._ctx.read() as tx:
-                problem = append_problem(tx, self._ctx.keys)  # a keyed chain, and no key here
-        except BaseException:
-            self._ctx.store.close()
-            self._ctx = self._base
-            raise
+        with self._base.read() as tx:  # before the run's own connections exist, on the caller's thread
+            problem = append_problem(tx, self._base.keys)  # a keyed chain, and no key here
         if problem is not None:
-            self._ctx.store.close()
-            self._ctx = self._base
             self._log(f"warning: {problem}; this worker claims nothing")
-            report.seconds = time.monotonic() - started
             return report
+        self._ctx = self._base.sibling(self._base.store.reopen())  # never the caller's connection
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
         try:
