@@ -217,17 +217,17 @@ def test_replay_edits_of_a_task_not_in_the_dlq_change_nothing(queue):
     assert (queue.get(pending).priority, queue.get(pending).queue) == (0, "default")
 
 
-def test_replay_refuses_a_new_payload_for_an_encrypted_task(queue, db_location):
+def test_a_new_payload_for_an_encrypted_task_needs_the_data_key(queue, db_location):
     from tests.stores import raw_sql
+    from tqcli.errors import KeyProblem
 
     plain, secret = dead(queue, 2)
     raw_sql(db_location, "UPDATE tasks SET encrypted = 1 WHERE id = ?", (secret,))
-    with pytest.raises(Conflict, match=f"task {secret} is encrypted: .*replay it without --payload"):
+    with pytest.raises(KeyProblem, match=f"a new payload for encrypted task {secret} needs the data key.*keys init"):
         queue.dlq.replay(every=True, payload={"x": 1})
-    with pytest.raises(Conflict, match="encrypted"):
-        queue.dlq.replay([secret], payload={"x": 1}, dry_run=True)
     assert {task.state.value for task in (queue.get(plain), queue.get(secret))} == {"failed"}
-    queue.dlq.replay([secret], priority=4)  # other edits are fine
+    assert [task.id for task in queue.dlq.replay([secret], payload={"x": 1}, dry_run=True)] == [secret]
+    queue.dlq.replay([secret], priority=4)  # other edits need no key
     assert (queue.get(secret).state.value, queue.get(secret).priority) == ("pending", 4)
 
 

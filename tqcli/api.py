@@ -141,17 +141,19 @@ class Queue:
         """The clock every operation reads."""
         return self._ctx.clock
 
-    def submit(self, target: str, **options: Any) -> int:
-        """Enqueue one task and return its id; options are TaskSpec fields."""
-        return submit_specs(self._ctx, [TaskSpec(target=target, **options)])[0].id
+    def submit(self, target: str, *, encrypt: bool = False, **options: Any) -> int:
+        """Enqueue one task and return its id; options are TaskSpec fields; `encrypt` stores it encrypted."""
+        return submit_specs(self._ctx, [TaskSpec(target=target, **options)], encrypt=encrypt)[0].id
 
-    def submit_many(self, specs: Sequence[TaskSpec]) -> list[int]:
+    def submit_many(self, specs: Sequence[TaskSpec], *, encrypt: bool | Sequence[bool] = False) -> list[int]:
         """Enqueue all of `specs` in one transaction (all or nothing); their ids in order."""
-        return [result.id for result in submit_specs(self._ctx, specs)]
+        return [result.id for result in submit_specs(self._ctx, specs, encrypt=encrypt)]
 
-    def submit_specs(self, specs: Sequence[TaskSpec], *, where: Sequence[str] | None = None) -> list[SubmitResult]:
-        """Like `submit_many`, telling which ids already existed; `where` labels specs in errors."""
-        return submit_specs(self._ctx, specs, where=where)
+    def submit_specs(
+        self, specs: Sequence[TaskSpec], *, where: Sequence[str] | None = None, encrypt: bool | Sequence[bool] = False,
+    ) -> list[SubmitResult]:
+        """Like `submit_many`, telling which ids already existed; `where` labels specs in errors; `encrypt` (all, or per spec) stores them encrypted."""
+        return submit_specs(self._ctx, specs, where=where, encrypt=encrypt)
 
     def get(self, task_id: int) -> Task:
         """The task with its attempts (`history`) and why it waits (`waiting`)."""

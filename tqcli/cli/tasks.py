@@ -82,11 +82,12 @@ def env_pairs(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def _bulk_specs(path: str, defaults: dict[str, Any]) -> tuple[list[Any], list[str]]:
+def _bulk_specs(path: str, defaults: dict[str, Any], encrypt: bool = False) -> tuple[list[Any], list[str], list[bool]]:
+    """The specs of a bulk file, their labels, and whether each is to be encrypted (its line's `encrypt`, else `encrypt`)."""
     from tqcli.core.spec import parse_json, spec_from_mapping
 
     text = read_input_file(path, what="bulk file")
-    specs, where = [], []
+    specs, where, flags = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -95,13 +96,17 @@ def _bulk_specs(path: str, defaults: dict[str, Any]) -> tuple[list[Any], list[st
             data = parse_json(line, what="this line")
             if not isinstance(data, dict):
                 raise InvalidInput("each line must be a JSON object")
+            wanted = data.pop("encrypt", encrypt)
+            if not isinstance(wanted, bool):
+                raise InvalidInput(f"invalid encrypt {wanted!r}: use true or false")
             specs.append(spec_from_mapping(data, defaults=defaults))
+            flags.append(wanted)
         except InvalidInput as exc:
             raise InvalidInput(f"{label}: {exc.message}; nothing was submitted") from None
         where.append(label)
     if not specs:
         raise InvalidInput(f"bulk file {path} holds no tasks; nothing was submitted")
-    return specs, where
+    return specs, where, flags
 
 
 def unchanged(option: Any, note: str = "[default: unchanged]") -> Any:
@@ -138,6 +143,7 @@ IdempotencyOpt = Annotated[Optional[str], typer.Option(metavar="K", help="Submit
 ExpiresOpt = Annotated[Optional[str], typer.Option(metavar="DUR", help="Cancel the task (reason: expired) if it is still pending DUR after its run time.")]
 CwdOpt = Annotated[Optional[str], typer.Option(metavar="DIR", help="Shell tasks: run in DIR (. is this directory) [default: the worker's].")]
 EnvOpt = Annotated[Optional[List[str]], typer.Option(metavar="NAME=VALUE", help="Shell tasks: set an environment variable; repeat for several [default: the worker's environment].")]
+EncryptOpt = Annotated[bool, typer.Option("--encrypt", help="Store its payload, env, result and errors encrypted (needs the key file's data key; 'tqcli keys init'). A queue set with --encrypt encrypts every task.")]
 
 
 def submit(
@@ -161,6 +167,7 @@ def submit(
     expires: ExpiresOpt = None,
     cwd: CwdOpt = None,
     env: EnvOpt = None,
+    encrypt: EncryptOpt = False,
     from_file: Annotated[Optional[str], typer.Option(metavar="FILE|-", help="Bulk submit: one JSON object per line with the keys above (target, payload, priority, ...); all or nothing. Options given here are defaults for every line.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until a worker finishes the task: exit 0 completed, 1 failed or cancelled, 124 on --wait-timeout.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(metavar="DUR", help="Give up waiting after DUR (the task goes on).")] = None,
@@ -192,9 +199,9 @@ def submit(
             raise InvalidInput("give either a TARGET or --from-file, not both")
         if payload_file == "-" and from_file == "-":
             raise InvalidInput("only one of --payload-file and --from-file can read stdin")
-        specs, where = _bulk_specs(from_file, options)
+        specs, where, flags = _bulk_specs(from_file, options, encrypt)
         queue_obj = state(ctx).queue(create=True)
-        results = queue_obj.submit_specs(specs, where=where)
+        results = queue_obj.submit_specs(specs, where=where, encrypt=flags)
         if json_output:
             render.emit_json([queue_obj.get(result.id).to_json() for result in results])
         else:
@@ -207,7 +214,7 @@ def submit(
     seconds = _wait_seconds(wait_timeout)
     spec = spec_from_mapping({"target": target, **options})
     queue_obj = state(ctx).queue(create=True)
-    result = queue_obj.submit_specs([spec])[0]
+    result = queue_obj.submit_specs([spec], encrypt=encrypt)[0]
     if not result.created:
         render.message(f"task {result.id} already has idempotency key {spec.idempotency_key!r}; nothing was submitted")
     if not json_output:
@@ -282,6 +289,7 @@ def exit_for(task: Any, *, others: int = 0) -> None:
 
 
 def _show_task(task: Any) -> None:
+    from tqcli.security.crypto import ENCRYPTED, is_sealed
     from tqcli.units import format_duration, format_time
 
     attempts = f"{task.attempts} of {task.max_retries + 1}"
@@ -305,7 +313,7 @@ def _show_task(task: Any) -> None:
         ("idempotency key", task.idempotency_key),
         ("restarted from", task.restarted_from),
         ("cwd", task.cwd),
-        ("env", " ".join(f"{name}={value}" for name, value in task.env_value.items()) or None),
+        ("env", ENCRYPTED if is_sealed(task.env) else " ".join(f"{name}={value}" for name, value in task.env_value.items()) or None),
         ("expires", format_time(task.expires_at)),
         ("submitted by", task.submitted_by),
         ("created", format_time(task.created_at)),

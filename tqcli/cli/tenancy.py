@@ -6,7 +6,7 @@ import typer
 
 from tqcli.cli import command_group, render, state
 
-queue_app = command_group("Queue limits: max length, max running, pause; shared by every worker and submitter.")
+queue_app = command_group("Queue limits: max length, max running, pause, encryption; shared by every worker and submitter.")
 tenant_app = command_group("Tenant limits and weights: max pending, max running, rate, fair share; shared by every worker.")
 
 _JSON = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
@@ -31,8 +31,12 @@ def list_queues(ctx: typer.Context, json_output: _JSON = False) -> None:
     if not queues:
         render.message("no queue has settings or tasks yet; 'tqcli queue set Q --max-length N' sets one")
         return
-    rows = [(q.name, count_of(q.unfinished, q.max_length), count_of(q.running, q.max_running), "paused" if q.paused else "") for q in queues]
-    render.table(["QUEUE", "UNFINISHED/MAX-LENGTH", "RUNNING/MAX-RUNNING", "PAUSED"], rows)
+    rows = [
+        (q.name, count_of(q.unfinished, q.max_length), count_of(q.running, q.max_running), "paused" if q.paused else "",
+         "encrypt" if q.encrypt else "")
+        for q in queues
+    ]
+    render.table(["QUEUE", "UNFINISHED/MAX-LENGTH", "RUNNING/MAX-RUNNING", "PAUSED", "ENCRYPT"], rows)
 
 
 @queue_app.command("set")
@@ -43,8 +47,9 @@ def set_queue(
     max_running: Annotated[Optional[int], typer.Option(metavar="N", help="Run at most N of its tasks at once, across all workers; 0: no limit.")] = None,
     pause: Annotated[bool, typer.Option("--pause", help="Stop claiming from it (running tasks finish; submits are still taken).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Claim from it again.")] = False,
+    encrypt: Annotated[Optional[bool], typer.Option("--encrypt/--no-encrypt", help="Store every task submitted to it from now on encrypted (a task keeps how it was stored).", show_default=False)] = None,
 ) -> None:
-    """Set a queue's limits, or pause and resume it; options left out keep their value.
+    """Set a queue's limits, pause and resume it, or make it encrypt its tasks; options left out keep their value.
 
     Creates the database if it does not exist yet, as breaker set does.
     """
@@ -59,10 +64,12 @@ def set_queue(
         changes["max_running"] = max_running
     if pause or resume:
         changes["paused"] = pause
+    if encrypt is not None:
+        changes["encrypt"] = encrypt
     info, changed = state(ctx).queue(create=True).tenancy.set_queue(name, **changes)
     summary = (
         f"queue {info.name}: max-length {_limit(info.max_length)}, max-running {_limit(info.max_running)}"
-        f"{', paused' if info.paused else ''}"
+        f"{', paused' if info.paused else ''}{', encrypts its tasks' if info.encrypt else ''}"
     )
     render.message(summary if changed else f"nothing changed: {summary}")
 

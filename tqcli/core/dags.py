@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tqcli.core import encryption
 from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
@@ -39,6 +40,7 @@ class DagPlan:
     depends_on: dict[str, list[str]]
     order: list[str]
     source: str = "DAG file"
+    encrypted: frozenset[str] = frozenset()  # the tasks to store encrypted (`encrypt = true`)
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -101,6 +103,8 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise InvalidInput(f"{source}: [defaults] must be a table")
+    defaults = dict(defaults)
+    encrypt_all = _encrypt_flag(defaults.pop("encrypt", False), f"{source}: [defaults]")
     for key in ("depends_on", "name", "idempotency_key"):
         if key in defaults:
             raise InvalidInput(f"{source}: [defaults] cannot set {key}: it differs per task")
@@ -110,6 +114,7 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
         raise InvalidInput(f"{source}: no tasks: add tables like [tasks.extract] with a target")
     specs: dict[str, TaskSpec] = {}
     graph: dict[str, list[str]] = {}
+    encrypted: set[str] = set()
     for task_name, table in tasks.items():
         where = f"{source}: task {task_name!r}"
         try:
@@ -121,6 +126,8 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
         fields = dict(table)
         if "name" in fields:
             raise InvalidInput(f"{where}: the table's key is the task's name; remove 'name'")
+        if _encrypt_flag(fields.pop("encrypt", encrypt_all), where):
+            encrypted.add(task_name)
         deps = fields.pop("depends_on", [])
         if isinstance(deps, str):
             deps = [deps]
@@ -138,7 +145,14 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     cycle = find_cycle(graph)
     if cycle:
         raise InvalidInput(f"{source}: dependency cycle {' -> '.join(cycle)}")
-    return DagPlan(name, specs, graph, topological_order(graph), source)
+    return DagPlan(name, specs, graph, topological_order(graph), source, frozenset(encrypted))
+
+
+def _encrypt_flag(value: Any, where: str) -> bool:
+    """A DAG file's `encrypt`: true or false."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: invalid encrypt {value!r}: use true or false")
+    return value
 
 
 def _check_defaults(defaults: Mapping[str, Any], source: str) -> None:
@@ -250,6 +264,7 @@ class DagService:
         with self._ctx.read() as tx:
             dag = _load(tx, dag_id)
             _authorize_dag(self._ctx, tx, dag, "read", f"read DAG {dag_id}")
+            encryption.reveal(self._ctx, tx, list(dag.tasks.values()))
             return dag
 
     def list(self, limit: int = 100) -> list[Dag]:
@@ -355,7 +370,8 @@ def submit_dag(ctx: Context, tx: Tx, journal: Journal, plan: DagPlan) -> int:
     dag_id = tx.insert_dag(plan.name, now, ctx.actor)
     journal.add("dag.submit", None, None, dag_id=dag_id, name=plan.name, tasks=len(ordered))
     # A task whose idempotency key is held for the same work counts as done: its holder stands in for it.
-    insert_specs(ctx, tx, journal, ordered, dag_id=dag_id, internal_deps=internal, where=where)
+    insert_specs(ctx, tx, journal, ordered, dag_id=dag_id, internal_deps=internal, where=where,
+                 encrypt=[name in plan.encrypted for name in plan.order])
     return dag_id
 
 

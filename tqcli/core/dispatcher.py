@@ -16,16 +16,20 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tqcli.backends import cgroups
 from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
 from tqcli.core import chaining, gate, liveness, picking
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
+from tqcli.security.crypto import DOES_NOT_DECRYPT, is_sealed, redacted
 from tqcli.tenancy.limits import spend
 from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, format_time
+
+if TYPE_CHECKING:
+    from tqcli.core.encryption import WorkerKeys
 
 MAX_BACKOFF_SECONDS = 3600
 MAX_ERROR_CHARS = 8192
@@ -40,7 +44,7 @@ class Claim:
     __slots__ = (
         "id", "name", "queue", "tenant", "backend", "target", "payload", "attempt", "max_retries",
         "backoff", "timeout", "service", "encrypted", "dag_id", "claim", "token", "suspect",
-        "started_at", "worker", "priority", "run_at", "run", "cwd", "env",
+        "started_at", "worker", "priority", "run_at", "run", "cwd", "env", "sealer",
     )
 
     def __init__(self, row: Sequence[Any]) -> None:
@@ -50,6 +54,7 @@ class Claim:
         self.token = (self.id, self.claim)  # what fences this attempt: unique across all claims ever made
         # Its last attempt died with its worker: it may be what killed it, so it runs alone.
         self.suspect = last_error == WORKER_LOST
+        self.sealer: "WorkerKeys | None" = None  # seals an encrypted task's outcome (its payload is opened by then)
 
     def __repr__(self) -> str:
         return f"Claim(task={self.id}, attempt={self.attempt}, token={self.token})"
@@ -112,6 +117,7 @@ def claim(
     holder: str | None | object = _THIS_PROCESS,
     holding: Sequence[Claim] = (),
     turns: list[picking.Picked] | None = None,
+    keys: "WorkerKeys | None" = None,
 ) -> list[Claim]:
     """Claim up to `count` ready tasks, best first (or just `task_id`), each with its own token.
 
@@ -137,7 +143,16 @@ def claim(
     commit: a transaction that claims for several slots then locks the
     tenants' turns in one go, in name order, so two such transactions on
     PostgreSQL cannot deadlock on them.
+
+    Encrypted tasks are claimed only with `keys` that hold a data key, and
+    opened here (see `tqcli.core.encryption.WorkerKeys`): one whose
+    ciphertext does not decrypt fails at once without retry and never
+    runs, one under a key this process lacks is given back unused, and
+    that key's tasks are left out of the claims that follow.
     """
+    plain_only = keys is None or not keys.has_data_keys
+    if keys is not None and plain_only:
+        keys.warn_without_keys(tx)
     open_now = gate.claim_gate(tx, now, queues=queues, tenants=tenants)
     limits = open_now.limits
     held_services = {claimed.service for claimed in holding}
@@ -158,12 +173,14 @@ def claim(
     holder_name = liveness.own_name(os.getpid()) if holder is _THIS_PROCESS else holder
     claims: list[Claim] = []
     taken: list[picking.Picked] = []
+    number_used = False  # also by claims that ended at once (an encrypted task that does not decrypt)
     for _ in range(count + 8):  # each turn claims something or closes a group; bounded all the same
         want = count - len(claims)
         picks = picking.pick(
             tx, want, now=now, rooms=rooms, only_tenants=tenants, queues=queues, backends=backends, task_id=task_id,
             due_by=due_by, dag_id=dag_id, excluded_services=sorted(excluded_services), excluded_queues=sorted(excluded_queues),
             exclude_error=WORKER_LOST if suspects == "exclude" or claims else None,
+            plain_only=plain_only, excluded_prefixes=keys.excluded_prefixes if keys is not None else (),
         )
         if not picks:
             break
@@ -172,6 +189,9 @@ def claim(
         order = {item.row.id: n for n, item in enumerate(chosen)}
         rows = tx.claim_picked(list(order), now=now, claim_number=number, lease_until=lease_until, worker=worker, holder=holder_name)
         batch = sorted((Claim(row) for row in rows), key=lambda claimed: order[claimed.id])
+        number_used = number_used or bool(batch)
+        if any(claimed.encrypted for claimed in batch):
+            batch = _open_claims(tx, journal, batch, keys, now=now, worker=worker)
         claims += batch
         landed = {claimed.id for claimed in batch}
         taken += [item for item in chosen if item.row.id in landed]
@@ -182,14 +202,41 @@ def claim(
                 trial_ready.discard(claimed.service)
         if alone or len(claims) >= count or (len(chosen) == len(picks) and len(picks) < want):
             break
-    if claims:  # a claim that found nothing writes nothing
+    if number_used:  # a claim that found nothing writes nothing
         tx.use_claim_number(number)
+    if claims:
         spend(tx, limits, Counter(claimed.tenant for claimed in claims), now)
         if turns is None:
             picking.charge(tx, taken)
         else:
             turns += taken
     return claims
+
+
+def _open_claims(
+    tx: Tx, journal: Journal, batch: list[Claim], keys: "WorkerKeys | None", *, now: int, worker: str,
+) -> list[Claim]:
+    """The claims of `batch` that may run, encrypted ones opened; the others already ended in `tx`.
+
+    A task that does not decrypt fails for good (`ciphertext does not
+    decrypt`, no retry, its circuit untouched: the service did nothing); one
+    this process has no key for goes back to pending, its attempt not counted.
+    """
+    runnable = []
+    for claimed in batch:
+        problem = None
+        if claimed.encrypted:
+            problem = keys.open_claim(claimed) if keys is not None else "released"
+        if problem is None:
+            runnable.append(claimed)
+        elif problem == DOES_NOT_DECRYPT:
+            journal.add_text("task.claim", claimed.id, claimed.tenant, _attempt_details(claimed.attempt, worker))
+            _fail(tx, journal, claimed, DOES_NOT_DECRYPT, now=now, action="task.fail", worker=worker, retry=False)
+            tx.record_attempts([(claimed.id, claimed.claim, claimed.run, claimed.attempt, worker, claimed.started_at, now,
+                                 "failed", DOES_NOT_DECRYPT, None)])
+        else:
+            tx.release_task(claimed.id, claimed.claim)
+    return runnable
 
 
 def _judge(
@@ -331,19 +378,20 @@ def _fail(tx: Tx, journal: Journal, claimed: Claim, error: str, *, now: int, act
     """
     note = tx.pending_cancel_note(claimed.id, claimed.claim)
     if note is not None:
-        tx.end_task(claimed.id, claimed.claim, state="cancelled", now=now, error=f"{note} (the running attempt failed: {error[:200]})")
-        journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], cancelled=True)
+        failed = "the running attempt failed" if is_sealed(error) else f"the running attempt failed: {error[:200]}"
+        tx.end_task(claimed.id, claimed.claim, state="cancelled", now=now, error=f"{note} ({failed})")
+        journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=redacted(error), cancelled=True)
         chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} cancelled")
         return "cancelled"
     if retry and claimed.attempt <= claimed.max_retries:
         run_at = now + int(backoff_delay(claimed.backoff, claimed.attempt) * US_PER_SECOND)
         if not tx.retry_task(claimed.id, claimed.claim, error=error, run_at=run_at):
             return "stale"
-        journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], retry_at=format_time(run_at))
+        journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=redacted(error), retry_at=format_time(run_at))
         return "retry"
     if not tx.end_task(claimed.id, claimed.claim, state="failed", now=now, error=error):
         return "stale"
-    journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=error[:500], final=True)
+    journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=redacted(error), final=True)
     chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} failed")
     return "failed"
 

@@ -103,7 +103,7 @@ def run_attempt(
         return _stopped(stop_reason())
     except ExecutorDied as exc:
         return Outcome("failed", error=str(exc))
-    return outcome_of(reply, stop_reason())
+    return outcome_of(reply, stop_reason(), claim)
 
 
 # A slot keeps up to `window` short tasks in line at its executor, so neither
@@ -115,15 +115,26 @@ WINDOW_SECONDS = 0.02
 MAX_WINDOW = 64
 
 
-def outcome_of(reply: dict[str, Any], reason: str | None) -> Outcome:
-    """How an attempt ended, from the executor's reply."""
+def outcome_of(reply: dict[str, Any], reason: str | None, claim: Claim | None = None) -> Outcome:
+    """How an attempt ended, from the executor's reply; for an encrypted task, with what the task returned or raised sealed.
+
+    Sealed here, as soon as the reply is read, so the clear text never
+    reaches the database, the audit chain or the outcome journal. An
+    encrypted task's outcome that cannot be sealed is given back.
+    """
     if reply.get("ok"):
-        return Outcome("completed", result=reply["result"])
-    if reply.get("returned"):
+        outcome = Outcome("completed", result=reply["result"])
+    elif reply.get("returned"):
         return Outcome("released")  # given back unstarted, behind a slow task
-    if reply.get("cancelled") or reply.get("skipped"):
+    elif reply.get("cancelled") or reply.get("skipped"):
         return _stopped(reason)
-    return Outcome("failed", error=reply.get("error") or "failed", final=bool(reply.get("final")), traceback=reply.get("traceback"))
+    else:
+        outcome = Outcome("failed", error=reply.get("error") or "failed", final=bool(reply.get("final")), traceback=reply.get("traceback"))
+    if claim is not None and claim.encrypted:
+        if claim.sealer is None:
+            return Outcome("released")
+        claim.sealer.seal_outcome(claim, outcome)
+    return outcome
 
 
 class Slot:
@@ -332,7 +343,7 @@ class Slot:
                 if "seconds" in reply:
                     seconds = float(reply["seconds"])
                     self.average = seconds if self.average is None else 0.8 * self.average + 0.2 * seconds
-                ended.append((claim, outcome_of(reply, self._stops.get(claim.token))))
+                ended.append((claim, outcome_of(reply, self._stops.get(claim.token), claim)))
                 reply = executor.ready_reply() if self._line else None
             if ended:
                 self._reports(ended)

@@ -10,11 +10,12 @@ tenants take turns is `tqcli.core.picking`'s. A missing key belongs here too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from tqcli.core import chaining
 from tqcli.core.task import State, Task
 from tqcli.resilience import circuit_breaker
+from tqcli.security.crypto import sealed_key_id
 from tqcli.store.base import Tx
 from tqcli.tenancy.limits import ClaimLimits, claim_limits, holding_back
 from tqcli.units import format_time
@@ -44,11 +45,15 @@ def claim_gate(tx: Tx, now: int, *, queues: Sequence[str] = (), tenants: Sequenc
     return ClaimGate(blocked, trial_ready, failing, claim_limits(tx, now, queues=queues, tenants=tenants))
 
 
-def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> tuple[str | None, dict[str, Any] | None]:
+def why_waiting(
+    tx: Tx, task: Task, now: int, *, ignore_delay: bool = False, data_keys: Collection[str] | None = None,
+) -> tuple[str | None, dict[str, Any] | None]:
     """Why a pending or blocked task is not claimed now (SPEC's `waiting`), and its `waiting_detail`.
 
     None for a task in any other state. `ignore_delay` leaves `run_at`
-    out of it, as `run --id` does.
+    out of it, as `run --id` does. `data_keys` are the ids of the data keys
+    this process holds: an encrypted task under none of them waits for its
+    key (a worker like this one would leave it pending); None does not ask.
     """
     if task.state not in (State.PENDING, State.BLOCKED):
         return None, None
@@ -71,4 +76,8 @@ def why_waiting(tx: Tx, task: Task, now: int, *, ignore_delay: bool = False) -> 
         return "circuit open", circuit
     if held is not None:
         return held
+    if task.encrypted and data_keys is not None:
+        key = sealed_key_id(task.payload)
+        if key not in data_keys:
+            return "encryption key missing", {"key": key}
     return "ready: waiting for a worker", None

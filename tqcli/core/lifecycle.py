@@ -8,15 +8,18 @@ function that runs inside a caller's transaction (`restart_task`,
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from tqcli.core import encryption
 from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec, encode_payload, spec_from_mapping
 from tqcli.core.submission import check_backends, insert_specs
 from tqcli.core.task import State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound, WaitTimeout
 from tqcli.security.audit import Journal
+from tqcli.security.crypto import ENCRYPTED, DoesNotDecrypt, UnknownDataKey
 from tqcli.store.base import Tx
 from tqcli.units import US_PER_SECOND, check_instant, format_time
 
@@ -74,7 +77,12 @@ def restart(ctx: Context, task_id: int, overrides: Mapping[str, Any]) -> int:
 
 
 def restart_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, overrides: Mapping[str, Any]) -> int:
-    """`restart` inside the caller's transaction; the new task's id."""
+    """`restart` inside the caller's transaction; the new task's id.
+
+    An encrypted task's copy is encrypted again, under the new id; copying
+    it needs the `decrypt` permission on the old one and the data key.
+    `overrides` may ask `encrypt` for the copy of a plain task.
+    """
     task = _task(tx, task_id)
     ctx.authorize(tx, "read", f"restart task {task_id}", tenant=task.tenant)
     if not task.state.terminal:
@@ -82,9 +90,14 @@ def restart_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, overrides
             f"task {task_id} is {task.state.value}; only a finished (completed, failed or cancelled) task can be "
             f"restarted: cancel it first, or use 'tqcli edit {task_id}'"
         )
+    overrides = dict(overrides)
+    encrypt = bool(overrides.pop("encrypt", False)) or task.encrypted
+    if task.encrypted:
+        ctx.authorize(tx, "decrypt", f"restart encrypted task {task_id}", tenant=task.tenant, owner=task.submitted_by)
+        encryption.open_for_copy(ctx, tx, task, f"restarting encrypted task {task_id}")
     spec = restart_spec(task, overrides)
     check_backends([spec])
-    return insert_specs(ctx, tx, journal, [spec], restarted_from=task_id)[0].id
+    return insert_specs(ctx, tx, journal, [spec], restarted_from=task_id, encrypt=encrypt)[0].id
 
 
 @retrying
@@ -120,14 +133,23 @@ def edit_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, changes: Map
         wanted["at"] = now + int(changes["delay"] * US_PER_SECOND)
     elif "at" in changes:
         wanted["at"] = changes["at"]
-    spec = _edited_spec(task, wanted)  # checks every value as a submit would
+    current, cipher = task.payload_value, None
+    if task.encrypted:  # its payload is opened only to be replaced
+        current = {}
+        if "payload" in wanted:
+            cipher = encryption.sealing_cipher(ctx, tx, f"editing the payload of encrypted task {task_id}")
+            current = _opened_payload(cipher, task)
+    spec = _edited_spec(task, wanted, current)  # checks every value as a submit would
     if "at" in wanted:
         check_instant(wanted["at"], what="at")
-    columns = _changed_columns(task, spec, wanted)
+    columns = _changed_columns(task, spec, wanted, current)
     if not columns:
         return {}
-    details = {column: {"from": old, "to": new} for column, (old, new) in columns.items()}
     stored = {column: encode_payload(new) if column == "payload" else new for column, (_, new) in columns.items()}
+    if cipher is not None and "payload" in stored:
+        stored["payload"] = cipher.seal(task_id, "payload", stored["payload"])
+        columns["payload"] = (ENCRYPTED, ENCRYPTED)  # the audit chain never holds an encrypted task's payload
+    details = {column: {"from": old, "to": new} for column, (old, new) in columns.items()}
     if not tx.edit_task(task_id, stored):
         raise Conflict(f"task {task_id} is no longer pending or blocked; nothing was edited")
     details = _readable(details)
@@ -135,10 +157,18 @@ def edit_task(ctx: Context, tx: Tx, journal: Journal, task_id: int, changes: Map
     return details
 
 
-def _edited_spec(task: Task, wanted: Mapping[str, Any]) -> TaskSpec:
+def _opened_payload(cipher: Any, task: Task) -> Any:
+    """An encrypted task's payload as a value, or None when it cannot be read (then any new payload is a change)."""
+    try:
+        return json.loads(cipher.open(task.id, "payload", task.payload))
+    except (DoesNotDecrypt, UnknownDataKey, ValueError, RecursionError):
+        return None
+
+
+def _edited_spec(task: Task, wanted: Mapping[str, Any], current: Any) -> TaskSpec:
     target = wanted.get("target", task.target)
     values: dict[str, Any] = {
-        "backend": task.backend, "payload": wanted.get("payload", task.payload_value),
+        "backend": task.backend, "payload": wanted.get("payload", current if isinstance(current, dict) else {}),
         "priority": wanted.get("priority", task.priority), "max_retries": wanted.get("max_retries", task.max_retries),
         "timeout": wanted.get("timeout", task.timeout), "queue": task.queue, "tenant": task.tenant,
     }
@@ -148,11 +178,11 @@ def _edited_spec(task: Task, wanted: Mapping[str, Any]) -> TaskSpec:
     return TaskSpec(target, **{key: value for key, value in values.items() if value is not None})
 
 
-def _changed_columns(task: Task, spec: TaskSpec, wanted: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """`{column: (old, new)}` for the columns the edit changes."""
+def _changed_columns(task: Task, spec: TaskSpec, wanted: Mapping[str, Any], current: Any) -> dict[str, tuple[Any, Any]]:
+    """`{column: (old, new)}` for the columns the edit changes (`current`: the payload as it is)."""
     changed: dict[str, tuple[Any, Any]] = {}
     pairs = {
-        "payload": (task.payload_value, spec.payload), "target": (task.target, spec.target),
+        "payload": (current, spec.payload if "payload" in wanted else current), "target": (task.target, spec.target),
         "priority": (task.priority, spec.priority), "max_retries": (task.max_retries, spec.max_retries),
         "timeout": (task.timeout, spec.timeout), "run_at": (task.run_at, wanted.get("at", task.run_at)),
     }
@@ -203,9 +233,10 @@ def wait_all(
                 for task_id in ids:
                     ctx.authorize(tx, "read", f"wait for task {task_id}", tenant=tasks[task_id].tenant, access=access)
                 checked = True
-        open_ids = [task_id for task_id in ids if not (tasks[task_id].state.terminal or tasks[task_id].state is State.BLOCKED)]
-        if not open_ids:
-            return {task_id: tasks[task_id] for task_id in ids}
+            open_ids = [task_id for task_id in ids if not (tasks[task_id].state.terminal or tasks[task_id].state is State.BLOCKED)]
+            if not open_ids:
+                encryption.reveal(ctx, tx, list(tasks.values()))
+                return {task_id: tasks[task_id] for task_id in ids}
         if deadline is not None and time.monotonic() >= deadline:
             if len(ids) == 1:
                 raise WaitTimeout(f"task {ids[0]} is still {tasks[ids[0]].state.value} after {timeout:g} s; it goes on (check with 'tqcli status {ids[0]}')")

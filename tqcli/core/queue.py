@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tqcli.core import chaining, gate
+from tqcli.core import chaining, encryption, gate
 from tqcli.core.context import Context, retrying
 from tqcli.core.task import ALL_STATES, Attempt, Replay, State, Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
@@ -68,7 +68,9 @@ class TaskService:
                 if task.run > 1:
                     replays = tx.audit_entries(task_id=task_id, actor=None, action="dlq.replay", since=None, limit=None)
                     task.replays = [Replay(run, row[1], row[2]) for run, row in enumerate(replays[-(task.run - 1):], start=2)]
-                task.waiting, task.waiting_detail = gate.why_waiting(tx, task, self._ctx.clock.now())
+                keys = encryption.held_data_keys(self._ctx) if task.encrypted else None
+                task.waiting, task.waiting_detail = gate.why_waiting(tx, task, self._ctx.clock.now(), data_keys=keys)
+            encryption.reveal(self._ctx, tx, [task])
         return task
 
     def summary(
@@ -92,6 +94,7 @@ class TaskService:
             deps = tx.dependencies_of([task.id for task in tasks])
             queue_limits, tenant_limits = configured_limits(tx, self._ctx.clock.now())
             access_open = tx.count_grants() == 0
+            encryption.reveal(self._ctx, tx, tasks)
         for task in tasks:
             task.depends_on = deps[task.id]
         queue_limits = [info for info in queue_limits if queue is None or info.name == queue]

@@ -12,13 +12,14 @@ from tqcli.backends.executor import ExecutorProcess
 from tqcli.backends.fence import HOLDER, Fence
 from tqcli.core import dispatcher, gate, liveness
 from tqcli.core.context import Context
+from tqcli.core.encryption import WorkerKeys, held_data_keys
 from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.queue import cancel_tasks
 from tqcli.core.spec import TaskSpec
 from tqcli.core.submission import SubmitResult, check_backends, insert_specs
 from tqcli.core.task import Task
-from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.errors import Conflict, InvalidInput, KeyProblem, NotFound
 from tqcli.security.audit import Journal
 from tqcli.store.base import Tx
 from tqcli.tenancy.limits import HELD_BACK, describe_hold
@@ -37,7 +38,11 @@ def _why_not_runnable(ctx: Context, task_id: int, backends: BackendSet) -> Excep
         if task.state.value != "pending":
             return Conflict(f"task {task_id} is {task.state.value}; only a pending task can be run")
         task.depends_on = tx.dependencies_of([task_id])[task_id]
-        waiting, circuit = gate.why_waiting(tx, task, ctx.clock.now(), ignore_delay=True)
+        keys = held_data_keys(ctx) if task.encrypted else None
+        waiting, circuit = gate.why_waiting(tx, task, ctx.clock.now(), ignore_delay=True, data_keys=keys)
+        if waiting == "encryption key missing":
+            return KeyProblem(f"task {task_id} is encrypted under data key {circuit['key'] if circuit else '?'}, which this key file lacks: "  # type: ignore[index]
+                              "give --key-file the current key file ('tqcli keys export --for-worker FILE')")
         if waiting and waiting.startswith("waiting for"):
             return Conflict(f"task {task_id} is {waiting}; run that first")
         if waiting == "expired":
@@ -98,15 +103,16 @@ def run_now(
         ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason), fence=fence,
     )
     claimed: dispatcher.Claim | None = None
+    with ctx.read() as tx:
+        db_id = tx.meta_value("db_id") or ""
+    keys = WorkerKeys(ctx, db_id)
 
     def claim_it(tx: Tx, journal: Journal) -> list[dispatcher.Claim]:
         return dispatcher.claim(
             tx, journal, count=1, now=ctx.clock.now(), worker=worker, lease_seconds=RUN_LEASE,
-            backends=backends.names, task_id=task_id, due_by=ANY_TIME,
+            backends=backends.names, task_id=task_id, due_by=ANY_TIME, keys=keys,
         )
 
-    with ctx.read() as tx:
-        db_id = tx.meta_value("db_id") or ""
     try:
         claimed_at = time.monotonic()
         with ctx.change() as (tx, journal):

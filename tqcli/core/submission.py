@@ -51,11 +51,12 @@ def submit_specs(
     *,
     dag_id: int | None = None,
     where: Sequence[str] | None = None,
+    encrypt: bool | Sequence[bool] = False,
 ) -> list[SubmitResult]:
-    """Enqueue all of `specs` in one transaction, or none of them."""
+    """Enqueue all of `specs` in one transaction, or none of them; `encrypt` (for all, or per spec) stores them encrypted."""
     check_backends(specs, where=where)
     with ctx.change() as (tx, journal):
-        return insert_specs(ctx, tx, journal, specs, dag_id=dag_id, where=where)
+        return insert_specs(ctx, tx, journal, specs, dag_id=dag_id, where=where, encrypt=encrypt)
 
 
 def authorize_submit(ctx: Context, tx: Tx, specs: Sequence[TaskSpec]) -> None:
@@ -75,8 +76,14 @@ def insert_specs(
     where: Sequence[str] | None = None,
     internal_deps: Sequence[Sequence[int]] | None = None,
     restarted_from: int | None = None,
+    encrypt: bool | Sequence[bool] = False,
 ) -> list[SubmitResult]:
     """Insert `specs` inside the caller's transaction; `internal_deps[i]` lists earlier specs task i needs.
+
+    A task is stored encrypted when `encrypt` asks (True for all, or one
+    flag per spec) or its queue encrypts: its payload and env are sealed
+    under its new id, and without a data key the whole call is KeyProblem
+    (exit 8), before anything is written.
 
     A spec whose idempotency key is held in its tenant by a task of the same
     backend, target and payload yields that task (not created); held by
@@ -87,6 +94,9 @@ def insert_specs(
     authorize_submit(ctx, tx, specs)
     now = ctx.clock.now()
     existing = _existing_keys(tx, specs)
+    asked = [encrypt] * len(specs) if isinstance(encrypt, bool) else list(encrypt)
+    encrypting = {row.name for row in tx.queue_rows(sorted({spec.queue for spec in specs})) if row.encrypt}
+    opener = _Opener(ctx, tx)
     dep_ids = sorted({dep for spec in specs for dep in spec.depends_on})
     # Locked (shared) first: a dependency completing meanwhile waits for this commit and then sees the new edge.
     tx.lock_tasks(dep_ids, shared=True)
@@ -110,7 +120,7 @@ def insert_specs(
             holder = existing.get(key)
             if holder is not None:
                 holder_id, backend, target, payload, holder_state = holder
-                differs = _differences(spec, backend, target, payload)
+                differs = _differences(spec, backend, target, opener.payload(holder_id, payload))
                 if differs:
                     raise Conflict(
                         f"{prefix}idempotency key {spec.idempotency_key} is held by task {holder_id}, whose {' and '.join(differs)} "
@@ -148,20 +158,26 @@ def insert_specs(
         elif spec.at is not None:
             run_at = spec.at
         expires_at = None if spec.expires is None else run_at + int(spec.expires * US_PER_SECOND)
+        payload, env = spec.payload_json, None if spec.env is None else json.dumps(spec.env, sort_keys=True)
+        sealed = asked[index] or spec.queue in encrypting
+        if sealed:
+            cipher = opener.sealing(f"task {task_id} is to be encrypted ({'--encrypt' if asked[index] else f'queue {spec.queue} encrypts'}) and")
+            payload, env = cipher.seal(task_id, "payload", payload), cipher.seal_optional(task_id, "env", env)
         rows.append((
             task_id, spec.display_name, spec.queue, spec.tenant, spec.backend, spec.target,
-            spec.payload_json, spec.priority, state, spec.max_retries, float(spec.backoff),
+            payload, spec.priority, state, spec.max_retries, float(spec.backoff),
             spec.timeout, run_at, waiting, dag_id, spec.service_key, spec.idempotency_key, now, actor,
-            restarted_from, expires_at, spec.cwd, None if spec.env is None else json.dumps(spec.env, sort_keys=True),
+            restarted_from, expires_at, spec.cwd, env, int(sealed),
         ))
         edges += [(task_id, dep) for dep in deps]
-        summary = (spec.queue, spec.backend, spec.target, spec.priority)
+        summary = (spec.queue, spec.backend, spec.target, spec.priority, sealed)
         text = details.get(summary)
         if text is None:
-            text = details[summary] = encode_details({"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority})
+            entry = {"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority}
+            text = details[summary] = encode_details({**entry, "encrypted": True} if sealed else entry)
         if restarted_from is not None:
             journal.add("task.submit", task_id, spec.tenant, queue=spec.queue, backend=spec.backend, target=spec.target,
-                        priority=spec.priority, restarted_from=restarted_from)
+                        priority=spec.priority, restarted_from=restarted_from, **({"encrypted": True} if sealed else {}))
         else:
             journal.add_text("task.submit", task_id, spec.tenant, text)
         results.append(SubmitResult(task_id, created=True))
@@ -172,6 +188,31 @@ def insert_specs(
     if edges:
         tx.insert_dependencies(edges)
     return results
+
+
+class _Opener:
+    """The cipher a submit needs, made only when a task is encrypted (a plain submit never reads the key file)."""
+
+    __slots__ = ("_ctx", "_tx", "_cipher")
+
+    def __init__(self, ctx: Context, tx: Tx) -> None:
+        self._ctx, self._tx, self._cipher = ctx, tx, None
+
+    def sealing(self, what: str) -> Any:
+        """The cipher to seal new values with; KeyProblem saying `what` needed it when there is no data key."""
+        if self._cipher is None:
+            from tqcli.core.encryption import sealing_cipher
+
+            self._cipher = sealing_cipher(self._ctx, self._tx, what)
+        return self._cipher
+
+    def payload(self, task_id: int, stored: str) -> str:
+        """The clear payload of the task holding an idempotency key (opened when it is encrypted)."""
+        from tqcli.security.crypto import is_sealed
+
+        if not is_sealed(stored):
+            return stored
+        return self.sealing(f"comparing with encrypted task {task_id}, which holds the idempotency key,").open(task_id, "payload", stored)
 
 
 def _differences(spec: TaskSpec, backend: str, target: str, payload: str) -> list[str]:

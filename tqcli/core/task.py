@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from tqcli.security.crypto import ENCRYPTED, is_sealed
 from tqcli.units import format_time
 
 
@@ -62,9 +63,9 @@ class Attempt:
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
             "outcome": self.outcome or "running",
-            "error": self.error,
+            "error": shown(self.error),
             "worker": self.worker,
-            "traceback": self.traceback,
+            "traceback": shown(self.traceback),
         }
 
 
@@ -133,18 +134,23 @@ class Task:
 
     @property
     def payload_value(self) -> Any:
-        """The payload as a dict; the stored text itself when it does not decode (edited in the database, say)."""
+        """The payload as a dict; the stored text itself when it does not decode (edited in the database, say); `<encrypted>` while sealed."""
         return _decoded(self.payload)
 
     @property
     def env_value(self) -> dict[str, str]:
-        """A shell task's extra environment (`--env`) as a dict; empty when it has none."""
-        return {} if self.env is None else _decoded(self.env)
+        """A shell task's extra environment (`--env`) as a dict; empty when it has none or it is still sealed."""
+        return {} if self.env is None or is_sealed(self.env) else _decoded(self.env)
 
     @property
     def result_value(self) -> Any:
-        """The stored result as a JSON value, or None; the stored text itself when it does not decode."""
+        """The stored result as a JSON value, or None; the stored text itself when it does not decode; `<encrypted>` while sealed."""
         return None if self.result is None else _decoded(self.result)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether any of its values is still a ciphertext (the reader may not decrypt it, or lacks the key)."""
+        return any(is_sealed(value) for value in (self.payload, self.result, self.error, self.env))
 
     def to_json(self) -> dict[str, Any]:
         """The task object of SPEC §1 (plus `history`/`waiting` when they were loaded)."""
@@ -169,7 +175,7 @@ class Task:
             "idempotency_key": self.idempotency_key,
             "encrypted": self.encrypted,
             "result": self.result_value,
-            "error": self.error,
+            "error": shown(self.error),
             "created_at": format_time(self.created_at),
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
@@ -178,7 +184,7 @@ class Task:
             "restarted_from": self.restarted_from,
             "expires_at": format_time(self.expires_at),
             "cwd": self.cwd,
-            "env": self.env_value,
+            "env": ENCRYPTED if is_sealed(self.env) else self.env_value,
         }
         if self.history is not None:
             data["history"] = [attempt.to_json() for attempt in self.history]
@@ -188,8 +194,15 @@ class Task:
         return data
 
 
+def shown(text: str | None) -> str | None:
+    """A stored text as a reader sees it: `<encrypted>` while it is a ciphertext."""
+    return ENCRYPTED if is_sealed(text) else text
+
+
 def _decoded(text: str) -> Any:
-    """A stored JSON text as its value, or the text itself when it is not JSON (so reading it never fails)."""
+    """A stored JSON text as its value, or the text itself when it is not JSON (so reading it never fails); `<encrypted>` while sealed."""
+    if is_sealed(text):
+        return ENCRYPTED
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

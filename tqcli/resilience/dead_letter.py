@@ -8,8 +8,8 @@ caller's transaction as `replay_tasks` and `purge_tasks` (see "Changes that
 compose" in docs/design.md).
 
 A replay may also fix what made the tasks fail ("fix and retry"): a new
-payload, priority or max-retries, or another queue, checked as a submit
-checks them. It adds pending tasks, so the target queue's max-length and
+payload (sealed under each encrypted task's own id), priority or
+max-retries, or another queue, checked as a submit checks them. It adds pending tasks, so the target queue's max-length and
 each tenant's max-pending are judged first (`tenancy.limits.admit`).
 """
 
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from tqcli.core import chaining
+from tqcli.core import chaining, encryption
 from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec, encode_payload
 from tqcli.core.task import Task
 from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
+from tqcli.security.crypto import ENCRYPTED, redacted
 from tqcli.store.base import Tx
 from tqcli.tenancy.limits import admit
 from tqcli.units import US_PER_SECOND, check_filters, parse_duration
@@ -46,6 +47,7 @@ class DeadLetterQueue:
             rows = tx.list_task_rows(queue=queue, tenant=tenant, state="failed", limit=limit, tenants=tenants)
             tasks = [Task.from_row(row) for row in rows]
             deps = tx.dependencies_of([task.id for task in tasks])
+            encryption.reveal(self._ctx, tx, tasks)
         for task in tasks:
             task.depends_on = deps[task.id]
         return tasks
@@ -76,7 +78,7 @@ class DeadLetterQueue:
         if dry_run:
             with self._ctx.read() as tx:
                 tasks = _select(self._ctx, tx, ids, every, queue, tenant, "replay")
-                _check_editable(tasks, edits)
+                encryption.reveal(self._ctx, tx, tasks)
                 return tasks
         with self._ctx.change() as (tx, journal):
             return replay_tasks(
@@ -131,17 +133,19 @@ def replay_tasks(
     edits = _replay_edits(payload, priority, max_retries, to_queue)
     now = ctx.clock.now()
     tasks = _still_failed(tx, _select(ctx, tx, ids, every, queue, tenant, "replay"))
-    _check_editable(tasks, edits)
+    sealed = [task.id for task in tasks if task.encrypted] if "payload" in edits else []
+    cipher = encryption.sealing_cipher(ctx, tx, f"a new payload for encrypted task {sealed[0]}") if sealed else None
     admit(tx, [(edits.get("queue", task.queue), task.tenant) for task in tasks], what="replayed")  # before any write
     replay_ids = [task.id for task in tasks]
     if edits:
-        tx.edit_failed_tasks(replay_ids, {
-            column: encode_payload(value) if column == "payload" else value for column, value in edits.items()
-        })
+        stored = {column: encode_payload(value) if column == "payload" else value for column, value in edits.items()}
+        tx.edit_failed_tasks([task_id for task_id in replay_ids if task_id not in sealed], stored)
+        for task_id in sealed:  # each under its own task's key
+            tx.edit_failed_tasks([task_id], {**stored, "payload": cipher.seal(task_id, "payload", stored["payload"])})  # type: ignore[union-attr]
     tx.replay_tasks(replay_ids, now=now)
     for task in tasks:
         journal.add(
-            "dlq.replay", task.id, task.tenant, previous_error=(task.error or "")[:500], attempts=task.attempts,
+            "dlq.replay", task.id, task.tenant, previous_error=redacted(task.error) or "", attempts=task.attempts,
             **_changes(task, edits),
         )
     chaining.unblock_dependents(tx, journal, replay_ids, cause="dependency replayed")
@@ -150,6 +154,7 @@ def replay_tasks(
     deps = tx.dependencies_of(replay_ids)
     for task in replayed:
         task.depends_on = deps[task.id]
+    encryption.reveal(ctx, tx, replayed)
     return replayed
 
 
@@ -174,7 +179,7 @@ def purge_tasks(
         for task_id, state, tenant_name in orphans:
             journal.add("task.cancel", task_id, tenant_name, previous=state, reason="dependency purged")
     for task in tasks:
-        journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=(task.error or "")[:500])
+        journal.add("dlq.purge", task.id, task.tenant, name=task.name, target=task.target, error=redacted(task.error) or "")
     tx.delete_tasks(purge_ids, now=now)
     return tasks
 
@@ -220,22 +225,17 @@ def _replay_edits(
     return edits
 
 
-def _check_editable(tasks: Sequence[Task], edits: Mapping[str, Any]) -> None:
-    """Refuse (Conflict) a new payload for an encrypted task: replacing a ciphertext comes with encryption support."""
-    if "payload" not in edits:
-        return
-    encrypted = [task.id for task in tasks if task.encrypted]
-    if encrypted:
-        raise Conflict(
-            f"task {encrypted[0]} is encrypted: replay cannot replace an encrypted payload yet; "
-            f"replay it without --payload; nothing was changed"
-        )
-
-
 def _changes(task: Task, edits: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """`{column: {"from", "to"}}` for the columns the edits change in `task` (as `task.edit` records them)."""
+    """`{column: {"from", "to"}}` for the columns the edits change in `task` (as `task.edit` records them).
+
+    An encrypted task's payload is recorded as changed, `<encrypted>` both
+    ways: the audit chain never holds it.
+    """
     old = {"payload": task.payload_value, "priority": task.priority, "max_retries": task.max_retries, "queue": task.queue}
-    return {column: {"from": old[column], "to": new} for column, new in edits.items() if old[column] != new}
+    changes = {column: {"from": old[column], "to": new} for column, new in edits.items() if old[column] != new}
+    if task.encrypted and "payload" in edits:
+        changes["payload"] = {"from": ENCRYPTED, "to": ENCRYPTED}
+    return changes
 
 
 def _cutoff(now: int, older_than: str | float | None) -> int | None:

@@ -64,6 +64,13 @@ def sealed_key_id(text: str) -> str | None:
     return text[len(PREFIX):].partition(":")[0]
 
 
+def redacted(text: str | None, limit: int = 500) -> str | None:
+    """What an audit entry may hold of a stored text: its head, or `<encrypted>` for a ciphertext (the chain never holds an encrypted task's text)."""
+    if text is None:
+        return None
+    return ENCRYPTED if is_sealed(text) else text[:limit]
+
+
 def missing_key_file(path: Path | None) -> KeyProblem:
     """The exit-8 error for a command that needs the key file when there is none."""
     where = f"key file {path}" if path is not None else "no key file is configured, so"

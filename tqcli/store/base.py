@@ -522,6 +522,8 @@ class KeysStore(Protocol):
         """How many stored values name each data key: values starting with `prefix`, the key id the `id_chars` characters after it."""
     def audit_key_counts(self) -> dict[str, int]:
         """How many audit entries each audit key links."""
+    def has_encrypted_pending(self) -> bool:
+        """Whether any pending task is encrypted."""
     def encrypted_task_ids(self, after: int, limit: int) -> list[int]:
         """The ids of up to `limit` encrypted tasks with an id above `after`, ascending."""
     def sealed_values(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str | None, str | None]]:

@@ -47,13 +47,17 @@ def claim_filters(
     task_id: int | None = None,
     dag_id: int | None = None,
     exclude_error: str | None = None,
+    plain_only: bool = False,
+    excluded_prefixes: Sequence[str] = (),
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (with `?` placeholders) of the tasks a claim may take, and its parameters.
 
     `backends` limits claims to the backends a worker could load (maybe
     none); `priority` to one priority level; `exclude_error` skips tasks
-    whose last attempt failed with exactly that error. Both stores build
-    their claim around it.
+    whose last attempt failed with exactly that error; `plain_only` skips
+    encrypted tasks, `excluded_prefixes` those whose payload starts with one
+    of them (sealed under a key the worker lacks). Both stores build their
+    claim around it.
     """
     params: list[Any] = [due_by, due_by]
     where = _READY
@@ -80,6 +84,11 @@ def claim_filters(
     if exclude_error is not None:
         where += " AND (error IS NULL OR error <> ?)"
         params.append(exclude_error)
+    if plain_only:
+        where += " AND encrypted = 0"
+    for prefix in excluded_prefixes:
+        where += " AND (encrypted = 0 OR substr(payload, 1, ?) <> ?)"
+        params.extend((len(prefix), prefix))
     return where, params
 
 

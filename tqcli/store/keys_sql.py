@@ -44,6 +44,10 @@ class KeysSQL:
         rows = self.conn.execute("SELECT key_id, count(*) FROM audit WHERE key_id IS NOT NULL GROUP BY key_id").fetchall()
         return {key_id: count for key_id, count in rows}
 
+    def has_encrypted_pending(self) -> bool:
+        """Whether any pending task is encrypted (a worker without keys says so once)."""
+        return self.conn.execute("SELECT 1 FROM tasks WHERE state = 'pending' AND encrypted = 1 LIMIT 1").fetchone() is not None
+
     def encrypted_task_ids(self, after: int, limit: int) -> list[int]:
         """The ids of up to `limit` encrypted tasks with an id above `after`, ascending."""
         rows = self.conn.execute("SELECT id FROM tasks WHERE encrypted = 1 AND id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()

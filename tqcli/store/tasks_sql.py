@@ -32,9 +32,9 @@ def marks(count: int) -> str:
 INSERT_COLUMNS = (
     "id, name, queue, tenant, backend, target, payload, priority, state, "
     "max_retries, backoff, timeout, run_at, waiting_deps, dag_id, service, idempotency_key, "
-    "created_at, submitted_by, restarted_from, expires_at, cwd, env"
+    "created_at, submitted_by, restarted_from, expires_at, cwd, env, encrypted"
 )
-INSERT_TASK = f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({marks(23)})"
+INSERT_TASK = f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({marks(24)})"
 
 # The task columns `dlq replay` may change as it replays (its edit options).
 REPLAY_EDITABLE_COLUMNS = frozenset({"payload", "priority", "max_retries", "queue"})

@@ -175,7 +175,7 @@ class TenancyService:
     def set_queue(self, name: str, **changes: Any) -> tuple[QueueInfo, bool]:
         """Change a queue's settings (see `change_queue`); the queue as it now is, and whether anything changed."""
         if not changes:
-            raise InvalidInput("nothing to set: give --max-length, --max-running, --pause or --resume")
+            raise InvalidInput("nothing to set: give --max-length, --max-running, --pause, --resume, --encrypt or --no-encrypt")
         with self._ctx.change() as (tx, journal):
             self._ctx.authorize(tx, "operate", f"set queue {name}")
             diff = change_queue(tx, name, **changes)
