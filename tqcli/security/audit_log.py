@@ -27,7 +27,7 @@ KNOWN_ACTIONS = frozenset({
     "schedule.add", "schedule.edit", "schedule.pause", "schedule.resume", "schedule.remove", "schedule.error",
     "breaker.open", "breaker.half_open", "breaker.close", "breaker.reset", "breaker.set",
     "schedule.skip", "queue.set", "tenant.set", "settings.apply",
-    "keys.init", "keys.rotate", "keys.retire", "keys.reencrypt",
+    "keys.init", "keys.rotate", "keys.retire", "keys.reencrypt", "role.revoke",
 })
 
 
