@@ -17,7 +17,6 @@ Only `cryptography`'s primitives are used, imported on first use: a plain
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 import threading
@@ -80,6 +79,22 @@ def missing_key_file(path: Path | None) -> KeyProblem:
     )
 
 
+_PRIMITIVES: tuple[Any, Any, Any, type[Exception]] | None = None
+
+
+def _primitives() -> tuple[Any, Any, Any, type[Exception]]:
+    """`cryptography`'s SHA256, HKDF, AESGCM and InvalidTag, imported on first use (a worker opens thousands of tasks a second)."""
+    global _PRIMITIVES
+    if _PRIMITIVES is None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        _PRIMITIVES = (SHA256, HKDF, AESGCM, InvalidTag)
+    return _PRIMITIVES
+
+
 def _aad(db_id: str, task_id: int, field: str) -> bytes:
     if field not in FIELDS:
         raise ValueError(f"no encrypted field {field!r}")  # a bug in tqcli, not bad input
@@ -97,11 +112,16 @@ class FieldCipher:
 
     def __init__(self, db_id: str, ring: "KeyRing | None", *, reload: Callable[[], "KeyRing | None"] | None = None) -> None:
         self.db_id = db_id
-        self._ring = ring
         self._reload = reload
         self._reloaded: set[str] = set()
         self._aeads: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
+        self._use(ring)
+
+    def _use(self, ring: "KeyRing | None") -> None:
+        self._ring = ring
+        self._primary = ring.primary_data if ring is not None else None
+        self._keys = {key.id: key.key for key in ring.data} if ring is not None else {}
 
     @property
     def ring(self) -> "KeyRing | None":
@@ -111,38 +131,31 @@ class FieldCipher:
     @property
     def can_seal(self) -> bool:
         """Whether there is a primary data key to encrypt new values under."""
-        return self._ring is not None and self._ring.primary_data is not None
+        return self._primary is not None
 
     @property
     def has_data_keys(self) -> bool:
         """Whether this process holds any data key at all."""
-        return self._ring is not None and bool(self._ring.data)
+        return bool(self._keys)
 
-    def holds(self, key_id: str) -> bool:
-        """Whether the ring holds data key `key_id` (reading the key file again once if it does not)."""
-        return self._key(key_id, reload=True) is not None
-
-    def _key(self, key_id: str, *, reload: bool) -> bytes | None:
-        key = self._ring.data_key(key_id) if self._ring is not None else None
-        if key is None and reload and self._reload is not None and key_id not in self._reloaded:
+    def _key(self, key_id: str) -> bytes | None:
+        """Data key `key_id`, reading the key file again once when the ring lacks it."""
+        key = self._keys.get(key_id)
+        if key is None and self._reload is not None and key_id not in self._reloaded:
             with self._lock:
                 if key_id not in self._reloaded:
                     self._reloaded.add(key_id)
-                    self._ring = self._reload()
-            key = self._ring.data_key(key_id) if self._ring is not None else None
+                    self._use(self._reload())
+            key = self._keys.get(key_id)
         return key
 
     def _aead(self, key_id: str, key: bytes, task_id: int) -> Any:
         cached = self._aeads.get((key_id, task_id))
         if cached is not None:
             return cached
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+        sha256, hkdf, aesgcm, _ = _primitives()
         info = f"tqcli/v1 task key|{self.db_id}|{task_id}".encode()
-        subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
-        aead = AESGCM(subkey)
+        aead = aesgcm(hkdf(algorithm=sha256(), length=32, salt=None, info=info).derive(key))
         if len(self._aeads) >= _CACHED_SUBKEYS:
             self._aeads.clear()
         self._aeads[(key_id, task_id)] = aead
@@ -150,15 +163,14 @@ class FieldCipher:
 
     def seal(self, task_id: int, field: str, text: str) -> str:
         """`text` encrypted under the primary data key for `field` of task `task_id`; KeyProblem without one."""
-        ring = self._ring
-        primary = ring.primary_data if ring is not None else None
+        ring, primary = self._ring, self._primary
         if primary is None:
             if ring is None:
                 raise missing_key_file(None)
             raise KeyProblem(f"key file {ring.path} holds no data key to encrypt with: run 'tqcli keys rotate' to add one")
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._aead(primary.id, primary.key, task_id).encrypt(nonce, text.encode("utf-8", "surrogatepass"), _aad(self.db_id, task_id, field))
-        return f"{PREFIX}{primary.id}:{base64.b64encode(nonce + sealed).decode('ascii')}"
+        return f"{PREFIX}{primary.id}:{binascii.b2a_base64(nonce + sealed, newline=False).decode('ascii')}"
 
     def seal_optional(self, task_id: int, field: str, text: str | None) -> str | None:
         """`seal`, passing None through."""
@@ -175,7 +187,7 @@ class FieldCipher:
         key_id, colon, body = stored[len(PREFIX):].partition(":")
         if not colon:
             raise DoesNotDecrypt(f"the {field} of task {task_id}: {DOES_NOT_DECRYPT}")
-        key = self._key(key_id, reload=True)
+        key = self._key(key_id)
         if key is None:
             where = f"key file {self._ring.path}" if self._ring is not None else "this process (no key file)"
             raise UnknownDataKey(
@@ -183,15 +195,14 @@ class FieldCipher:
                 "copy the current key file here ('tqcli keys export --for-worker FILE' on the host that rotated it)",
                 key_id,
             )
-        from cryptography.exceptions import InvalidTag
-
+        invalid_tag = _primitives()[3]
         try:
-            raw = base64.b64decode(body, validate=True)
+            raw = binascii.a2b_base64(body, strict_mode=True)
             if len(raw) <= NONCE_BYTES:
                 raise ValueError("too short")
             clear = self._aead(key_id, key, task_id).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(self.db_id, task_id, field))
             return clear.decode("utf-8", "surrogatepass")
-        except (InvalidTag, ValueError, binascii.Error, UnicodeDecodeError):
+        except (invalid_tag, ValueError, binascii.Error, UnicodeDecodeError):
             raise DoesNotDecrypt(f"the {field} of task {task_id}: {DOES_NOT_DECRYPT}") from None
 
     def open_optional(self, task_id: int, field: str, stored: str | None) -> str | None:
@@ -204,7 +215,7 @@ class FieldCipher:
         """`stored` under the primary data key: unchanged when it already is (or is not sealed), else opened and sealed again."""
         if stored is None or not is_sealed(stored):
             return stored
-        primary = self._ring.primary_data if self._ring is not None else None
+        primary = self._primary
         if primary is not None and sealed_key_id(stored) == primary.id:
             return stored
         return self.seal(task_id, field, self.open(task_id, field, stored))
