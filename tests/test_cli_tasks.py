@@ -149,7 +149,7 @@ def test_status_of_one_task_has_history_and_waiting(cli):
 def test_status_summary_json_has_all_six_states(cli):
     cli.submit("app.jobs:run", "--queue", "etl")
     data = cli.ok("status", "--json").json
-    assert set(data) == {"counts", "queues", "tasks", "queue_limits", "tenant_limits"}  # keys are only ever added
+    assert set(data) == {"counts", "queues", "tasks", "queue_limits", "tenant_limits", "access"}  # keys are only ever added
     assert data["counts"] == {"pending": 1, "running": 0, "completed": 0, "failed": 0, "cancelled": 0, "blocked": 0}
     assert data["queues"]["etl"]["pending"] == 1 and len(data["tasks"]) == 1
 
