@@ -18,12 +18,12 @@ the policy around them, in one place:
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from tqcli.core.context import Context
 from tqcli.errors import KeyProblem
 from tqcli.security.crypto import (
-    DOES_NOT_DECRYPT, ENCRYPTED, PREFIX, DoesNotDecrypt, FieldCipher, UnknownDataKey, is_sealed, missing_key_file, sealed_key_id,
+    DOES_NOT_DECRYPT, ENCRYPTED, PREFIX, DoesNotDecrypt, FieldCipher, UnknownDataKey, is_sealed, missing_key_file,
 )
 from tqcli.store.base import Tx
 
@@ -46,9 +46,13 @@ def sealing_cipher(ctx: Context, tx: Tx, what: str) -> FieldCipher:
     if cipher.can_seal:
         return cipher
     if cipher.ring is None:
-        problem = missing_key_file(ctx.key_file)
-        raise KeyProblem(f"{what} needs the data key, but {problem.message[0].lower()}{problem.message[1:]}")
+        raise _without_key_file(ctx, what)
     raise KeyProblem(f"{what} needs a data key, but key file {cipher.ring.path} holds none: run 'tqcli keys rotate' to add one")
+
+
+def _without_key_file(ctx: Context, what: str) -> KeyProblem:
+    problem = missing_key_file(ctx.key_file).message
+    return KeyProblem(f"{what} needs the data key, but {problem[0].lower()}{problem[1:]}")
 
 
 def held_data_keys(ctx: Context) -> frozenset[str]:
@@ -118,8 +122,7 @@ def open_for_copy(ctx: Context, tx: Tx, task: "Task", what: str) -> None:
     """Open an encrypted task's payload and env in place for a change that copies them (restart); KeyProblem when they cannot be."""
     cipher = cipher_for(ctx, tx)
     if cipher.ring is None:
-        problem = missing_key_file(ctx.key_file)
-        raise KeyProblem(f"{what} needs the data key, but {problem.message[0].lower()}{problem.message[1:]}")
+        raise _without_key_file(ctx, what)
     task.payload = cipher.open(task.id, "payload", task.payload)
     task.env = cipher.open_optional(task.id, "env", task.env)
 
@@ -139,6 +142,7 @@ class WorkerKeys:
         self._warn = warn
         self._cipher: FieldCipher | None = None
         self._warned: set[str] = set()
+        self._looked = False  # for pending encrypted tasks, without a data key
         self._lock = threading.Lock()
         self.missing: set[str] = set()  # data key ids this process lacks
 
@@ -168,13 +172,21 @@ class WorkerKeys:
         self._warn(text)
 
     def warn_without_keys(self, tx: Tx) -> None:
-        """Say once that encrypted tasks wait for a key this worker lacks, when some are pending."""
-        if "no-key" not in self._warned and tx.has_encrypted_pending():
-            where = f"key file {self._ctx.key_file}" if self._ctx.key_file is not None else "no key file"
+        """Say once per run that encrypted tasks wait for a data key this worker lacks, when some are pending.
+
+        Looked for once, and only by a worker with a key file that holds no
+        data key: without any key file a worker cannot extend a keyed audit
+        chain, and every database with encrypted tasks has one, so it never
+        gets this far.
+        """
+        if self._looked or self.cipher.ring is None:
+            return
+        self._looked = True
+        if tx.has_encrypted_pending():
             self.warn_once(
                 "no-key",
-                f"warning: encrypted tasks stay pending: this worker has no data key ({where}); "
-                "give it a key file from 'tqcli keys export --for-worker FILE'",
+                f"warning: encrypted tasks stay pending: key file {self.cipher.ring.path} holds no data key; "
+                "give this worker a key file from 'tqcli keys export --for-worker FILE'",
             )
 
     def open_claim(self, claim: "Claim") -> str | None:
@@ -201,13 +213,3 @@ class WorkerKeys:
         outcome.traceback = cipher.seal_optional(claim.id, "traceback", outcome.traceback)
         return outcome
 
-
-def sealed_prefix_of(stored: str) -> str | None:
-    """The prefix naming the key of a sealed value (`tqe1:data-...:`), or None."""
-    key_id = sealed_key_id(stored)
-    return None if key_id is None else f"{PREFIX}{key_id}:"
-
-
-def describe_missing_key(task: "Task", ctx: Context) -> dict[str, Any]:
-    """The `waiting_detail` of a task whose key this process lacks: the key and where it was looked for."""
-    return {"key": sealed_key_id(task.payload), "key_file": str(ctx.key_file) if ctx.key_file is not None else None}

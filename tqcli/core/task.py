@@ -147,11 +147,6 @@ class Task:
         """The stored result as a JSON value, or None; the stored text itself when it does not decode; `<encrypted>` while sealed."""
         return None if self.result is None else _decoded(self.result)
 
-    @property
-    def sealed(self) -> bool:
-        """Whether any of its values is still a ciphertext (the reader may not decrypt it, or lacks the key)."""
-        return any(is_sealed(value) for value in (self.payload, self.result, self.error, self.env))
-
     def to_json(self) -> dict[str, Any]:
         """The task object of SPEC §1 (plus `history`/`waiting` when they were loaded)."""
         data: dict[str, Any] = {

@@ -72,11 +72,8 @@ def redacted(text: str | None, limit: int = 500) -> str | None:
 
 def missing_key_file(path: Path | None) -> KeyProblem:
     """The exit-8 error for a command that needs the key file when there is none."""
-    where = f"key file {path}" if path is not None else "no key file is configured, so"
-    return KeyProblem(
-        f"{where} does not exist: run 'tqcli keys init' to create one, "
-        "or give the key file with --key-file or TQCLI_KEY_FILE"
-    )
+    where = f"key file {path} does not exist" if path is not None else "no key file is configured"
+    return KeyProblem(f"{where}: run 'tqcli keys init' to create one, or give the key file with --key-file or TQCLI_KEY_FILE")
 
 
 _PRIMITIVES: tuple[Any, Any, Any, type[Exception]] | None = None
