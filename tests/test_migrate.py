@@ -163,10 +163,10 @@ def second_pg(pg_admin_url):
 # -- a whole database, through the CLI ---------------------------------------------
 
 def test_migrate_copies_every_table_and_the_target_works_as_the_source_did(cli, source, db_path, pg_url, tmp_path):
+    checkpoint = tmp_path / "head.json"
+    cli.ok("audit", "checkpoint", "--output", str(checkpoint))  # appends its own audit.checkpoint entry
     before = counts(db_path)
     verified = cli.ok("audit", "verify", "--json").json
-    checkpoint = tmp_path / "head.json"
-    cli.ok("audit", "checkpoint", "--output", str(checkpoint))
     views = {
         "tasks": {name: cli.task(task_id) for name, task_id in source.items() if name not in ("dag", "purged_dag_task", "last")},
         "dag": cli.ok("dag", "status", str(source["dag"]), "--json").json,
