@@ -238,6 +238,7 @@ ROWS = {
 }
 
 
+@pytest.mark.sqlite_only  # the library's table test (tests/test_rbac.py) covers both stores
 @pytest.mark.parametrize("role", ["admin", "operator", "submitter", "viewer", "auditor"])
 def test_each_role_gets_its_rows_of_the_table_through_the_cli(cli, role):
     from tqcli.security.rbac import PERMISSIONS
