@@ -229,7 +229,7 @@ def test_export_quotes_names_toml_would_split(queue):
     ("[queues.etl]\nmax_length = -1\n", "settings.toml: [queues.etl] max_length: invalid max-length -1"),
     ("[queues.etl]\nmax_running = 1.5\n", "settings.toml: [queues.etl] max_running: invalid max-running 1.5"),
     ("[queues.etl]\npaused = 1\n", "settings.toml: [queues.etl] paused: invalid paused 1: use true or false"),
-    ("[queues.etl]\nencrypt = true\n", "settings.toml: [queues.etl] encrypt: encrypted queues are not supported by apply yet"),
+    ("[queues.etl]\nencrypt = true\n", "settings.toml: [queues.etl] encrypt: apply does not set a queue's encryption"),
     ("[queues.etl.v2]\nmax_length = 3\n", 'settings.toml: [queues.etl] v2: is a table, not a setting: a queue name with a dot is quoted, '
                                           '[queues."etl.v2"]'),
     ('[queues."a b"]\n', "settings.toml: [queues.\"a b\"]: invalid queue name 'a b'"),

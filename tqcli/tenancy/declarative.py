@@ -238,7 +238,7 @@ class _Reader:
         where = _header("queues", name)
         self.check(where, None, lambda: check_name(name, what="queue"))
         if "encrypt" in table:
-            self.fail(where, "encrypt", "encrypted queues are not supported by apply yet (they come with encryption keys): remove the key")
+            self.fail(where, "encrypt", "apply does not set a queue's encryption: remove the key and run 'tqcli queue set Q --encrypt'")
         self.known_keys(where, table, tuple(QUEUE_DEFAULTS), "queue", "queues", name)
         wanted = dict(QUEUE_DEFAULTS)
         for key in ("max_length", "max_running"):
