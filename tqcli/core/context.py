@@ -118,15 +118,19 @@ class Context:
         return access
 
     def read_scope(
-        self, tx: Tx, tenant: str | None, action: str, permission: str = "read"
+        self, tx: Tx, tenant: str | None, action: str, permission: str = "read", *, access: Access | None = None
     ) -> tuple[str | None, list[str] | None]:
         """Narrow a listing to what the actor may see: `(tenant, tenants)` for the store's filters.
 
         A global grant (or an open database) leaves the filter as asked;
         tenant-scoped grants limit it to their tenants (`tenants`), and asking
-        for a tenant outside them is a denial.
+        for a tenant outside them is a denial. `access`: the grants, if already read.
         """
-        access = self.authorize(tx, permission, action, tenant=tenant) if tenant else self.authorize_any(tx, permission, action)
+        access = access or self.access(tx)
+        if tenant:
+            self.authorize(tx, permission, action, tenant=tenant, access=access)
+        elif access.tenants(permission) == frozenset():
+            self.authorize(tx, permission, action, access=access)
         visible = access.tenants(permission)
         if visible is None or tenant is not None:
             return tenant, None

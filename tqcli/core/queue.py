@@ -83,7 +83,8 @@ class TaskService:
             raise InvalidInput("invalid limit: use 0 (every task) or more")
         check_filters(queue=queue, tenant=tenant)
         with self._ctx.read() as tx:
-            tenant, tenants = self._ctx.read_scope(tx, tenant, "read the status of tasks")
+            access = self._ctx.access(tx)
+            tenant, tenants = self._ctx.read_scope(tx, tenant, "read the status of tasks", access=access)
             counts = {s.value: 0 for s in ALL_STATES}
             queues: dict[str, dict[str, int]] = {}
             for queue_name, state_name, count in tx.count_by_queue_and_state(queue=queue, tenant=tenant, tenants=tenants):
@@ -93,7 +94,7 @@ class TaskService:
             tasks = [Task.from_row(row) for row in rows]
             deps = tx.dependencies_of([task.id for task in tasks])
             queue_limits, tenant_limits = configured_limits(tx, self._ctx.clock.now())
-            access_open = tx.count_grants() == 0
+            access_open = access.open
             encryption.reveal(self._ctx, tx, tasks)
         for task in tasks:
             task.depends_on = deps[task.id]
