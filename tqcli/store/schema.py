@@ -426,9 +426,43 @@ FIRST_TURNS = "INSERT INTO tenant_turns (tenant, pass) SELECT DISTINCT tenant, 0
 
 MIGRATION_7 = (DROP_CLAIM_INDEX_6, TASKS_CLAIM_INDEX_7, TENANT_TURNS, TENANT_TURNS_ORDER, FIRST_TURNS)
 
+# -- version 8: the operator's view ------------------------------------------------
+# `task_output` holds what an attempt printed, as the worker read it: each
+# chunk is one stream's text (UTF-8, undecodable bytes replaced; an encrypted
+# task's chunk is ciphertext) keyed by the attempt (task id, claim) and the
+# byte offset (`byte_offset`) at which it began in everything that attempt printed. `size` is
+# the bytes it stands for, so the bytes dropped before what is kept are
+# (last byte_offset + last size) - sum(size), with no row to keep up to date.
+# `metric_counters` holds counters that must never go down although the rows
+# they count are deleted (`dlq purge`, `prune`): attempts by outcome and the
+# duration histograms' buckets, keyed by metric name and its labels as
+# canonical JSON, added to once per worker commit.
+
+TASK_OUTPUT = """
+CREATE TABLE task_output (
+    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    claim   INTEGER NOT NULL,
+    byte_offset INTEGER NOT NULL,
+    size    INTEGER NOT NULL,
+    stream  TEXT    NOT NULL,
+    text    TEXT    NOT NULL,
+    PRIMARY KEY (task_id, claim, byte_offset)
+) WITHOUT ROWID
+"""
+METRIC_COUNTERS = """
+CREATE TABLE metric_counters (
+    metric TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value  REAL NOT NULL,
+    PRIMARY KEY (metric, labels)
+) WITHOUT ROWID
+"""
+
+MIGRATION_8 = (TASK_OUTPUT, METRIC_COUNTERS)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7,
+    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -208,6 +208,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX tenant_turns_order ON tenant_turns (pass, tenant)",
         "INSERT INTO tenant_turns (tenant, pass) SELECT DISTINCT tenant, 0 FROM tasks",
     ),
+    # Version 8: task output and the counters that never go down (see tqcli.store.schema, version 8).
+    tuple(
+        statement.replace("TEXT", _TEXT)
+        for statement in (
+            """CREATE TABLE task_output (
+                task_id BIGINT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+                claim   BIGINT NOT NULL,
+                byte_offset BIGINT NOT NULL,
+                size    BIGINT NOT NULL,
+                stream  TEXT   NOT NULL,
+                text    TEXT   NOT NULL,
+                PRIMARY KEY (task_id, claim, byte_offset)
+            )""",
+            """CREATE TABLE metric_counters (
+                metric TEXT NOT NULL,
+                labels TEXT NOT NULL,
+                value  DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (metric, labels)
+            )""",
+        )
+    ),
 )
 
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
@@ -216,4 +237,5 @@ SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 DATA_TABLES = (
     "meta", "dags", "tasks", "task_deps", "attempts", "audit", "queues", "tenants", "roles", "breakers",
     "settings", "schedules", "schedule_fires", "counters", "workers", "purged_tasks", "tenant_turns",
+    "task_output", "metric_counters",
 )
