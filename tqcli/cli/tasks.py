@@ -457,13 +457,36 @@ def status(
 
 def cancel(
     ctx: typer.Context,
-    task_ids: Annotated[List[int], typer.Argument(metavar="ID...", help="Tasks to cancel.", show_default=False)],
+    task_ids: Annotated[Optional[List[int]], typer.Argument(metavar="[ID]...", help="Tasks to cancel.", show_default=False)] = None,
     cascade: Annotated[bool, typer.Option("--cascade", help="Also cancel every task that depends on them, transitively.")] = False,
     reason: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Why; kept in the task's error and the audit log.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Cancel every unfinished task that matches --queue/--tenant/--state (needs --yes or --dry-run); prints their ids.")] = False,
+    queue: Annotated[Optional[str], typer.Option(metavar="Q", help="With --all: only this queue.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(metavar="T", help="With --all: only this tenant.")] = None,
+    states: Annotated[Optional[List[str]], typer.Option("--state", metavar="S", help="With --all: only tasks in state S (pending, blocked, running); repeat for several [default: all three].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --all: print the ids it would cancel; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --all.")] = False,
 ) -> None:
-    """Cancel tasks; a running task is stopped by its worker. Without --cascade, dependents become blocked."""
+    """Cancel tasks; a running task is stopped by its worker. Without --cascade, dependents become blocked.
+
+    With --all, cancels every unfinished task that matches, in batches, and
+    prints their ids, one per line (nothing when none matches).
+
+      tqcli cancel --all --queue etl --state pending --yes
+    """
     from tqcli.cli import state
 
+    if every:
+        if task_ids:
+            raise InvalidInput("give the task IDs to cancel or --all, not both")
+        if cascade:
+            raise InvalidInput("--cascade works with task IDs, not with --all (which cancels every match anyway)")
+        _cancel_all(ctx, queue=queue, tenant=tenant, states=states, reason=reason, dry_run=dry_run, yes=yes)
+        return
+    if queue is not None or tenant is not None or states or dry_run or yes:
+        raise InvalidInput("--queue, --tenant, --state, --dry-run and --yes go with --all: add --all (they cannot be combined with IDs)")
+    if not task_ids:
+        raise InvalidInput("nothing to cancel: give the task IDs, or --all with --yes for every unfinished task")
     queue_obj = state(ctx).queue()
     affected = queue_obj.cancel(*task_ids, cascade=cascade, reason=reason)
     for task_id in affected:
@@ -472,6 +495,31 @@ def cancel(
             render.message(f"task {task_id} is running: its worker will stop it and record it cancelled")
         else:
             render.message(f"cancelled task {task_id}")
+
+
+def _cancel_all(
+    ctx: typer.Context, *, queue: str | None, tenant: str | None, states: list[str] | None, reason: str | None, dry_run: bool, yes: bool
+) -> None:
+    """`cancel --all`: the ids on stdout as each batch commits, so every id printed was cancelled."""
+    from tqcli.cli import state
+    from tqcli.core.queue import CANCELLABLE_STATES
+
+    service = state(ctx).queue(read_only=dry_run).tasks
+    options = {"queue": queue, "tenant": tenant, "states": states or CANCELLABLE_STATES, "reason": reason}
+    if dry_run:
+        ids = service.cancel_all(**options, dry_run=True)
+        sys.stdout.write("".join(f"{task_id}\n" for task_id in ids))
+        if ids:
+            render.message(f"would cancel {len(ids)} task(s)")
+        return
+
+    def printed(batch: list[int], matched: int) -> None:
+        sys.stdout.write("".join(f"{task_id}\n" for task_id in batch))
+        sys.stdout.flush()
+
+    ids = service.cancel_all(**options, confirmed=yes, on_batch=printed)
+    if ids:
+        render.message(f"cancelled {len(ids)} task(s); running ones are stopped by their workers")
 
 
 def bump(

@@ -1,15 +1,16 @@
-"""Task operations after submit: get, list, cancel, bump.
+"""Task operations after submit: get, list, cancel, cancel every match, bump.
 
 Each change is one short write transaction that also appends its audit
 entries, made by a function that runs inside a caller's transaction
 (`cancel_tasks`, `bump_task`: see "Changes that compose" in docs/design.md).
-Submitting lives in `tqcli.core.submission`.
+`cancel_all` works in bounded batches, as `prune` does, so a worker is never
+kept waiting behind it. Submitting lives in `tqcli.core.submission`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tqcli.core import chaining, encryption, gate
 from tqcli.core.context import Context, retrying
@@ -19,6 +20,9 @@ from tqcli.security.audit import Journal
 from tqcli.store.base import Tx
 from tqcli.tenancy.settings import QueueInfo, TenantInfo, configured_limits
 from tqcli.units import check_filters
+
+CANCEL_BATCH = 500
+CANCELLABLE_STATES = ("pending", "blocked", "running")
 
 
 @dataclass
@@ -119,12 +123,84 @@ class TaskService:
         with self._ctx.change() as (tx, journal):
             return cancel_tasks(self._ctx, tx, journal, ids, cascade=cascade, reason=reason)
 
+    def cancel_all(
+        self,
+        *,
+        queue: str | None = None,
+        tenant: str | None = None,
+        states: Sequence[str] = CANCELLABLE_STATES,
+        reason: str | None = None,
+        dry_run: bool = False,
+        confirmed: bool = False,
+        on_batch: Callable[[list[int], int], None] | None = None,
+    ) -> list[int]:
+        """Cancel every unfinished task of `queue`/`tenant` in `states` (running ones are stopped by their worker); their ids.
+
+        The tasks that match when it starts are cancelled in batches of
+        CANCEL_BATCH, each its own transaction with one `task.cancel` entry
+        per task; one that finished or changed state meanwhile is left alone.
+        `on_batch(ids cancelled, tasks matched)` is called after each batch
+        commits. `dry_run` returns the ids it would cancel and changes
+        nothing; otherwise `confirmed` must be set. Needs `operate`; a
+        tenant-scoped operator reaches only its tenants' tasks.
+        """
+        states = _cancellable_states(states)
+        check_filters(queue=queue, tenant=tenant)
+        if not dry_run and not confirmed:
+            raise InvalidInput("cancel --all cancels every matching task: add --yes to confirm (or --dry-run to list them)")
+        with self._ctx.read() as tx:
+            ids = _matching_unfinished(self._ctx, tx, queue, tenant, states)
+        if dry_run:
+            return ids
+        cancelled: list[int] = []
+        for start in range(0, len(ids), CANCEL_BATCH):
+            batch = self._cancel_batch(ids[start:start + CANCEL_BATCH], states, reason)
+            cancelled += batch
+            if on_batch is not None:
+                on_batch(batch, len(ids))
+        return cancelled
+
+    @retrying
+    def _cancel_batch(self, ids: Sequence[int], states: Sequence[str], reason: str | None) -> list[int]:
+        """Cancel those of `ids` still in `states`, in one transaction; the ids cancelled."""
+        with self._ctx.change() as (tx, journal):
+            tx.lock_tasks(ids)
+            access = self._ctx.access(tx)
+            # A pending task that an earlier batch's cancel blocked was matched as pending: it goes too.
+            wanted = set(states) | ({State.BLOCKED.value} if State.PENDING.value in states else set())
+            live = [Task.from_row(row) for row in tx.task_rows(ids)]
+            live = [task for task in live if task.state.value in wanted]
+            for task in live:
+                self._ctx.authorize(tx, "operate", f"cancel task {task.id}", tenant=task.tenant, access=access)
+            if not live:
+                return []
+            return cancel_tasks(self._ctx, tx, journal, [task.id for task in live], cascade=False, reason=reason)
+
     @retrying
     def bump(self, task_id: int, *, priority: int | None = None, by: int | None = None) -> tuple[int, int]:
         """Set (`priority`) or shift (`by`) a pending or blocked task's priority; returns (old, new)."""
         _check_bump(priority, by)
         with self._ctx.change() as (tx, journal):
             return bump_task(self._ctx, tx, journal, task_id, priority=priority, by=by)
+
+
+def _cancellable_states(states: Sequence[str]) -> list[str]:
+    """`states` checked for `cancel --all` (pending, blocked, running), each once, in that order."""
+    unknown = [state for state in states if state not in CANCELLABLE_STATES]
+    if unknown:
+        raise InvalidInput(f"invalid state {unknown[0]!r} for cancel --all: use pending, blocked or running")
+    if not states:
+        raise InvalidInput("no state to cancel: use pending, blocked or running")
+    return [state for state in CANCELLABLE_STATES if state in states]
+
+
+def _matching_unfinished(ctx: Context, tx: Tx, queue: str | None, tenant: str | None, states: Sequence[str]) -> list[int]:
+    """The ids, ascending, of the tasks in `states` of `queue`/`tenant` that the actor may operate on."""
+    tenant, tenants = ctx.read_scope(tx, tenant, "cancel every matching task", "operate")
+    ids: set[int] = set()
+    for state in states:
+        ids.update(row[0] for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=None, tenants=tenants))
+    return sorted(ids)
 
 
 def _check_bump(priority: int | None, by: int | None) -> None:
