@@ -75,11 +75,19 @@ def run(
     plan = load_dag_file(path)
     if junit is not None:
         _check_writable(junit)
-    dags = state(ctx).queue(create=True).dags
-    dag = dags.run(
-        plan, concurrency=concurrency, log=render.message, handle_signals=True,
-        on_submit=lambda dag_id: render.message(f"running DAG {dag_id} {plan.name!r}: {len(plan.order)} tasks"),
-    )
+    from contextlib import ExitStack
+
+    from tqcli.cli import progress
+
+    queue_obj = state(ctx).queue(create=True)
+
+    def submitted(dag_id: int) -> None:
+        render.message(f"running DAG {dag_id} {plan.name!r}: {len(plan.order)} tasks")
+        if not json_output:
+            bars.enter_context(progress.dag_states(queue_obj, dag_id))
+
+    with ExitStack() as bars:
+        dag = queue_obj.dags.run(plan, concurrency=concurrency, log=render.message, handle_signals=True, on_submit=submitted)
     if json_output:
         render.emit_json(dag.to_json())
     else:

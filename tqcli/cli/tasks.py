@@ -82,13 +82,26 @@ def env_pairs(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def _bulk_specs(path: str, defaults: dict[str, Any], encrypt: bool = False) -> tuple[list[Any], list[str], list[bool]]:
-    """The specs of a bulk file, their labels, and whether each is to be encrypted (its line's `encrypt`, else `encrypt`)."""
+# How many lines of a bulk file are checked between two calls of its progress callback.
+BULK_PROGRESS_LINES = 256
+
+
+def _bulk_specs(
+    path: str, defaults: dict[str, Any], encrypt: bool = False, progress: Any = None
+) -> tuple[list[Any], list[str], list[bool]]:
+    """The specs of a bulk file, their labels, and whether each is to be encrypted (its line's `encrypt`, else `encrypt`).
+
+    `progress(lines checked, lines in all, what)` is called every
+    BULK_PROGRESS_LINES lines and at the end.
+    """
     from tqcli.core.spec import parse_json, spec_from_mapping
 
     text = read_input_file(path, what="bulk file")
     specs, where, flags = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if progress is not None and number % BULK_PROGRESS_LINES == 0:
+            progress(number, len(lines), "lines read and checked")
         if not line.strip():
             continue
         label = f"{'stdin' if path == '-' else path} line {number}"
@@ -106,6 +119,8 @@ def _bulk_specs(path: str, defaults: dict[str, Any], encrypt: bool = False) -> t
         where.append(label)
     if not specs:
         raise InvalidInput(f"bulk file {path} holds no tasks; nothing was submitted")
+    if progress is not None:
+        progress(len(lines), len(lines), "lines read and checked")
     return specs, where, flags
 
 
@@ -199,9 +214,15 @@ def submit(
             raise InvalidInput("give either a TARGET or --from-file, not both")
         if payload_file == "-" and from_file == "-":
             raise InvalidInput("only one of --payload-file and --from-file can read stdin")
-        specs, where, flags = _bulk_specs(from_file, options, encrypt)
-        queue_obj = state(ctx).queue(create=True)
-        results = queue_obj.submit_specs(specs, where=where, encrypt=flags)
+        from tqcli.cli import progress
+
+        source = "stdin" if from_file == "-" else from_file
+        with progress.bar(f"reading {source}", json_output=json_output) as shown:
+            specs, where, flags = _bulk_specs(from_file, options, encrypt, progress=shown.update)
+            queue_obj = state(ctx).queue(create=True)
+            # One transaction, all or nothing: a pulse until it commits, not a count.
+            shown.update(0, None, f"writing {len(specs)} tasks (one transaction)", now=True)
+            results = queue_obj.submit_specs(specs, where=where, encrypt=flags)
         if json_output:
             render.emit_json([queue_obj.get(result.id).to_json() for result in results])
         else:

@@ -59,7 +59,13 @@ def worker(
         worker_id=worker_id,
         log=log,
     )
-    report = runner.run(handle_signals=True)
+    if once and not quiet:
+        from tqcli.cli import progress
+
+        with progress.drain(queue_obj, queues=tuple(queue or ()), tenants=tuple(tenant or ())):
+            report = runner.run(handle_signals=True)
+    else:
+        report = runner.run(handle_signals=True)
     if not quiet and (report.did_something or not once):
         render.message(report.summary())
 
