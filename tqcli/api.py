@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tqcli.resilience.breakers import BreakerService
     from tqcli.core.dags import DagService
     from tqcli.core.migrate import MigrateReport
+    from tqcli.observability.metrics import Metrics
     from tqcli.resilience.dead_letter import DeadLetterQueue
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
@@ -241,6 +242,12 @@ class Queue:
         from tqcli.core.workers import no_recent_heartbeat
 
         return no_recent_heartbeat(self._ctx)
+
+    def metrics(self) -> "Metrics":
+        """What `tqcli metrics` prints: every family and its samples (see `tqcli.observability.metrics`)."""
+        from tqcli.observability.metrics import collect
+
+        return collect(self._ctx)
 
     def migrate_to(self, url: str, *, progress: Any = None) -> "MigrateReport":
         """Copy this whole database into the empty PostgreSQL database at `url` and verify its audit chain there (`migrate --to`).

@@ -43,6 +43,7 @@ COMMANDS = {
     "role": "tqcli.cli.roles:app",
     "keys": "tqcli.cli.keys:app",
     "migrate": "tqcli.cli.migrate:migrate",
+    "metrics": "tqcli.cli.metrics:metrics",
 }
 
 

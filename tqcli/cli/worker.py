@@ -31,6 +31,7 @@ def worker(
     poll: Annotated[Optional[str], typer.Option(metavar="DUR", help="How often an idle worker looks for work [default: 1s].")] = None,
     worker_id: Annotated[Optional[str], typer.Option("--id", metavar="NAME", help="Name in the audit log and status [default: HOST:PID].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only errors about the worker itself (storage, the database), never a task's failure or the summary.")] = False,
+    metrics_file: Annotated[Optional[str], typer.Option("--metrics-file", metavar="PATH", help="Rewrite PATH atomically with 'tqcli metrics' output when the worker stops, and every minute while it runs (for node_exporter's textfile collector).")] = None,
 ) -> None:
     """Claim and run ready tasks, best first, until stopped (SIGTERM/SIGINT) or, with --once, until none is ready.
 
@@ -44,6 +45,8 @@ def worker(
       * * * * * tqcli --db /srv/jobs.db worker --once
     """
     app_state = state(ctx)
+    if metrics_file is not None:
+        _check_metrics_file(metrics_file)
     queue_obj = app_state.queue()
     log = _worker_log(quiet)
     defaults = queue_obj.config.worker
@@ -58,6 +61,7 @@ def worker(
         grace=defaults.grace,
         worker_id=worker_id,
         log=log,
+        metrics_file=metrics_file,
     )
     if once and not quiet:
         from tqcli.cli import progress
@@ -68,6 +72,17 @@ def worker(
         report = runner.run(handle_signals=True)
     if not quiet and (report.did_something or not once):
         render.message(report.summary())
+
+
+def _check_metrics_file(path: str) -> None:
+    """Refuse (exit 2) a --metrics-file that could never be written, before the worker claims anything."""
+    from pathlib import Path
+
+    target = Path(path)
+    if not path.strip() or target.is_dir():
+        raise InvalidInput(f"invalid --metrics-file {path!r}: give a file name, e.g. --metrics-file /var/lib/node_exporter/textfile/tqcli.prom")
+    if not target.parent.is_dir():
+        raise InvalidInput(f"invalid --metrics-file {path}: folder {target.parent} does not exist (create it first)")
 
 
 def _worker_log(quiet: bool) -> Any:

@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterator, TypeVar
 from pathlib import Path
 
 from tqcli.clock import Clock
-from tqcli.errors import PermissionDenied, StorageConflict
+from tqcli.errors import LimitReached, PermissionDenied, StorageConflict
+from tqcli.observability.counters import record_refusal
 from tqcli.security.audit import Journal, append_entries
 from tqcli.security.keys import KeyRing, load_key_file
 from tqcli.security.rbac import Access, denial_message, roles_for
@@ -70,8 +71,13 @@ class Context:
                 journal = Journal()
                 yield tx, journal
                 append_entries(tx, self.actor, self.clock.now(), journal.entries, self.audit_keys)
+                tx.flush_counters()  # metric counters added by this change, in key order, last before commit
         except PermissionDenied as denial:
             self._record_denial(denial)
+            record_refusal(self.store, denial)
+            raise
+        except LimitReached as refused:
+            record_refusal(self.store, refused)  # a refused submit is counted once it has rolled back
             raise
 
     @contextmanager

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from tqcli.backends import cgroups
 from tqcli.backends.fence import ATTEMPT, HOLDER, attempt_marker, end_marked
 from tqcli.core import chaining, gate, liveness, picking
+from tqcli.observability.counters import count_attempt_end, count_attempt_starts
 from tqcli.resilience import circuit_breaker
 from tqcli.security.audit import Journal
 from tqcli.security.crypto import DOES_NOT_DECRYPT, is_sealed, redacted
@@ -206,6 +207,7 @@ def claim(
         tx.use_claim_number(number)
     if claims:
         spend(tx, limits, Counter(claimed.tenant for claimed in claims), now)
+        count_attempt_starts(tx, claims)
         if turns is None:
             picking.charge(tx, taken)
         else:
@@ -234,6 +236,7 @@ def _open_claims(
             _fail(tx, journal, claimed, DOES_NOT_DECRYPT, now=now, action="task.fail", worker=worker, retry=False)
             tx.record_attempts([(claimed.id, claimed.claim, claimed.run, claimed.attempt, worker, claimed.started_at, now,
                                  "failed", DOES_NOT_DECRYPT, None)])
+            _count_end(tx, claimed, "failed", now)
         else:
             tx.release_task(claimed.id, claimed.claim)
     return runnable
@@ -322,6 +325,7 @@ def finish(
         breakers.failure(journal, claimed.service, task_id, claimed.tenant, now)
         kind = "failed"
     row = (task_id, token, claimed.run, claimed.attempt, worker, claimed.started_at, now, kind, error, outcome.traceback)
+    _count_end(tx, claimed, kind, now)
     if attempt_rows is None:
         tx.record_attempts([row])
     else:
@@ -364,6 +368,7 @@ def finish_all(
         else:
             _completed(tx, journal, claim, held[claim.token], now=now, worker=worker, breakers=breakers)
             attempt_rows.append((claim.id, claim.claim, claim.run, claim.attempt, worker, claim.started_at, now, "completed", None, None))
+            _count_end(tx, claim, "completed", now)
             endings.append("completed")
     if attempt_rows:
         tx.record_attempts(attempt_rows)
@@ -394,6 +399,11 @@ def _fail(tx: Tx, journal: Journal, claimed: Claim, error: str, *, now: int, act
     journal.add(action, claimed.id, claimed.tenant, attempt=claimed.attempt, worker=worker, error=redacted(error), final=True)
     chaining.block_dependents(tx, journal, [claimed.id], cause=f"task {claimed.id} failed")
     return "failed"
+
+
+def _count_end(tx: Tx, claimed: Claim, outcome: str, now: int) -> None:
+    """The metric counters of an attempt that ended (kept although `dlq purge` and `prune` delete attempts)."""
+    count_attempt_end(tx, queue=claimed.queue, backend=claimed.backend, outcome=outcome, started_at=claimed.started_at, now=now)
 
 
 def _stale(journal: Journal, claimed: Claim, outcome: Outcome, worker: str) -> str:
@@ -448,6 +458,8 @@ def reclaim_expired(tx: Tx, journal: Journal, *, now: int, worker: str) -> list[
             db_id = (tx.meta_value("db_id") or "") if db_id is None else db_id
             end_marked([(HOLDER, holder), (ATTEMPT, attempt_marker(db_id, lost.id, lost.claim))])
         tx.record_attempts([(lost.id, lost.claim, lost.run, lost.attempt, lost.worker or "?", lost.started_at, now, "lost", WORKER_LOST, None)])
+        count_attempt_end(tx, queue=lost.queue, backend=lost.backend, outcome="lost", started_at=lost.started_at, now=now,
+                          host=tx.worker_host(lost.worker) if lost.worker else None)
         if cancel_requested:
             note = tx.pending_cancel_note(lost.id, lost.claim) or "cancelled"
             tx.end_task(lost.id, lost.claim, state="cancelled", now=now, error=f"{note} (its worker was lost)")

@@ -13,7 +13,8 @@ from tqcli.backends.plugins import backend_names
 from tqcli.core.chaining import STOPPING_STATES
 from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec
-from tqcli.errors import Conflict, InvalidInput, NotFound
+from tqcli.errors import Conflict, InvalidInput, LimitReached, NotFound, PermissionDenied
+from tqcli.observability import counters
 from tqcli.security.audit import Journal, encode_details
 from tqcli.store.base import Tx
 from tqcli.tenancy.limits import admit
@@ -63,7 +64,11 @@ def authorize_submit(ctx: Context, tx: Tx, specs: Sequence[TaskSpec]) -> None:
     """Check that the actor may submit to every tenant `specs` name (one read of its grants)."""
     access = None
     for tenant in sorted({spec.tenant for spec in specs}):
-        access = ctx.authorize(tx, "submit", f"submit tasks to tenant {tenant}", tenant=tenant, access=access)
+        try:
+            access = ctx.authorize(tx, "submit", f"submit tasks to tenant {tenant}", tenant=tenant, access=access)
+        except PermissionDenied as denial:
+            counters.mark_refused(denial, counters.PERMISSION, *counters.first_of(specs, tenant=tenant))
+            raise
 
 
 def insert_specs(
@@ -182,12 +187,26 @@ def insert_specs(
             journal.add_text("task.submit", task_id, spec.tenant, text)
         results.append(SubmitResult(task_id, created=True))
     if rows:
-        admit(tx, [(row[2], row[3]) for row in rows])  # (queue, tenant) of each new task
+        try:
+            admit(tx, [(row[2], row[3]) for row in rows])  # (queue, tenant) of each new task
+        except LimitReached as refused:
+            _mark_limit(refused, specs)
+            raise
         tx.add_tenants(sorted({row[3] for row in rows}))  # a new tenant gets its turn (see tqcli.core.picking)
         tx.insert_tasks(rows)
     if edges:
         tx.insert_dependencies(edges)
     return results
+
+
+def _mark_limit(refused: LimitReached, specs: Sequence[TaskSpec]) -> None:
+    """Note which limit refused the submit, for its counter: the message starts `queue NAME:` or `tenant NAME:`."""
+    kind, _, rest = refused.message.partition(" ")
+    name = rest.split(":", 1)[0]
+    if kind == "queue":
+        counters.mark_refused(refused, counters.QUEUE_LIMIT, *counters.first_of(specs, queue=name))
+    else:
+        counters.mark_refused(refused, counters.TENANT_QUOTA, *counters.first_of(specs, tenant=name))
 
 
 class _Opener:

@@ -41,6 +41,7 @@ _WAKE = object()  # on the results queue: the store says tasks may have become r
 FireSchedules = Callable[[Context, Callable[[str], None], set[tuple[str, str]]], int]
 ONCE_RECONNECTS = 3  # a `--once` run gives up after this many lost connections in a row (exit 7)
 CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
+METRICS_EVERY = 60  # seconds (on the worker's clock) between rewrites of --metrics-file while it runs
 
 
 class Worker:
@@ -74,6 +75,7 @@ class Worker:
         self._finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]] = []  # ended, not yet recorded
         self._tenants = options.tenants  # what it may claim: its --tenant options as its grants allow, read every poll
         self._denied: PermissionDenied | None = None  # grants revoked while running: the run stops and says so
+        self._metrics_due = 0  # when --metrics-file is next rewritten (the worker's clock, microseconds)
 
     # -- control -----------------------------------------------------------
 
@@ -163,6 +165,7 @@ class Worker:
             for slot in self._slots:
                 slot.close()
             self._stopped(fence.run_id)
+            self._write_metrics()
             fence.close()
             if self._journal is not None and not self._journal_used:
                 self._journal.remove()
@@ -226,6 +229,21 @@ class Worker:
         if self._options.dag_id is None:
             if self._fire_schedules is not None:
                 report.fired += self._fire_schedules(self._ctx, self._log, self._schedule_errors)
+        if self._options.metrics_file is not None and now >= self._metrics_due:
+            self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        """Rewrite --metrics-file (atomically) with `tqcli metrics` output; a failure is a warning, never the worker's end."""
+        if self._options.metrics_file is None:
+            return
+        from tqcli.observability.exposition import write_metrics_file
+
+        self._metrics_due = self._ctx.clock.now() + METRICS_EVERY * 1_000_000
+        try:
+            write_metrics_file(self._ctx, self._options.metrics_file)
+        except TqcliError as exc:
+            self._log(f"warning: could not write the metrics file: {exc.message}")
+
 
     def _check_grants(self) -> None:
         """Read the actor's grants again, so a revoke takes effect within one poll: claim less, or stop."""

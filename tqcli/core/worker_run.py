@@ -27,6 +27,7 @@ class WorkerOptions:
     grace: float = 30.0
     worker_id: str | None = None
     dag_id: int | None = None  # run only this DAG's tasks, until none of them can run
+    metrics_file: str | None = None  # rewritten with `tqcli metrics` output when the run stops, and every minute while it runs
 
     def __post_init__(self) -> None:
         for name in self.queues:

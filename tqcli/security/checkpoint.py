@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,13 +177,6 @@ def read_public_key(path: str | Path) -> bytes:
 
 
 def _write_atomically(path: str | Path, text: str, what: str, example: str) -> None:
-    target = Path(path)
-    if not str(path).strip() or target.is_dir() or not target.name:
-        raise InvalidInput(f"cannot write {what} {str(path)!r}: give a file name, e.g. {example}")
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(target)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise InvalidInput(f"cannot write {what} {path}: {exc.strerror}") from None
+    from tqcli.files import write_atomically
+
+    write_atomically(path, text, what=what, example=example)

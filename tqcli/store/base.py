@@ -536,7 +536,28 @@ class KeysStore(Protocol):
         """Store `(task_id, claim, error, traceback)` for each attempt (its values sealed anew)."""
 
 
-class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore, Protocol):
+class MetricsStore(Protocol):
+    """The counters that never go down, and the bounded reads `tqcli metrics` takes its gauges from."""
+
+    def add_counters(self, deltas: Mapping[tuple[str, str], float]) -> None:
+        """Add to counters keyed by `(metric, canonical labels JSON)`; written by `flush_counters`."""
+    def flush_counters(self) -> None:
+        """Write what `add_counters` gathered in this transaction, in key order (called just before commit)."""
+    def raise_counter(self, metric: str, labels: str, value: float) -> None:
+        """Set a counter to `value` unless it is higher already."""
+    def counter_rows(self) -> list[tuple[str, str, float]]:
+        """Every stored counter: `(metric, labels JSON, value)`, by metric and labels."""
+    def task_counts(self) -> list[tuple[str, str, str, int]]:
+        """`(queue, state, tenant, count)` of every combination that has tasks (from an index alone)."""
+    def oldest_ready(self, now: int) -> list[tuple[str, int]]:
+        """`(queue, run_at)` of each queue's longest-waiting ready task due by `now`."""
+    def audit_max_seq(self) -> int:
+        """The highest audit seq, 0 when the chain is empty."""
+    def worker_host(self, worker: str) -> str | None:
+        """The host of the newest worker run named `worker`, if known."""
+
+
+class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore, MetricsStore, Protocol):
     """The queries of one transaction."""
 
 

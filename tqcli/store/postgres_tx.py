@@ -19,6 +19,7 @@ from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_ORDER, PICK_COLUMNS, DispatchSQL, claim_filters, pick_statement
 from tqcli.store.keys_sql import KeysSQL
 from tqcli.store.maintenance_sql import MaintenanceSQL
+from tqcli.store.metrics_sql import MetricsSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
 from tqcli.store.tenancy_sql import TenancySQL
@@ -73,7 +74,7 @@ class PgConnection:
         return cursor
 
 
-class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL):
+class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL):
     """The queries of one PostgreSQL transaction; created only by `PostgresStore.read/write`."""
 
     no_limit = None  # LIMIT NULL is no limit on PostgreSQL

@@ -1,0 +1,1 @@
+"""What an operator watches: metrics (Prometheus text and JSON) and the counters behind them."""
