@@ -57,6 +57,7 @@ def build_source(db: Path, folder: Path) -> dict[str, int]:
         ids["completed"] = q.submit("tests.jobs:add", payload={"a": 1, "b": 2}, name="adder", priority=5, timeout=2.5)
         ids["failed"] = q.submit("tests.jobs:boom", payload={"message": "nope"}, max_retries=0, service="flaky-api")
         ids["retried"] = q.submit("tests.jobs:boom", max_retries=1, backoff=0.0)
+        ids["printed"] = q.submit("tests.jobs:say", payload={"text": "ünïcode output"}, name="printer")  # task_output gets rows
         q.breakers.configure("flaky-api", failure_threshold=1, recovery_timeout=3600)
         q.breakers.configure(None, recovery_timeout=600)
         q.drain()

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from tqcli.clock import Clock, ServerClock, SystemClock
-from tqcli.config import Config, db_location, load_config, login_name
+from tqcli.config import DEFAULT_OUTPUT_LIMIT, Config, db_location, load_config, login_name
 from tqcli.core.context import Context
 from tqcli.core.spec import TaskSpec
 from tqcli.core.submission import SubmitResult, submit_specs
 from tqcli.store import open as open_store
 
 if TYPE_CHECKING:
+    from tqcli.core.logs import OutputService
     from tqcli.core.queue import Summary, TaskService
     from tqcli.core.task import Task
     from tqcli.core.worker import Worker
@@ -52,6 +53,13 @@ class Queue:
         from tqcli.core.queue import TaskService
 
         return TaskService(self._ctx)
+
+    @cached_property
+    def output(self) -> "OutputService":
+        """What tasks' attempts printed (`logs`): read it once or follow it."""
+        from tqcli.core.logs import OutputService
+
+        return OutputService(self._ctx)
 
     @cached_property
     def audit(self) -> "AuditLog":
@@ -181,7 +189,8 @@ class Queue:
         backends = options.pop("backends", None)
         from tqcli.scheduler.schedules import fire_due
 
-        return Worker(self._ctx, WorkerOptions(**options), backends=backends, log=log, fire_schedules=fire_due)
+        output_limit = options.pop("output_limit", self.config.output_limit if self.config else DEFAULT_OUTPUT_LIMIT)
+        return Worker(self._ctx, WorkerOptions(**options), backends=backends, log=log, fire_schedules=fire_due, output_limit=output_limit)
 
     def drain(self, **options: Any) -> "WorkerReport":
         """Run a worker until no task is ready (`worker --once`) and report what it did."""
@@ -195,6 +204,7 @@ class Queue:
         """
         from tqcli.core.runner import run_now
 
+        options.setdefault("output_limit", self.config.output_limit if self.config else DEFAULT_OUTPUT_LIMIT)
         return run_now(self._ctx, task_id, **options)
 
     def wait(self, task_id: int, *, timeout: float | None = None, on_poll: Any = None) -> "Task":

@@ -20,6 +20,8 @@ from tqcli.errors import InvalidInput
 from tqcli.units import parse_duration
 
 DEFAULT_BUSY_TIMEOUT = 10.0
+DEFAULT_OUTPUT_LIMIT = 1024 * 1024  # bytes of output kept per attempt (`tqcli logs`)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
 SYNCHRONOUS_MODES = ("normal", "full")
 
 
@@ -41,7 +43,7 @@ class WorkerDefaults:
 class Config:
     """Resolved local settings: where the database is and how to open it."""
 
-    __slots__ = ("db", "config_file", "busy_timeout", "synchronous", "worker", "key_file")
+    __slots__ = ("db", "config_file", "busy_timeout", "synchronous", "worker", "key_file", "output_limit")
 
     def __init__(
         self,
@@ -51,6 +53,7 @@ class Config:
         synchronous: str = "normal",
         worker: WorkerDefaults | None = None,
         key_file: Path | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> None:
         self.db = db
         self.config_file = config_file
@@ -58,10 +61,11 @@ class Config:
         self.synchronous = synchronous
         self.worker = worker or WorkerDefaults()
         self.key_file = key_file
+        self.output_limit = output_limit
 
     def with_db(self, db: Path | str) -> "Config":
         """The same settings for another database (a file path, or a PostgreSQL URL as a str)."""
-        return Config(db, self.config_file, self.busy_timeout, self.synchronous, self.worker, self.key_file)
+        return Config(db, self.config_file, self.busy_timeout, self.synchronous, self.worker, self.key_file, self.output_limit)
 
 
 def db_location(value: str) -> Path | str:
@@ -122,8 +126,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"cannot read config file {path}: {exc.strerror}") from None
 
 
-_TOP_KEYS = {"db", "busy_timeout", "synchronous", "worker", "key_file"}
+_TOP_KEYS = {"db", "busy_timeout", "synchronous", "worker", "key_file", "output_limit"}
 _WORKER_KEYS = {"concurrency", "lease", "poll", "grace"}
+
+
+def _output_limit(raw: Any, path: Path) -> int:
+    """`output_limit` of the config file: bytes, as an integer or a string with a unit (`512KiB`, `2MiB`); 0 keeps no output."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", raw) if isinstance(raw, str) else None
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise InvalidInput(f"config file {path}: output_limit must be a number of bytes, such as 1048576 or \"1MiB\", not {raw!r}")
+        value = int(match.group(1)) * _SIZE_UNITS[unit]
+    if not 0 <= value <= 1024**3:
+        raise InvalidInput(f"config file {path}: output_limit must be between 0 (keep no output) and 1GiB, not {raw!r}")
+    return value
 
 
 def _worker_defaults(raw: Any, path: Path) -> WorkerDefaults:
@@ -196,6 +215,7 @@ def load_config(
         raise InvalidInput(f"config file {config_file}: key_file must be a file path, not a URL")
     from tqcli.security.keys import key_file_path
 
+    output_limit = _output_limit(raw["output_limit"], config_file) if "output_limit" in raw else DEFAULT_OUTPUT_LIMIT  # type: ignore[arg-type]
     return Config(
         db=db,
         config_file=config_file,
@@ -203,6 +223,7 @@ def load_config(
         synchronous=synchronous,
         worker=worker,
         key_file=key_file_path(key_file_flag, configured_keys, env),
+        output_limit=output_limit,
     )
 
 

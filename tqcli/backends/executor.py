@@ -5,9 +5,13 @@ A worker keeps one long-lived executor per slot, started with
 own, with the worker's own interpreter. Requests and replies travel over
 two private pipes as length-prefixed frames in `marshal` format (both ends
 are the same Python, and marshal is several times cheaper than JSON for
-these small dicts); the task's own stdout goes to the worker's stderr so a
-`print` cannot corrupt the protocol. Module state persists between the tasks an executor
-runs, as in any prefork worker.
+these small dicts). The executor's own stdout and stderr are pipes (see
+`tqcli.backends.output_pipes`), so a `print` cannot corrupt the protocol:
+what an attempt prints, and what a backend streams through
+`ctx.on_output`, travels to the worker as `output` frames naming the
+stream and the attempt's token (`of`), all before that attempt's reply.
+Module state persists between the tasks an executor runs, as in any
+prefork worker.
 
 Pipelining: a worker may send several requests before the first reply (a
 window of short tasks); the executor runs them in order and replies to
@@ -62,6 +66,7 @@ from collections import deque
 from typing import Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskContext, TaskFailed, TaskTimeout
+from tqcli.backends.output_pipes import OutputPipes
 from tqcli.backends.shell import end_process_group
 
 _HEADER = 4
@@ -454,10 +459,12 @@ def serve(read_fd: int, write_fd: int) -> None:
     backends: dict[str, Any] = {}
     line = _Line(read_fd, write_fd)
     threading.Thread(target=line.watch, name="tqcli-line", daemon=True).start()
-    restore_stdout = _keep_stdout()
+    worker_stderr = os.dup(2)
+    pipes = OutputPipes(line.send, lambda: line.running, lambda chunk: write_all(worker_stderr, chunk))
+    restore_stdout = _keep_stdout()  # after the pipes: a task that closes fd 1 gets its pipe back
 
     def stream(chunk: bytes, stream: int = 1) -> None:
-        line.send({"output": chunk, "stream": stream})
+        line.send({"output": chunk, "stream": stream, "of": line.running})
 
     unchecked: list[str] = []  # quick attempts not yet checked for leftovers
 
@@ -477,7 +484,7 @@ def serve(read_fd: int, write_fd: int) -> None:
         except Exception as exc:
             reply = {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"}
         else:
-            reply = run_request(request, backend, lambda: line.is_cancelled(token), stream if request.get("stream") else None)
+            reply = run_request(request, backend, lambda: line.is_cancelled(token), stream)
         # Starting a process takes a millisecond or more, so a quicker attempt is checked
         # when the executor next waits for work instead (nothing per task in a busy line).
         if time.perf_counter() - started >= LEFTOVER_CHECK_AFTER:
@@ -487,7 +494,8 @@ def serve(read_fd: int, write_fd: int) -> None:
         restore_stdout()
         reply["token"] = token
         reply["seconds"] = time.perf_counter() - started
-        line.finish(reply, request.get("service"))
+        with pipes.settled():  # everything the attempt printed goes before its reply
+            line.finish(reply, request.get("service"))
 
 
 def failed(reply: dict[str, Any]) -> bool:
@@ -619,7 +627,7 @@ class ExecutorProcess:
             if reply is not None:
                 if "output" in reply:
                     if on_output is not None:
-                        on_output(reply["output"], reply.get("stream", 1))
+                        on_output(reply["output"], reply.get("stream", 1), reply.get("of"))
                     continue
                 self._forget(reply)
                 return reply  # type: ignore[no-any-return]
@@ -653,12 +661,14 @@ class ExecutorProcess:
                 self.outstanding.remove(request)
                 return
 
-    def ready_reply(self) -> dict[str, Any] | None:
-        """The next reply if it has already arrived (no waiting, no stop checks), else None."""
+    def ready_reply(self, on_output: Callable[..., None] | None = None) -> dict[str, Any] | None:
+        """The next reply if it has already arrived (no waiting, no stop checks), else None; output frames on the way go to `on_output`."""
         if self._reader is None or not self.outstanding:
             return None
         reply = self._reader.pending()
-        while reply is not None and "output" in reply:  # output nobody streams any more
+        while reply is not None and "output" in reply:
+            if on_output is not None:
+                on_output(reply["output"], reply.get("stream", 1), reply.get("of"))
             reply = self._reader.pending()
         if reply is not None:
             self._forget(reply)
@@ -675,8 +685,6 @@ class ExecutorProcess:
     ) -> dict[str, Any]:
         """Send one attempt and wait for its reply (see `next_reply`); the next attempt may be of the same service, even after a failure."""
         message = {"token": 0, **request, "timeout": timeout}
-        if on_output is not None:
-            message["stream"] = True
         self.send(message)
         reply = self.next_reply(stop_reason=stop_reason, self_enforced=self_enforced, on_output=on_output)
         assert reply is not None

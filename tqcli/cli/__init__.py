@@ -24,6 +24,7 @@ COMMANDS = {
     "cancel": "tqcli.cli.tasks:cancel",
     "bump": "tqcli.cli.tasks:bump",
     "wait": "tqcli.cli.manage:wait",
+    "logs": "tqcli.cli.logs:logs",
     "restart": "tqcli.cli.manage:restart",
     "edit": "tqcli.cli.manage:edit",
     "prune": "tqcli.cli.manage:prune",

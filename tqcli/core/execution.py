@@ -20,13 +20,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tqcli.backends.base import TaskCancelled, TaskTimeout, enforces_limits
 from tqcli.backends.executor import ExecutorDied, ExecutorProcess, error_text
 from tqcli.backends.fence import attempt_marker
 from tqcli.backends.plugins import backend_names, load_backend
 from tqcli.core.dispatcher import WORKER_LOST, Claim, Outcome
+
+if TYPE_CHECKING:
+    from tqcli.core.output import OutputCapture
 
 
 class BackendSet:
@@ -89,7 +92,8 @@ def run_attempt(
 
     `stop_reason()` returns None while the attempt may go on, `cancel` when
     the task was cancelled, `release` when the worker is shutting down and
-    `lost` when another worker took the task over.
+    `lost` when another worker took the task over. `on_output(chunk,
+    stream, token)` gets what the attempt prints as it arrives.
     """
     request = request_of(claim, db_id)
     try:
@@ -148,6 +152,7 @@ class Slot:
     def __init__(
         self, backends: BackendSet, results: "queue.Queue[Any]", *, key: str = "slot", markers: dict[str, str] | None = None,
         lost: Callable[[str], bool] = lambda key: False, db_id: str = "", make_cgroup: Callable[[], Any] | None = None,
+        output: "OutputCapture | None" = None,
     ) -> None:
         self._backends = backends
         self._results = results
@@ -156,6 +161,8 @@ class Slot:
         self._lost = lost  # whether the fence ended this slot's processes (its lease ran out)
         self._db_id = db_id
         self._make_cgroup = make_cgroup
+        self._output = output  # where what the attempts print goes (see tqcli.core.output)
+        self._on_output = output.add if output is not None else None
         self._inbox: "queue.Queue[tuple[list[Claim], int] | None]" = queue.Queue()
         self._executor = ExecutorProcess(self._markers, make_cgroup)
         self._thread: threading.Thread | None = None
@@ -193,6 +200,8 @@ class Slot:
             self._thread = threading.Thread(target=self._supervised, name="tqcli-slot", daemon=True)
             self._thread.start()
         self.outstanding += len(claims)
+        if self._output is not None:
+            self._output.track(claims)
         self._inbox.put((claims, self._failures_read))
 
     def collect(self, outcome: Outcome) -> None:
@@ -320,6 +329,7 @@ class Slot:
                 reply = executor.next_reply(
                     stop_reason=lambda: self._stops.get(current.token),
                     self_enforced=enforces_limits(backend),
+                    on_output=self._on_output,
                     wait=_SLOT_TICK,
                 )
             except TaskTimeout as exc:
@@ -344,7 +354,7 @@ class Slot:
                     seconds = float(reply["seconds"])
                     self.average = seconds if self.average is None else 0.8 * self.average + 0.2 * seconds
                 ended.append((claim, outcome_of(reply, self._stops.get(claim.token), claim)))
-                reply = executor.ready_reply() if self._line else None
+                reply = executor.ready_reply(self._on_output) if self._line else None
             if ended:
                 self._reports(ended)
                 for claim, outcome in ended:  # after _reports: what is sent from now on was checked against these failures

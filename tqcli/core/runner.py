@@ -15,6 +15,7 @@ from tqcli.core.context import Context
 from tqcli.core.encryption import WorkerKeys, held_data_keys
 from tqcli.core.execution import BackendSet, run_attempt
 from tqcli.core.leases import LeaseKeeper
+from tqcli.core.output import DEFAULT_OUTPUT_LIMIT, OutputCapture, OutputFlusher
 from tqcli.core.queue import cancel_tasks
 from tqcli.core.spec import TaskSpec
 from tqcli.core.submission import SubmitResult, check_backends, insert_specs
@@ -79,6 +80,7 @@ def run_now(
     on_retry: Callable[[int, str, float], None] = lambda attempt, error, delay: None,
     sleep: Callable[[float], None] = time.sleep,
     cancel_on_interrupt: bool = False,
+    output_limit: int = DEFAULT_OUTPUT_LIMIT,
 ) -> str | None:
     """Run a pending task here and now, retrying per its policy; returns how it ended.
 
@@ -89,7 +91,9 @@ def run_now(
     returns None). Between attempts the task stays claimed by this run
     while the backoff is waited out. Interrupting (Ctrl-C) ends the running
     attempt and returns the task to pending without counting it, or
-    cancels the task with `cancel_on_interrupt`.
+    cancels the task with `cancel_on_interrupt`. What the attempts print
+    goes to `on_output(chunk, stream)` and is stored as a worker stores it
+    (the last `output_limit` bytes per attempt).
     """
     backends = backends or BackendSet.discover()
     if spec is not None:
@@ -102,6 +106,15 @@ def run_now(
     keeper = LeaseKeeper(
         ctx.store.reopen(), ctx.clock, RUN_LEASE, lambda token, reason: stop.__setitem__("reason", reason), fence=fence,
     )
+    capture = OutputCapture(output_limit)
+    flusher = OutputFlusher(capture, ctx.store.reopen)
+    capture.on_output = flusher.wake
+
+    def printed(chunk: bytes, stream: int, token: object) -> None:
+        capture.add(chunk, stream, token)
+        if on_output is not None:
+            on_output(chunk, stream)
+
     claimed: dispatcher.Claim | None = None
     with ctx.read() as tx:
         db_id = tx.meta_value("db_id") or ""
@@ -133,10 +146,12 @@ def run_now(
         keeper.hold([claimed.token], fence.slot_key(0), since=claimed_at)
         while True:
             stop["reason"] = None
-            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], on_output, db_id)
+            capture.track([claimed])
+            outcome = run_attempt(claimed, backends.loaded[claimed.backend], executor, lambda: stop["reason"], printed, db_id)
             keeper.drop(claimed.token)
             ended, claimed_at = claimed, time.monotonic()
-            with ctx.change() as (tx, journal):
+            with capture.flushing([ended.token], final=True) as output, ctx.change() as (tx, journal):
+                output.write(tx)
                 became = dispatcher.finish(tx, journal, ended, outcome, now=ctx.clock.now(), worker=worker)
                 claims = claim_it(tx, journal) if became == "retry" else []  # in the same transaction: no worker takes it between
             claimed = None
@@ -153,7 +168,8 @@ def run_now(
         executor.kill()  # the attempt must be over before anyone else may claim the task
         cancel = cancel_on_interrupt and isinstance(exc, KeyboardInterrupt)
         if task_id is not None and (claimed is not None or cancel):
-            with ctx.change() as (tx, journal):
+            with capture.flushing([claimed.token] if claimed else [], final=True) as output, ctx.change() as (tx, journal):
+                output.write(tx)
                 if claimed is not None:
                     dispatcher.finish(tx, journal, claimed, dispatcher.Outcome("released"), now=ctx.clock.now(), worker=worker)
                 if cancel:
@@ -162,4 +178,5 @@ def run_now(
     finally:
         keeper.close()
         executor.close()
+        flusher.close()
         fence.close()

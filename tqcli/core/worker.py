@@ -26,6 +26,7 @@ from tqcli.core.context import Context
 from tqcli.core.encryption import WorkerKeys
 from tqcli.core.execution import BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
+from tqcli.core.output import DEFAULT_OUTPUT_LIMIT, OutputCapture, OutputFlusher
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
 from tqcli.core.worker_run import WorkerOptions, WorkerReport, claim_tenants
 from tqcli.errors import InternalError, PermissionDenied, StorageBusy, StorageConflict, StorageError, StorageFull, StorageLost, TqcliError
@@ -59,8 +60,11 @@ class Worker:
         backends: BackendSet | None = None,
         log: Callable[[str], None] = lambda text: None,
         fire_schedules: FireSchedules | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> None:
         self._base = ctx
+        self._output_limit = output_limit  # bytes of output kept per attempt (0: none)
+        self._output = OutputCapture(output_limit)
         self._fire_schedules = fire_schedules
         self._ctx = ctx
         self._options = options
@@ -128,10 +132,12 @@ class Worker:
             self._ctx.store.close()
             self._ctx = self._base
             raise
+        flusher = self._capture_output()
         self._slots = [
             Slot(
                 backends, self._results, key=fence.slot_key(n), markers={HOLDER: holder, **fence.environment(n)},
                 lost=fence.ended, db_id=db_id, make_cgroup=lambda key=fence.slot_key(n): cgroups.create(holder, key, fence),
+                output=self._output,
             )
             for n in range(self._options.concurrency)
         ]
@@ -164,6 +170,7 @@ class Worker:
             keeper.close()
             for slot in self._slots:
                 slot.close()
+            flusher.close()
             self._stopped(fence.run_id)
             self._write_metrics()
             fence.close()
@@ -175,6 +182,13 @@ class Worker:
         if self._denied is not None:
             raise self._denied
         return report
+
+    def _capture_output(self) -> OutputFlusher:
+        """What the attempts print is kept in `_output` and written by a flusher of its own (see tqcli.core.output)."""
+        self._output = OutputCapture(self._output_limit)
+        flusher = OutputFlusher(self._output, self._base.store.reopen, self._log)
+        self._output.on_output = flusher.wake
+        return flusher
 
     def _abandon(self) -> None:
         """The loop failed (a full disk, say): end what runs, record what ended and give the rest back, if the database lets us.
@@ -486,6 +500,7 @@ class Worker:
         except StorageError:
             return
         landed = [item for item in finished if item[1].token not in held]
+        self._output.forget([item[1].token for item in landed])
         for item in landed:
             finished.remove(item)
             keeper.drop(item[1].token)
@@ -516,7 +531,9 @@ class Worker:
         """
         options = self._options
         held = self._held_by_slot(finished)
-        with self._ctx.change() as (tx, journal):
+        ending = [claim.token for _, claim, _ in finished]
+        with self._output.flushing(ending, final=True) as output, self._ctx.change() as (tx, journal):
+            output.write(tx)  # first, while the attempts still hold their tasks: a finished task's output is complete
             endings = dispatcher.finish_all(
                 tx, journal, [(claim, outcome) for _, claim, outcome in finished], now=now, worker=self.worker_id,
             )

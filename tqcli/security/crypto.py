@@ -35,7 +35,8 @@ NONCE_BYTES = 12
 ENCRYPTED = "<encrypted>"  # what a reader who may not decrypt sees instead of a value
 DOES_NOT_DECRYPT = "ciphertext does not decrypt"
 # The fields a task's values are bound to; "error" is the task's and its attempts' (one text, stored in both).
-FIELDS = frozenset({"payload", "result", "error", "env", "traceback"})
+# An output chunk's field names its place too, `output:CLAIM:OFFSET`, so a chunk moved to another attempt or offset does not decrypt.
+FIELDS = frozenset({"payload", "result", "error", "env", "traceback", "output"})
 _CACHED_SUBKEYS = 4096
 
 
@@ -93,7 +94,7 @@ def _primitives() -> tuple[Any, Any, Any, type[Exception]]:
 
 
 def _aad(db_id: str, task_id: int, field: str) -> bytes:
-    if field not in FIELDS:
+    if field.partition(":")[0] not in FIELDS:
         raise ValueError(f"no encrypted field {field!r}")  # a bug in tqcli, not bad input
     return f"tqcli/v1|{db_id}|{task_id}|{field}".encode()
 

@@ -170,6 +170,15 @@ class AttemptRow(NamedTuple):
     traceback: str | None
 
 
+class OutputChunkRow(NamedTuple):
+    """One chunk of what an attempt printed (see `tqcli.store.output_sql`)."""
+
+    byte_offset: int
+    size: int
+    stream: str
+    text: str
+
+
 class DagRow(NamedTuple):
     """One DAG."""
 
@@ -515,6 +524,21 @@ class LockStore(Protocol):
         """Lock these idempotency keys of one tenant until commit, taken or not."""
 
 
+class OutputStore(Protocol):
+    """What attempts printed, in chunks by byte offset (`tqcli logs`)."""
+
+    def insert_output(self, rows: Sequence[tuple[int, int, int, int, str, str]]) -> None:
+        """Store chunks `(task_id, claim, byte_offset, size, stream, text)`; a chunk already stored is left as it is."""
+    def trim_output(self, cuts: Sequence[tuple[int, int, int]]) -> None:
+        """For each `(task_id, claim, offset)`, delete that attempt's chunks that begin before `offset`."""
+    def output_claims(self, task_id: int) -> list[int]:
+        """The claims of a task's attempts in order: the ended ones, then the running one."""
+    def output_chunks(self, task_id: int, claim: int, from_offset: int = 0) -> list[OutputChunkRow]:
+        """One attempt's chunks that begin at or after `from_offset`, in order."""
+    def output_extent(self, task_id: int, claim: int) -> tuple[int, int]:
+        """`(end, kept)` of one attempt's output: the offset after its last chunk, and the bytes its chunks stand for."""
+
+
 class KeysStore(Protocol):
     """The sealed values of encrypted tasks, for the keys commands (see `tqcli.security.crypto`)."""
 
@@ -557,7 +581,7 @@ class MetricsStore(Protocol):
         """The host of the newest worker run named `worker`, if known."""
 
 
-class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore, MetricsStore, Protocol):
+class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore, MetricsStore, OutputStore, Protocol):
     """The queries of one transaction."""
 
 

@@ -19,6 +19,7 @@ from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_ORDER, PICK_COLUMNS, DispatchSQL, claim_filters, pick_statement
 from tqcli.store.keys_sql import KeysSQL
 from tqcli.store.maintenance_sql import MaintenanceSQL
+from tqcli.store.output_sql import OutputSQL
 from tqcli.store.metrics_sql import MetricsSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
@@ -74,7 +75,7 @@ class PgConnection:
         return cursor
 
 
-class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL):
+class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL, OutputSQL):
     """The queries of one PostgreSQL transaction; created only by `PostgresStore.read/write`."""
 
     no_limit = None  # LIMIT NULL is no limit on PostgreSQL

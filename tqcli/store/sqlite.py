@@ -26,6 +26,7 @@ from tqcli.store.breaker_sql import BreakerSQL
 from tqcli.store.dispatch_sql import CLAIM_PICKED, DispatchSQL, pick_statement
 from tqcli.store.keys_sql import KeysSQL
 from tqcli.store.maintenance_sql import MaintenanceSQL
+from tqcli.store.output_sql import OutputSQL
 from tqcli.store.metrics_sql import MetricsSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import TaskSQL
@@ -38,7 +39,7 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL):
+class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL, OutputSQL):
     """The queries of one transaction; created only by `SqliteStore.read/write`.
 
     The mixins hold portable SQL; what only SQLite understands is here.
