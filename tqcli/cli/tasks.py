@@ -2,7 +2,6 @@
 
 
 import sys
-import time
 from typing import Annotated, Any, List, Optional
 
 import typer
@@ -442,38 +441,43 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Redraw every second until Ctrl-C.")] = False,
 ) -> None:
-    """Show counts per queue and state and the newest tasks, or one task in detail."""
+    """Show counts per queue and state and the newest tasks, or one task in detail.
+
+    With --watch on a terminal: a live view (tasks per queue with a
+    sparkline of completions per minute, running tasks with their worker,
+    the newest failures), redrawn every second until Ctrl-C, which exits 0;
+    it waits for a database that does not exist yet. Into a pipe it prints
+    the plain status once a second; with --json, one JSON document per line.
+    """
     from tqcli.cli import state
 
-    queue_obj = state(ctx).queue(read_only=True)
-
-    def draw() -> None:
+    def draw(queue_obj: Any) -> None:
         if task_id is not None:
-            task = queue_obj.get(task_id)
-            if json_output:
-                render.emit_json(task.to_json())
-            else:
-                _show_task(task)
-            return
-        summary = queue_obj.status(queue=queue, tenant=tenant, state=state_filter, limit=limit)
-        if json_output:
-            render.emit_json(summary.to_json())
+            _show_task(queue_obj.get(task_id))
         else:
-            _show_summary(summary)
+            _show_summary(queue_obj.status(queue=queue, tenant=tenant, state=state_filter, limit=limit))
+
+    def document(queue_obj: Any) -> Any:
+        if task_id is not None:
+            return queue_obj.get(task_id).to_json()
+        return queue_obj.status(queue=queue, tenant=tenant, state=state_filter, limit=limit).to_json()
 
     if not watch:
-        draw()
+        queue_obj = state(ctx).queue(read_only=True)
+        if json_output:
+            render.emit_json(document(queue_obj))
+        else:
+            draw(queue_obj)
         return
-    try:
-        while True:
-            if render.stdout_is_terminal():
-                sys.stdout.write("\x1b[H\x1b[2J")
-            draw()
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        return
+    from tqcli.cli.watch import shown_location, watch as watch_status
+    from tqcli.config import load_config
+
+    app_state = state(ctx)
+    where = shown_location(load_config(db_flag=app_state.db, config_flag=app_state.config_path).db)
+    watch_status(
+        lambda: app_state.queue(read_only=True), where, draw, document,
+        json_output=json_output, queue=queue, tenant=tenant, one_task=task_id is not None,
+    )
 
 
 def cancel(

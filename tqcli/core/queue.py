@@ -22,6 +22,7 @@ from tqcli.tenancy.settings import QueueInfo, TenantInfo, configured_limits
 from tqcli.units import check_filters
 
 CANCEL_BATCH = 500
+FINISHED_PAGE = 5000  # finished tasks looked at per `finished_after` call
 CANCELLABLE_STATES = ("pending", "blocked", "running")
 
 
@@ -108,6 +109,29 @@ class TaskService:
             if (tenant is None or info.name == tenant) and (tenants is None or info.name in tenants)
         ]
         return Summary(counts, dict(sorted(queues.items())), tasks, queue_limits, tenant_limits, access_open)
+
+    def finished_after(
+        self, after: tuple[int, int], *, queue: str | None = None, tenant: str | None = None, limit: int = FINISHED_PAGE
+    ) -> tuple[list[tuple[int, int, str, str, str]], tuple[int, int]]:
+        """Tasks that finished past the `(finished_at, id)` cursor `after`, oldest first, and the cursor to ask from next.
+
+        Each is `(finished_at, id, queue, tenant, state)`, of `queue` and
+        `tenant` and of the tenants the actor may read. At most `limit` are
+        looked at per call (through the index on finished time), so asking
+        again until the list comes back empty catches up in bounded steps.
+        """
+        check_filters(queue=queue, tenant=tenant)
+        with self._ctx.read() as tx:
+            tenant, tenants = self._ctx.read_scope(tx, tenant, "read the status of tasks")
+            rows = tx.finished_after(after, limit)
+        if not rows:
+            return [], after
+        visible = None if tenants is None else set(tenants)
+        kept = [
+            row for row in rows
+            if (queue is None or row[2] == queue) and (tenant is None or row[3] == tenant) and (visible is None or row[3] in visible)
+        ]
+        return kept, (rows[-1][0], rows[-1][1])
 
     # -- change ------------------------------------------------------------
 

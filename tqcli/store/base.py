@@ -454,6 +454,8 @@ class MaintenanceStore(Protocol):
         """Set columns of a pending or blocked task; False when it is in neither state."""
     def prunable_tasks(self, states: Sequence[str], finished_by: int, after: tuple[int, int], limit: int) -> list[tuple[int, int, str]]:
         """`(finished_at, id, tenant)` of finished tasks past a cursor that nothing unfinished needs."""
+    def finished_after(self, after: tuple[int, int], limit: int) -> list[tuple[int, int, str, str, str]]:
+        """`(finished_at, id, queue, tenant, state)` of finished tasks past a `(finished_at, id)` cursor, in that order."""
     def known_names(self, kind: str, prefix: str, limit: int) -> list[tuple[str, str | None]]:
         """Names of `kind` starting with `prefix`, for shell completion."""
 

@@ -82,3 +82,17 @@ class MaintenanceSQL:
             "ORDER BY finished_at, id LIMIT ?"
         )
         return self.conn.execute(sql, (finished_by, *after, *states, limit)).fetchall()
+
+    # -- what finished lately (status --watch) -------------------------------
+
+    def finished_after(self, after: tuple[int, int], limit: int) -> list[tuple[int, int, str, str, str]]:
+        """`(finished_at, id, queue, tenant, state)` of up to `limit` finished tasks past the `(finished_at, id)` cursor `after`, in that order.
+
+        Walks the `tasks_finished` index from the cursor on, so the cost
+        follows the tasks that finished since, never the table.
+        """
+        sql = (
+            "SELECT finished_at, id, queue, tenant, state FROM tasks WHERE finished_at >= ? AND (finished_at, id) > (?, ?) "
+            "ORDER BY finished_at, id LIMIT ?"
+        )
+        return self.conn.execute(sql, (after[0], *after, limit)).fetchall()
