@@ -3,11 +3,13 @@
 import json
 import re
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 import tqcli
+from tests.reliability.helpers import wait_until
 from tqcli.core import dispatcher
 from tqcli.errors import LimitReached, PermissionDenied
 from tqcli.observability.exposition import to_json, to_text
@@ -220,3 +222,22 @@ def test_docs_list_every_metric_with_its_type_and_labels():
         assert f"| {family.type} |" in row
         for label in family.labels:
             assert f"`{label}`" in row, f"{family.name}: label {label} missing in docs/metrics.md"
+
+
+def test_a_long_running_worker_rewrites_its_metrics_file_every_minute_of_its_clock(queue, clock, tmp_path):
+    target = tmp_path / "tqcli.prom"
+    worker = queue.worker(poll=0.02, metrics_file=str(target))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert wait_until(target.exists)
+        queue.submit("a:b", delay=3600)  # pending and not due: the worker leaves it
+        pending = 'tqcli_tasks{queue="default",tenant="default",state="pending"} 1'
+        assert not wait_until(lambda: pending in target.read_text(), timeout=0.5)  # many polls, no minute passed
+        clock.advance(61)
+        assert wait_until(lambda: pending in target.read_text())
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    finally:
+        worker.stop(immediately=True)
+        thread.join(30)
+    assert 'tqcli_workers_alive{host=' in target.read_text()  # written once more as it stopped
