@@ -56,6 +56,11 @@ def noop(key=None):
         record(key, time.monotonic_ns())
 
 
+def chatty():
+    """Prints one line: what capturing a task's output (`tqcli logs`) costs a task that prints."""
+    print("one line of output, as a task that says what it did")
+
+
 def nap(seconds=0.01, key=None):
     """Sleeps (10 ms by default): a latency-bound task, waiting as on a network call."""
     if key is not None:

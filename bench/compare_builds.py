@@ -1,6 +1,6 @@
 """The same drains and claims by two builds of tqcli, interleaved: what a change costs.
 
-    python bench/compare_builds.py OLD_REV [NEW_REV] [--runs N] [--quick] [--markdown FILE]
+    python bench/compare_builds.py OLD_REV [NEW_REV] [--runs N] [--quick] [--drains-only] [--markdown FILE]
 
 Each revision (NEW_REV: HEAD by default) is checked out by `git worktree
 add --detach` into a temporary folder, byte-compiled, run from there with
@@ -13,6 +13,9 @@ Per run, old then new, each on a fresh SQLite database of its own:
 - the no-op drain of bench/run.py: one `tqcli worker --once` over N ready
   `benchjobs:noop` tasks, start-up included, with 1 tenant and with the
   tasks spread round-robin over 100;
+- the printing drain: the same over `benchjobs:chatty` tasks, which print
+  one line each (a build with output capture stores it; an older one sent
+  it to the worker's stderr);
 - the shell drain: the same over `true` tasks of the shell backend;
 - claims through the library (`dispatcher.claim` in committed
   transactions, one task per claim and windows of 64) on a backlog of
@@ -156,17 +159,19 @@ def spread(values: list[float], unit: str = "", digits: int = 0) -> str:
 Series = list[tuple[str, list[dict], list[dict]]]
 
 
-def compare(old: Build, new: Build, work: Path, runs: int, sizes: dict[str, int], log) -> Series:
+def compare(old: Build, new: Build, work: Path, runs: int, sizes: dict[str, int], log, drains_only: bool = False) -> Series:
     measures = [
         (f"no-op drain, {sizes['drain']:,} tasks, 1 tenant (/s)", lambda b: b.drain(work, sizes["drain"], 1)),
         (f"no-op drain, {sizes['drain']:,} tasks, 100 tenants (/s)", lambda b: b.drain(work, sizes["drain"], 100)),
-        (f"shell `true` drain, {sizes['shell']:,} tasks, 1 tenant (/s)", lambda b: b.drain(work, sizes["shell"], 1, "true", "shell")),
+        (f"printing drain (one line each), {sizes['drain']:,} tasks, 1 tenant (/s)", lambda b: b.drain(work, sizes["drain"], 1, "benchjobs:chatty")),
     ]
+    if not drains_only:
+        measures.append((f"shell `true` drain, {sizes['shell']:,} tasks, 1 tenant (/s)", lambda b: b.drain(work, sizes["shell"], 1, "true", "shell")))
     claim_dbs = {}
-    for build in (old, new):
+    for build in () if drains_only else (old, new):
         claim_dbs[build] = fresh(work / f"claims-{build.commit}.db")
         build.child(claim_dbs[build], "fill", claim_dbs[build], sizes["backlog"], 1, "benchjobs:noop", "simple")
-    for count, transactions in ((1, sizes["claims1"]), (64, sizes["claims64"])):
+    for count, transactions in () if drains_only else ((1, sizes["claims1"]), (64, sizes["claims64"])):
         measures.append((
             f"claims of {count}, {sizes['backlog']:,} tasks of 1 tenant (tasks/s)",
             lambda b, count=count, transactions=transactions: b.child(claim_dbs[b], "claims", claim_dbs[b], count, transactions),
@@ -209,6 +214,7 @@ def main() -> None:
     parser.add_argument("new", metavar="NEW_REV", nargs="?", default="HEAD")
     parser.add_argument("--runs", type=int, default=5, help="runs of each build (default 5), interleaved old, new, old, new...")
     parser.add_argument("--quick", action="store_true", help="small data sets (a smoke run, not the figures)")
+    parser.add_argument("--drains-only", action="store_true", help="only the no-op and printing drains (no shell drain, no claims)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     args = parser.parse_args()
     sizes = dict(drain=20_000, shell=2_000, backlog=100_000, claims1=1_000, claims64=100)
@@ -222,7 +228,7 @@ def main() -> None:
         for name, rev in (("old", args.old), ("new", args.new)):
             builds.append(Build(rev, work / name))
         old, new = builds
-        results = compare(old, new, work, args.runs, sizes, log)
+        results = compare(old, new, work, args.runs, sizes, log, args.drains_only)
     finally:
         for build in builds:
             build.remove()
