@@ -18,7 +18,7 @@ land, the claim's plans, and drains by 1 vs 100 tenants. Then
 bench/audit_verify.py measures what HMAC-SHA256 links cost `audit verify`
 against plain SHA-256 ones (issue 13), on SQLite.
 
-    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only] [--audit-only]
+    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only] [--audit-only] [--metrics-only]
 """
 
 from __future__ import annotations
@@ -277,6 +277,44 @@ def status_at_scale(runs: int, big: Path, total: int) -> Figure:
     )
 
 
+def build_metrics_db(work: Path, total: int) -> Path:
+    """`total` tasks over 4 queues and 3 tenants, in every state (60 % completed, 30 % pending, the rest spread), with counters."""
+    db = fresh(work, "metrics.db")
+    queues, tenants = ("default", "etl", "web", "mail"), ("default", "acme", "beta")
+    with tqcli.open(db) as queue:
+        chunk = 50_000
+        for start in range(0, total, chunk):
+            size = min(chunk, total - start)
+            queue.submit_many([
+                TaskSpec("benchjobs:noop", queue=queues[n % 4], tenant=tenants[n % 3], priority=(n % 5) - 2) for n in range(start, start + size)
+            ])
+        queue.drain(max_tasks=200)  # attempts, durations and waits in the counters
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE tasks SET state = 'completed', finished_at = created_at WHERE id % 10 < 6 AND state = 'pending'")
+    conn.execute("UPDATE tasks SET state = 'failed', finished_at = created_at WHERE id % 10 = 6")
+    conn.execute("UPDATE tasks SET state = 'cancelled', finished_at = created_at WHERE id % 100 = 7")
+    conn.execute("UPDATE tasks SET state = 'blocked' WHERE id % 100 = 17")
+    conn.commit()
+    conn.close()
+    return db
+
+
+def metrics_at_scale(runs: int, db: Path, total: int) -> Figure:
+    """`tqcli metrics` (a whole process) on `total` tasks, with the plans of its two task queries."""
+    from tqcli.store.metrics_sql import COUNTS_SQL, OLDEST_READY_SQL
+
+    times = [timed([TQCLI, "metrics", "--output", str(db.parent / "metrics.prom")], run_env(db)) for _ in range(runs * 3)]
+    conn = sqlite3.connect(db)
+    plans = [" ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)) for sql, params in ((COUNTS_SQL, ()), (OLDEST_READY_SQL, (0,)))]
+    conn.close()
+    covering = "SEARCH c USING COVERING INDEX tasks_counts" in plans[0] and "TEMP B-TREE" not in plans[0] and "SCAN tasks " not in plans[1].replace("SCAN tasks USING", "")
+    return Figure(
+        "metrics at scale", f"`tqcli metrics --output FILE` on a database of {total:,} tasks (4 queues, 3 tenants, every state)",
+        f"{spread(times, ' s', 3)}; plans: {'index searches only' if covering else ' / '.join(plans)}", "< 0.5 s; index only",
+        statistics.median(times) < 0.5 and covering,
+    )
+
+
 def read_rows(db: Path) -> float:
     conn = sqlite3.connect(db)
     started = time.perf_counter()
@@ -441,6 +479,7 @@ def sqlite_figures(args: argparse.Namespace, sizes: dict[str, int], work: Path, 
     for figure in (
         claim_growth(work, args.runs, big, sizes["pending"], sizes["finished"]),
         status_at_scale(args.runs, big, total),
+        metrics_at_scale(args.runs, big, total),
         audit_verify(args.runs, big, total),
     ):
         progress([figure])
@@ -553,12 +592,14 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL (and so procrastinate and PgQueuer)")
     parser.add_argument("--tenants-only", action="store_true", help="only the tenants and fair claims section (bench/fairness.py)")
     parser.add_argument("--audit-only", action="store_true", help="only the keyed audit chain section (bench/audit_verify.py)")
+    parser.add_argument("--metrics-only", action="store_true", help="only `tqcli metrics` on a database of 1,000,000 tasks")
     args = parser.parse_args()
     sizes = dict(
         bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000,
         bulk_lib=100_000, nap=240, noop=2_000,
         tenant_backlog=100_000, tenant_counts=(1, 100, 10_000), claim_transactions=(200, 30), claim_budget=1.5,
         late_backlog=100_000, paused_backlog=100_000, tenant_drain=20_000, audit_entries=1_000_000,
+        metrics_tasks=1_000_000,
     )
     if args.quick:
         sizes = dict(
@@ -566,7 +607,18 @@ def main() -> None:
             bulk_lib=2_000, nap=100, noop=400,
             tenant_backlog=3_000, tenant_counts=(1, 100, 1_000), claim_transactions=(20, 3), claim_budget=0.3,
             late_backlog=2_000, paused_backlog=2_000, tenant_drain=500, audit_entries=5_000,
+            metrics_tasks=5_000,
         )
+    if args.metrics_only:
+        work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
+        try:
+            total = sizes["metrics_tasks"]
+            print(f"building a database of {total:,} tasks...", file=sys.stderr)
+            figure = metrics_at_scale(args.runs, build_metrics_db(work, total), total)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"Machine: {machine()}\ntqcli {revision()}; load average {load()}\n\n" + table([figure]))
+        return
     have_huey = not args.no_compare and not args.tenants_only and not args.audit_only and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
     started = time.perf_counter()

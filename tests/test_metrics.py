@@ -209,7 +209,7 @@ def test_the_task_counts_read_only_the_index(queue, db_location):
     counts = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {COUNTS_SQL}"))
     oldest = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {OLDEST_READY_SQL}", (0,)))
     conn.close()
-    assert "COVERING INDEX tasks_counts" in counts and "TEMP B-TREE" not in counts
+    assert "SEARCH c USING COVERING INDEX tasks_counts (queue=? AND state=? AND tenant=?)" in counts and "TEMP B-TREE" not in counts
     assert "SCAN tasks" not in oldest.replace("SCAN tasks USING COVERING INDEX", "")
     assert oldest.count("USING COVERING INDEX tasks_claim") >= 3
 
