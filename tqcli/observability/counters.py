@@ -11,6 +11,7 @@ so the dispatcher and the submit path may call it.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -48,27 +49,37 @@ def bound_text(bound: float) -> str:
     return f"{bound:g}"
 
 
-def _observe(deltas: dict[tuple[str, str], float], metric: str, labels: dict[str, str], seconds: float) -> None:
+@functools.lru_cache(maxsize=4096)
+def _histogram_keys(metric: str, queue: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, str], tuple[str, str]]:
+    """The counter keys of one histogram series: each bucket's, its sum's and its count's (made once per process)."""
+    key = labels_key({"queue": queue})
+    buckets = tuple((f"{metric}_bucket", labels_key({"le": bound_text(bound), "queue": queue})) for bound in BUCKETS[metric])
+    return buckets, (f"{metric}_sum", key), (f"{metric}_count", key)
+
+
+def _observe(deltas: dict[tuple[str, str], float], metric: str, queue: str, seconds: float) -> None:
     """One histogram observation: its bucket (none past the last bound: +Inf is the count), its sum and its count."""
-    key = labels_key(labels)
-    for bound in BUCKETS[metric]:
+    buckets, total, count = _histogram_keys(metric, queue)
+    for bound, bucket in zip(BUCKETS[metric], buckets):
         if seconds <= bound:
-            bucket = labels_key({**labels, "le": bound_text(bound)})
-            deltas[(f"{metric}_bucket", bucket)] = deltas.get((f"{metric}_bucket", bucket), 0.0) + 1
+            deltas[bucket] = deltas.get(bucket, 0.0) + 1
             break
-    deltas[(f"{metric}_sum", key)] = deltas.get((f"{metric}_sum", key), 0.0) + seconds
-    deltas[(f"{metric}_count", key)] = deltas.get((f"{metric}_count", key), 0.0) + 1
+    deltas[total] = deltas.get(total, 0.0) + seconds
+    deltas[count] = deltas.get(count, 0.0) + 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _attempts_key(queue: str, backend: str, outcome: str) -> tuple[str, str]:
+    return (ATTEMPTS, labels_key({"backend": backend, "outcome": outcome, "queue": queue}))
 
 
 def count_attempt_end(tx: "Tx", *, queue: str, backend: str, outcome: str, started_at: int, now: int, host: str | None = None) -> None:
     """An attempt ended as `outcome` (completed, failed, cancelled, lost): its counter, its duration, and for a lost one its host."""
     if outcome in _UNCOUNTED:
         return
-    deltas: dict[tuple[str, str], float] = {
-        (ATTEMPTS, labels_key({"backend": backend, "outcome": outcome, "queue": queue})): 1.0,
-    }
+    deltas: dict[tuple[str, str], float] = {_attempts_key(queue, backend, outcome): 1.0}
     if outcome in _TIMED:
-        _observe(deltas, DURATION, {"queue": queue}, max(0, now - started_at) / US_PER_SECOND)
+        _observe(deltas, DURATION, queue, max(0, now - started_at) / US_PER_SECOND)
     if outcome == "lost":
         deltas[(LOST, labels_key({"host": host or "unknown"}))] = 1.0
     tx.add_counters(deltas)
@@ -78,7 +89,7 @@ def count_attempt_starts(tx: "Tx", started: Iterable[Any]) -> None:
     """Attempts just claimed (objects with `queue`, `run_at`, `started_at`): how long each waited after it was due."""
     deltas: dict[tuple[str, str], float] = {}
     for claim in started:
-        _observe(deltas, WAIT, {"queue": claim.queue}, max(0, claim.started_at - claim.run_at) / US_PER_SECOND)
+        _observe(deltas, WAIT, claim.queue, max(0, claim.started_at - claim.run_at) / US_PER_SECOND)
     if deltas:
         tx.add_counters(deltas)
 
