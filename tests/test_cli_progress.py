@@ -114,3 +114,46 @@ def test_dag_run_shows_its_tasks_by_state(cli, terminal, tmp_path):
     pane.wait_for(lambda screen: "DAG 1: 1 running, 1 pending" in screen)
     assert pane.exit_code(timeout=20) == 0
     assert "DAG 1:" not in pane.screen().replace("running DAG 1", "")
+
+
+# -- the library's callbacks -------------------------------------------------------
+
+
+def test_audit_verify_reports_entries_checked_as_it_goes(queue, monkeypatch):
+    from tqcli.security import verify
+
+    monkeypatch.setattr(verify, "PROGRESS_EVERY", 10)
+    queue.submit_many([tqcli_spec() for _ in range(35)])
+    calls = []
+    report = queue.audit.verify(progress=lambda done, total, what: calls.append((done, total, what)))
+    assert report.intact and report.count == 35
+    assert calls == [(10, 35, "audit entries checked"), (20, 35, "audit entries checked"), (30, 35, "audit entries checked")]
+
+
+def test_audit_verify_split_between_processes_estimates_from_its_own_stretch(queue, monkeypatch):
+    from tqcli.security import audit_log, verify
+
+    monkeypatch.setattr(verify, "PROGRESS_EVERY", 10)
+    monkeypatch.setattr(audit_log, "PARALLEL_FROM", 20)
+    queue.submit_many([tqcli_spec() for _ in range(40)])
+    calls = []
+    assert queue.audit.verify(processes=2, progress=lambda *call: calls.append(call)).intact
+    assert calls == [(20, 40, "audit entries checked (2 processes)"), (40, 40, "audit entries checked (2 processes)")]
+
+
+def test_bulk_lines_are_reported_in_steps_not_one_by_one(tmp_path, monkeypatch):
+    from tqcli.cli import tasks
+
+    monkeypatch.setattr(tasks, "BULK_PROGRESS_LINES", 4)
+    source = tmp_path / "tasks.jsonl"
+    source.write_text(lines(10))
+    calls = []
+    specs, _, _ = tasks._bulk_specs(str(source), {}, progress=lambda *call: calls.append(call))
+    assert len(specs) == 10
+    assert [call[:2] for call in calls] == [(4, 10), (8, 10), (10, 10)]
+
+
+def tqcli_spec():
+    from tqcli.core.spec import TaskSpec
+
+    return TaskSpec("tests.jobs:noop")

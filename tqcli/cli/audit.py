@@ -54,7 +54,11 @@ def verify(
     public = read_public_key(public_key) if public_key is not None else None
     if public is not None and saved is None:
         raise InvalidInput("--public-key checks a checkpoint's signature: give --checkpoint FILE too")
-    report = state(ctx).queue(read_only=True).audit.verify(saved, public_key=public)
+    from tqcli.cli import progress
+
+    audit_log = state(ctx).queue(read_only=True).audit
+    with progress.bar("verifying the audit chain", json_output=json_output) as shown:
+        report = audit_log.verify(saved, public_key=public, progress=shown.update)
     if json_output:
         render.emit_json(report.to_json())
     elif report.intact:

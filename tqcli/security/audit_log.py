@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from tqcli.core.context import Context
 from tqcli.errors import InvalidInput
@@ -66,7 +67,12 @@ class AuditLog:
         return [AuditEntry(*row) for row in rows]
 
     def verify(
-        self, checkpoint: Checkpoint | None = None, *, processes: int | None = None, public_key: bytes | None = None
+        self,
+        checkpoint: Checkpoint | None = None,
+        *,
+        processes: int | None = None,
+        public_key: bytes | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
     ) -> VerifyReport:
         """Recompute every link, streaming; compare with `checkpoint` when given, and check its signature.
 
@@ -75,6 +81,8 @@ class AuditLog:
         A long chain is checked in stretches by several processes (one per
         core, or `processes`); when any doubt comes up, the whole chain is
         walked again in order to name the first bad entry and what happened.
+        `progress(entries checked, entries in all, what)` is called as the
+        fast pass goes (split between processes: estimated from this one's).
         """
         with self._ctx.read() as tx:
             self._ctx.authorize(tx, "audit", "verify the audit chain")
@@ -96,7 +104,7 @@ class AuditLog:
                 )
                 return report
         signed_by = checkpoint.key_id if checkpoint is not None and checkpoint.signature is not None else None
-        if count and count == high and low == 1 and self._intact(high, processes, audit_key_map(ring)):
+        if count and count == high and low == 1 and self._intact(high, processes, audit_key_map(ring), progress):
             with self._ctx.read() as tx:
                 head = tx.audit_row(high)
                 at_checkpoint = tx.audit_row(checkpoint.seq) if checkpoint is not None and 0 < checkpoint.seq <= high else None
@@ -113,7 +121,9 @@ class AuditLog:
             report.checkpoint_key_id = signed_by
         return report
 
-    def _intact(self, high: int, processes: int | None, keys: dict[str, bytes]) -> bool:
+    def _intact(
+        self, high: int, processes: int | None, keys: dict[str, bytes], progress: Callable[[int, int, str], None] | None = None
+    ) -> bool:
         """The fast pass over entries 1..high, split between processes when it is long.
 
         The helpers get their stretch, the database's location and the audit
@@ -123,8 +133,9 @@ class AuditLog:
         store = self._ctx.store
         parts = processes or (os.cpu_count() or 1)
         if parts < 2 or high < PARALLEL_FROM:
+            checked = None if progress is None else (lambda done: progress(done, high, "audit entries checked"))
             with self._ctx.read() as tx:
-                seen, _, _, intact = scan(tx.iter_audit(), 1, GENESIS_HASH, keys)
+                seen, _, _, intact = scan(tx.iter_audit(), 1, GENESIS_HASH, keys, checked)
             return intact and seen == high
         import base64
         import subprocess
@@ -148,8 +159,10 @@ class AuditLog:
                 assert helper.stdin is not None
                 with helper.stdin:
                     helper.stdin.write(json.dumps({**shared, "first": first, "last": last}).encode())
+            shown = f"audit entries checked ({len(bounds)} processes)"
+            checked = None if progress is None else (lambda done: progress(min(high, done * len(bounds)), high, shown))
             with self._ctx.read() as tx:
-                results = [scan_stretch(tx.iter_audit(*bounds[0]), 1, GENESIS_HASH, keys)]
+                results = [scan_stretch(tx.iter_audit(*bounds[0]), 1, GENESIS_HASH, keys, checked)]
             for helper in helpers:
                 assert helper.stdout is not None
                 out = helper.stdout.read()

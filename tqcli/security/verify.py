@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tqcli.security.keys import KeyRing
 
 _SEARCH_WINDOW = 8  # how far a moved entry is looked for when telling reorders from edits
+PROGRESS_EVERY = 16_384  # entries between two calls of a scan's progress callback
 
 __all__ = ["AuditEntry", "Checkpoint", "Stretch", "VerifyReport", "scan", "scan_range", "scan_stretch", "verify_rows"]
 
@@ -111,7 +112,11 @@ class Stretch(NamedTuple):
 
 
 def scan_stretch(
-    rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None, keys: Mapping[str, bytes] | None = None
+    rows: Iterable[Sequence[Any]],
+    expected_seq: int,
+    prev_hash: str | None,
+    keys: Mapping[str, bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Stretch:
     """The fast pass over a stretch of the chain: checks sequence, links and hashes, stopping at the first doubt.
 
@@ -121,8 +126,10 @@ def scan_stretch(
     doubt, which `verify_rows` then classifies. `prev_hash` None accepts
     whatever the first entry links to (a stretch that starts mid-chain);
     `first_keyed`/`last_keyed` let stretches checked apart be joined.
+    `progress(entries checked)` is called every PROGRESS_EVERY entries.
     """
     keys = keys or {}
+    report_at = PROGRESS_EVERY if progress is not None else -1
     count, first_prev, last = 0, "", prev_hash or ""
     first_keyed = keyed = False
     key_id_now: Any = None
@@ -147,16 +154,23 @@ def scan_stretch(
         last = digest
         expected_seq = seq + 1
         count += 1
+        if count == report_at:
+            progress(count)  # type: ignore[misc]
+            report_at += PROGRESS_EVERY
     else:
         return Stretch(count, first_prev, last, True, first_keyed, keyed)
     return Stretch(count, first_prev, last, False, first_keyed, keyed)
 
 
 def scan(
-    rows: Iterable[Sequence[Any]], expected_seq: int, prev_hash: str | None, keys: Mapping[str, bytes] | None = None
+    rows: Iterable[Sequence[Any]],
+    expected_seq: int,
+    prev_hash: str | None,
+    keys: Mapping[str, bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, str, str, bool]:
     """`scan_stretch`'s `(entries, first prev_hash, last hash, intact)`."""
-    return scan_stretch(rows, expected_seq, prev_hash, keys)[:4]
+    return scan_stretch(rows, expected_seq, prev_hash, keys, progress)[:4]
 
 
 def scan_range(location: str, busy_timeout: float, first: int, last: int, keys: Mapping[str, bytes] | None = None) -> Stretch:
