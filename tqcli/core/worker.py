@@ -258,7 +258,6 @@ class Worker:
         except TqcliError as exc:
             self._log(f"warning: could not write the metrics file: {exc.message}")
 
-
     def _check_grants(self) -> None:
         """Read the actor's grants again, so a revoke takes effect within one poll: claim less, or stop."""
         if self._denied is not None:

@@ -583,7 +583,10 @@ class MetricsStore(Protocol):
         """The host of the newest worker run named `worker`, if known."""
 
 
-class Tx(TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore, MetricsStore, OutputStore, Protocol):
+class Tx(
+    TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore,
+    MetricsStore, OutputStore, Protocol,
+):
     """The queries of one transaction."""
 
 
