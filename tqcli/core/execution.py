@@ -230,6 +230,8 @@ class Slot:
         self._reports([(claim, outcome)])
 
     def _reports(self, ended: list[tuple[Claim, Outcome]]) -> None:
+        if self._output is not None:  # what they printed is all here: the worker writes it with their endings
+            self._output.ending([claim.token for claim, _ in ended])
         for claim, outcome in ended:
             self._stops.pop(claim.token, None)
             self._skipped.discard(claim.token)

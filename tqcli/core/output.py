@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tqcli.store.base import Store, Tx
 
 FLUSH_SECONDS = 0.5
+_UTF8 = codecs.getincrementaldecoder("utf-8")
 PIECE_BYTES = 16 * 1024  # the largest chunk stored: how finely the kept output is trimmed
 Token = tuple[int, int]
 
@@ -47,7 +48,7 @@ def output_field(claim: int, offset: int) -> str:
 class _Attempt:
     """One attempt's output not yet written, and what is known of what was."""
 
-    __slots__ = ("token", "sealer", "encrypted", "end", "pieces", "pending", "decoders", "stored_from")
+    __slots__ = ("token", "sealer", "encrypted", "end", "pieces", "pending", "decoders", "stored_from", "ended")
 
     def __init__(self, claim: "Claim") -> None:
         self.token: Token = claim.token
@@ -56,11 +57,14 @@ class _Attempt:
         self.end = 0  # bytes the attempt printed so far, both streams
         self.pieces: deque[list[Any]] = deque()  # [byte_offset, size, stream, [texts]], oldest first, not yet written
         self.pending = 0  # the bytes those pieces stand for
-        self.decoders = {1: codecs.getincrementaldecoder("utf-8")("replace"), 2: codecs.getincrementaldecoder("utf-8")("replace")}
+        self.decoders: dict[int, Any] = {}  # per stream, made at its first output (an attempt that prints nothing costs none)
         self.stored_from = 0  # no chunk before this offset is stored
+        self.ended = False  # its outcome is on its way to the transaction that records it, which writes the rest
 
     def add(self, stream: int, chunk: bytes, limit: int) -> None:
-        decoder = self.decoders[stream]
+        decoder = self.decoders.get(stream)
+        if decoder is None:
+            decoder = self.decoders[stream] = _UTF8("replace")
         offset = self.end
         self.end += len(chunk)
         if len(chunk) > limit:  # only its last `limit` bytes can be kept
@@ -124,6 +128,7 @@ class OutputBatch:
             if cutoff > attempt.stored_from:
                 trims.append((task_id, claim, cutoff))
         if rows:
+            rows.sort()  # in task id order, as transactions lock tasks: inserting takes a share of each task's row lock
             tx.insert_output(rows)
         if trims:
             tx.trim_output(trims)
@@ -176,8 +181,19 @@ class OutputCapture:
             if attempt is None:
                 return
             attempt.add(2 if stream == 2 else 1, chunk, self.limit)
+            if attempt.ended:
+                return
             self._dirty.add(attempt.token)
         self.on_output()
+
+    def ending(self, tokens: Iterable[Token]) -> None:
+        """These attempts ended: their output is left to the transaction that records their endings (the flusher skips them)."""
+        with self._lock:
+            for token in tokens:
+                attempt = self._attempts.get(token)
+                if attempt is not None:
+                    attempt.ended = True
+                    self._dirty.discard(token)
 
     @property
     def dirty(self) -> bool:
@@ -225,7 +241,8 @@ class OutputCapture:
                 attempt.pending = sum(piece[1] for piece in pieces)
                 while attempt.pending > self.limit:
                     attempt.pending -= pieces.popleft()[1]
-                self._dirty.add(attempt.token)
+                if not attempt.ended:
+                    self._dirty.add(attempt.token)
 
     def _written(self, batch: OutputBatch) -> None:
         with self._lock:
