@@ -199,3 +199,14 @@ def test_an_encrypted_tasks_output_is_sealed_in_the_database_and_shown_as_its_pa
     # A chunk moved to another offset does not decrypt.
     raw_sql(cli.db, "UPDATE task_output SET byte_offset = byte_offset + 1000 WHERE task_id = ?", (task_id,))
     assert "does not decrypt" in cli.ok("logs", str(task_id)).stdout + cli.ok("logs", str(task_id)).stderr
+
+
+def test_ctrl_c_ends_a_follow_with_exit_130(cli):
+    import signal
+
+    task_id = cli.submit("tests.jobs:noop")
+    follower = cli.spawn("logs", str(task_id), "--follow")
+    time.sleep(1.0)
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=20)
+    assert follower.returncode == 130 and err.strip() == "error: interrupted"
