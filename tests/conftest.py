@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import locale
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 import pytest
 
 import tqcli
-from tests import pgserver
+from tests import forkserver, pgserver
 from tests.stores import db_location, psql, pytest_generate_tests, table_dump  # noqa: F401 - fixtures, the hook and helpers for both stores
 from tqcli.clock import ManualClock
 
@@ -80,6 +83,9 @@ class Cli:
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
         merged = {**self.env, **(env or {})}
         merged = {key: value for key, value in merged.items() if value is not None}
+        server = fork_server(self.env)
+        if server is not None and server.fits(merged):
+            return _run_forked(server, [TQCLI, *args], input, merged, self.cwd, timeout)
         done = subprocess.run(
             [TQCLI, *args], input=input, capture_output=True, text=True, env=merged, cwd=self.cwd, timeout=timeout
         )
@@ -112,6 +118,53 @@ class Cli:
     def task(self, task_id: int) -> dict[str, Any]:
         """The task's JSON as `status ID --json` prints it."""
         return self.ok("status", str(task_id), "--json").json
+
+
+_fork_server: forkserver.ForkServer | None = None
+
+
+def fork_server(env: dict[str, str]) -> forkserver.ForkServer | None:
+    """This test process's fork server (see tests/forkserver.py), started on first use; None when TQCLI_TEST_EXEC=1."""
+    global _fork_server
+    if os.environ.get("TQCLI_TEST_EXEC") == "1":
+        return None
+    if _fork_server is None:
+        python = str(Path(TQCLI).with_name("python"))
+        _fork_server = forkserver.ForkServer(python if Path(python).exists() else sys.executable, env)
+    return _fork_server
+
+
+def _run_forked(server: forkserver.ForkServer, argv: list[str], input: str | None, env: dict[str, str], cwd: Path, timeout: float) -> Result:
+    """Run a command through the fork server, its streams in files as `subprocess.run(capture_output=True)` would hold them."""
+    encoding = locale.getpreferredencoding(False)
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        if input is not None:
+            stdin.write(input.encode(encoding))
+            stdin.seek(0)
+            source = stdin.fileno()
+        else:
+            source = os.open(os.devnull, os.O_RDONLY)
+        try:
+            code = server.run(argv, env, str(cwd), [source, stdout.fileno(), stderr.fileno()], timeout)
+        finally:
+            if input is None:
+                os.close(source)
+        return Result(code, *(_text(stream, encoding) for stream in (stdout, stderr)))
+
+
+def _text(stream: Any, encoding: str) -> str:
+    """A captured stream's text, decoded and with its newlines translated as `text=True` does."""
+    stream.seek(0)
+    return io.TextIOWrapper(io.BytesIO(stream.read()), encoding=encoding).read()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_fork_server():
+    yield
+    global _fork_server
+    if _fork_server is not None:
+        _fork_server.close()
+        _fork_server = None
 
 
 @pytest.fixture
