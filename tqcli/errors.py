@@ -59,9 +59,17 @@ class PermissionDenied(TqcliError):
 
 
 class LimitReached(TqcliError):
-    """A queue or tenant limit would be passed; nothing was enqueued."""
+    """A queue or tenant limit would be passed; nothing was enqueued.
+
+    `kind` ("queue" or "tenant") and `name` say which limit refused, when one did.
+    """
 
     exit_code = 5
+
+    def __init__(self, message: str, kind: str | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
 
 
 class Conflict(TqcliError):

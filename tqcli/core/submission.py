@@ -200,13 +200,11 @@ def insert_specs(
 
 
 def _mark_limit(refused: LimitReached, specs: Sequence[TaskSpec]) -> None:
-    """Note which limit refused the submit, for its counter: the message starts `queue NAME:` or `tenant NAME:`."""
-    kind, _, rest = refused.message.partition(" ")
-    name = rest.split(":", 1)[0]
-    if kind == "queue":
-        counters.mark_refused(refused, counters.QUEUE_LIMIT, *counters.first_of(specs, queue=name))
+    """Note which limit refused the submit, for its counter."""
+    if refused.kind == "queue":
+        counters.mark_refused(refused, counters.QUEUE_LIMIT, *counters.first_of(specs, queue=refused.name))
     else:
-        counters.mark_refused(refused, counters.TENANT_QUOTA, *counters.first_of(specs, tenant=name))
+        counters.mark_refused(refused, counters.TENANT_QUOTA, *counters.first_of(specs, tenant=refused.name))
 
 
 class _Opener:

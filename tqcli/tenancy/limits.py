@@ -99,7 +99,8 @@ def _refuse_past(kind: str, name: str, limit_name: str, limit: int, count: int, 
         raise LimitReached(
             f"{kind} {name}: {limit_name} {limit} reached ({count} {counted}, {more} {what}); "
             f"nothing was enqueued: wait for workers to drain it, or raise the limit with "
-            f"'tqcli {kind} set {name} --{limit_name} N'"
+            f"'tqcli {kind} set {name} --{limit_name} N'",
+            kind=kind, name=name,
         )
 
 
