@@ -14,7 +14,8 @@ def test_the_benchmark_runs_and_prints_its_table():
     assert done.returncode == 0, done.stderr[-2000:]
     table = done.stdout
     for figure in ("submit latency", "bulk submit", "drain, no-op Python tasks", "drain, shell `true` tasks",
-                   "two workers, shell tasks", "claim cost growth", "status at scale", "audit verify", "worker memory"):
+                   "two workers, shell tasks", "claim cost growth", "status at scale", "metrics at scale", "audit verify",
+                   "worker memory"):
         assert f"| {figure} |" in table, figure
     assert "### Tenants and fair claims (issue 12)" in table
     for figure in ("claim rate, 1 vs 100 tenants", "claim plan", "late tenant", "claim beside a paused queue", "drain by 1 vs 100 tenants"):

@@ -55,7 +55,7 @@ def test_usage_lines_write_placeholders_without_braces():
 
 
 def test_variadic_arguments_read_id_dots(cli: Cli):
-    assert cli.ok("cancel", "--help").stdout.splitlines()[0] == "Usage: tqcli cancel [OPTIONS] ID..."
+    assert cli.ok("cancel", "--help").stdout.splitlines()[0] == "Usage: tqcli cancel [OPTIONS] [ID]..."  # ids, or --all
     assert cli.ok("schedule", "pause", "--help").stdout.splitlines()[0] == "Usage: tqcli schedule pause [OPTIONS] NAME"
     assert cli.ok("dlq", "replay", "--help").stdout.splitlines()[0] == "Usage: tqcli dlq replay [OPTIONS] [ID]..."
 
