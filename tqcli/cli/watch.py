@@ -174,21 +174,21 @@ def _opened(open_queue: Callable[[], Any], where: str, show_wait: Callable[[str]
 
 
 def _json_lines(open_queue: Callable[[], Any], where: str, draw_json: Callable[[Any], Any]) -> None:
-    told: list[str] = []
-
-    def tell_once(text: str) -> None:
-        if not told:
-            told.append(text)
-            render.message(text)
-
-    queue_obj = _opened(open_queue, where, tell_once)
-    while True:
-        sys.stdout.write(json.dumps(draw_json(queue_obj), ensure_ascii=False, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-        time.sleep(REDRAW_EVERY)
+    _every_second(open_queue, where, lambda queue_obj: sys.stdout.write(
+        json.dumps(draw_json(queue_obj), ensure_ascii=False, separators=(",", ":")) + "\n"
+    ))
 
 
 def _plain_snapshots(open_queue: Callable[[], Any], where: str, draw_plain: Callable[[Any], None]) -> None:
+    def snapshot(queue_obj: Any) -> None:
+        draw_plain(queue_obj)
+        sys.stdout.write("\n")
+
+    _every_second(open_queue, where, snapshot)
+
+
+def _every_second(open_queue: Callable[[], Any], where: str, show: Callable[[Any], Any]) -> None:
+    """Say once on stderr that the database is awaited, then `show` the queue every REDRAW_EVERY s, until Ctrl-C."""
     told: list[str] = []
 
     def tell_once(text: str) -> None:
@@ -198,8 +198,7 @@ def _plain_snapshots(open_queue: Callable[[], Any], where: str, draw_plain: Call
 
     queue_obj = _opened(open_queue, where, tell_once)
     while True:
-        draw_plain(queue_obj)
-        sys.stdout.write("\n")
+        show(queue_obj)
         sys.stdout.flush()
         time.sleep(REDRAW_EVERY)
 
