@@ -560,6 +560,14 @@ class KeysStore(Protocol):
         """Store `(id, payload, result, error, env)` for each task (its values sealed anew)."""
     def rewrite_sealed_attempts(self, rows: Sequence[tuple[int, int, str | None, str | None]]) -> None:
         """Store `(task_id, claim, error, traceback)` for each attempt (its values sealed anew)."""
+    def sealed_output_counts(self, prefix: str, id_chars: int) -> dict[str, int]:
+        """How many output chunks of encrypted tasks name each data key (as `sealed_value_counts` counts values)."""
+    def sealed_output_chunks(
+        self, last: int, after: tuple[int, int, int], prefix: str, current: str, limit: int
+    ) -> list[tuple[int, int, int, str]]:
+        """Up to `limit` `(task_id, claim, byte_offset, text)` of encrypted tasks' chunks past `after` up to task `last`, sealed but not under `current`."""
+    def rewrite_sealed_output(self, rows: Sequence[tuple[int, int, int, str]]) -> None:
+        """Store `(task_id, claim, byte_offset, text)` for each output chunk (its text sealed anew)."""
 
 
 class MetricsStore(Protocol):

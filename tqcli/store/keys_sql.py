@@ -3,7 +3,9 @@
 A sealed value names its data key in clear right after a fixed prefix
 (see `tqcli.security.crypto`), so the values each key protects are counted
 by the few characters that name it, and re-encryption finds what to rewrite
-without decrypting anything first. The same SQL serves both stores.
+without decrypting anything first. An encrypted task's output chunks
+(`task_output`) are sealed values too, counted and rewritten by chunk. The
+same SQL serves both stores.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ class KeysSQL:
         params = (start, id_chars, pattern) * len(parts)
         sql = f"SELECT key_id, count(*) FROM ({' UNION ALL '.join(parts)}) AS sealed GROUP BY key_id"
         return {key_id: count for key_id, count in self.conn.execute(sql, params).fetchall()}
+
+    def sealed_output_counts(self, prefix: str, id_chars: int) -> dict[str, int]:
+        """How many output chunks of encrypted tasks name each data key (as `sealed_value_counts` counts values)."""
+        rows = self.conn.execute(
+            "SELECT key_id, count(*) FROM (SELECT substr(o.text, ?, ?) AS key_id FROM task_output AS o "
+            "JOIN tasks AS t ON t.id = o.task_id WHERE t.encrypted = 1 AND o.text LIKE ?) AS sealed GROUP BY key_id",
+            (len(prefix) + 1, id_chars, prefix + "%"),
+        ).fetchall()
+        return {key_id: count for key_id, count in rows}
 
     def audit_key_counts(self) -> dict[str, int]:
         """How many audit entries each audit key links."""
@@ -85,4 +96,26 @@ class KeysSQL:
         self.conn.executemany(
             "UPDATE attempts SET error = ?, traceback = ? WHERE task_id = ? AND claim = ?",
             [(error, traceback, task_id, claim) for task_id, claim, error, traceback in rows],
+        )
+
+    def sealed_output_chunks(
+        self, last: int, after: tuple[int, int, int], prefix: str, current: str, limit: int
+    ) -> list[tuple[int, int, int, str]]:
+        """Up to `limit` `(task_id, claim, byte_offset, text)` of encrypted tasks' chunks past `after` up to task `last`, in that order.
+
+        Only chunks whose text starts with `prefix` (sealed) but not with
+        `current` (sealed under the key already in use) are returned.
+        """
+        return self.conn.execute(
+            "SELECT o.task_id, o.claim, o.byte_offset, o.text FROM task_output AS o JOIN tasks AS t ON t.id = o.task_id "
+            "WHERE o.task_id <= ? AND (o.task_id, o.claim, o.byte_offset) > (?, ?, ?) AND t.encrypted = 1 "
+            "AND o.text LIKE ? AND o.text NOT LIKE ? ORDER BY o.task_id, o.claim, o.byte_offset LIMIT ?",
+            (last, *after, prefix + "%", current + "%", limit),
+        ).fetchall()
+
+    def rewrite_sealed_output(self, rows: Sequence[tuple[int, int, int, str]]) -> None:
+        """Store `(task_id, claim, byte_offset, text)` for each output chunk (its text sealed anew)."""
+        self.conn.executemany(
+            "UPDATE task_output SET text = ? WHERE task_id = ? AND claim = ? AND byte_offset = ?",
+            [(text, task_id, claim, offset) for task_id, claim, offset, text in rows],
         )
