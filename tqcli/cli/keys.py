@@ -32,7 +32,7 @@ def init(ctx: typer.Context) -> None:
 @app.command("rotate")
 def rotate(
     ctx: typer.Context,
-    reencrypt: Annotated[bool, typer.Option("--reencrypt", help="Then rewrite every encrypted value under the new key, 500 tasks per transaction; a rerun finishes an interrupted one.")] = False,
+    reencrypt: Annotated[bool, typer.Option("--reencrypt", help="Then rewrite every encrypted value and output chunk under the new key, 500 tasks (or chunks) per transaction; a rerun finishes an interrupted one.")] = False,
 ) -> None:
     """Add a new primary data key; the old ones stay in the key file for reading.
 
