@@ -108,6 +108,29 @@ def test_follow_waits_for_a_pending_task_and_exits_0_when_it_completes(cli):
     assert follower.returncode == 0 and out == "done\n"
 
 
+def test_follow_of_a_task_that_ends_without_running_exits_as_wait_does(cli):
+    first = cli.submit("--backend", "shell", "--max-retries", "0", "exit 3")
+    blocked = cli.submit("--backend", "shell", "--depends-on", str(first), "echo never")
+    cancelled = cli.submit("--backend", "shell", "echo never")
+    cli.ok("cancel", str(cancelled))
+    cli("worker", "--once")
+    for task_id, says in ((blocked, f"task {first} failed"), (cancelled, "cancelled")):
+        followed, waited = cli("logs", str(task_id), "--follow"), cli("wait", str(task_id))
+        assert (followed.code, waited.code) == (1, 1)
+        assert followed.stdout == "" and len(followed.error_lines) == 1 and says in followed.error_lines[0]
+    assert cli("logs", str(cancelled), "--follow", "--attempt", "1").code == 3  # an attempt it never had
+
+
+def test_logs_into_a_pipe_that_closes_early_exits_0_and_says_nothing(cli):
+    task_id = cli.submit("--backend", "shell", "seq 1 100000")  # 0.6 MB: all kept, more than a pipe holds
+    cli.ok("worker", "--once")
+    for follow in ((), ("--follow",)):
+        reader = subprocess.Popen([TQCLI, "logs", str(task_id), *follow], env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reader.stdout.readline() == b"1\n"
+        reader.stdout.close()  # as `| head -1` does
+        assert reader.wait(timeout=30) == 0 and reader.stderr.read() == b""
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:

@@ -196,11 +196,12 @@ def test_following_prints_each_attempt_as_it_arrives_and_ends_with_the_task(queu
     assert queue.get(task_id).state.value == "failed" and len(turns) >= 2
 
 
-def test_following_a_task_that_finished_without_running_is_not_found(queue):
+def test_following_a_task_that_finished_without_running_yields_nothing_but_its_attempt_is_not_found(queue):
     task_id = queue.submit("tests.jobs:noop")
     queue.cancel(task_id)
+    assert list(queue.output.follow(task_id, sleep=lambda seconds: None)) == []  # the CLI then exits as --wait does
     with pytest.raises(NotFound):
-        list(queue.output.follow(task_id, sleep=lambda seconds: None))
+        list(queue.output.follow(task_id, attempt=1, sleep=lambda seconds: None))
 
 
 def test_a_tenant_scoped_reader_sees_only_its_tenants_output(queue, db_location):

@@ -252,6 +252,14 @@ def _show_traceback(debug: bool) -> None:
         traceback.print_exc(file=sys.stderr)
 
 
+def _reader_went_away() -> None:
+    """The reader of stdout went away (`tqcli logs 7 | head`): not an error of ours, so exit 0 and print no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere, instead of failing again at exit
+    sys.stderr = open(os.devnull, "w")
+    sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run tqcli with `argv` (default: sys.argv) and exit with SPEC's exit code."""
     from typer import _click
@@ -295,9 +303,11 @@ def main(argv: list[str] | None = None) -> None:
         _show_traceback(debug)
         _fail("a number is too large: ids, counts and limits go up to 9223372036854775807", 2)
     except BrokenPipeError:
-        # The reader went away (`tqcli audit log | head`): not an error of ours.
-        sys.stderr = open(os.devnull, "w")
-        sys.exit(0)
+        _reader_went_away()
+    except SystemExit as stop:
+        if isinstance(stop.__context__, BrokenPipeError):  # Click answers a closed pipe with exit 1 itself
+            _reader_went_away()
+        raise
     except Exception as exc:  # a bug: say so in one line, never a traceback unless asked
         _show_traceback(debug)
         _fail(f"internal error: {type(exc).__name__}: {exc} (this is a bug in tqcli: please report it with the output of the same command run with TQCLI_DEBUG=1)", INTERNAL_ERROR)

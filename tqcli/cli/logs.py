@@ -1,20 +1,22 @@
 """`tqcli logs`: what a task's attempt printed, or following it live."""
 
 import sys
+import time
 from typing import Annotated, Any, Optional
 
 import typer
 
 from tqcli.cli import render
+from tqcli.cli.manage import wait_notice
 from tqcli.errors import WorkFailed
 
 
 def logs(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", help="The task.", show_default=False)],
-    attempt: Annotated[Optional[int], typer.Option("--attempt", metavar="N", help="Attempt N, numbered from 1 across the task's history as in 'status ID' [default: the latest].", show_default=False)] = None,
+    attempt: Annotated[Optional[int], typer.Option("--attempt", metavar="N", help="Attempt N, counted from 1 over all its runs in the order 'status ID' lists them (a replayed task's attempts go on counting) [default: the latest].", show_default=False)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Print output as it arrives, across retries, until the task is finished; exit 0 completed, 1 failed or cancelled.")] = False,
-    tail: Annotated[Optional[int], typer.Option("--tail", metavar="N", help="Only the last N lines.", show_default=False)] = None,
+    tail: Annotated[Optional[int], typer.Option("--tail", metavar="N", help="Only the last N lines (of both streams together).", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document (with --follow: once the task is finished).")] = False,
 ) -> None:
     """Print what an attempt of a task printed: stdout to stdout, stderr to stderr, in the order the worker read them.
@@ -33,9 +35,17 @@ def logs(
             render.emit_json(found.to_json())
         else:
             _print(found.chunks)
+            if found.running:
+                _note(f"(task {task_id} is still running: 'tqcli logs --follow {task_id}' shows the rest)")
         return
+    notice = wait_notice(queue_obj)
+
+    def pause(seconds: float) -> None:
+        notice()  # says once when no worker is alive to run it
+        time.sleep(seconds)
+
     last: Any = None
-    for part in queue_obj.output.follow(task_id, attempt=attempt, tail=tail):
+    for part in queue_obj.output.follow(task_id, attempt=attempt, tail=tail, sleep=pause):
         if not json_output:
             if last is not None and part.attempt != last.attempt:
                 _note(f"-- attempt {part.attempt} --")

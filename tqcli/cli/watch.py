@@ -216,7 +216,7 @@ def _live(open_queue: Callable[[], Any], where: str, draw_plain: Callable[[Any],
             text.stylize("bold", 0, len(lines[0]))
         return text
 
-    with Live(view([_waiting_text(where)]), console=out, auto_refresh=False, transient=False, redirect_stderr=False) as live:
+    with Live(view([]), console=out, auto_refresh=False, transient=False, redirect_stderr=False) as live:
         queue_obj = _opened(open_queue, where, lambda text: live.update(view([text]), refresh=True))
         frames = LiveView(queue_obj, queue=queue, tenant=tenant, where=where)
         while True:

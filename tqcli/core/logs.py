@@ -102,7 +102,8 @@ class OutputService:
 
         Yields what each poll found, per attempt (an attempt's first yield
         has all of it so far, cut to `tail` lines); the last yield comes
-        after the task finished. A task that has not started yet is waited for.
+        after the task finished. A task that has not started yet is waited for;
+        one that ends without running yields nothing.
         """
         _check(attempt, tail)
         number: int | None = None
@@ -124,6 +125,8 @@ class OutputService:
                         break
                     number, end = number + 1, 0  # that attempt ended: the next one from its start
                 if finished and (number is None or number > len(claims)):
+                    if attempt is None:
+                        return  # it ended without running (blocked, cancelled, expired): the caller says how
                     raise NotFound(_no_attempt(task_id, len(claims), attempt))
             yield from found
             if finished:
