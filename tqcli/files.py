@@ -39,7 +39,7 @@ def write_atomically(path: str | Path, text: str, *, what: str, example: str) ->
         os.replace(temporary, target)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise InvalidInput(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+        raise InvalidInput(f"cannot write {what} {path}: {exc.strerror or exc} (choose a file in a folder you can write to)") from None
     _sync_folder(folder)
 
 

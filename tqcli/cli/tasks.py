@@ -505,7 +505,7 @@ def cancel(
         if task_ids:
             raise InvalidInput("give the task IDs to cancel or --all, not both")
         if cascade:
-            raise InvalidInput("--cascade works with task IDs, not with --all (which cancels every match anyway)")
+            raise InvalidInput("--cascade works with task IDs, not with --all: cancel the dependents with a second --all that matches them, or by id with --cascade")
         _cancel_all(ctx, queue=queue, tenant=tenant, states=states, reason=reason, dry_run=dry_run, yes=yes)
         return
     if queue is not None or tenant is not None or states or dry_run or yes:
