@@ -223,7 +223,7 @@ def _matching_unfinished(ctx: Context, tx: Tx, queue: str | None, tenant: str | 
     tenant, tenants = ctx.read_scope(tx, tenant, "cancel every matching task", "operate")
     ids: set[int] = set()
     for state in states:
-        ids.update(row[0] for row in tx.list_task_rows(queue=queue, tenant=tenant, state=state, limit=None, tenants=tenants))
+        ids.update(tx.task_ids_in_state(state, queue=queue, tenant=tenant, tenants=tenants))
     return sorted(ids)
 
 

@@ -248,6 +248,8 @@ class TaskStore(Protocol):
         tenants: Sequence[str] | None = None,
     ) -> list[TaskRow]:
         """The newest `limit` tasks matching the filters (`tenants`: only those), newest first."""
+    def task_ids_in_state(self, state: str, *, queue: str | None, tenant: str | None, tenants: Sequence[str] | None = None) -> list[int]:
+        """The ids, ascending, of every task in `state` matching the filters (`tenants`: only those)."""
     def count_by_queue_and_state(
         self, *, queue: str | None, tenant: str | None, tenants: Sequence[str] | None = None
     ) -> list[tuple[str, str, int]]:

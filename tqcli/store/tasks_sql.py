@@ -106,6 +106,11 @@ class TaskSQL:
         sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY id DESC LIMIT ?"
         return list(map(TaskRow._make, self.conn.execute(sql, (*params, self.limit_value(limit))).fetchall()))
 
+    def task_ids_in_state(self, state: str, *, queue: str | None, tenant: str | None, tenants: Sequence[str] | None = None) -> list[int]:
+        """The ids, ascending, of every task in `state` matching the filters (`tenants`: only those); ids alone, so a million cost little."""
+        where, params = _filters(tenants, queue=queue, tenant=tenant, state=state)
+        return [row[0] for row in self.conn.execute(f"SELECT id FROM tasks{where} ORDER BY id", params).fetchall()]
+
     def count_by_queue_and_state(
         self, *, queue: str | None, tenant: str | None, tenants: Sequence[str] | None = None
     ) -> list[tuple[str, str, int]]:
