@@ -35,7 +35,7 @@ def list_failed(
     tenant: Annotated[Optional[str], typer.Option(metavar="T", help="Only this tenant.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of task objects.")] = False,
 ) -> None:
-    """List failed tasks, newest first."""
+    """List failed tasks, the newest submitted first (by id, not by the time they failed)."""
     tasks = state(ctx).queue(read_only=True).dlq.list(queue=queue, tenant=tenant)
     if json_output:
         render.emit_json([task.to_json() for task in tasks])

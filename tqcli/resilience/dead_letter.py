@@ -40,7 +40,7 @@ class DeadLetterQueue:
         self._ctx = ctx
 
     def list(self, *, queue: str | None = None, tenant: str | None = None, limit: int = 1_000_000) -> list[Task]:
-        """Failed tasks, newest first."""
+        """Failed tasks, the newest submitted first (by id)."""
         check_filters(queue=queue, tenant=tenant)
         with self._ctx.read() as tx:
             tenant, tenants = self._ctx.read_scope(tx, tenant, "list the dead-letter queue")
