@@ -20,9 +20,12 @@ def test_logs_prints_each_stream_to_its_own_and_json_gives_one_document(cli):
     shown = cli.ok("logs", str(task_id))
     assert (shown.stdout, shown.stderr) == ("to stdout\n", "to stderr\n")
     document = cli.ok("logs", str(task_id), "--json").json
-    assert set(document) == {"task", "attempt", "output", "dropped_bytes", "running"}
+    assert set(document) == {"task", "attempt", "output", "dropped_bytes", "running", "chunks"}
     assert (document["task"], document["attempt"], document["dropped_bytes"], document["running"]) == (task_id, 1, 0, False)
     assert sorted(document["output"].splitlines()) == ["to stderr", "to stdout"]
+    by_stream = {chunk["stream"]: chunk["text"] for chunk in document["chunks"]}
+    assert by_stream == {"stdout": "to stdout\n", "stderr": "to stderr\n"}
+    assert "".join(chunk["text"] for chunk in document["chunks"]) == document["output"]
 
 
 def test_a_function_prints_reach_logs_and_run_streams_them_to_stdout_and_stderr(cli):

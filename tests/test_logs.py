@@ -32,7 +32,11 @@ def test_a_functions_prints_its_raw_descriptors_and_its_children_are_kept_by_str
     found = queue.output.read(task_id)
     assert (found.attempt, found.running, found.dropped_bytes) == (1, False, 0)
     assert streams(found) == {"stdout": "out 0\nout 1\nraw fd 1\nfrom a child\n", "stderr": "err 0\nerr 1\nraw fd 2\n"}
-    assert found.to_json() == {"task": task_id, "attempt": 1, "output": found.output, "dropped_bytes": 0, "running": False}
+    document = found.to_json()
+    assert {key: document[key] for key in ("task", "attempt", "output", "dropped_bytes", "running")} == {
+        "task": task_id, "attempt": 1, "output": found.output, "dropped_bytes": 0, "running": False,
+    }
+    assert document["chunks"] == [{"stream": chunk.stream, "text": chunk.text, "dropped_before": 0} for chunk in found.chunks]
 
 
 def test_a_shell_tasks_attempts_keep_their_own_output_numbered_across_replays(queue):

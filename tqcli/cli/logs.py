@@ -17,7 +17,7 @@ def logs(
     attempt: Annotated[Optional[int], typer.Option("--attempt", metavar="N", help="Attempt N, counted from 1 over all its runs in the order 'status ID' lists them (a replayed task's attempts go on counting) [default: the latest].", show_default=False)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Print output as it arrives, across retries, until the task is finished; exit 0 completed, 1 failed or cancelled.")] = False,
     tail: Annotated[Optional[int], typer.Option("--tail", metavar="N", help="Only the last N lines (of both streams together).", show_default=False)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document (with --follow: once the task is finished).")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document: task, attempt, output, dropped_bytes, running, and chunks (each with its stream) (with --follow: once the task is finished).")] = False,
 ) -> None:
     """Print what an attempt of a task printed: stdout to stdout, stderr to stderr, in the order the worker read them.
 

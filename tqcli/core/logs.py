@@ -57,8 +57,12 @@ class AttemptOutput:
         return "".join(chunk.text for chunk in self.chunks)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON of `logs --json`."""
-        return {"task": self.task_id, "attempt": self.attempt, "output": self.output, "dropped_bytes": self.dropped_bytes, "running": self.running}
+        """The JSON of `logs --json`: SPEC's fields, and `chunks` with each piece's stream, so a script can tell them apart."""
+        return {
+            "task": self.task_id, "attempt": self.attempt, "output": self.output, "dropped_bytes": self.dropped_bytes,
+            "running": self.running,
+            "chunks": [{"stream": chunk.stream, "text": chunk.text, "dropped_before": chunk.dropped} for chunk in self.chunks],
+        }
 
 
 def last_lines(chunks: list[Chunk], count: int) -> list[Chunk]:
