@@ -11,6 +11,7 @@ so the dispatcher and the submit path may call it.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -60,10 +61,10 @@ def _histogram_keys(metric: str, queue: str) -> tuple[tuple[tuple[str, str], ...
 def _observe(deltas: dict[tuple[str, str], float], metric: str, queue: str, seconds: float) -> None:
     """One histogram observation: its bucket (none past the last bound: +Inf is the count), its sum and its count."""
     buckets, total, count = _histogram_keys(metric, queue)
-    for bound, bucket in zip(BUCKETS[metric], buckets):
-        if seconds <= bound:
-            deltas[bucket] = deltas.get(bucket, 0.0) + 1
-            break
+    index = bisect.bisect_left(BUCKETS[metric], seconds)  # the first bound >= seconds
+    if index < len(buckets):
+        bucket = buckets[index]
+        deltas[bucket] = deltas.get(bucket, 0.0) + 1
     deltas[total] = deltas.get(total, 0.0) + seconds
     deltas[count] = deltas.get(count, 0.0) + 1
 
@@ -77,21 +78,21 @@ def count_attempt_end(tx: "Tx", *, queue: str, backend: str, outcome: str, start
     """An attempt ended as `outcome` (completed, failed, cancelled, lost): its counter, its duration, and for a lost one its host."""
     if outcome in _UNCOUNTED:
         return
-    deltas: dict[tuple[str, str], float] = {_attempts_key(queue, backend, outcome): 1.0}
+    deltas = tx.counter_deltas()  # added in place: this runs once per attempt, in the worker's commit
+    key = _attempts_key(queue, backend, outcome)
+    deltas[key] = deltas.get(key, 0.0) + 1
     if outcome in _TIMED:
         _observe(deltas, DURATION, queue, max(0, now - started_at) / US_PER_SECOND)
     if outcome == "lost":
-        deltas[(LOST, labels_key({"host": host or "unknown"}))] = 1.0
-    tx.add_counters(deltas)
+        lost = (LOST, labels_key({"host": host or "unknown"}))
+        deltas[lost] = deltas.get(lost, 0.0) + 1
 
 
 def count_attempt_starts(tx: "Tx", started: Iterable[Any]) -> None:
     """Attempts just claimed (objects with `queue`, `run_at`, `started_at`): how long each waited after it was due."""
-    deltas: dict[tuple[str, str], float] = {}
+    deltas = tx.counter_deltas()
     for claim in started:
         _observe(deltas, WAIT, claim.queue, max(0, claim.started_at - claim.run_at) / US_PER_SECOND)
-    if deltas:
-        tx.add_counters(deltas)
 
 
 def mark_refused(error: BaseException, reason: str, queue: str, tenant: str) -> None:

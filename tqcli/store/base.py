@@ -575,6 +575,8 @@ class KeysStore(Protocol):
 class MetricsStore(Protocol):
     """The counters that never go down, and the bounded reads `tqcli metrics` takes its gauges from."""
 
+    def counter_deltas(self) -> dict[tuple[str, str], float]:
+        """What this transaction adds to counters so far, by `(metric, canonical labels JSON)`: add to it in place."""
     def add_counters(self, deltas: Mapping[tuple[str, str], float]) -> None:
         """Add to counters keyed by `(metric, canonical labels JSON)`; written by `flush_counters`."""
     def flush_counters(self) -> None:

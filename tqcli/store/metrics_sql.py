@@ -67,9 +67,13 @@ class MetricsSQL:
     conn: sqlite3.Connection
     _greatest: str
 
+    def counter_deltas(self) -> dict[tuple[str, str], float]:
+        """What this transaction adds to counters so far (written at `flush_counters`): the hot path adds to it in place."""
+        return self.__dict__.setdefault("_counter_deltas", {})
+
     def add_counters(self, deltas: Mapping[tuple[str, str], float]) -> None:
         """Add to counters keyed by `(metric, canonical labels JSON)`, written at `flush_counters` (before commit)."""
-        pending: dict[tuple[str, str], float] = self.__dict__.setdefault("_counter_deltas", {})
+        pending = self.counter_deltas()
         for key, value in deltas.items():
             pending[key] = pending.get(key, 0.0) + value
 
