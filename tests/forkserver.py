@@ -17,9 +17,9 @@ and reports how it ended (its exit status, or the signal that killed it),
 so a command that ends by `os._exit` or a signal reads the same as an exec.
 
 Protocol (over a Unix socket, one connection per command): the client sends
-one JSON header with stdin, stdout and stderr as file descriptors
-(SCM_RIGHTS); the server answers `pid N` once the command runs and then
-`exit N` or `signal N` when it ends.
+the length of a JSON header with stdin, stdout and stderr as file
+descriptors (SCM_RIGHTS), then the header; the server answers `pid N` once
+the command runs, then `exit N` or `signal N` when it ends.
 """
 
 from __future__ import annotations
@@ -90,8 +90,15 @@ def _import_everything() -> None:
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-    return json.loads(message), fds
+    """The header (its length, a newline, then its JSON: a stream socket may deliver it in parts) and the three fds."""
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    length, _, body = message.partition(b"\n")
+    while len(body) < int(length):
+        more = conn.recv(1 << 20)
+        if not more:
+            raise ConnectionError("the client went away mid-request")
+        body += more
+    return json.loads(body), fds
 
 
 def _wait_for_command(conn: socket.socket, header: dict[str, Any], fds: list[int]) -> None:
@@ -196,7 +203,9 @@ class ForkServer:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(self.path)
-            socket.send_fds(conn, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()], fds)
+            body = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()
+            socket.send_fds(conn, [b"%d\n" % len(body)], fds)
+            conn.sendall(body)
             reader = conn.makefile("r")
             conn.settimeout(timeout)
             pid = int(reader.readline().split()[1])
