@@ -111,12 +111,19 @@ class Worker:
         report.skipped_backends = dict(backends.failed)
         for name, why in backends.failed.items():
             self._log(f"warning: backend {name!r} failed to load ({why}); its tasks stay pending")
-        with self._base.read() as tx:  # before the run's own connections exist, on the caller's thread
-            problem = append_problem(tx, self._base.keys)  # a keyed chain, and no key here
+        self._ctx = self._base.sibling(self._base.store.reopen())  # never the caller's connection (run may be on a thread of its own)
+        try:
+            with self._ctx.read() as tx:
+                problem = append_problem(tx, self._ctx.keys)  # a keyed chain, and no key here
+        except BaseException:
+            self._ctx.store.close()
+            self._ctx = self._base
+            raise
         if problem is not None:
             self._log(f"warning: {problem}; this worker claims nothing")
+            self._ctx.store.close()
+            self._ctx = self._base
             return report
-        self._ctx = self._base.sibling(self._base.store.reopen())  # never the caller's connection
         fence = Fence(self._options.lease)
         holder = liveness.own_name(os.getpid()) or fence.run_id
         try:
