@@ -75,6 +75,11 @@ def test_three_workers_side_by_side_run_each_task_exactly_once(cli, tmp_path):
     claims = cli.ok("audit", "log", "--action", "task.claim", "--limit", "1000", "--json").json
     assert len(claims) == 300 and len({e["details"]["worker"] for e in claims}) >= 2
     assert cli.ok("audit", "verify").code == 0
+    # The workers committed their counters at the same time: none was lost to another's upsert.
+    samples = {(sample["name"], sample["labels"].get("outcome")): sample["value"]
+               for sample in cli.ok("metrics", "--format", "json").json if "le" not in sample["labels"]}
+    assert samples[("tqcli_task_attempts_total", "completed")] == 300
+    assert samples[("tqcli_task_duration_seconds_count", None)] == samples[("tqcli_task_wait_seconds_count", None)] == 300
 
 
 def test_racing_workers_run_every_live_task_once_and_no_expired_one(cli, tmp_path):
