@@ -167,6 +167,7 @@ def test_processes_creating_the_database_at_once_all_succeed(tmp_path):
 READING_COMMANDS = [
     ["status"], ["status", "1"], ["status", "--json"], ["audit", "verify"], ["audit", "log"], ["dlq", "list"],
     ["schedule", "list"], ["schedule", "next", "nightly"], ["breaker", "list"], ["dag", "list"],
+    ["logs", "1"], ["logs", "1", "--json"], ["metrics"], ["cancel", "--all", "--dry-run"],
 ]
 
 
