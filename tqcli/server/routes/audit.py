@@ -1,0 +1,5 @@
+"""Routes: audit (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: catalog (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: dags (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

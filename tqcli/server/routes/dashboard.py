@@ -1,0 +1,5 @@
+"""Routes: dashboard (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: dlq (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

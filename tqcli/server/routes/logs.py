@@ -1,0 +1,5 @@
+"""Routes: logs (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

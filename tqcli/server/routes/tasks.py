@@ -1,0 +1,5 @@
+"""Routes: tasks (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
