@@ -321,3 +321,13 @@ def pg_url(request: pytest.FixtureRequest, pg_admin_url: str, pg_template: str |
         yield url
     finally:
         pgserver.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def server(cli: Cli):
+    """A real `tqcli serve` on this test's database (tests/serving.py), stopped with SIGTERM after the test."""
+    from tests.serving import start_server
+
+    running = start_server(cli)
+    yield running
+    running.stop()

@@ -12,7 +12,7 @@ with tqcli.open(sys.argv[1]) as queue:
     queue.cancel(task_id, reason="demo")
     task = queue.get(task_id)
     report = queue.audit.verify()
-heavy = sorted(m for m in ("typer", "rich", "click", "croniter", "cryptography", "psycopg") if m in sys.modules)
+heavy = sorted(m for m in ("typer", "rich", "click", "croniter", "cryptography", "psycopg", "fastapi", "uvicorn", "pydantic") if m in sys.modules)
 print(json.dumps({"state": task.state.value, "entries": report.count, "heavy": heavy}))
 """
 
@@ -27,6 +27,24 @@ def test_cli_import_leaves_rich_and_croniter_for_the_commands_that_need_them():
     code = "import sys, tqcli.cli; print(sorted(m for m in ('rich', 'croniter', 'cryptography', 'sqlite3', 'psycopg') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.replace("'", '"')) == []
+
+
+SUBMIT_IN_PROCESS = """
+import sys
+from tqcli.cli import main
+sys.argv = ["tqcli", "--db", sys.argv[1], "submit", "app.jobs:run"]
+try:
+    main()
+finally:
+    sys.stderr.write(repr(sorted(m for m in ("fastapi", "uvicorn", "starlette", "pydantic", "psycopg") if m in sys.modules)))
+"""
+
+
+def test_submit_never_imports_the_server_or_the_postgresql_driver(tmp_path):
+    """ARCHITECTURE rule 12: `tqcli submit` starts without the optional extras' packages, though they are installed here."""
+    done = subprocess.run([sys.executable, "-c", SUBMIT_IN_PROCESS, str(tmp_path / "tq.db")], capture_output=True, text=True)
+    assert done.stdout.strip() == "1"
+    assert done.stderr == "[]"
 
 
 def test_library_and_cli_share_one_database(tmp_path, cli):

@@ -45,6 +45,7 @@ COMMANDS = {
     "keys": "tqcli.cli.keys:app",
     "migrate": "tqcli.cli.migrate:migrate",
     "metrics": "tqcli.cli.metrics:metrics",
+    "serve": "tqcli.cli.serve:serve",
 }
 
 
