@@ -122,7 +122,7 @@ def serve(
         app = create_app(settings)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-            server_header=False, proxy_headers=False,
+            server_header=False, proxy_headers=True,  # X-Forwarded-Proto is trusted from loopback only (uvicorn's default)
         )
         server = _Server(config, settings.shutdown)
         announce(
