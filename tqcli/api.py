@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from tqcli.scheduler.schedules import ScheduleService
     from tqcli.security.audit_log import AuditLog
     from tqcli.security.roles import RoleService
+    from tqcli.security.tokens import TokenService
     from tqcli.security.key_service import KeyService
     from tqcli.tenancy.declarative import SettingsService
     from tqcli.tenancy.settings import TenancyService
@@ -81,6 +82,13 @@ class Queue:
         from tqcli.security.roles import RoleService
 
         return RoleService(self._ctx)
+
+    @cached_property
+    def tokens(self) -> "TokenService":
+        """API tokens for `tqcli serve`: create, list, revoke, authenticate."""
+        from tqcli.security.tokens import TokenService
+
+        return TokenService(self._ctx)
 
     @cached_property
     def dlq(self) -> "DeadLetterQueue":

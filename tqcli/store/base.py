@@ -595,9 +595,43 @@ class MetricsStore(Protocol):
         """The host of the newest worker run named `worker`, if known."""
 
 
+# -- API tokens (tqcli.store.tokens_sql, tqcli.security.tokens) ------------------------
+
+class TokenRow(NamedTuple):
+    """An API token as stored: its hash only, times in microseconds."""
+
+    id: int
+    user_name: str
+    name: str | None
+    hash: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+    revoked_at: int | None
+
+
+class TokenStore(Protocol):
+    """The API tokens of `tqcli serve` (`tqcli token ...`)."""
+
+    def insert_token(self, user: str, name: str | None, hash_for: Callable[[int], str], now: int, expires_at: int | None) -> int:
+        """Store a new token of `user` (hash `hash_for(id)`); its id, one no other token ever had."""
+    def token_row(self, token_id: int) -> TokenRow | None:
+        """One token, or None."""
+    def token_rows(self) -> list[TokenRow]:
+        """Every token, by id."""
+    def revoke_token(self, token_id: int, now: int) -> bool:
+        """Mark a token revoked at `now`; False when it was already revoked (or does not exist)."""
+    def set_token_expiry(self, token_id: int, expires_at: int | None) -> bool:
+        """Set a live token's expiry; False when it is revoked or does not exist."""
+    def touch_token(self, token_id: int, now: int, before: int) -> None:
+        """Record a use at `now` unless one was recorded after `before`."""
+
+# -- end of API tokens -----------------------------------------------------------------
+
+
 class Tx(
     TaskStore, DispatchStore, BreakerStore, ScheduleStore, AuditStore, MaintenanceStore, TenancyStore, LockStore, KeysStore,
-    MetricsStore, OutputStore, Protocol,
+    MetricsStore, OutputStore, TokenStore, Protocol,
 ):
     """The queries of one transaction."""
 

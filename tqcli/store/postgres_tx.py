@@ -24,6 +24,7 @@ from tqcli.store.metrics_sql import MetricsSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import INSERT_COLUMNS, TaskSQL, marks
 from tqcli.store.tenancy_sql import TenancySQL
+from tqcli.store.tokens_sql import TokenSQL
 
 # Advisory lock keys (one 64-bit number each): the audit head, and breakers and idempotency keys by hash.
 AUDIT_LOCK = 0x7471636C_00000001
@@ -75,7 +76,7 @@ class PgConnection:
         return cursor
 
 
-class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL, OutputSQL):
+class PostgresTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL, OutputSQL, TokenSQL):
     """The queries of one PostgreSQL transaction; created only by `PostgresStore.read/write`."""
 
     no_limit = None  # LIMIT NULL is no limit on PostgreSQL

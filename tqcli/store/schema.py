@@ -460,9 +460,31 @@ CREATE TABLE metric_counters (
 
 MIGRATION_8 = (TASK_OUTPUT, METRIC_COUNTERS)
 
+# -- version 9: API tokens ---------------------------------------------------------
+# `tokens` holds the API tokens of `tqcli serve` (`tqcli token ...`): only the
+# SHA-256 hex of a token's text is stored, never the text. Ids are handed out
+# as max(id) + 1 under the write lock (rows are revoked, never deleted, so no
+# id is reused), which `migrate --to` carries over with no sequence to set.
+# `user_name` as in `roles` (USER is reserved in PostgreSQL).
+
+TOKENS = """
+CREATE TABLE tokens (
+    id           INTEGER PRIMARY KEY,
+    user_name    TEXT    NOT NULL,
+    name         TEXT,
+    hash         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+)
+"""
+
+MIGRATION_9 = (TOKENS,)
+
 # Each entry upgrades the schema by one version; index 0 makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8,
+    MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8, MIGRATION_9,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

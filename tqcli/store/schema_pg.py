@@ -229,6 +229,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             )""",
         )
     ),
+    # Version 9: API tokens, stored as hashes (see tqcli.store.schema, version 9).
+    tuple(
+        statement.replace("TEXT", _TEXT)
+        for statement in (
+            """CREATE TABLE tokens (
+                id           BIGINT PRIMARY KEY,
+                user_name    TEXT   NOT NULL,
+                name         TEXT,
+                hash         TEXT   NOT NULL,
+                created_at   BIGINT NOT NULL,
+                expires_at   BIGINT,
+                last_used_at BIGINT,
+                revoked_at   BIGINT
+            )""",
+        )
+    ),
 )
 
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
@@ -237,5 +253,5 @@ SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 DATA_TABLES = (
     "meta", "dags", "tasks", "task_deps", "attempts", "audit", "queues", "tenants", "roles", "breakers",
     "settings", "schedules", "schedule_fires", "counters", "workers", "purged_tasks", "tenant_turns",
-    "task_output", "metric_counters",
+    "task_output", "metric_counters", "tokens",
 )

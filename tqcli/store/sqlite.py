@@ -31,6 +31,7 @@ from tqcli.store.metrics_sql import MetricsSQL
 from tqcli.store.schedule_sql import ScheduleSQL
 from tqcli.store.tasks_sql import TaskSQL
 from tqcli.store.tenancy_sql import TenancySQL
+from tqcli.store.tokens_sql import TokenSQL
 
 # Filesystems where SQLite's WAL cannot work: it needs every process on one
 # host sharing memory through the -shm file.
@@ -39,7 +40,7 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL, OutputSQL):
+class SqliteTx(TaskSQL, DispatchSQL, BreakerSQL, ScheduleSQL, AuditSQL, MaintenanceSQL, TenancySQL, KeysSQL, MetricsSQL, OutputSQL, TokenSQL):
     """The queries of one transaction; created only by `SqliteStore.read/write`.
 
     The mixins hold portable SQL; what only SQLite understands is here.
