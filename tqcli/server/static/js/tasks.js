@@ -1,0 +1,239 @@
+// The task list (filters, paging) and one task's detail (attempts, result or error, why it waits, actions).
+
+import {api, report, say} from "./api.js";
+import {h, fill, badge, time, table, pretty, duration, between, STATES} from "./dom.js";
+
+const PAGE = 50;
+
+/** A table of task objects (status --json's tasks); each id links to the task's page. */
+export function taskTable(tasks, {empty = "no task matches"} = {}) {
+  return table([
+    {label: "id", class: "num", cell: (t) => h("a", {href: `#/tasks/${t.id}`, class: "task-link"}, String(t.id))},
+    {label: "name", cell: (t) => h("a", {href: `#/tasks/${t.id}`, class: "task-name"}, t.name)},
+    {label: "queue", cell: (t) => t.queue},
+    {label: "tenant", cell: (t) => t.tenant},
+    {label: "state", cell: (t) => badge(t.state)},
+    {label: "attempts", class: "num", cell: (t) => `${t.attempts}/${t.max_retries + 1}`},
+    {label: "priority", class: "num", cell: (t) => String(t.priority)},
+    {label: "created", cell: (t) => time(t.created_at)},
+    {label: "finished", cell: (t) => time(t.finished_at)},
+  ], tasks, {empty, rowAttrs: (t) => ({"data-task": t.id, "data-state": t.state, class: "task-row"})});
+}
+
+function options(values, chosen, all) {
+  return [h("option", {value: ""}, all), ...values.map((v) => h("option", {value: v, selected: v === chosen}, v))];
+}
+
+async function names(path) {
+  try {
+    return (await api(path)).map((item) => item.name);
+  } catch (error) {
+    report(error, path.split("/").pop());
+    return [];
+  }
+}
+
+/** The task list: `#/tasks?queue=&tenant=&state=&limit=`. */
+export async function mountList(main, params, app) {
+  const chosen = {queue: params.get("queue") || "", tenant: params.get("tenant") || "", state: params.get("state") || ""};
+  const limit = Math.max(1, Number(params.get("limit")) || PAGE);
+  const go = (changes) => {
+    const next = new URLSearchParams({...chosen, limit: String(limit), ...changes});
+    for (const [key, value] of [...next]) if (!value) next.delete(key);
+    app.navigate(`#/tasks?${next}`);
+  };
+  const [queueNames, tenantNames] = await Promise.all([names("/api/v1/queues"), names("/api/v1/tenants")]);
+  const pick = (key, values, all) => h("label", {}, key,
+    h("select", {id: `filter-${key}`, name: key, onchange: (e) => go({[key]: e.target.value, limit: String(PAGE)})},
+      options(values.includes(chosen[key]) || !chosen[key] ? values : [...values, chosen[key]], chosen[key], all)));
+  const list = h("div", {id: "task-list"});
+  const footer = h("div", {class: "list-footer"});
+  fill(main,
+    h("h1", {}, "Tasks"),
+    h("form", {class: "filters", onsubmit: (e) => e.preventDefault()},
+      pick("queue", queueNames, "every queue"), pick("tenant", tenantNames, "every tenant"), pick("state", STATES, "every state"),
+      (chosen.queue || chosen.tenant || chosen.state) ? h("a", {href: "#/tasks", class: "button-link"}, "clear filters") : null),
+    list, footer);
+
+  async function load() {
+    try {
+      const doc = await api("/api/v1/tasks", {query: {...chosen, limit}});
+      const counts = doc.counts || {};
+      const matching = chosen.state ? Number(counts[chosen.state] || 0) : STATES.reduce((n, s) => n + Number(counts[s] || 0), 0);
+      fill(list, taskTable(doc.tasks || []));
+      const shown = (doc.tasks || []).length;
+      fill(footer,
+        h("span", {class: "muted", id: "task-count"}, `showing the ${shown} newest of ${matching} matching task(s)`),
+        shown < matching ? h("button", {type: "button", id: "show-more", onclick: () => go({limit: String(limit + PAGE)})}, `show ${Math.min(PAGE, matching - shown)} more`) : null);
+    } catch (error) {
+      report(error, "tasks");
+    }
+  }
+  await load();
+  return {
+    async refresh(topics) {
+      if (topics.has("tasks")) await load();
+    },
+  };
+}
+
+function field(label, value) {
+  return [h("dt", {}, label), h("dd", {}, value === null || value === undefined || value === "" ? h("span", {class: "muted"}, "–") : value)];
+}
+
+function attempts(history) {
+  return table([
+    {label: "run", class: "num", cell: (a) => String(a.run)},
+    {label: "attempt", class: "num", cell: (a) => String(a.attempt)},
+    {label: "outcome", cell: (a) => badge(a.outcome || "running")},
+    {label: "started", cell: (a) => time(a.started_at)},
+    {label: "took", class: "num", cell: (a) => duration(between(a.started_at, a.finished_at))},
+    {label: "worker", cell: (a) => a.worker || ""},
+    {label: "error", cell: (a) => a.error ? (a.traceback
+      ? h("details", {}, h("summary", {}, a.error), h("pre", {class: "traceback"}, a.traceback))
+      : a.error) : ""},
+  ], history || [], {empty: "no attempt yet"});
+}
+
+/** Whether the signed-in user may cancel or bump `task` (change_task, or "own" for a submitter's own tasks). */
+export function mayChange(app, task) {
+  const may = app.me.may.change_task;
+  return may === true || (may === "own" && task.submitted_by === app.me.user);
+}
+
+/** A button that asks for a second click before it acts (no browser dialog). */
+export function confirmButton(text, confirmText, action, attrs = {}) {
+  let armed = null;
+  const button = h("button", {type: "button", ...attrs, onclick: async () => {
+    if (!armed) {
+      button.textContent = confirmText;
+      button.classList.add("armed");
+      armed = setTimeout(() => {
+        armed = null;
+        button.textContent = text;
+        button.classList.remove("armed");
+      }, 5000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    button.disabled = true;
+    try {
+      await action();
+    } finally {
+      button.disabled = false;
+      button.textContent = text;
+      button.classList.remove("armed");
+    }
+  }}, text);
+  return button;
+}
+
+function actionBar(task, app, reload) {
+  const buttons = [];
+  const active = ["pending", "blocked", "running"].includes(task.state);
+  if (active && mayChange(app, task)) {
+    buttons.push(confirmButton("Cancel", "Click again to cancel", async () => {
+      try {
+        await api(`/api/v1/tasks/${task.id}/cancel`, {method: "POST"});
+        say(`task ${task.id} cancelled`, "ok");
+      } catch (error) {
+        report(error, `cancel task ${task.id}`);
+      }
+      await reload();
+    }, {id: "cancel-task", class: "danger"}));
+  }
+  if ((task.state === "pending" || task.state === "blocked") && mayChange(app, task)) {
+    const priority = h("input", {type: "number", id: "bump-priority", value: String(task.priority + 10), step: "1", "aria-label": "new priority"});
+    buttons.push(h("span", {class: "inline-form"}, h("label", {for: "bump-priority"}, "priority"), priority,
+      h("button", {type: "button", id: "bump-task", onclick: async () => {
+        const value = Number(priority.value);
+        if (!Number.isInteger(value)) return say("the priority must be a whole number", "error");
+        try {
+          await api(`/api/v1/tasks/${task.id}/bump`, {method: "POST", body: {priority: value}});
+          say(`task ${task.id} now has priority ${value}`, "ok");
+        } catch (error) {
+          report(error, `bump task ${task.id}`);
+        }
+        await reload();
+      }}, "Bump")));
+  }
+  if (task.state === "failed" && app.me.may.operate) {
+    buttons.push(h("button", {type: "button", id: "replay-task", class: "primary", onclick: async () => {
+      try {
+        await api("/api/v1/dlq/replay", {method: "POST", body: {ids: [task.id]}});
+        say(`task ${task.id} replayed: pending again`, "ok");
+      } catch (error) {
+        report(error, `replay task ${task.id}`);
+      }
+      await reload();
+    }}, "Replay"));
+  }
+  return h("div", {class: "actions"}, buttons);
+}
+
+/** One task: `#/tasks/ID`. */
+export async function mountDetail(main, id, app) {
+  const body = h("div", {id: "task-detail"});
+  fill(main, h("p", {class: "crumbs"}, h("a", {href: "#/tasks"}, "Tasks"), " / ", `task ${id}`), body);
+  let output = null;
+  async function load() {
+    let task;
+    try {
+      task = await api(`/api/v1/tasks/${id}`);
+    } catch (error) {
+      report(error, `task ${id}`);
+      if (!body.firstChild) fill(body, h("p", {class: "muted"}, `task ${id} could not be read`));
+      return;
+    }
+    const waiting = task.waiting ? h("div", {class: "waiting", id: "task-waiting"},
+      h("strong", {}, "Why it waits: "), task.waiting, task.waiting_detail ? h("div", {class: "muted"}, pretty(task.waiting_detail)) : null) : null;
+    const deps = (task.depends_on || []).map((d) => h("a", {href: `#/tasks/${d}`}, `#${d}`));
+    fill(body,
+      h("div", {class: "title-row"},
+        h("h1", {}, `#${task.id} `, h("span", {class: "task-title"}, task.name)), badge(task.state), actionBar(task, app, load)),
+      waiting,
+      h("div", {class: "grid-2"},
+        h("section", {class: "panel"}, h("h2", {}, "Task"), h("dl", {class: "fields"},
+          field("queue", h("a", {href: `#/tasks?queue=${encodeURIComponent(task.queue)}`}, task.queue)),
+          field("tenant", task.tenant), field("backend", task.backend), field("target", h("code", {}, task.target)),
+          field("priority", String(task.priority)), field("attempts", `${task.attempts} of ${task.max_retries + 1}`),
+          field("timeout", task.timeout === null ? null : duration(task.timeout)),
+          field("run at", time(task.run_at)), field("created", time(task.created_at)),
+          field("started", time(task.started_at)), field("finished", time(task.finished_at)),
+          field("submitted by", task.submitted_by), field("depends on", deps.length ? deps.flatMap((d, i) => (i ? [", ", d] : [d])) : null),
+          field("DAG", task.dag_id === null ? null : h("a", {href: `#/dags/${task.dag_id}`}, `DAG ${task.dag_id}`)),
+          field("run", String(task.run)), field("restarted from", task.restarted_from === null ? null : h("a", {href: `#/tasks/${task.restarted_from}`}, `#${task.restarted_from}`)),
+          field("idempotency key", task.idempotency_key), field("expires", time(task.expires_at)),
+          field("encrypted", task.encrypted ? "yes" : "no"))),
+        h("section", {class: "panel"},
+          task.error ? [h("h2", {}, "Error"), h("pre", {class: "error-text", id: "task-error"}, pretty(task.error))] : null,
+          task.result !== null && task.result !== undefined ? [h("h2", {}, "Result"), h("pre", {id: "task-result"}, pretty(task.result))] : null,
+          h("h2", {}, "Payload"), h("pre", {}, pretty(task.payload)),
+          h("h2", {}, "Output"), output || (output = outputBox(task.id)))),
+      h("section", {class: "panel"}, h("h2", {}, "Attempts"), attempts(task.history)),
+      (task.replays || []).length ? h("section", {class: "panel"}, h("h2", {}, "Replays"), h("pre", {}, pretty(task.replays))) : null);
+  }
+  await load();
+  return {
+    async refresh(topics) {
+      if (topics.has(`task:${id}`)) await load();
+    },
+  };
+}
+
+function outputBox(id) {
+  const box = h("div", {class: "output"});
+  const show = h("button", {type: "button", id: "show-output", onclick: async () => {
+    try {
+      const logs = await api(`/api/v1/tasks/${id}/logs`, {query: {tail: 200}});
+      const text = logs.output || "";
+      fill(box, h("p", {class: "muted"}, `attempt ${logs.attempt}${logs.dropped_bytes ? `, ${logs.dropped_bytes} bytes dropped before` : ""}${logs.running ? ", still running" : ""}`),
+        text ? h("pre", {class: "log"}, text) : h("p", {class: "muted"}, "no output"));
+    } catch (error) {
+      report(error, `output of task ${id}`);
+    }
+  }}, "Show output");
+  box.append(show);
+  return box;
+}
