@@ -22,7 +22,8 @@ def serve(
     you; the token ends when serve stops. API clients send 'Authorization:
     Bearer TOKEN' with a token from 'tqcli token create USER'. Requests are
     checked with the same roles as the CLI. Needs the operate permission and
-    the optional extra: pip install 'tqcli[server]'. docs/server.md has the
+    the optional extra: pip install 'tqcli[server]'. Creates the database if
+    it does not exist yet, as queue set does. docs/server.md has the
     API, the roles' views and how to run it behind a reverse proxy.
     """
     from tqcli.server import INSTALL_HINT, missing_extra
@@ -35,7 +36,7 @@ def serve(
         raise InvalidInput("--allow-host takes a host name such as queue.example.com (no scheme, path or spaces)")
     from tqcli.server.launcher import serve as run_server
 
-    queue = state(ctx).queue()
+    queue = state(ctx).queue(create=True)  # a dashboard on a new, empty queue is a fine first look
 
     def announce(line: str) -> None:
         sys.stderr.write(line + "\n")

@@ -43,15 +43,23 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening socket on `host:port` (port 0: any free one); InvalidInput saying why it cannot be."""
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port {port} is not a port: give 1-65535, or 0 for any free one")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=512)
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as error:
         raise InvalidInput(f"cannot listen on --host {host!r}: {error.strerror}; give an IP address or a name of this machine") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(512)
     except OSError as error:
+        sock.close()
         if error.errno == errno.EADDRINUSE:
             raise InvalidInput(f"port {port} on {host} is in use: choose another --port (0 picks a free one)") from None
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise InvalidInput(f"--host {host} is not an address of this machine: give one of its addresses, or 0.0.0.0") from None
         raise InvalidInput(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
 
 
 def allowed_hosts(host: str, extra: Sequence[str]) -> frozenset[str]:
@@ -86,17 +94,17 @@ class _LoginRenewal(threading.Thread):
         super().__init__(name="tqcli-login-renewal", daemon=True)
         self._queue = queue
         self._token_id = token_id
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(RENEW_EVERY):
+        while not self._stopping.wait(RENEW_EVERY):
             try:
                 self._queue.tokens.extend(self._token_id, lifetime=LOGIN_LIFETIME)
             except TqcliError:
                 pass  # the next renewal tries again; the token lasts LOGIN_LIFETIME from the last one
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join()
 
 
