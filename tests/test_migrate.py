@@ -71,6 +71,8 @@ def build_source(db: Path, folder: Path) -> dict[str, int]:
         ids["waits"] = q.submit("tests.jobs:add", payload={"a": 3, "b": 4}, depends_on=[ids["pending"]])
         ids["delayed"] = q.submit("tests.jobs:noop", delay=3600, expires=7200, idempotency_key="once")
         ids["orphan"] = q.submit("tests.jobs:noop", name="orphan")
+        _, token = q.tokens.create("alice", name="ci", expires=86400)  # tokens gets a row; the database keeps only its hash
+        (folder / "token.txt").write_text(token)
         q.schedules.add("every-minute", cron="* * * * *", options={"target": "tests.jobs:noop"})
         q.schedules.add("nightly", cron="0 2 * * *", tz="Europe/Berlin", options={"target": "tests.jobs:noop", "priority": 3})
     with tqcli.open(db, clock=Later()) as q:
@@ -163,7 +165,7 @@ def second_pg(pg_admin_url):
 
 # -- a whole database, through the CLI ---------------------------------------------
 
-def test_migrate_copies_every_table_and_the_target_works_as_the_source_did(cli, source, db_path, pg_url, tmp_path):
+def test_migrate_copies_every_table_and_the_target_works_as_the_source_did(cli, built, source, db_path, pg_url, tmp_path):
     checkpoint = tmp_path / "head.json"
     cli.ok("audit", "checkpoint", "--output", str(checkpoint))  # appends its own audit.checkpoint entry
     before = counts(db_path)
@@ -203,12 +205,19 @@ def test_migrate_copies_every_table_and_the_target_works_as_the_source_did(cli, 
     assert cli.ok(*target, "breaker", "list", "--json").json == views["breakers"]
     assert cli.ok(*target, "dlq", "list", "--json").json == views["dlq"]
     assert cli.ok(*target, "audit", "log", "--limit", "0", "--json").json == views["audit"], "entry for entry"
-    for table in ("roles", "queues", "tenants", "settings", "counters", "workers", "purged_tasks", "schedule_fires"):
+    for table in ("roles", "queues", "tenants", "settings", "counters", "workers", "purged_tasks", "schedule_fires", "tokens"):
         assert sorted(pg(pg_url, f"SELECT * FROM {table}")) == sorted(sqlite_rows(db_path, f"SELECT * FROM {table}")), table
     assert pg(pg_url, "SELECT rate_period, weight, tokens FROM tenants") == [(1.5, 2.25, 7.5)]
     numbers = "SELECT backoff, timeout, priority, encrypted, waiting_deps FROM tasks WHERE id = {}"
     for task_id in source.values():
         assert pg(pg_url, numbers.format(task_id)) == sqlite_rows(db_path, numbers.format(task_id))
+
+    # A token made on the source lets its user in on the target; new tokens continue past its id.
+    token = (built[0].parent / "token.txt").read_text()
+    assert cli.ok(*target, "token", "list", "--json").json == cli.ok("token", "list", "--json").json
+    with tqcli.open(pg_url) as q:
+        assert q.tokens.authenticate(token).user == "alice"
+    assert cli.ok(*target, "token", "create", "bob", "--json").json["id"] == 2
 
     # A worker on the target takes over: the orphan is reclaimed, the ready tasks run, claims continue past the old ones.
     old_claim = sqlite_rows(db_path, "SELECT value FROM counters WHERE name = 'claim'")[0][0]

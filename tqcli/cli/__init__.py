@@ -46,6 +46,7 @@ COMMANDS = {
     "migrate": "tqcli.cli.migrate:migrate",
     "metrics": "tqcli.cli.metrics:metrics",
     "serve": "tqcli.cli.serve:serve",
+    "token": "tqcli.cli.token:app",
 }
 
 
