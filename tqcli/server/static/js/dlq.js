@@ -80,7 +80,7 @@ export async function mount(main, params, app) {
           else selected.delete(t.id);
           drawToolbar(tasks);
         }})});
-      columns.push({label: "", cell: (t) => h("button", {type: "button", class: "replay-one", "data-task": t.id,
+      columns.push({label: "", cell: (t) => h("button", {type: "button", class: "replay-one small", "data-task": t.id,
         onclick: () => replay({ids: [t.id]}, `task ${t.id}`)}, "Replay")});
     }
     fill(list, table(columns, tasks, {empty: "the dead-letter queue is empty", rowAttrs: (t) => ({"data-task": t.id})}));
