@@ -259,3 +259,27 @@ def test_to_json_has_the_fields_of_token_list(queue, clock):
         "created_at": "2026-05-28T20:26:40Z", "expires_at": "2026-05-28T20:27:40Z",
         "last_used_at": "2026-05-28T20:26:40Z", "revoked_at": None,
     }
+
+
+def test_tokens_created_at_once_on_several_connections_get_distinct_ids(db_location):
+    """Ids are max + 1 under the write lock (an advisory lock on PostgreSQL): no two creators get the same one."""
+    import threading
+
+    tqcli.open(db_location).close()
+    made: list[int] = []
+    errors: list[BaseException] = []
+
+    def create_some() -> None:
+        try:
+            with tqcli.open(db_location) as q:
+                for _ in range(10):
+                    made.append(q.tokens.create("alice")[0].id)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=create_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and sorted(made) == list(range(1, 41))

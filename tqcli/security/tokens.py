@@ -215,11 +215,11 @@ class TokenService:
         match = _TEXT.fullmatch(secret) if isinstance(secret, str) else None
         if match is None:
             raise Unauthenticated(_REJECTED)
-        token_id = int(match.group(1))
+        token_id, presented = int(match.group(1)), digest(secret)  # hashed first: an unknown id costs what a wrong secret does
         with self._ctx.read() as tx:
             row = tx.token_row(token_id)
         now = self._ctx.clock.now()
-        if row is None or not hmac.compare_digest(row.hash, digest(secret)) or not _info(row).active(now):
+        if row is None or not hmac.compare_digest(row.hash, presented) or not _info(row).active(now):
             raise Unauthenticated(_REJECTED)
         if row.last_used_at is None or row.last_used_at <= now - TOUCH_EVERY:
             try:
