@@ -4,6 +4,11 @@ import {api, report, say} from "./api.js";
 import {h, fill, time, table} from "./dom.js";
 import {confirmButton} from "./tasks.js";
 
+// The ids in an answer of /dlq/replay: a list of tasks (or, should a dry run answer so, of ids).
+function idsOf(answer) {
+  return (Array.isArray(answer) ? answer : []).map((t) => (typeof t === "number" ? t : t.id));
+}
+
 /** The DLQ page: `#/dlq?queue=&tenant=`. */
 export async function mount(main, params, app) {
   const filter = {queue: params.get("queue") || "", tenant: params.get("tenant") || ""};
@@ -25,7 +30,7 @@ export async function mount(main, params, app) {
   async function replay(body, what) {
     try {
       const tasks = await api("/api/v1/dlq/replay", {method: "POST", body});
-      const ids = (Array.isArray(tasks) ? tasks : []).map((t) => t.id);
+      const ids = idsOf(tasks);
       say(ids.length ? `replayed ${ids.length} task(s): ${ids.join(", ")}; they are pending again` : "nothing to replay", "ok");
       for (const id of ids) selected.delete(id);
     } catch (error) {
@@ -44,7 +49,7 @@ export async function mount(main, params, app) {
       h("button", {type: "button", id: "replay-all-preview", disabled: tasks.length === 0, onclick: async () => {
         try {
           const would = await api("/api/v1/dlq/replay", {method: "POST", body: {all: true, dry_run: true, ...scope()}});
-          const ids = (Array.isArray(would) ? would : []).map((t) => t.id);
+          const ids = idsOf(would);
           fill(preview, h("div", {class: "preview panel"},
             h("p", {}, ids.length ? `A replay of all would make ${ids.length} task(s) pending again: ` : "A replay of all would replay nothing.",
               h("span", {class: "ids", id: "preview-ids"}, ids.join(", "))),

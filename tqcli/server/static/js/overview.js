@@ -41,6 +41,7 @@ export async function mount(main, params, app) {
   const chartTotals = h("span", {class: "muted chart-totals"});
   const breakers = h("div");
   const schedules = h("div");
+  const workers = h("div", {id: "workers"});
   const chain = chainPanel(app);
   const range = h("select", {id: "throughput-range", "aria-label": "time range", onchange: () => {
     minutes = Number(range.value);
@@ -54,6 +55,7 @@ export async function mount(main, params, app) {
     h("div", {class: "grid-main"},
       h("section", {class: "panel"}, h("h2", {}, "Tasks per queue and state"), queues),
       h("div", {class: "stack"},
+        h("section", {class: "panel"}, h("h2", {}, "Workers"), workers),
         h("section", {class: "panel"}, h("h2", {}, h("a", {href: "#/breakers"}, "Circuit breakers")), breakers),
         h("section", {class: "panel"}, h("h2", {}, h("a", {href: "#/schedules"}, "Next schedule fires")), schedules),
         h("section", {class: "panel"}, h("h2", {}, h("a", {href: "#/audit"}, "Audit chain")), chain.element))),
@@ -92,6 +94,16 @@ export async function mount(main, params, app) {
       report(error, "breakers");
     }
   }
+  async function loadWorkers() {
+    try {
+      const alive = (await api("/api/v1/workers")).filter((w) => w.alive);
+      fill(workers, alive.length === 0 ? h("p", {class: "muted"}, "no worker is alive: start one with tqcli worker")
+        : h("ul", {class: "plain"}, alive.map((w) => h("li", {}, h("strong", {}, w.id), ` running ${w.running}`,
+          h("span", {class: "muted"}, ` · heartbeat ${relative(w.heartbeat_at)}`)))));
+    } catch (error) {
+      report(error, "workers");
+    }
+  }
   async function loadSchedules() {
     try {
       const list = (await api("/api/v1/schedules")).filter((s) => !s.paused && s.next).sort((a, b) => a.next.localeCompare(b.next));
@@ -101,12 +113,12 @@ export async function mount(main, params, app) {
       report(error, "schedules");
     }
   }
-  await Promise.all([loadTasks(), loadChart(), loadBreakers(), loadSchedules(), chain.load()]);
-  const minute = setInterval(loadChart, 60_000); // the chart's window moves on even when nothing happens
+  await Promise.all([loadTasks(), loadChart(), loadBreakers(), loadSchedules(), loadWorkers(), chain.load()]);
+  const minute = setInterval(() => Promise.all([loadChart(), loadWorkers()]), 60_000); // the chart's window moves on even when nothing happens
   return {
     async refresh(topics) {
       const work = [];
-      if (topics.has("tasks")) work.push(loadTasks());
+      if (topics.has("tasks")) work.push(loadTasks(), loadWorkers());
       if (topics.has("throughput")) work.push(loadChart());
       if (topics.has("breakers")) work.push(loadBreakers());
       if (topics.has("schedules")) work.push(loadSchedules());
