@@ -22,6 +22,13 @@ from tqcli.units import check_name
 _USER_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
 
 
+def check_user(user: str) -> str:
+    """`user` if it is a login name (1-256 characters, no spaces or control characters); InvalidInput otherwise."""
+    if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
+        raise InvalidInput(f"invalid user {user!r}: give a login name (1-256 characters, no spaces), as 'id -un' prints it")
+    return user
+
+
 @dataclass(frozen=True)
 class RoleGrant:
     """One grant as `role list` shows it: tenant None when global."""
@@ -37,8 +44,7 @@ class RoleGrant:
 
 def check_grant(user: str, role: str, tenant: str | None) -> Grant:
     """The grant as stored (tenant "" when global), once user, role and tenant are valid (InvalidInput otherwise)."""
-    if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
-        raise InvalidInput(f"invalid user {user!r}: give a login name (1-256 characters, no spaces), as 'id -un' prints it")
+    check_user(user)
     if role not in ROLES:
         raise InvalidInput(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
     if tenant is not None:

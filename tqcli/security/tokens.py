@@ -19,6 +19,7 @@ from typing import Any
 
 from tqcli.core.context import Context, retrying
 from tqcli.errors import Conflict, InvalidInput, NotFound, StorageError, TqcliError
+from tqcli.security.roles import check_user
 from tqcli.store.base import TokenRow
 from tqcli.units import US_PER_SECOND, check_seconds, format_duration, format_time
 
@@ -28,7 +29,6 @@ LOGIN_NAME = "serve login"
 TOUCH_EVERY = 60 * US_PER_SECOND
 
 _TEXT = re.compile(r"tq_([1-9][0-9]{0,17})_([A-Za-z0-9_-]{32,128})")
-_USER_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")  # as `role grant` checks a user name
 _LABEL = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _REJECTED = (
     "the token is unknown, expired or revoked: create one with 'tqcli token create USER', "
@@ -78,13 +78,6 @@ def _info(row: TokenRow) -> TokenInfo:
 def digest(text: str) -> str:
     """The SHA-256 hex of a token's text, as stored."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def check_user(user: str) -> str:
-    """`user` if it is a login name `role grant` would take (InvalidInput otherwise)."""
-    if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
-        raise InvalidInput(f"invalid user {user!r}: give a login name (1-256 characters, no spaces), as 'id -un' prints it")
-    return user
 
 
 def check_label(name: str | None) -> str | None:
