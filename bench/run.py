@@ -16,9 +16,12 @@ bench/fairness.py measures tenants taking turns (issue 12) on both stores:
 claim rates by 1, 100 and 10,000 tenants, where a late tenant's tasks
 land, the claim's plans, and drains by 1 vs 100 tenants. Then
 bench/audit_verify.py measures what HMAC-SHA256 links cost `audit verify`
-against plain SHA-256 ones (issue 13), on SQLite.
+against plain SHA-256 ones (issue 13), on SQLite. Before it, bench/http_load.py
+measures `tqcli serve` under load (issue 15) on both stores: request
+latencies at a fixed offered load while one worker drains, the drain with
+and without that load, and the most requests per second.
 
-    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only] [--audit-only] [--metrics-only]
+    python bench/run.py [--quick] [--runs N] [--markdown FILE] [--no-compare] [--no-postgres] [--tenants-only] [--audit-only] [--metrics-only] [--http-only]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import audit_verify as keyed_audit  # noqa: E402
 import fairness  # noqa: E402
+import http_load  # noqa: E402
 import parallel  # noqa: E402
 import tqcli  # noqa: E402
 from common import Figure, spread, table  # noqa: E402
@@ -583,6 +587,20 @@ def audit_section(args: argparse.Namespace, sizes: dict[str, Any], work: Path) -
     return "### Keyed audit chain (issue 13)\n\n" + table(figures) + "\n"
 
 
+def http_section(args: argparse.Namespace, work: Path, stores: list[parallel.SqliteStore | parallel.PostgresStore]) -> str:
+    """The "HTTP API under load (issue 15)" section (bench/http_load.py), or a line saying why it was skipped."""
+    from tqcli.server import INSTALL_HINT, missing_extra
+
+    missing = missing_extra()
+    if missing:
+        print(f"warning: no HTTP benchmark ({missing} is not installed: {INSTALL_HINT})", file=sys.stderr)
+        return f"### HTTP API under load (issue 15)\n\nnot measured: {missing} is not installed ({INSTALL_HINT})\n"
+    folder = work / "http"
+    folder.mkdir()
+    plan = http_load.Plan.quick() if args.quick else http_load.Plan()
+    return http_load.section(stores, plan, folder, parallel.env_for, lambda line: print(line, file=sys.stderr))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data sets (a smoke run, not the figures)")
@@ -593,6 +611,7 @@ def main() -> None:
     parser.add_argument("--tenants-only", action="store_true", help="only the tenants and fair claims section (bench/fairness.py)")
     parser.add_argument("--audit-only", action="store_true", help="only the keyed audit chain section (bench/audit_verify.py)")
     parser.add_argument("--metrics-only", action="store_true", help="only `tqcli metrics` on a database of 1,000,000 tasks")
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP API under load section (bench/http_load.py)")
     args = parser.parse_args()
     sizes = dict(
         bulk=100_000, drain=20_000, shell=2_000, two=400, pending=1_000_000, finished=1_000_000, memory=100_000, sync=5_000,
@@ -619,14 +638,18 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
         print(f"Machine: {machine()}\ntqcli {revision()}; load average {load()}\n\n" + table([figure]))
         return
-    have_huey = not args.no_compare and not args.tenants_only and not args.audit_only and ensure_comparison_env()
+    only = args.tenants_only or args.audit_only or args.http_only
+    have_huey = not args.no_compare and not only and ensure_comparison_env()
     work = Path(tempfile.mkdtemp(prefix="tqcli-bench-"))
     started = time.perf_counter()
     load_before = load()
     header: list[str] = []
     sections: list[str] = []
     try:
-        if not args.audit_only:
+        if args.http_only:
+            with bench_stores(args, work, header) as (stores, _):
+                sections.append(http_section(args, work, stores))
+        elif not args.audit_only:
             if not args.tenants_only:
                 figures = sqlite_figures(args, sizes, work, have_huey)
                 sections.append("### SQLite\n\n" + table(figures) + "\n")
@@ -635,7 +658,9 @@ def main() -> None:
                     store_figures, tables = store_sections(args, sizes, work, stores, server, header)
                     sections.append("### Both stores\n\n" + table(store_figures) + "\n\n" + tables)
                 sections.append(tenant_section(args, sizes, stores))
-        if not args.tenants_only:
+                if not args.tenants_only:
+                    sections.append(http_section(args, work, stores))
+        if not args.tenants_only and not args.http_only:
             sections.append(audit_section(args, sizes, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
