@@ -306,3 +306,17 @@ def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
     if not isinstance(target, str):
         raise InvalidInput(f"invalid target {target!r}: it must be a string")
     return TaskSpec(target, **values)
+
+
+def spec_from_object(data: Any, *, defaults: Mapping[str, Any] | None = None, encrypt: bool = False) -> tuple[TaskSpec, bool]:
+    """A task object (a line of `submit --from-file`, an item of the HTTP API's submit) and whether to encrypt it.
+
+    Its own `encrypt` key wins over `encrypt`; anything but a JSON object is refused.
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput(f"a task must be a JSON object, not {_json_type(data)}")
+    fields = dict(data)
+    wanted = fields.pop("encrypt", encrypt)
+    if not isinstance(wanted, bool):
+        raise InvalidInput(f"invalid encrypt {wanted!r}: use true or false")
+    return spec_from_mapping(fields, defaults=defaults), wanted

@@ -15,7 +15,7 @@ from typing import Any
 from tqcli.core.context import Context, retrying
 from tqcli.errors import Conflict, InvalidInput
 from tqcli.security.audit import Journal
-from tqcli.security.rbac import ROLES, Grant
+from tqcli.security.rbac import ROLES, Access, Grant
 from tqcli.store.base import Tx
 from tqcli.units import check_name
 
@@ -63,6 +63,11 @@ class RoleService:
         with self._ctx.read() as tx:
             self._ctx.authorize(tx, "audit", "list roles")
             return [RoleGrant(user, role, tenant or None) for user, role, tenant in tx.role_rows()]
+
+    def mine(self) -> Access:
+        """The acting user's own grants and what they allow (no role needed: everyone may read their own)."""
+        with self._ctx.read() as tx:
+            return self._ctx.access(tx)
 
     @retrying
     def grant(self, user: str, role: str, *, tenant: str | None = None) -> bool:
