@@ -20,7 +20,6 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from tqcli.errors import InvalidInput
-from tqcli.server.http_errors import validation_message
 
 JSON_TYPES = ("application/json",)
 State = Literal["pending", "running", "completed", "failed", "cancelled", "blocked"]
@@ -38,10 +37,20 @@ class ApiRoute(APIRoute):
             except RequestValidationError as error:
                 errors = list(error.errors())
                 if errors and all(str((item.get("loc") or ("",))[0]) in ("query", "path") for item in errors):
-                    raise InvalidInput(validation_message(errors).replace("invalid request: ", "invalid ", 1)) from None
+                    raise InvalidInput(parameter_message(errors)) from None
                 raise
 
         return route
+
+
+def parameter_message(errors: list[Any]) -> str:
+    """One line naming each invalid query or path parameter and what is wrong with it."""
+    parts = []
+    for item in errors[:5]:
+        loc = item.get("loc") or ("", "?")
+        kind = "path parameter" if loc[0] == "path" else "query parameter"
+        parts.append(f"{kind} {loc[-1]}: {item.get('msg', 'invalid')}")
+    return "invalid " + "; ".join(parts)
 
 
 async def raw_body(request: Request) -> bytes:

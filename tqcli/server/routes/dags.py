@@ -17,7 +17,8 @@ from tqcli.server.sessions import Caller, caller
 router = APIRouter(tags=["dags"], route_class=models.ApiRoute)
 
 TOML_TYPES = ("application/toml", "text/toml", "application/x-toml")
-SOURCE = "the request body"
+SOURCE = "body"  # how errors name the DAG file
+DEFAULT_NAME = "dag"  # a DAG file is named after its file without `name`; a body has no file name
 DAG_BODY = {
     "requestBody": {
         "required": True,
@@ -56,6 +57,7 @@ def submit_dag(request: Request, who: Caller = Depends(caller), body: bytes = De
         raise body_invalid("the DAG file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise body_invalid(f"malformed TOML: {error}") from None
+    data.setdefault("name", DEFAULT_NAME)
     try:
         plan = parse_dag(data, SOURCE)
     except InvalidInput as error:

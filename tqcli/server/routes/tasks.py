@@ -75,7 +75,7 @@ def _specs(data: Any) -> tuple[list[Any], list[bool], list[str] | None, bool]:
         try:
             spec, flag = spec_from_object(item)
         except InvalidInput as error:
-            where = () if single else (f"[{index}]",)
+            where = () if single else (f"body[{index}]",)
             raise body_invalid(f"{error.message}; nothing was submitted", where) from None
         specs.append(spec)
         flags.append(flag)
