@@ -73,11 +73,12 @@ class Plan:
     phase: float = 5.0
     pairs: int = 4  # off/on pairs: this many phases of each
     closed: float = 10.0  # the closed-loop run, after a warm-up of 1 s
+    probe: float = 1.0  # each endpoint alone, one client back to back, before the backlog and after the drain
     calibrate: int = 10_000  # tasks of the drain that sizes the backlog
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(warmup=1.0, phase=1.5, pairs=2, closed=2.0, calibrate=1_000)
+        return cls(warmup=1.0, phase=1.5, pairs=2, closed=2.0, probe=0.3, calibrate=1_000)
 
     @property
     def loaded(self) -> float:
@@ -272,6 +273,21 @@ def closed_loop(server: Serve, seconds: float, ids: int, clients: int = CLIENTS)
     return [s for mine in samples for s in mine], seconds, cpu[1] - cpu[0]
 
 
+def endpoint_costs(server: Serve, seconds: float, ids: int) -> dict[str, tuple[float, float]]:
+    """Each kind of request alone, one client back to back for `seconds`: (server CPU, median latency) per request, seconds."""
+    costs = {}
+    for kind in ("task", "list", "queues", "post"):
+        client, rng, latencies, failed = Client(server), random.Random(7), [], 0
+        before, end = server.cpu(), time.monotonic() + seconds
+        while (now := time.monotonic()) < end:
+            status, error = send(client, kind, ids, rng)
+            latencies.append(time.monotonic() - now)
+            failed += error is not None
+        costs[kind] = ((server.cpu() - before) / len(latencies), statistics.median(latencies) if not failed else float("nan"))
+        client.close()
+    return costs
+
+
 # -- what the database committed ----------------------------------------------------
 
 
@@ -305,6 +321,11 @@ def fill(db: str, count: int, first_key: int) -> None:
         for start in range(0, count, 50_000):
             size = min(50_000, count - start)
             queue.submit_many([TaskSpec("benchjobs:noop", payload={"key": first_key + start + k}) for k in range(size)])
+    if db.startswith("postgresql:"):  # as autovacuum soon would on a queue that lives on (bench/parallel.py does the same)
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("ANALYZE")
 
 
 def stamps_of(path: Path) -> list[int]:
@@ -354,6 +375,7 @@ class Result:
     store: str
     samples: list[Sample] = field(default_factory=list)  # the load phases' requests
     on_seconds: float = 0.0
+    windows: list[tuple[float, float]] = field(default_factory=list)  # the measured phases with load
     off_rates: list[float] = field(default_factory=list)  # the drain, per phase without load
     on_rates: list[float] = field(default_factory=list)  # the drain, per phase with load
     server_cores: float = 0.0  # server CPU / time, under load
@@ -365,6 +387,10 @@ class Result:
     max_writes: int | None = None  # write transactions (SQLite) during the closed loop
     max_wal: int | None = None  # WAL bytes (PostgreSQL) during the closed loop
     backlog: int = 0
+    small: int = 0  # tasks in the database when costs_small was measured
+    large: int = 0  # ... and costs_large (besides the few hundred the POSTs added)
+    costs_small: dict[str, tuple[float, float]] = field(default_factory=dict)  # kind: (server CPU s, latency s) per request
+    costs_large: dict[str, tuple[float, float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -390,10 +416,12 @@ def measure(label: str, db: str, env: dict[str, str], work: Path, plan: Plan, lo
         calibration.stop(wait=True)
         ends = sorted(stamps_of(calibration.stamps))
         rate = (len(ends) - 1) / ((ends[-1] - ends[0]) / 1e9) if len(ends) > 1 and ends[-1] > ends[0] else 10_000.0
-        result.backlog = int(rate * 1.4 * (plan.loaded + 2)) + 1000
-        fill(db, result.backlog, plan.calibrate)
+        result.backlog = int(rate * 1.2 * (plan.loaded + 2)) + 1000
         server = Serve(db, env)
-        ids = plan.calibrate + result.backlog
+        result.small = plan.calibrate
+        result.costs_small = endpoint_costs(server, plan.probe, plan.calibrate)
+        fill(db, result.backlog, plan.calibrate)
+        ids = result.large = plan.calibrate + result.backlog
         worker = Worker(db, env, work, "drain")
         worker.wait_running()
         log(f"HTTP load, {label}: {result.backlog:,} ready tasks; {plan.loaded:.0f} s of drain with the load switched on and off...")
@@ -418,7 +446,7 @@ def measure(label: str, db: str, env: dict[str, str], work: Path, plan: Plan, lo
         if code != 0:
             result.problems.append(f"the worker exited {code}")
         ends = stamps_of(worker.stamps)
-        if len(ends) >= result.backlog + plan.calibrate:
+        if len(ends) >= result.backlog:
             result.problems.append("the backlog ran out before the last phase ended: the drain rates are low")
         measured_from = start + plan.warmup
         result.samples = [s for s in samples if s.at >= measured_from]
@@ -427,12 +455,14 @@ def measure(label: str, db: str, env: dict[str, str], work: Path, plan: Plan, lo
             (result.on_rates if name == "on" else result.off_rates).append(done / (b - a))
             if name == "on":
                 result.on_seconds += b - a
+                result.windows.append((a, b))
                 result.server_cores += (server_b - server_a)
                 result.client_cores += (own_b - own_a)
             else:
                 result.idle_cores += (server_b - server_a) / (b - a) / plan.pairs
         result.server_cores /= result.on_seconds or 1
         result.client_cores /= result.on_seconds or 1
+        result.costs_large = endpoint_costs(server, plan.probe, ids)
         log(f"HTTP load, {label}: {plan.closed:.0f} s of GET /api/v1/tasks/{{id}} from {CLIENTS} clients back to back...")
         writes, wal = write_transactions(db), wal_bytes(db)
         result.max_samples, result.max_seconds, result.max_cpu = closed_loop(server, plan.closed, ids)
@@ -494,6 +524,23 @@ def errors(samples: list[Sample]) -> tuple[int, str]:
     return len(bad), f"**{len(bad)} errors** ({', '.join(f'{k}: {v}' for k, v in by.most_common())}; first: {first[:120]})"
 
 
+def achieved(samples: list[Sample], result: Result) -> float:
+    """Requests per second answered before the end of the phase they were scheduled in (a saturated server falls behind)."""
+    answered = sum(1 for s in samples if any(a <= s.at < b and s.at + s.latency <= b for a, b in result.windows))
+    return answered / (result.on_seconds or 1)
+
+
+def costs(result: Result) -> str:
+    """Server CPU and median latency per request of each endpoint alone, at both database sizes."""
+    names = {"task": "GET /api/v1/tasks/{id}", "list": "GET /api/v1/tasks?limit=50", "queues": "GET /api/v1/queues", "post": "POST /api/v1/tasks"}
+    parts = []
+    for kind, name in names.items():
+        small, large = result.costs_small.get(kind), result.costs_large.get(kind)
+        if small and large:
+            parts.append(f"{name} {small[0] * 1000:.2f} / {large[0] * 1000:.2f} ms CPU ({small[1] * 1000:.1f} / {large[1] * 1000:.1f} ms latency)")
+    return "; ".join(parts)
+
+
 def figures(result: Result, plan: Plan) -> list[Figure]:
     """The rows of the section's table for one store."""
     label, out = result.store, []
@@ -506,13 +553,13 @@ def figures(result: Result, plan: Plan) -> list[Figure]:
         per = "; ".join(f"{PATHS.get(kind, '/api/v1/tasks/{id}')}: {latencies([s for s in gets if s.kind == kind])}" for kind in ("task", "list", "queues"))
         out.append(Figure(
             f"GET under load, {label}", f"{offered}; {seconds:.0f} s measured",
-            f"{latencies(gets)} ({per}); achieved {len(gets) / seconds:.1f}/s; {said}", "0 errors", count == 0,
+            f"{latencies(gets)} ({per}); answered in time {achieved(gets, result):.1f}/s; {said}", "0 errors", count == 0,
         ))
     if posts:
         count, said = errors(posts)
         out.append(Figure(
             f"POST under load, {label}", "POST /api/v1/tasks, one task each, in the same load",
-            f"{latencies(posts)}; achieved {len(posts) / seconds:.1f}/s; {said}", "0 errors", count == 0,
+            f"{latencies(posts)}; answered in time {achieved(posts, result):.1f}/s; {said}", "0 errors", count == 0,
         ))
     if result.on_rates and result.off_rates:
         on, off = statistics.mean(result.on_rates), statistics.mean(result.off_rates)
@@ -520,10 +567,17 @@ def figures(result: Result, plan: Plan) -> list[Figure]:
         ratio = on / off if off else 0.0
         out.append(Figure(
             f"drain under HTTP load, {label}",
-            f"one `worker --once`, no-op tasks, {plan.pairs} phases of {plan.phase:g} s with the load and {plan.pairs} without, alternating",
+            f"one `worker --once` over {result.backlog:,} ready no-op tasks, {plan.pairs} phases of {plan.phase:g} s with the load "
+            f"and {plan.pairs} without, alternating",
             f"{on:,.0f}/s with vs {off:,.0f}/s without: {ratio:.2f}x (phase pairs {min(pairs):.2f}-{max(pairs):.2f}x); "
             f"under load the server used {result.server_cores:.2f} cores ({result.idle_cores:.2f} without), the load generator {result.client_cores:.2f}",
             ">= 0.8x", ratio >= 0.8,
+        ))
+    if result.costs_small and result.costs_large:
+        out.append(Figure(
+            f"cost per request, {label}", f"each endpoint alone, one client back to back for {plan.probe:g} s, no worker: "
+            f"server CPU per request at {result.small:,} / {result.large:,} tasks in the database",
+            costs(result), "(reported)", None,
         ))
     if result.max_samples:
         count, said = errors(result.max_samples)
