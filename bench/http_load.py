@@ -538,6 +538,10 @@ def costs(result: Result) -> str:
         small, large = result.costs_small.get(kind), result.costs_large.get(kind)
         if small and large:
             parts.append(f"{name} {small[0] * 1000:.2f} / {large[0] * 1000:.2f} ms CPU ({small[1] * 1000:.1f} / {large[1] * 1000:.1f} ms latency)")
+    rates = {kind: GET_RATE * GET_CYCLE.count(kind) / len(GET_CYCLE) for kind in set(GET_CYCLE)} | {"post": POST_RATE}
+    if all(kind in result.costs_small and kind in result.costs_large for kind in rates):
+        demand = [sum(rate * measured[kind][0] for kind, rate in rates.items()) for measured in (result.costs_small, result.costs_large)]
+        parts.append(f"so the offered load needs {demand[0]:.2f} / {demand[1]:.2f} cores of server CPU (one process: at most about 1 core of Python)")
     return "; ".join(parts)
 
 
