@@ -65,6 +65,22 @@ class AttemptOutput:
         }
 
 
+@dataclass
+class LogFollow:
+    """Where a follow of one task's output stands between two polls (`OutputService.poll`)."""
+
+    task_id: int
+    attempt: int | None = None  # the attempt to start from (None: the latest)
+    tail: int | None = None  # each attempt's first part cut to its last `tail` lines
+    number: int | None = None  # the attempt being followed, once the task has one
+    end: int = 0  # the byte offset read up to in that attempt
+    finished: bool = False  # the task is finished and everything it printed was returned
+    task: Task | None = None  # the task as the last poll read it
+
+    def __post_init__(self) -> None:
+        _check(self.attempt, self.tail)
+
+
 def last_lines(chunks: list[Chunk], count: int) -> list[Chunk]:
     """The chunks cut to the last `count` lines of their text (a final newline ends the last line)."""
     text = "".join(chunk.text for chunk in chunks)
@@ -109,33 +125,41 @@ class OutputService:
         after the task finished. A task that has not started yet is waited for;
         one that ends without running yields nothing.
         """
-        _check(attempt, tail)
-        number: int | None = None
-        end = 0
+        following = LogFollow(task_id, attempt=attempt, tail=tail)
         while True:
-            with self._ctx.read() as tx:
-                task, claims = self._task(tx, task_id)
-                finished = task.state.value in ENDED_STATES
-                if number is None and claims:
-                    number = attempt or len(claims)
-                found: list[AttemptOutput] = []
-                while number is not None and number <= len(claims):
-                    part = self._attempt(tx, task, claims, number, end)
-                    if end == 0 and tail is not None:
-                        part.chunks = last_lines(part.chunks, tail)
-                    found.append(part)
-                    end = part.end
-                    if number == len(claims):
-                        break
-                    number, end = number + 1, 0  # that attempt ended: the next one from its start
-                if finished and (number is None or number > len(claims)):
-                    if attempt is None:
-                        return  # it ended without running (blocked, cancelled, expired): the caller says how
-                    raise NotFound(_no_attempt(task_id, len(claims), attempt))
-            yield from found
-            if finished:
+            yield from self.poll(following)
+            if following.finished:
                 return
             sleep(poll)
+
+    def poll(self, following: "LogFollow") -> list[AttemptOutput]:
+        """One read of a follow: what was printed since its last poll, per attempt; sets `following.finished` at the end.
+
+        Each poll is its own short read transaction, so consecutive polls may
+        use different connections (the server lends one per poll). NotFound
+        once the task is finished when the attempt asked for never ran.
+        """
+        with self._ctx.read() as tx:
+            task, claims = self._task(tx, following.task_id)
+            following.task = task
+            finished = task.state.value in ENDED_STATES
+            if following.number is None and claims:
+                following.number = following.attempt or len(claims)
+            found: list[AttemptOutput] = []
+            while following.number is not None and following.number <= len(claims):
+                part = self._attempt(tx, task, claims, following.number, following.end)
+                if following.end == 0 and following.tail is not None:
+                    part.chunks = last_lines(part.chunks, following.tail)
+                found.append(part)
+                following.end = part.end
+                if following.number == len(claims):
+                    break
+                following.number, following.end = following.number + 1, 0  # that attempt ended: the next one from its start
+            if finished and (following.number is None or following.number > len(claims)) and following.attempt is not None:
+                raise NotFound(_no_attempt(following.task_id, len(claims), following.attempt))
+        # A task that ended without running (blocked, cancelled, expired) yields nothing: the caller says how.
+        following.finished = finished
+        return found
 
     def _task(self, tx: Tx, task_id: int) -> tuple[Task, list[int]]:
         rows = tx.task_rows([task_id])
