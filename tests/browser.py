@@ -79,7 +79,7 @@ def realistic_queue(db: Path | str, *, minutes: int = 60, seed: int = 7) -> dict
     from tqcli.core.dispatcher import Outcome
 
     rng = random.Random(seed)
-    clock = ManualClock(int((time.time() - minutes * 60 - 300) * 1_000_000))
+    clock = ManualClock(int((time.time() - minutes * 60 - 90) * 1_000_000))  # ends a little before now
     jobs = [
         ("etl", "acme", "etl.jobs:extract_orders"), ("etl", "acme", "etl.jobs:load_warehouse"),
         ("email", "globex", "mail.jobs:send_welcome"), ("email", "acme", "mail.jobs:send_receipt"),

@@ -30,10 +30,18 @@ export async function mountSchedules(main, params, app) {
   }};
 }
 
+/** A fire time with how far off it is; one already past is due (a worker's next run enqueues it). */
+export function fireTime(iso) {
+  const due = new Date(iso).getTime() <= Date.now();
+  return h("span", {}, time(iso), " ", due
+    ? h("span", {class: "due", title: "every worker run enqueues the fire times that fell due"}, `due ${relative(iso)}: waits for a worker`)
+    : h("span", {class: "muted"}, relative(iso)));
+}
+
 function nextFires(s) {
   const fires = Array.isArray(s.next_fires) && s.next_fires.length ? s.next_fires : s.next ? [s.next] : [];
   if (!fires.length) return h("span", {class: "muted"}, "none");
-  return h("span", {}, time(fires[0]), " ", h("span", {class: "muted"}, relative(fires[0])),
+  return h("span", {}, fireTime(fires[0]),
     fires.length > 1 ? h("div", {class: "muted small"}, "then ", fires.slice(1, 4).flatMap((f, i) => (i ? [", ", time(f)] : [time(f)]))) : null);
 }
 

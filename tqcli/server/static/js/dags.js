@@ -65,8 +65,8 @@ export async function mountDetail(main, id, app) {
       h("div", {class: "legend"}, STATES.map((s) => h("span", {class: "legend-item"}, h("span", {class: `swatch state-${s}`}), s))),
       tasks.length <= GRAPH_LIMIT
         ? h("section", {class: "panel"}, dagGraph(dag))
-        : h("section", {class: "panel"}, h("p", {class: "muted"}, `${tasks.length} tasks: too many to draw (more than ${GRAPH_LIMIT}), listed instead`),
-          taskTable(tasks.sort((a, b) => a.id - b.id))));
+        : h("p", {class: "muted", id: "dag-too-large"}, `${tasks.length} tasks: too many to draw (more than ${GRAPH_LIMIT}), listed instead`),
+      h("section", {class: "panel"}, h("h2", {}, "Tasks"), taskTable(tasks.sort((a, b) => a.id - b.id))));
   }
   await load();
   return {async refresh(topics) {

@@ -4,7 +4,7 @@ import {api, report} from "./api.js";
 import {h, fill, badge, time, relative, table, STATES} from "./dom.js";
 import {throughputChart, totals} from "./chart.js";
 import {taskTable} from "./tasks.js";
-import {chainPanel} from "./catalog.js";
+import {chainPanel, fireTime} from "./catalog.js";
 
 const RANGES = [[60, "last hour"], [360, "last 6 hours"], [1440, "last 24 hours"]];
 
@@ -108,7 +108,7 @@ export async function mount(main, params, app) {
     try {
       const list = (await api("/api/v1/schedules")).filter((s) => !s.paused && s.next).sort((a, b) => a.next.localeCompare(b.next));
       fill(schedules, list.length === 0 ? h("p", {class: "muted"}, "no active schedule")
-        : h("ul", {class: "plain"}, list.slice(0, 5).map((s) => h("li", {}, h("strong", {}, s.name), " ", time(s.next), " ", h("span", {class: "muted"}, relative(s.next))))));
+        : h("ul", {class: "plain"}, list.slice(0, 5).map((s) => h("li", {}, h("strong", {}, s.name), " ", fireTime(s.next)))));
     } catch (error) {
       report(error, "schedules");
     }

@@ -82,6 +82,7 @@ function field(label, value) {
 }
 
 function attempts(history) {
+  if (!history || history.length === 0) return h("p", {class: "muted"}, "no attempt yet");
   return table([
     {label: "run", class: "num", cell: (a) => String(a.run)},
     {label: "attempt", class: "num", cell: (a) => String(a.attempt)},
@@ -92,7 +93,7 @@ function attempts(history) {
     {label: "error", cell: (a) => a.error ? (a.traceback
       ? h("details", {}, h("summary", {}, a.error), h("pre", {class: "traceback"}, a.traceback))
       : a.error) : ""},
-  ], history || [], {empty: "no attempt yet"});
+  ], history);
 }
 
 /** Whether the signed-in user may cancel or bump `task` (change_task, or "own" for a submitter's own tasks). */
@@ -189,29 +190,31 @@ export async function mountDetail(main, id, app) {
     const waiting = task.waiting ? h("div", {class: "waiting", id: "task-waiting"},
       h("strong", {}, "Why it waits: "), task.waiting, task.waiting_detail ? h("div", {class: "muted"}, pretty(task.waiting_detail)) : null) : null;
     const deps = (task.depends_on || []).map((d) => h("a", {href: `#/tasks/${d}`}, `#${d}`));
+    const outcome = [
+      task.error ? [h("h2", {}, "Error"), h("pre", {class: "error-text", id: "task-error"}, pretty(task.error))] : null,
+      task.result !== null && task.result !== undefined ? [h("h2", {}, "Result"), h("pre", {id: "task-result"}, pretty(task.result))] : null,
+    ].filter(Boolean);
     fill(body,
       h("div", {class: "title-row"},
         h("h1", {}, `#${task.id} `, h("span", {class: "task-title"}, task.name)), badge(task.state), actionBar(task, app, load)),
       waiting,
-      h("div", {class: "grid-2"},
-        h("section", {class: "panel"}, h("h2", {}, "Task"), h("dl", {class: "fields"},
-          field("queue", h("a", {href: `#/tasks?queue=${encodeURIComponent(task.queue)}`}, task.queue)),
-          field("tenant", task.tenant), field("backend", task.backend), field("target", h("code", {}, task.target)),
-          field("priority", String(task.priority)), field("attempts", `${task.attempts} of ${task.max_retries + 1}`),
-          field("timeout", task.timeout === null ? null : duration(task.timeout)),
-          field("run at", time(task.run_at)), field("created", time(task.created_at)),
-          field("started", time(task.started_at)), field("finished", time(task.finished_at)),
-          field("submitted by", task.submitted_by), field("depends on", deps.length ? deps.flatMap((d, i) => (i ? [", ", d] : [d])) : null),
-          field("DAG", task.dag_id === null ? null : h("a", {href: `#/dags/${task.dag_id}`}, `DAG ${task.dag_id}`)),
-          field("run", String(task.run)), field("restarted from", task.restarted_from === null ? null : h("a", {href: `#/tasks/${task.restarted_from}`}, `#${task.restarted_from}`)),
-          field("idempotency key", task.idempotency_key), field("expires", time(task.expires_at)),
-          field("encrypted", task.encrypted ? "yes" : "no"))),
-        h("section", {class: "panel"},
-          task.error ? [h("h2", {}, "Error"), h("pre", {class: "error-text", id: "task-error"}, pretty(task.error))] : null,
-          task.result !== null && task.result !== undefined ? [h("h2", {}, "Result"), h("pre", {id: "task-result"}, pretty(task.result))] : null,
-          h("h2", {}, "Payload"), h("pre", {}, pretty(task.payload)),
-          h("h2", {}, "Output"), output || (output = outputBox(task.id)))),
+      outcome.length ? h("section", {class: "panel"}, outcome) : null,
       h("section", {class: "panel"}, h("h2", {}, "Attempts"), attempts(task.history)),
+      h("section", {class: "panel"}, h("h2", {}, "Task"), h("dl", {class: "fields"},
+        field("queue", h("a", {href: `#/tasks?queue=${encodeURIComponent(task.queue)}`}, task.queue)),
+        field("tenant", task.tenant), field("backend", task.backend), field("target", h("code", {}, task.target)),
+        field("priority", String(task.priority)), field("attempts", `${task.attempts} of ${task.max_retries + 1}`),
+        field("timeout", task.timeout === null ? null : duration(task.timeout)),
+        field("run at", time(task.run_at)), field("created", time(task.created_at)),
+        field("started", time(task.started_at)), field("finished", time(task.finished_at)),
+        field("submitted by", task.submitted_by), field("depends on", deps.length ? deps.flatMap((d, i) => (i ? [", ", d] : [d])) : null),
+        field("DAG", task.dag_id === null ? null : h("a", {href: `#/dags/${task.dag_id}`}, `DAG ${task.dag_id}`)),
+        field("run", String(task.run)), field("restarted from", task.restarted_from === null ? null : h("a", {href: `#/tasks/${task.restarted_from}`}, `#${task.restarted_from}`)),
+        field("idempotency key", task.idempotency_key), field("expires", time(task.expires_at)),
+        field("encrypted", task.encrypted ? "yes" : "no"))),
+      h("div", {class: "grid-2"},
+        h("section", {class: "panel"}, h("h2", {}, "Payload"), h("pre", {}, pretty(task.payload))),
+        h("section", {class: "panel"}, h("h2", {}, "Output"), output || (output = outputBox(task.id)))),
       (task.replays || []).length ? h("section", {class: "panel"}, h("h2", {}, "Replays"), h("pre", {}, pretty(task.replays))) : null);
   }
   await load();
