@@ -11,17 +11,19 @@ line of `submit --from-file`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Coroutine, Literal, Optional, Union
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tqcli.core.spec import MAX_RETRIES_LIMIT
 from tqcli.errors import InvalidInput
 
 JSON_TYPES = ("application/json",)
+TaskIdValue = Annotated[int, Field(ge=1, le=2**63 - 1)]
 State = Literal["pending", "running", "completed", "failed", "cancelled", "blocked"]
 
 
@@ -181,10 +183,16 @@ class CancelRequest(BaseModel):
 class BumpRequest(BaseModel):
     """`POST /api/v1/tasks/{id}/bump`: `{"priority": P}` or `{"by": N}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
-    priority: Optional[int] = Field(None, ge=-100, le=100)
-    by: Optional[int] = Field(None, ge=-200, le=200)
+    priority: Optional[int] = Field(None, ge=-100, le=100, description="The new priority")
+    by: Optional[int] = Field(None, ge=-200, le=200, description="Raise (or, negative, lower) the priority by this much")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "BumpRequest":
+        if (self.priority is None) == (self.by is None):
+            raise ValueError('give either "priority" (the new one) or "by" (how much to raise it)')
+        return self
 
 
 class ReplayRequest(BaseModel):
@@ -192,14 +200,14 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(default_factory=list, max_length=100_000)
+    ids: list[TaskIdValue] = Field(default_factory=list, max_length=100_000)
     all: bool = False
     queue: Optional[str] = None
     tenant: Optional[str] = None
     dry_run: bool = False
     payload: Optional[dict[str, Any]] = None
     priority: Optional[int] = Field(None, ge=-100, le=100)
-    max_retries: Optional[int] = Field(None, ge=0)
+    max_retries: Optional[int] = Field(None, ge=0, le=MAX_RETRIES_LIMIT)
     to_queue: Optional[str] = None
 
 

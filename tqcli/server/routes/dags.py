@@ -19,11 +19,12 @@ router = APIRouter(tags=["dags"], route_class=models.ApiRoute)
 TOML_TYPES = ("application/toml", "text/toml", "application/x-toml")
 SOURCE = "body"  # how errors name the DAG file
 DEFAULT_NAME = "dag"  # a DAG file is named after its file without `name`; a body has no file name
+EXAMPLE = 'name = "etl"\n\n[tasks.extract]\ntarget = "myapp.jobs:extract"\n\n[tasks.load]\ntarget = "myapp.jobs:load"\ndepends_on = ["extract"]\n'
 DAG_BODY = {
     "requestBody": {
         "required": True,
         "description": "The DAG file's TOML, as `dag submit FILE` reads it.",
-        "content": {"application/toml": {"schema": {"type": "string"}}},
+        "content": {"application/toml": {"schema": {"type": "string"}, "example": EXAMPLE}},
     },
 }
 
@@ -45,7 +46,7 @@ def get_dag(dag_id: int = Path(..., ge=1, le=2**63 - 1), who: Caller = Depends(c
 
 @router.post(
     "/api/v1/dags", status_code=201, response_model=Dag, openapi_extra=DAG_BODY,
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503),
 )
 def submit_dag(request: Request, who: Caller = Depends(caller), body: bytes = Depends(raw_body)) -> JSONResponse:
     """Check a DAG file (the body, `Content-Type: application/toml`) and enqueue all its tasks; 201 with the DAG."""

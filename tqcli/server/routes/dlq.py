@@ -28,7 +28,7 @@ def list_failed(
 
 @router.post(
     "/api/v1/dlq/replay", response_model=list[Task],
-    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 500, 503),
 )
 def replay(who: Caller = Depends(caller), request: ReplayRequest = Body(...)) -> JSONResponse:
     """Put failed tasks back to pending (`{"ids": [...]}` or `{"all": true}`); the tasks as they now are (`dry_run`: would be)."""

@@ -26,6 +26,7 @@ SUBMIT_BODY = {
         "content": {
             "application/json": {
                 "schema": {"anyOf": [_TASK_SCHEMA, {"type": "array", "items": _TASK_SCHEMA, "minItems": 1}]},
+                "example": {"target": "myapp.jobs:resize", "payload": {"path": "a.png"}, "priority": 5},
             },
         },
     },
@@ -36,7 +37,7 @@ SUBMIT_ANSWERS = {
           "content": {"application/json": {"schema": _TASK_OR_LIST}}},
     200: {"description": "Every task's idempotency key was already used for the same work: the existing task(s)",
           "content": {"application/json": {"schema": _TASK_OR_LIST}}},
-    **error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503),
+    **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503),
 }
 
 
@@ -108,7 +109,7 @@ def get_task(task_id: int = TaskId, who: Caller = Depends(caller)) -> JSONRespon
 
 @router.post(
     "/api/v1/tasks/{task_id}/cancel", response_model=list[Task],
-    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
 )
 def cancel(
     task_id: int = TaskId,
@@ -123,7 +124,7 @@ def cancel(
 
 @router.post(
     "/api/v1/tasks/{task_id}/bump", response_model=Task,
-    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
 )
 def bump(task_id: int = TaskId, who: Caller = Depends(caller), change: BumpRequest = Body(...)) -> JSONResponse:
     """Change a pending or blocked task's priority: `{"priority": P}` or `{"by": N}`; the task as it now is."""
