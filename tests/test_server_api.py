@@ -11,6 +11,9 @@ from tests.serving import start_server
 from tests.stores import raw_sql
 from tests.test_cli_metrics import busy_database, check_metrics, promtool  # noqa: F401 - promtool is a fixture
 from tqcli.config import login_name
+from tqcli.errors import InvalidInput
+from tqcli.observability.throughput import throughput
+from tqcli.units import format_time
 
 TASK = {"target": "tests.jobs:noop"}
 DAG_TOML = 'name = "etl"\n[tasks.extract]\ntarget = "tests.jobs:noop"\n[tasks.load]\ntarget = "tests.jobs:noop"\ndepends_on = ["extract"]\n'
@@ -306,3 +309,30 @@ def test_metrics_need_a_token_unless_public(cli, promtool):  # noqa: F811 - the 
         assert error_of(httpx.get(f"{server.url}/api/v1/tasks"), 401), "only /metrics is public"
     finally:
         assert server.stop() == 0
+
+
+def test_throughput_counts_finish_times_per_minute_in_bounded_pages(queue, clock):
+    clock.set(clock.now() - clock.now() % 60_000_000 + 10_000_000)  # 10 s into a minute
+    start = clock.now()
+    for _ in range(3):
+        queue.submit("tests.jobs:noop")
+    queue.submit("tests.jobs:boom", max_retries=0)
+    queue.drain()
+    clock.advance(120)
+    queue.submit("tests.jobs:noop", queue="etl")
+    queue.drain()
+    queue.cancel(queue.submit("tests.jobs:noop"))
+    document = throughput(queue.tasks, clock.now(), minutes=4)
+    assert document["step"] == 60 and document["truncated"] is False
+    assert [point["at"] for point in document["series"]][-1] > document["since"]
+    counts = [(point["completed"], point["failed"], point["cancelled"]) for point in document["series"]]
+    assert counts == [(0, 0, 0), (3, 1, 0), (0, 0, 0), (1, 0, 1)]
+    assert document["series"][1]["at"] == format_time(start - start % 60_000_000)
+    assert [point["completed"] for point in throughput(queue.tasks, clock.now(), minutes=4, queue="etl")["series"]] == [0, 0, 0, 1]
+    assert throughput(queue.tasks, clock.now(), minutes=1)["series"] == [
+        {"at": format_time(clock.now() - clock.now() % 60_000_000), "completed": 1, "failed": 0, "cancelled": 1},
+    ]
+    cut = throughput(queue.tasks, clock.now(), minutes=4, page=2, max_pages=2)
+    assert cut["truncated"] is True and sum(point["completed"] + point["failed"] for point in cut["series"]) == 4
+    with pytest.raises(InvalidInput, match="invalid minutes"):
+        throughput(queue.tasks, clock.now(), minutes=0)
