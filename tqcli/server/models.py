@@ -56,7 +56,11 @@ def parameter_message(errors: list[Any]) -> str:
 
 
 async def raw_body(request: Request) -> bytes:
-    """The request's body, read whole (the body limit has bounded it already)."""
+    """The request's body, read whole (the body limit bounds it).
+
+    Declare it before `caller`: a slow upload must not hold one of the
+    pool's connections (FastAPI reads a model's body before dependencies too).
+    """
     return await request.body()
 
 

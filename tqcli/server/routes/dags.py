@@ -48,7 +48,7 @@ def get_dag(dag_id: int = Path(..., ge=1, le=2**63 - 1), who: Caller = Depends(c
     "/api/v1/dags", status_code=201, response_model=Dag, openapi_extra=DAG_BODY,
     responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503),
 )
-def submit_dag(request: Request, who: Caller = Depends(caller), body: bytes = Depends(raw_body)) -> JSONResponse:
+def submit_dag(request: Request, body: bytes = Depends(raw_body), who: Caller = Depends(caller)) -> JSONResponse:
     """Check a DAG file (the body, `Content-Type: application/toml`) and enqueue all its tasks; 201 with the DAG."""
     if models.media_type(request) not in TOML_TYPES:
         raise models.unsupported_media("send the DAG file's TOML with Content-Type: application/toml")

@@ -84,7 +84,7 @@ def _specs(data: Any) -> tuple[list[Any], list[bool], list[str] | None, bool]:
 
 
 @router.post("/api/v1/tasks", status_code=201, responses=SUBMIT_ANSWERS, openapi_extra=SUBMIT_BODY)
-def submit(request: Request, who: Caller = Depends(caller), body: bytes = Depends(raw_body)) -> JSONResponse:
+def submit(request: Request, body: bytes = Depends(raw_body), who: Caller = Depends(caller)) -> JSONResponse:
     """Submit one task or a list of them (one transaction: all or nothing); 201 with the task(s), 200 when they all existed."""
     if models.media_type(request) not in (*models.JSON_TYPES, ""):
         raise models.unsupported_media("send the task(s) as JSON: Content-Type: application/json")
