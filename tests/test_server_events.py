@@ -210,6 +210,10 @@ def test_the_stream_needs_a_token(server):
     answer = httpx.get(f"{server.url}/api/v1/events")
     assert answer.status_code == 401 and answer.json()["exit_code"] == 4
     assert httpx.get(f"{server.url}/api/v1/events/stats").status_code == 401
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert "text/event-stream" in paths["/api/v1/events"]["get"]["responses"]["200"]["content"]
+    assert "application/x-ndjson" in paths["/api/v1/tasks/{task_id}/logs"]["get"]["responses"]["200"]["content"]
+    assert {"401", "403"} <= set(paths["/api/v1/events"]["get"]["responses"]) and "/api/v1/events/stats" in paths
 
 
 # -- the feed itself, in process --------------------------------------------------------

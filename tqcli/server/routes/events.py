@@ -55,7 +55,7 @@ def _resume_point(request: Request, last_event_id: Optional[int]) -> Optional[in
     return int(text)
 
 
-@router.get("/api/v1/events", response_class=StreamResponse, responses=STREAM_DOC)  # type: ignore[arg-type]
+@router.get("/api/v1/events", status_code=200, response_class=StreamResponse, responses=STREAM_DOC)
 async def event_stream(
     request: Request,
     who: Identity = Depends(authenticated),
