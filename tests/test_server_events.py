@@ -90,6 +90,9 @@ def test_last_event_id_replays_what_came_after_it_then_goes_on_live_without_a_ga
     with events(server, last_event_id=last, params={"last_event_id": 1}) as stream:  # the header wins
         cli.submit("tests.jobs:noop")
         assert stream.next().id == last + 1
+    with events(server, last_event_id=last + 1000) as stream:  # an id this chain never reached: live from its head
+        cli.submit("tests.jobs:noop")
+        assert stream.next().id == last + 2
     with server.client() as client:
         answer = client.get("/api/v1/events", headers={"Last-Event-ID": "seven"})
         assert answer.status_code == 400 and "Last-Event-ID" in answer.json()["error"]
