@@ -247,3 +247,58 @@ def test_each_form_of_an_entry_is_encoded_once_as_one_sse_event():
     event = feed_module.encode(entry(7, tenant='line\nbreak'), "brief").decode()
     assert event == 'id: 7\nevent: audit\ndata: {"seq":7,"action":"task.submit","task_id":1,"tenant":"line\\nbreak"}\n\n'
     assert END is not None
+
+
+class ChainFeed:
+    """An EventFeed stand-in over a list of entries: what `events.stream` reads and subscribes to."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.subscribers = []
+
+    async def read(self, function, after, limit):
+        from tqcli.security.audit_feed import Page
+
+        head = max((item.seq for item in self.entries), default=0)
+        found = [item for item in self.entries if item.seq > after][:limit]
+        return Page(found, min(head, after + limit), head)
+
+    def subscribe(self, user, secret, access):
+        subscriber = feed_module.Subscriber(user, secret, access)
+        self.subscribers.append(subscriber)
+        self.entries.append(entry(len(self.entries) + 1))  # appended while subscribing: the second replay pass finds it
+        subscriber.offer(len(self.entries), feed_module.encode(self.entries[-1], "whole"))  # and the poller hands it out too
+        return subscriber
+
+    def unsubscribe(self, subscriber):
+        self.subscribers.remove(subscriber)
+
+
+def test_the_stream_replays_then_goes_live_skipping_what_it_replayed_and_keeps_quiet_streams_alive(monkeypatch):
+    monkeypatch.setattr(feed_module, "HEARTBEAT", 0.2)
+
+    async def scenario():
+        feed = ChainFeed([entry(seq) for seq in range(1, 4)])
+        body = feed_module.stream(feed, "vera", "secret", Access("vera", [], open=True), 1)
+        assert (await body.__anext__()).startswith(b"retry: ")
+        replayed = (await body.__anext__()).decode()
+        assert [line for line in replayed.splitlines() if line.startswith("id:")] == ["id: 2", "id: 3"]
+        again = (await body.__anext__()).decode()  # the entry appended while subscribing, from the database
+        assert [line for line in again.splitlines() if line.startswith("id:")] == ["id: 4"]
+        [subscriber] = feed.subscribers
+        pending = asyncio.ensure_future(body.__anext__())
+        await asyncio.sleep(0.05)
+        subscriber.offer(5, feed_module.encode(entry(5), "whole"))
+        live = (await pending).decode()
+        assert [line for line in live.splitlines() if line.startswith("id:")] == ["id: 5"]  # 4 came once, not twice
+        assert await body.__anext__() == b": keep-alive\n\n"
+        subscriber.close("the server is stopping")
+        assert await body.__anext__() == b": closed: the server is stopping\n\n"
+        try:
+            await body.__anext__()
+            raise AssertionError("the stream went on after it was closed")
+        except StopAsyncIteration:
+            pass
+        assert feed.subscribers == []
+
+    asyncio.run(scenario())
