@@ -69,20 +69,21 @@ START_TIMEOUT = 30.0
 class Plan:
     """How long each part runs (seconds)."""
 
+    baseline: float = 8.0  # the drain alone, before any load
     warmup: float = 3.0
     phase: float = 5.0
     pairs: int = 4  # off/on pairs: this many phases of each
-    closed: float = 10.0  # the closed-loop run, after a warm-up of 1 s
+    closed: float = 8.0  # the closed-loop run, after a warm-up of 1 s
     probe: float = 1.0  # each endpoint alone, one client back to back, before the backlog and after the drain
     calibrate: int = 10_000  # tasks of the drain that sizes the backlog
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(warmup=1.0, phase=1.5, pairs=2, closed=2.0, probe=0.3, calibrate=1_000)
+        return cls(baseline=1.5, warmup=1.0, phase=1.5, pairs=2, closed=2.0, probe=0.3, calibrate=1_000)
 
     @property
     def loaded(self) -> float:
-        return self.warmup + 2 * self.phase * self.pairs
+        return self.baseline + self.warmup + 2 * self.phase * self.pairs
 
 
 # -- the server and a client ------------------------------------------------------
@@ -377,10 +378,13 @@ class Result:
     on_seconds: float = 0.0
     windows: list[tuple[float, float]] = field(default_factory=list)  # the measured phases with load
     off_rates: list[float] = field(default_factory=list)  # the drain, per phase without load
+    base_rate: float = 0.0  # the drain before any load
     on_rates: list[float] = field(default_factory=list)  # the drain, per phase with load
     server_cores: float = 0.0  # server CPU / time, under load
     idle_cores: float = 0.0  # server CPU / time, in the phases without load
     client_cores: float = 0.0  # this process's CPU / time, under load
+    db_cores: float | None = 0.0  # the PostgreSQL server's CPU / time, under load (None on SQLite)
+    db_idle_cores: float | None = 0.0  # ... in the phases without load
     max_samples: list[Sample] = field(default_factory=list)
     max_seconds: float = 0.0
     max_cpu: float = 0.0
@@ -395,18 +399,23 @@ class Result:
 
 
 def phases(start: float, plan: Plan) -> list[tuple[str, float, float]]:
-    """(on/off, start, end) of every measured phase after the warm-up: off, on, on, off, off, on, ..."""
+    """(base/on/off, start, end) of every measured phase: the drain alone, then after the warm-up off, on, on, off, off, on, ..."""
     order = [name for i in range(plan.pairs) for name in (("off", "on") if i % 2 == 0 else ("on", "off"))]
-    t = start + plan.warmup
-    out = []
+    t = start + plan.baseline + plan.warmup
+    out = [("base", start, start + plan.baseline)]
     for name in order:
         out.append((name, t, t + plan.phase))
         t += plan.phase
     return out
 
 
-def measure(label: str, db: str, env: dict[str, str], work: Path, plan: Plan, log: Callable[[str], None]) -> Result:
-    """Everything above on the database `db` (fresh and empty); a failure is a problem of the result, not an exception."""
+def measure(
+    label: str, db: str, env: dict[str, str], work: Path, plan: Plan, log: Callable[[str], None], db_cpu: Callable[[], float] | None = None,
+) -> Result:
+    """Everything above on the database `db` (fresh and empty); a failure is a problem of the result, not an exception.
+
+    `db_cpu`: CPU seconds the PostgreSQL server's processes used so far (its share of the load is reported too).
+    """
     result = Result(label)
     server = None
     try:
@@ -427,14 +436,15 @@ def measure(label: str, db: str, env: dict[str, str], work: Path, plan: Plan, lo
         log(f"HTTP load, {label}: {result.backlog:,} ready tasks; {plan.loaded:.0f} s of drain with the load switched on and off...")
         start = time.monotonic() + 0.2
         timeline = phases(start, plan)
-        windows = [(start, start + plan.warmup)] + [(a, b) for name, a, b in timeline if name == "on"]
-        cpu_marks: list[tuple[float, float, float]] = []  # (time, server CPU, our CPU) at each phase boundary
+        warm = start + plan.baseline
+        windows = [(warm, warm + plan.warmup)] + [(a, b) for name, a, b in timeline if name == "on"]
+        cpu_marks: list[tuple[float, float, float]] = []  # (server CPU, our CPU, database CPU) at each phase's start and end
 
         def meter() -> None:
-            for at in [a for _, a, _ in timeline] + [timeline[-1][2]]:
+            for at in [t for _, a, b in timeline for t in (a, b)]:
                 time.sleep(max(0.0, at - time.monotonic()))
                 own = resource.getrusage(resource.RUSAGE_SELF)
-                cpu_marks.append((at, server.cpu(), own.ru_utime + own.ru_stime))
+                cpu_marks.append((server.cpu(), own.ru_utime + own.ru_stime, db_cpu() if db_cpu else 0.0))
 
         metering = threading.Thread(target=meter, daemon=True)
         metering.start()
@@ -448,20 +458,27 @@ def measure(label: str, db: str, env: dict[str, str], work: Path, plan: Plan, lo
         ends = stamps_of(worker.stamps)
         if len(ends) >= result.backlog:
             result.problems.append("the backlog ran out before the last phase ended: the drain rates are low")
-        measured_from = start + plan.warmup
+        measured_from = warm + plan.warmup
         result.samples = [s for s in samples if s.at >= measured_from]
-        for (name, a, b), (_, server_a, own_a), (_, server_b, own_b) in zip(timeline, cpu_marks, cpu_marks[1:]):
+        for (name, a, b), (server_a, own_a, db_a), (server_b, own_b, db_b) in zip(timeline, cpu_marks[::2], cpu_marks[1::2]):
             done = sum(1 for end in ends if a * 1e9 <= end < b * 1e9)
+            if name == "base":
+                result.base_rate = done / (b - a)
+                continue
             (result.on_rates if name == "on" else result.off_rates).append(done / (b - a))
             if name == "on":
                 result.on_seconds += b - a
                 result.windows.append((a, b))
                 result.server_cores += (server_b - server_a)
                 result.client_cores += (own_b - own_a)
+                result.db_cores += (db_b - db_a)
             else:
                 result.idle_cores += (server_b - server_a) / (b - a) / plan.pairs
+                result.db_idle_cores += (db_b - db_a) / (b - a) / plan.pairs
         result.server_cores /= result.on_seconds or 1
         result.client_cores /= result.on_seconds or 1
+        result.db_cores = result.db_cores / (result.on_seconds or 1) if db_cpu else None
+        result.db_idle_cores = result.db_idle_cores if db_cpu else None
         result.costs_large = endpoint_costs(server, plan.probe, ids)
         log(f"HTTP load, {label}: {plan.closed:.0f} s of GET /api/v1/tasks/{{id}} from {CLIENTS} clients back to back...")
         writes, wal = write_transactions(db), wal_bytes(db)
@@ -569,13 +586,17 @@ def figures(result: Result, plan: Plan) -> list[Figure]:
         on, off = statistics.mean(result.on_rates), statistics.mean(result.off_rates)
         pairs = [a / b for a, b in zip(result.on_rates, result.off_rates) if b > 0]
         ratio = on / off if off else 0.0
+        base = on / result.base_rate if result.base_rate else 0.0
         out.append(Figure(
             f"drain under HTTP load, {label}",
-            f"one `worker --once` over {result.backlog:,} ready no-op tasks, {plan.pairs} phases of {plan.phase:g} s with the load "
-            f"and {plan.pairs} without, alternating",
-            f"{on:,.0f}/s with vs {off:,.0f}/s without: {ratio:.2f}x (phase pairs {min(pairs):.2f}-{max(pairs):.2f}x); "
-            f"under load the server used {result.server_cores:.2f} cores ({result.idle_cores:.2f} without), the load generator {result.client_cores:.2f}",
-            ">= 0.8x", ratio >= 0.8,
+            f"one `worker --once` over {result.backlog:,} ready no-op tasks: {plan.baseline:g} s alone, then after a warm-up "
+            f"{plan.pairs} phases of {plan.phase:g} s with the load and {plan.pairs} without, alternating",
+            f"{on:,.0f}/s with vs {off:,.0f}/s in the phases without: {ratio:.2f}x (phase pairs {min(pairs):.2f}-{max(pairs):.2f}x); "
+            f"vs {result.base_rate:,.0f}/s before any load: {base:.2f}x; "
+            f"under load tqcli serve used {result.server_cores:.2f} cores ({result.idle_cores:.2f} in the phases without)"
+            + (f", PostgreSQL {result.db_cores:.2f} ({result.db_idle_cores:.2f})" if result.db_cores is not None else "")
+            + f", the load generator {result.client_cores:.2f}",
+            ">= 0.8x (both)", ratio >= 0.8 and base >= 0.8,
         ))
     if result.costs_small and result.costs_large:
         out.append(Figure(
@@ -607,7 +628,8 @@ def section(stores: list[Any], plan: Plan, work: Path, env_for: Callable[[str], 
     for store in stores:
         db = store.fresh("http_load")
         try:
-            result = measure(store.label, db, env_for(db), work, plan, log)
+            server = getattr(store, "server", None)  # PostgresStore: the PostgreSQL server (bench/parallel.py)
+            result = measure(store.label, db, env_for(db), work, plan, log, server.cpu if server is not None else None)
         finally:
             store.drop(db)
         done = figures(result, plan)
