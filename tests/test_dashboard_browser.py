@@ -104,6 +104,12 @@ def test_a_task_submitted_from_the_cli_appears_in_the_list_without_a_reload(brow
     assert browser.execute_script("return window.stillTheSamePage") is True, "the row came without a reload"
     go(browser, "#/")
     wait_for(lambda: css(browser, "#queue-counts tr[data-queue='mail']"), "the new queue's counts", driver=browser)
+    browser.set_window_size(480, 900)
+    try:
+        wide, window = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert wide <= window, "on a narrow screen the page itself does not scroll sideways (only wide tables do)"
+    finally:
+        browser.set_window_size(1280, 900)
 
 
 def test_replay_works_for_an_operator_and_is_absent_for_a_viewer(browser, cli):
