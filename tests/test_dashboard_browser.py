@@ -64,6 +64,32 @@ def css(browser, selector: str) -> list:
     return browser.find_elements(By.CSS_SELECTOR, selector)
 
 
+def click(browser, selector: str, what: str) -> None:
+    """Click the element `selector` once it is there; found again when a live refresh re-drew it in between."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def attempt() -> bool:
+        found = css(browser, selector)
+        if not found:
+            return False
+        try:
+            found[0].click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(attempt, what, driver=browser)
+
+
+def type_into(browser, selector: str, text: str) -> None:
+    """Replace the text of the input `selector` with `text`, as a user would (focus, select all, type)."""
+    from selenium.webdriver.common.keys import Keys
+
+    click(browser, selector, selector)
+    css(browser, selector)[0].send_keys(Keys.CONTROL, "a")
+    css(browser, selector)[0].send_keys(text)
+
+
 def message(browser) -> str:
     return browser.execute_script("const m = document.getElementById('message'); return m.hidden ? '' : m.textContent")
 
@@ -123,16 +149,23 @@ def test_replay_works_for_an_operator_and_is_absent_for_a_viewer(browser, cli):
     try:
         sign_in(browser, f"{running.url}/?token={token_for(cli, 'olga')}")
         go(browser, "#/dlq")
-        button = wait_for(lambda: css(browser, f".replay-one[data-task='{first}']"), "the replay button", driver=browser)[0]
-        button.click()
+        click(browser, f".replay-one[data-task='{first}']", "the replay button")
         wait_for(lambda: not css(browser, f"#dlq-list tr[data-task='{first}']"), "the replayed task to leave the DLQ", driver=browser)
         assert "replayed 1 task" in message(browser)
         go(browser, f"#/tasks/{first}")
         wait_for(lambda: css(browser, "#task-detail .badge.state-pending"), "the task shown pending", driver=browser)
         assert cli.task(first)["state"] == "pending"
+        type_into(browser, "#bump-priority", "7")
+        click(browser, "#bump-task", "the bump button")
+        wait_for(lambda: "now has priority 7" in message(browser), "the bump's confirmation", driver=browser)
+        click(browser, "#cancel-task", "the cancel button")
+        assert cli.task(first)["state"] == "pending", "the first click only asks to confirm"
+        click(browser, "#cancel-task.armed", "the armed cancel button")
+        wait_for(lambda: css(browser, "#task-detail .badge.state-cancelled"), "the task shown cancelled", driver=browser)
+        assert (cli.task(first)["state"], cli.task(first)["priority"]) == ("cancelled", 7)
 
         go(browser, "#/dlq")
-        css(browser, "#replay-all-preview")[0].click()
+        click(browser, "#replay-all-preview", "the replay-all preview button")
         wait_for(lambda: css(browser, "#preview-ids"), "the dry run's preview", driver=browser)
         assert css(browser, "#preview-ids")[0].text == str(second) and cli.task(second)["state"] == "failed"
 
@@ -143,8 +176,9 @@ def test_replay_works_for_an_operator_and_is_absent_for_a_viewer(browser, cli):
         go(browser, f"#/tasks/{second}")
         wait_for(lambda: css(browser, "#task-detail .badge.state-failed"), "the failed task as a viewer", driver=browser)
         assert not css(browser, "#replay-task") and not css(browser, "#cancel-task")
-        go(browser, f"#/tasks/{first}")
-        wait_for(lambda: css(browser, "#task-detail .badge.state-pending"), "the pending task as a viewer", driver=browser)
+        waiting = cli.submit("tests.jobs:noop")
+        go(browser, f"#/tasks/{waiting}")
+        wait_for(lambda: css(browser, "#task-detail .badge.state-pending"), "a pending task as a viewer", driver=browser)
         assert not css(browser, "#cancel-task") and not css(browser, "#bump-task")
     finally:
         running.stop()

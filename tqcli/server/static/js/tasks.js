@@ -130,47 +130,49 @@ export function confirmButton(text, confirmText, action, attrs = {}) {
   return button;
 }
 
-function actionBar(task, app, reload) {
-  const buttons = [];
-  const active = ["pending", "blocked", "running"].includes(task.state);
-  if (active && mayChange(app, task)) {
-    buttons.push(confirmButton("Cancel", "Click again to cancel", async () => {
-      try {
-        await api(`/api/v1/tasks/${task.id}/cancel`, {method: "POST"});
-        say(`task ${task.id} cancelled`, "ok");
-      } catch (error) {
-        report(error, `cancel task ${task.id}`);
-      }
-      await reload();
-    }, {id: "cancel-task", class: "danger"}));
-  }
-  if ((task.state === "pending" || task.state === "blocked") && mayChange(app, task)) {
-    const priority = h("input", {type: "number", id: "bump-priority", value: String(task.priority + 10), step: "1", "aria-label": "new priority"});
-    buttons.push(h("span", {class: "inline-form"}, h("label", {for: "bump-priority"}, "priority"), priority,
-      h("button", {type: "button", id: "bump-task", onclick: async () => {
-        const value = Number(priority.value);
-        if (!Number.isInteger(value)) return say("the priority must be a whole number", "error");
-        try {
-          await api(`/api/v1/tasks/${task.id}/bump`, {method: "POST", body: {priority: value}});
-          say(`task ${task.id} now has priority ${value}`, "ok");
-        } catch (error) {
-          report(error, `bump task ${task.id}`);
-        }
-        await reload();
-      }}, "Bump")));
-  }
-  if (task.state === "failed" && app.me.may.operate) {
-    buttons.push(h("button", {type: "button", id: "replay-task", class: "primary", onclick: async () => {
-      try {
-        await api("/api/v1/dlq/replay", {method: "POST", body: {ids: [task.id]}});
-        say(`task ${task.id} replayed: pending again`, "ok");
-      } catch (error) {
-        report(error, `replay task ${task.id}`);
-      }
-      await reload();
-    }}, "Replay"));
-  }
-  return h("div", {class: "actions"}, buttons);
+// The task page's buttons, made once per page: a live refresh re-draws the page around the same
+// elements, so what the user typed (a priority) and a half-confirmed cancel survive it.
+function controls(id, app, reload) {
+  const act = (doing, call, done) => async () => {
+    try {
+      await call();
+      say(done(), "ok");
+    } catch (error) {
+      report(error, doing);
+    }
+    await reload();
+  };
+  const cancel = confirmButton("Cancel", "Click again to cancel",
+    act(`cancel task ${id}`, () => api(`/api/v1/tasks/${id}/cancel`, {method: "POST"}), () => `task ${id} cancelled`),
+    {id: "cancel-task", class: "danger"});
+  const priority = h("input", {type: "number", id: "bump-priority", step: "1", min: "-100", max: "100", "aria-label": "new priority"});
+  let typed = false;
+  for (const event of ["focus", "input"]) priority.addEventListener(event, () => {
+    typed = true; // the user is at it: a refresh leaves the value alone
+  });
+  const bump = h("span", {class: "inline-form"}, h("label", {for: "bump-priority"}, "priority"), priority,
+    h("button", {type: "button", id: "bump-task", onclick: () => {
+      const value = Number(priority.value);
+      if (priority.value === "" || !Number.isInteger(value)) return say("the priority must be a whole number", "error");
+      typed = false;
+      return act(`bump task ${id}`, () => api(`/api/v1/tasks/${id}/bump`, {method: "POST", body: {priority: value}}),
+        () => `task ${id} now has priority ${value}`)();
+    }}, "Bump"));
+  const replay = h("button", {type: "button", id: "replay-task", class: "primary",
+    onclick: act(`replay task ${id}`, () => api("/api/v1/dlq/replay", {method: "POST", body: {ids: [id]}}), () => `task ${id} replayed: pending again`)},
+    "Replay");
+  const bar = h("div", {class: "actions"});
+  return {
+    /** The buttons `task`'s state and the user's roles allow, in the one bar. */
+    bar(task) {
+      const change = mayChange(app, task);
+      if (!typed) priority.value = String(Math.min(100, task.priority + 10));
+      return fill(bar,
+        ["pending", "blocked", "running"].includes(task.state) && change ? cancel : null,
+        (task.state === "pending" || task.state === "blocked") && change ? bump : null,
+        task.state === "failed" && app.me.may.operate ? replay : null);
+    },
+  };
 }
 
 /** One task: `#/tasks/ID`. */
@@ -178,6 +180,7 @@ export async function mountDetail(main, id, app) {
   const body = h("div", {id: "task-detail"});
   fill(main, h("p", {class: "crumbs"}, h("a", {href: "#/tasks"}, "Tasks"), " / ", `task ${id}`), body);
   let output = null;
+  const buttons = controls(id, app, () => load());
   async function load() {
     let task;
     try {
@@ -196,7 +199,7 @@ export async function mountDetail(main, id, app) {
     ].filter(Boolean);
     fill(body,
       h("div", {class: "title-row"},
-        h("h1", {}, `#${task.id} `, h("span", {class: "task-title"}, task.name)), badge(task.state), actionBar(task, app, load)),
+        h("h1", {}, `#${task.id} `, h("span", {class: "task-title"}, task.name)), badge(task.state), buttons.bar(task)),
       waiting,
       outcome.length ? h("section", {class: "panel"}, outcome) : null,
       h("section", {class: "panel"}, h("h2", {}, "Attempts"), attempts(task.history)),
