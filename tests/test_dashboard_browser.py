@@ -120,7 +120,7 @@ def test_login_url_sets_an_httponly_cookie_drops_the_token_and_errors_show_in_th
     assert "tqcli serve" in browser.find_element(By.TAG_NAME, "body").text and browser.get_cookie("tqcli_session") is None
 
 
-def test_a_task_submitted_from_the_cli_appears_in_the_list_without_a_reload(browser, server, cli):
+def test_a_task_and_a_dag_submitted_from_the_cli_show_without_a_reload_also_on_a_narrow_screen(browser, server, cli):
     sign_in(browser, server.login_url)
     go(browser, "#/tasks")
     browser.execute_script("window.stillTheSamePage = true")
@@ -130,6 +130,14 @@ def test_a_task_submitted_from_the_cli_appears_in_the_list_without_a_reload(brow
     assert browser.execute_script("return window.stillTheSamePage") is True, "the row came without a reload"
     go(browser, "#/")
     wait_for(lambda: css(browser, "#queue-counts tr[data-queue='mail']"), "the new queue's counts", driver=browser)
+    dag_file = cli.home / "etl.toml"
+    dag_file.write_text('name = "etl"\n[tasks.extract]\ntarget = "tests.jobs:noop"\n'
+                        '[tasks.load]\ntarget = "tests.jobs:noop"\ndepends_on = ["extract"]\n')
+    dag_id = int(cli.ok("dag", "submit", str(dag_file)).stdout.split()[-1])
+    go(browser, f"#/dags/{dag_id}")
+    nodes = wait_for(lambda: css(browser, "svg.dag-graph .dag-node"), "the DAG's graph", driver=browser)
+    assert sorted(node.get_attribute("data-state") for node in nodes) == ["pending", "pending"]
+    assert len(css(browser, "svg.dag-graph path.edge")) == 1, "one edge: extract -> load"
     browser.set_window_size(480, 900)
     try:
         wide, window = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
