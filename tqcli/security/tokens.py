@@ -147,7 +147,7 @@ class TokenService:
         """
         lifetime = check_lifetime(lifetime, what="lifetime")
         with self._ctx.change() as (tx, _journal):
-            row = self._row_for_change(tx, token_id, own="operate", action=f"extend token {token_id}")
+            row = self._row_for_change(tx, token_id, own="operate", asked=f"extend token {token_id}")
             now = self._ctx.clock.now()
             if not _info(row).active(now):
                 state = "revoked" if row.revoked_at is not None else "expired"
@@ -171,7 +171,7 @@ class TokenService:
     def end_login(self, token_id: int) -> bool:
         """Revoke `serve`'s login token as it stops; one's own token needs no role, another's `admin`. False when already revoked."""
         with self._ctx.change() as (tx, journal):
-            row = self._row_for_change(tx, token_id, own=None, action=f"revoke token {token_id}")
+            row = self._row_for_change(tx, token_id, own=None, asked=f"revoke token {token_id}")
             return self._revoke(tx, journal, row)[1]
 
     def _revoke(self, tx: Any, journal: Any, row: TokenRow) -> tuple[TokenInfo, bool]:
@@ -188,13 +188,13 @@ class TokenService:
             raise NotFound(f"no token {token_id}: 'tqcli token list' shows the tokens")
         return row
 
-    def _row_for_change(self, tx: Any, token_id: int, *, own: str | None, action: str) -> TokenRow:
+    def _row_for_change(self, tx: Any, token_id: int, *, own: str | None, asked: str) -> TokenRow:
         """The token, once the actor may change it: its own with `own` (None: always), another's with `admin`."""
         row = tx.token_row(token_id) if _is_id(token_id) else None
         if row is None or row.user_name != self._ctx.actor:
-            self._ctx.authorize(tx, "admin", action)
+            self._ctx.authorize(tx, "admin", asked)
         elif own is not None:
-            self._ctx.authorize(tx, own, action)
+            self._ctx.authorize(tx, own, asked)
         if row is None:
             raise NotFound(f"no token {token_id}: 'tqcli token list' shows the tokens")
         return row
