@@ -80,7 +80,7 @@ def test_bulk_submit_from_stdin(cli):
     [
         ('{"target": "a:b", "priority": 500}', "line 2: invalid priority 500"),
         ('{"target": "a:b"', "line 2: invalid JSON"),
-        ("[1, 2]", "line 2: each line must be a JSON object"),
+        ("[1, 2]", "line 2: a task must be a JSON object, not an array"),
         ('{"payload": {}}', "line 2: missing key 'target'"),
         ('{"target": "a:b", "colour": "red"}', "line 2: unknown key 'colour'"),
         ('{"target": "a:b", "backend": "nope"}', "line 2: unknown backend 'nope'"),

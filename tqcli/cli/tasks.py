@@ -93,7 +93,7 @@ def _bulk_specs(
     `progress(lines checked, lines in all, what)` is called every
     BULK_PROGRESS_LINES lines and at the end.
     """
-    from tqcli.core.spec import parse_json, spec_from_mapping
+    from tqcli.core.spec import parse_json, spec_from_object
 
     text = read_input_file(path, what="bulk file")
     specs, where, flags = [], [], []
@@ -105,13 +105,8 @@ def _bulk_specs(
             continue
         label = f"{'stdin' if path == '-' else path} line {number}"
         try:
-            data = parse_json(line, what="this line")
-            if not isinstance(data, dict):
-                raise InvalidInput("each line must be a JSON object")
-            wanted = data.pop("encrypt", encrypt)
-            if not isinstance(wanted, bool):
-                raise InvalidInput(f"invalid encrypt {wanted!r}: use true or false")
-            specs.append(spec_from_mapping(data, defaults=defaults))
+            spec, wanted = spec_from_object(parse_json(line, what="this line"), defaults=defaults, encrypt=encrypt)
+            specs.append(spec)
             flags.append(wanted)
         except InvalidInput as exc:
             raise InvalidInput(f"{label}: {exc.message}; nothing was submitted") from None
