@@ -15,6 +15,7 @@ from tqcli.config import Config
 from tqcli.server import http_errors
 from tqcli.server.guards import MAX_BODY, BodyLimit, HostCheck
 from tqcli.server.lifecycle import Shutdown
+from tqcli.server.recent import ForgetOnChange, RecentAnswers
 from tqcli.server.routes import ROUTERS
 from tqcli.server.sessions import ConnectionPool
 
@@ -28,6 +29,7 @@ class ServerSettings:
     public_metrics: bool = False
     max_body: int = MAX_BODY
     pool: ConnectionPool | None = None
+    user: str | None = None  # who started serve: /metrics reads as them when it is public
     shutdown: Shutdown = field(default_factory=Shutdown)
 
 
@@ -66,6 +68,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.shutdown = settings.shutdown
+    app.state.recent = recent = RecentAnswers()
     http_errors.install(app)
 
     @app.get("/healthz", response_model=Health, responses=http_errors.error_responses(503), tags=["server"])
@@ -77,7 +80,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     for module in ROUTERS:
         app.include_router(importlib.import_module(module).router)
-    # Outermost first: an unknown Host is refused before its body is read.
+    # The last added runs first: an unknown Host is refused before its body is read.
+    app.add_middleware(ForgetOnChange, answers=recent)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app

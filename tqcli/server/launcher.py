@@ -126,7 +126,9 @@ def serve(
         raise
     renewal = _LoginRenewal(queue, login.id)
     try:
-        settings = ServerSettings(config=queue.config, allowed_hosts=allowed_hosts(host, extra_hosts), public_metrics=public_metrics)
+        settings = ServerSettings(
+            config=queue.config, allowed_hosts=allowed_hosts(host, extra_hosts), public_metrics=public_metrics, user=queue.actor,
+        )
         app = create_app(settings)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from tqcli.security.rbac import PERMISSIONS, Access
 from tqcli.server import models
 from tqcli.server.http_errors import error_responses
 from tqcli.server.models import Breaker, Me, QueueInfo, Schedule, TenantInfo, Worker, answer
+from tqcli.server.recent import recent_answer
 from tqcli.server.sessions import Caller, caller
 from tqcli.units import format_time
 
@@ -46,15 +47,15 @@ def list_breakers(who: Caller = Depends(caller)) -> JSONResponse:
 
 
 @router.get("/api/v1/queues", response_model=list[QueueInfo], responses=READ_ERRORS)
-def list_queues(who: Caller = Depends(caller)) -> JSONResponse:
-    """Queues with their limits and counts: the `queue list --json` array."""
-    return answer([info.to_dict() for info in who.queue.tenancy.queues()])
+def list_queues(request: Request, who: Caller = Depends(caller)) -> JSONResponse:
+    """Queues with their limits and counts: the `queue list --json` array (up to a second old)."""
+    return answer(recent_answer(request, (who.user, "queues"), lambda: [info.to_dict() for info in who.queue.tenancy.queues()]))
 
 
 @router.get("/api/v1/tenants", response_model=list[TenantInfo], responses=READ_ERRORS)
-def list_tenants(who: Caller = Depends(caller)) -> JSONResponse:
-    """Tenants with their limits, weights and counts: the `tenant list --json` array."""
-    return answer([info.to_dict() for info in who.queue.tenancy.tenants()])
+def list_tenants(request: Request, who: Caller = Depends(caller)) -> JSONResponse:
+    """Tenants with their limits, weights and counts: the `tenant list --json` array (up to a second old)."""
+    return answer(recent_answer(request, (who.user, "tenants"), lambda: [info.to_dict() for info in who.queue.tenancy.tenants()]))
 
 
 @router.get("/api/v1/workers", response_model=list[Worker], responses=READ_ERRORS)

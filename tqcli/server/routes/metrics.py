@@ -42,7 +42,7 @@ def metrics(request: Request) -> Response:
     settings = request.app.state.settings
     if settings.public_metrics:
         # Read as the user who started serve (it holds `operate`, so it sees every tenant).
-        user = getattr(settings, "user", None) or login_name()
+        user = settings.user or login_name()
     else:
         user = authenticated(request).user
     with pool_of(request).queue_for(user) as queue:

@@ -12,6 +12,7 @@ from tqcli.errors import InvalidInput
 from tqcli.server import models
 from tqcli.server.http_errors import error_responses
 from tqcli.server.models import BumpRequest, CancelRequest, Status, Task, TaskObject, answer, body_invalid, raw_body
+from tqcli.server.recent import recent_answer
 from tqcli.server.sessions import Caller, caller
 
 router = APIRouter(tags=["tasks"], route_class=models.ApiRoute)
@@ -48,15 +49,19 @@ def _filter(value: Optional[str]) -> Optional[str]:
 
 @router.get("/api/v1/tasks", response_model=Status, responses=error_responses(400, 401, 403, 503))
 def list_tasks(
+    request: Request,
     who: Caller = Depends(caller),
     queue: Optional[str] = Query(None, description="Only this queue"),
     tenant: Optional[str] = Query(None, description="Only this tenant"),
     state: Optional[str] = Query(None, description="List only tasks in this state"),
     limit: int = Query(20, ge=0, le=1_000_000, description="How many of the newest tasks to list; 0 for all of them"),
 ) -> JSONResponse:
-    """Counts per queue and state and the newest tasks: the `status --json` document."""
-    summary = who.queue.status(queue=_filter(queue), tenant=_filter(tenant), state=_filter(state), limit=limit)
-    return answer(summary.to_json())
+    """Counts per queue and state and the newest tasks: the `status --json` document (up to a second old)."""
+    filters = {"queue": _filter(queue), "tenant": _filter(tenant), "state": _filter(state), "limit": limit}
+    document = recent_answer(request, 
+        (who.user, "tasks", *filters.items()), lambda: who.queue.status(**filters).to_json()
+    )
+    return answer(document)
 
 
 def _specs(data: Any) -> tuple[list[Any], list[bool], list[str] | None, bool]:
