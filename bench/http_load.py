@@ -79,7 +79,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(baseline=1.5, warmup=1.0, phase=1.5, pairs=2, closed=2.0, probe=0.3, calibrate=1_000)
+        return cls(baseline=1.0, warmup=0.5, phase=1.0, pairs=1, closed=1.0, probe=0.2, calibrate=1_000)
 
     @property
     def loaded(self) -> float:
