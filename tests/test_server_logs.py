@@ -29,7 +29,8 @@ def test_a_task_run_by_a_worker_shows_what_it_printed_as_logs_json_does(cli, ser
     with server.client() as client:
         document = client.get(f"/api/v1/tasks/{task_id}/logs").json()
         assert document == cli.ok("logs", str(task_id), "--json").json
-        assert document["chunks"][0] == {"stream": "stdout", "text": "to stdout\n", "dropped_before": 0}
+        first = document["chunks"][0]  # how writes gather into chunks depends on when the pipe is read
+        assert (first["stream"], first["dropped_before"]) == ("stdout", 0) and first["text"].startswith("to stdout\n")
         assert (document["task"], document["attempt"], document["running"]) == (task_id, 1, False)
         assert client.get(f"/api/v1/tasks/{task_id}/logs", params={"tail": 2}).json()["output"] == "4\n5\n"
         assert client.get(f"/api/v1/tasks/{retried}/logs", params={"attempt": 1}).json() == cli.ok(

@@ -15,7 +15,7 @@ from tqcli.config import Config
 from tqcli.server import http_errors
 from tqcli.server.guards import MAX_BODY, BodyLimit, HostCheck
 from tqcli.server.lifecycle import Shutdown
-from tqcli.server.recent import ForgetOnChange, RecentAnswers
+from tqcli.server.recent import RecentAnswers
 from tqcli.server.routes import ROUTERS
 from tqcli.server.sessions import ConnectionPool
 
@@ -68,7 +68,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.shutdown = settings.shutdown
-    app.state.recent = recent = RecentAnswers()
+    app.state.recent = RecentAnswers()
     http_errors.install(app)
 
     @app.get("/healthz", response_model=Health, responses=http_errors.error_responses(503), tags=["server"])
@@ -81,7 +81,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     for module in ROUTERS:
         app.include_router(importlib.import_module(module).router)
     # The last added runs first: an unknown Host is refused before its body is read.
-    app.add_middleware(ForgetOnChange, answers=recent)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app

@@ -168,6 +168,12 @@ class EventFeed:
                 if not self._ready.is_set():
                     self.cursor = await self.read(audit_feed.head_seq)
                     self._ready.set()
+                elif not self.subscribers:
+                    # Nobody listens: follow the head alone rather than read and decode every entry of a drain.
+                    head = await self.read(audit_feed.head_seq)
+                    self.polls += 1
+                    if not self.subscribers:  # one who came meanwhile may still need the entries up to head
+                        self.cursor = head
                 else:
                     page = await self.read(audit_feed.read_after, self.cursor, PAGE)
                     self.polls += 1
