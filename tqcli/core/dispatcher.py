@@ -13,6 +13,7 @@ on its task row; its attempt row (keyed by the token) is written when it ends.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -97,7 +98,12 @@ def backoff_delay(backoff: float, attempt: int) -> float:
 def _attempt_details(attempt: int, worker: str) -> str:
     # The hottest audit entries (claim, complete), written without a json.dumps each;
     # the same text json.dumps(sort_keys=True, separators=(",", ":")) would give.
-    return f'{{"attempt":{attempt},"worker":{json.dumps(worker, ensure_ascii=False)}}}'
+    return f'{{"attempt":{attempt},"worker":{_json_text(worker)}}}'
+
+
+@functools.lru_cache(maxsize=64)  # a worker names itself the same way in every entry it writes
+def _json_text(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def claim(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from tqcli.backends.fence import Fence
 from tqcli.clock import Clock
@@ -86,17 +86,24 @@ class LeaseKeeper:
 
     def drop(self, token: Token) -> None:
         """Stop renewing `token` (its attempt ended)."""
+        self.drop_all((token,))
+
+    def drop_all(self, tokens: Iterable[Token]) -> None:
+        """Stop renewing each of `tokens` (their attempts ended), taking the lock once."""
+        idle = []
         with self._lock:
-            key = self._tokens.pop(token, None)
-            if key is None:
-                return
-            self._per_key[key] -= 1
-            idle = not self._per_key[key]
-            if idle:
-                del self._per_key[key]
-                del self._oldest[key]
-        if idle and self._fence is not None:
-            self._fence.release(key)
+            for token in tokens:
+                key = self._tokens.pop(token, None)
+                if key is None:
+                    continue
+                self._per_key[key] -= 1
+                if not self._per_key[key]:
+                    del self._per_key[key]
+                    del self._oldest[key]
+                    idle.append(key)
+        if self._fence is not None:
+            for key in idle:
+                self._fence.release(key)
 
     def valid_until(self) -> float:
         """Monotonic time until which every held lease surely holds (the fence's deadline for the oldest)."""

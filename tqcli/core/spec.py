@@ -194,11 +194,13 @@ def _reject_constant(name: str) -> None:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)  # in C; a key given twice leaves the dict shorter than the pairs
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -229,6 +231,8 @@ def parse_payload(text: str, *, what: str = "payload") -> dict[str, Any]:
 
 def encode_payload(payload: Mapping[str, Any]) -> str:
     """The stored (compact) form of a payload, checked against the 1 MiB limit."""
+    if not payload and type(payload) is dict:
+        return "{}"  # most tasks have none: skip the encoder
     try:
         text = _COMPACT_ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:

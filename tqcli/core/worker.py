@@ -469,8 +469,8 @@ class Worker:
         except StorageLost:
             self._after_lost_commit(finished, report, keeper)
             raise
+        keeper.drop_all([claim.token for _, claim, _ in finished])
         for (_, claim, outcome), became in zip(finished, endings):
-            keeper.drop(claim.token)
             self._by_token.pop(claim.token, None)
             report.count(became)
             if became in ("retry", "failed") and outcome.error:
