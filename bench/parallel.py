@@ -768,3 +768,24 @@ def lost_or_doubled(results: Results) -> Figure:
         "all clean" if not tqcli_pg else f"{len(tqcli_pg)} problem(s), listed below the tables",
         "0 problems", not tqcli_pg,
     )
+
+
+def versus_peers_figure(results: Results, peers: list[str], count: int) -> Figure:
+    """tqcli on PostgreSQL by 4 workers against each peer by 4, on no-op tasks: medians of ratios of drains side by side."""
+    ours = "tqcli, PostgreSQL"
+    parts, medians = [], []
+    for peer in peers:
+        ratios = _paired(results.drains, ours, 4, peer, 4, "noop")
+        rates = [d.rate for d in _select(results.drains, peer, "noop", 4)]
+        if ratios:
+            medians.append(statistics.median(ratios))
+            parts.append(f"{spread(ratios, 'x', 2)} {peer} ({spread(rates, '/s')})")
+        else:
+            parts.append(f"no clean pair of drains with {peer}")
+    mine = [d.rate for d in _select(results.drains, ours, "noop", 4)]
+    return Figure(
+        "4 workers on PostgreSQL vs procrastinate and PgQueuer",
+        f"drain of {count:,} no-op tasks by 4 worker processes each, tqcli / the peer, run side by side",
+        f"tqcli {spread(mine, '/s') if mine else 'failed'}: " + "; ".join(parts),
+        "> 1x both", len(medians) == 2 and all(m > 1 for m in medians),
+    )
