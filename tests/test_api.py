@@ -1,6 +1,7 @@
 """The library stands alone: `import tqcli` needs neither Typer nor rich."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -43,6 +44,25 @@ finally:
 def test_submit_never_imports_the_server_or_the_postgresql_driver(tmp_path):
     """ARCHITECTURE rule 12: `tqcli submit` starts without the optional extras' packages, though they are installed here."""
     done = subprocess.run([sys.executable, "-c", SUBMIT_IN_PROCESS, str(tmp_path / "tq.db")], capture_output=True, text=True)
+    assert done.stdout.strip() == "1"
+    assert done.stderr == "[]"
+
+
+SUBMIT_IMPORTS = """
+import sys
+from tqcli.cli import main
+sys.argv = ["tqcli", "--db", sys.argv[1], "submit", "app.jobs:run"]
+try:
+    main()
+finally:
+    sys.stderr.write(repr(sorted(m for m in ("tomllib", "base64", "random", "rich", "croniter", "cryptography") if m in sys.modules)))
+"""
+
+
+def test_submit_without_config_or_key_file_leaves_their_parsers_unimported(tmp_path):
+    """Start-up time: with no config file and no key file, submit imports no TOML parser, base64 or random."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    done = subprocess.run([sys.executable, "-c", SUBMIT_IMPORTS, str(tmp_path / "tq.db")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.stdout.strip() == "1"
     assert done.stderr == "[]"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import random
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
@@ -204,6 +203,8 @@ def retrying(operation: Callable[..., _T]) -> Callable[..., _T]:
             except StorageConflict:
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
+                import random  # only after a lost race: it costs start-up time
+
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")
 

@@ -26,11 +26,9 @@ a signing key does.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,6 +160,8 @@ def load_key_file(path: Path) -> KeyRing | None:
     """The key ring in `path`, or None when the file does not exist; KeyProblem when it is unsafe or not a key file."""
     if check_key_file(path) is None:
         return None
+    import tomllib  # only when a key file exists: it costs start-up time
+
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -170,6 +170,8 @@ def load_key_file(path: Path) -> KeyRing | None:
 
 
 def _parse(path: Path, raw: dict[str, Any]) -> KeyRing:
+    import base64
+
     def bad(what: str) -> KeyProblem:
         return KeyProblem(f"key file {path} is damaged: {what}; restore it from your backup")
 
@@ -214,6 +216,8 @@ def _parse(path: Path, raw: dict[str, Any]) -> KeyRing:
 
 
 def _document(ring: KeyRing) -> dict[str, Any]:
+    import base64
+
     def entries(keys: tuple[SecretKey, ...]) -> list[dict[str, Any]]:
         return [
             {"id": key.id, "key": base64.b64encode(key.key).decode(), "primary": key.primary, "created": key.created}
