@@ -16,7 +16,8 @@ from typer.core import TyperGroup
 from tqcli.errors import TqcliError
 
 # Commands load on first use: Typer builds a command's parameters when it is
-# created, so building only the one being run keeps `tqcli submit` fast.
+# created, so building only the one being run keeps `tqcli submit` fast
+# (a group's own commands are converted on demand too: tqcli.cli.lazy).
 # Values are "module:attribute", a Typer app or a command function.
 COMMANDS = {
     "submit": "tqcli.cli.tasks:submit",
@@ -56,7 +57,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def _load_command(name: str, reference: str) -> Any:
     import importlib
 
-    from typer.main import get_command
+    from tqcli.cli.lazy import lazy_command
 
     module_name, _, attribute = reference.partition(":")
     target = getattr(importlib.import_module(module_name), attribute)
@@ -64,7 +65,7 @@ def _load_command(name: str, reference: str) -> Any:
         single = command_group()
         single.command(name)(target)
         target = single
-    command = get_command(target)
+    command = lazy_command(target)
     command.name = name
     from tqcli.cli.conventions import apply
 

@@ -38,8 +38,14 @@ def summary(command: Any) -> str | None:
 
 
 def apply(command: Any, parents: tuple[str, ...] = ()) -> None:
-    """Give `command` and every subcommand already built tqcli's help format and value completion."""
+    """Give `command` and every subcommand tqcli's help format and value completion.
+
+    Subcommands already built get them now; a group that builds its commands
+    on demand (tqcli.cli.lazy) gives them to each as it is built.
+    """
     path = (*parents, command.name) if command.name else parents
+    if hasattr(command, "conventions"):
+        command.conventions = lambda sub: apply(sub, path)
     if command.short_help is None:
         command.short_help = summary(command)
     command.context_class = Context
