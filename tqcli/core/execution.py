@@ -116,7 +116,7 @@ def run_attempt(
 # estimate, the executor gives back what waits behind it (see
 # tqcli.backends.executor.LINE_PATIENCE).
 WINDOW_SECONDS = 0.02
-MAX_WINDOW = 64
+MAX_WINDOW = 128
 
 
 def outcome_of(reply: dict[str, Any], reason: str | None, claim: Claim | None = None) -> Outcome:

@@ -24,7 +24,7 @@ from tqcli.clock import ServerClock
 from tqcli.core import dispatcher, liveness, picking, workers
 from tqcli.core.context import Context
 from tqcli.core.encryption import WorkerKeys
-from tqcli.core.execution import BackendSet, Slot, SlotCrashed
+from tqcli.core.execution import MAX_WINDOW, BackendSet, Slot, SlotCrashed
 from tqcli.core.leases import LeaseKeeper
 from tqcli.core.output import DEFAULT_OUTPUT_LIMIT, OutputCapture, OutputFlusher
 from tqcli.core.outcome_journal import OutcomeJournal, apply_journals
@@ -43,6 +43,8 @@ FireSchedules = Callable[[Context, Callable[[str], None], set[tuple[str, str]]],
 ONCE_RECONNECTS = 3  # a `--once` run gives up after this many lost connections in a row (exit 7)
 CRASH_WINDOW = 60.0  # a slot that fails twice within this many seconds stops the worker
 METRICS_EVERY = 60  # seconds (on the worker's clock) between rewrites of --metrics-file while it runs
+# Completions wait for the commit that refills a slot, but never longer than this (see `_commit_due`).
+COMMIT_WAIT = 0.02
 
 
 class Worker:
@@ -282,6 +284,7 @@ class Worker:
         self._poll(report)
         next_poll = time.monotonic() + options.poll
         finished = self._finished
+        self._finished_since = 0.0  # when the oldest of `finished` arrived (monotonic)
         dry = False  # the last claim found fewer ready tasks than it asked for
         released_waiting = False
         lost_tries = 0  # commits in a row that lost the connection
@@ -306,7 +309,8 @@ class Worker:
                 raise InternalError(f"the worker's lease thread failed: {type(keeper.failure).__name__}: {keeper.failure}")
             full = self._full_since is not None
             wants = [] if stopping or full else self._wants(report)
-            if (finished or (wants and not dry)) and not (full and time.monotonic() < self._retry_at):
+            due = self._commit_due(finished, wants, stopping)
+            if (due or (wants and not dry)) and not (full and time.monotonic() < self._retry_at):
                 claimed_at = time.monotonic()
                 try_again = False
                 try:
@@ -356,6 +360,8 @@ class Worker:
                 next_poll = time.monotonic() + options.poll
                 dry = False
             wait = _MAX_WAIT if running else max(0.0, min(_MAX_WAIT, next_poll - time.monotonic()))
+            if finished:  # wake when the completions held back are due
+                wait = min(wait, max(0.0, self._finished_since + COMMIT_WAIT - time.monotonic()))
             if self._full_since is not None:
                 wait = min(_MAX_WAIT, max(0.05, self._retry_at - time.monotonic()))
             batch = self._next_result(wait)
@@ -365,10 +371,30 @@ class Worker:
                 elif isinstance(batch, SlotCrashed):
                     self._slot_crashed(batch)
                 else:
+                    if not finished:
+                        self._finished_since = time.monotonic()
                     for item in batch:
                         finished.append(item)
                         item[0].collect(item[2])  # its slot can take the next claim in the same transaction
                 batch = self._next_result(0)
+
+    def _commit_due(self, finished: list[tuple[Slot, dispatcher.Claim, dispatcher.Outcome]], wants: list[tuple[Slot, int]], stopping: bool) -> bool:
+        """Whether the attempts that ended are to be recorded now, or may wait for the commit that refills a slot.
+
+        Quick completions wait (up to COMMIT_WAIT seconds, or a window's
+        worth), so one transaction records many of them and claims the
+        next ones: a transaction has a fixed cost that small commits pay
+        over and over. Anything else is recorded at once: a failure (its
+        circuit breaker must count it), a slot that wants more work, a
+        slot with nothing left to run, or a worker that is stopping.
+        """
+        if not finished:
+            return False
+        if wants or stopping or time.monotonic() - self._finished_since >= COMMIT_WAIT or len(finished) >= MAX_WINDOW:
+            return True
+        if any(slot.outstanding == 0 for slot in self._slots):
+            return True
+        return any(outcome.kind != "completed" for _, _, outcome in finished)
 
     def _disk_full(self, exc: StorageFull, keeper: LeaseKeeper) -> None:
         """A commit failed for a full disk: keep the outcomes and try again while the leases hold, then save them and stop."""
