@@ -277,11 +277,19 @@ def _leftover_children(owned: set[int]) -> list[int]:
     except OSError:
         return children
     for thread in threads:
-        try:
-            with open(f"/proc/self/task/{thread}/children", "rb") as handle:
-                children += [int(pid) for pid in handle.read().split()]
+        try:  # os.open and os.read: a file object costs more than the read itself, once per attempt
+            fd = os.open(f"/proc/self/task/{thread}/children", os.O_RDONLY)
         except OSError:
             continue
+        try:
+            data = b""
+            while chunk := os.read(fd, 1 << 16):
+                data += chunk
+            children += [int(pid) for pid in data.split()]
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     return [pid for pid in children if pid not in owned]
 
 
