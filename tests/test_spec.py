@@ -37,7 +37,9 @@ def test_payload_must_be_an_object():
         parse_payload('"x"')
 
 
-@pytest.mark.parametrize("text, message", [("{", "line 1 column 2"), ('{"a": NaN}', "NaN"), ('{"a": 1, "a": 2}', "duplicate key 'a'")])
+@pytest.mark.parametrize("text, message", [("{", "line 1 column 2"), ('{"a": NaN}', "NaN"), ('{"a": 1, "a": 2}', "duplicate key 'a'"),
+    ('{"x": {"b": 1, "c": 2, "b": 3}}', "duplicate key 'b'"), ('[{"a": 1}, {"k": 1, "a": 2, "k": 3}]', "duplicate key 'k'"),
+])
 def test_strict_json(text, message):
     with pytest.raises(InvalidInput, match=message):
         parse_json(text, what="payload")

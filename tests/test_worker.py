@@ -182,3 +182,27 @@ def test_the_sample_systemd_unit_lets_the_grace_period_hold():
     assert float(service["TimeoutStopSec"]) > WorkerDefaults().grace
     argv = shlex.split(service["ExecStart"])
     assert argv[1:3] == ["--db", "/srv/jobs.db"] and "worker" in argv and "--once" not in argv
+
+
+def test_completions_wait_for_the_refill_unless_a_failure_an_idle_slot_a_stop_or_the_time_says_now():
+    """The rule that batches a worker's commits (Worker._commit_due), on a worker with one busy slot."""
+    from types import SimpleNamespace
+
+    from tqcli.core.dispatcher import Outcome
+    from tqcli.core.worker import COMMIT_WAIT, Worker
+
+    worker = Worker.__new__(Worker)  # the rule reads the slots and when the oldest completion arrived, nothing else
+    slot = SimpleNamespace(outstanding=5)
+    worker._slots = [slot]
+    worker._finished_since = time.monotonic()
+    completed = (slot, None, Outcome("completed", result="null"))
+    assert not worker._commit_due([], [(slot, 3)], False)  # nothing ended: nothing to record
+    assert not worker._commit_due([completed], [], False)  # waits for the commit that refills the slot
+    assert worker._commit_due([completed], [(slot, 3)], False)  # that commit is due now
+    assert worker._commit_due([completed], [], True)  # stopping
+    assert worker._commit_due([completed, (slot, None, Outcome("failed", error="boom"))], [], False)  # its breaker counts it now
+    slot.outstanding = 0
+    assert worker._commit_due([completed], [], False)  # the slot has nothing left to run
+    slot.outstanding = 5
+    worker._finished_since -= COMMIT_WAIT  # the oldest completion has waited long enough
+    assert worker._commit_due([completed], [], False)
