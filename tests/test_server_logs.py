@@ -23,7 +23,8 @@ def error_of(answer: httpx.Response, status: int) -> dict:
 
 
 def test_a_task_run_by_a_worker_shows_what_it_printed_as_logs_json_does(cli, server):
-    task_id = cli.submit("--backend", "shell", "echo to stdout; echo to stderr >&2; seq 1 5")
+    # Two pipes are read as their data comes: the pause keeps stderr's line ahead of seq's in the stored order.
+    task_id = cli.submit("--backend", "shell", "echo to stdout; echo to stderr >&2; sleep 0.2; seq 1 5")
     retried = cli.submit("--backend", "shell", "echo try; exit 1", "--max-retries", "1", "--backoff", "0")
     cli("worker", "--once")
     with server.client() as client:
