@@ -36,8 +36,21 @@ def test_keyed_links_are_hmac_sha256(key_length, data):
     from tqcli.security.audit import link_hasher
 
     key = os.urandom(key_length)
-    assert link_hasher(key)(data) == hmac.digest(key, data, "sha256").hex()
-    assert link_hasher(None)(data) == hashlib.sha256(data).hexdigest()
+    for entries in (1, 10**6):  # CPython's own SHA-256 for a few entries, OpenSSL's for many
+        assert link_hasher(key, entries)(data) == hmac.digest(key, data, "sha256").hex()
+        assert link_hasher(None, entries)(data) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_few_entries_are_hashed_without_loading_openssl():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from tqcli.security.audit import link_hasher; link_hasher(b'k', 3)(b'x'); link_hasher(None, 3)(b'x'); "
+        "print('_hashlib' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
 
 
 def test_null_and_empty_text_hash_differently():

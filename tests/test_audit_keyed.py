@@ -153,7 +153,7 @@ def test_append_problem_says_why_a_process_could_not_append(keyed, keyless, ring
         problem = append_problem(tx, None)
         assert problem is not None and ring.primary_audit.id in problem and "--key-file" in problem
         assert append_problem(tx, ring) is None
-        workers_copy = replace(ring, audit=(replace(ring.primary_audit, primary=False),))
+        workers_copy = ring.replaced(audit=(ring.primary_audit.demoted(),))
         assert append_problem(tx, workers_copy) is None  # the head's own key is enough
     assert len(rows(keyless)) == 2  # it wrote nothing
 
@@ -312,7 +312,7 @@ def test_an_edited_or_re_signed_checkpoint_is_forged(keyed, tmp_path, forge):  #
 def test_a_signed_checkpoint_needs_a_public_key(keyed, db_location, ring, tmp_path):
     fill(keyed, 2)
     saved = keyed.audit.checkpoint()
-    no_signing = replace(ring, path=tmp_path / "keys" / "audit-only.toml", signing_id=None, signing_private=None, signing_public=None)
+    no_signing = ring.replaced(path=tmp_path / "keys" / "audit-only.toml", signing_id=None, signing_private=None, signing_public=None)
     write_key_file(no_signing)
     with open_with(db_location, no_signing.path) as queue:
         with pytest.raises(KeyProblem) as raised:

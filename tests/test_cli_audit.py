@@ -5,7 +5,6 @@ import re
 
 import pytest
 
-from dataclasses import replace
 
 from tests.conftest import sql_shell
 from tests.stores import table_dump
@@ -266,7 +265,7 @@ def test_cli_signed_checkpoint_and_public_key(kcli, ring, tmp_path):
 def test_cli_a_signed_checkpoint_without_any_public_key_is_exit_8(kcli, ring, tmp_path):
     head = tmp_path / "head.json"
     kcli.k("audit", "checkpoint", "--output", str(head))
-    audit_only = replace(ring, path=tmp_path / "keys" / "audit-only.toml", signing_id=None, signing_private=None, signing_public=None)
+    audit_only = ring.replaced(path=tmp_path / "keys" / "audit-only.toml", signing_id=None, signing_private=None, signing_public=None)
     write_key_file(audit_only)
     result = kcli("--key-file", str(audit_only.path), "audit", "verify", "--checkpoint", str(head))
     assert result.code == 8 and "--public-key" in result.stderr

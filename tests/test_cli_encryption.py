@@ -1,7 +1,6 @@
 """Encryption at rest as a user meets it: `submit --encrypt`, encrypting queues, workers and readers with and without the key."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,7 +78,7 @@ def test_a_worker_without_the_data_key_leaves_the_task_pending_and_says_so_once(
     task_id = keyed.submit("--encrypt", "tests.jobs:noop")
     plain = keyed.submit("tests.jobs:noop")
     audit_only = tmp_path / "audit-only.toml"
-    write_key_file(replace(load_key_file(key_file(keyed)), path=audit_only, data=()))
+    write_key_file(load_key_file(key_file(keyed)).replaced(path=audit_only, data=()))
     run = keyed.ok("--key-file", str(audit_only), "worker", "--once")
     assert run.stderr.count("encrypted tasks stay pending") == 1 and "keys export --for-worker" in run.stderr
     task = keyed.ok("--key-file", str(audit_only), "status", str(task_id), "--json").json

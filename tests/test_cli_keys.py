@@ -196,11 +196,9 @@ def test_keys_status_lists_a_key_the_database_names_but_the_key_file_lacks(cli):
     cli.ok("keys", "rotate")
     path = key_file(cli)
     ring = load_key_file(path)
-    from dataclasses import replace
-
     from tqcli.security.keys import write_key_file
 
-    write_key_file(replace(ring, data=tuple(key for key in ring.data if key.primary)), replace_existing=True)
+    write_key_file(ring.without_data_key(old["id"]), replace_existing=True)
     listed = {key["id"]: key for key in data_keys(cli)}
     assert listed[old["id"]] == {"id": old["id"], "kind": "data", "primary": False, "values": 1, "in_key_file": False}
     assert "missing from the key file" in cli.ok("keys", "status").stdout

@@ -3,7 +3,6 @@
 import base64
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,7 +91,7 @@ def test_a_value_under_a_key_the_ring_lacks_is_an_unknown_key_after_one_reload(r
 
 def test_a_reload_that_brings_the_key_opens_the_value(ring):
     sealed = FieldCipher("db-1", ring).seal(1, "payload", "{}")
-    stale = replace(ring, data=())
+    stale = ring.replaced(data=())
     cipher = FieldCipher("db-1", stale, reload=lambda: ring)
     assert not cipher.has_data_keys
     assert cipher.open(1, "payload", sealed) == "{}" and cipher.has_data_keys
@@ -120,7 +119,7 @@ def test_sealing_needs_a_primary_data_key(ring):
     with pytest.raises(KeyProblem, match="keys init"):
         FieldCipher("db-1", None).seal(1, "payload", "{}")
     with pytest.raises(KeyProblem, match="holds no data key"):
-        FieldCipher("db-1", replace(ring, data=())).seal(1, "payload", "{}")
+        FieldCipher("db-1", ring.replaced(data=())).seal(1, "payload", "{}")
     assert not FieldCipher("db-1", None).can_seal and FieldCipher("db-1", ring).can_seal
 
 

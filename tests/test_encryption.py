@@ -1,7 +1,6 @@
 """Encryption at rest through the library, with real workers: what is stored, who sees it, and keys that are missing or rotated."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,7 +129,7 @@ def test_a_worker_without_a_data_key_leaves_encrypted_tasks_pending_with_no_atte
     encrypted = secure.submit("tests.jobs:add", payload={"a": 1, "b": 1}, encrypt=True)
     plain = secure.submit("tests.jobs:add", payload={"a": 2, "b": 2})
     keyless = tmp_path / "audit-only.toml"
-    write_key_file(replace(load_key_file(secure._ctx.key_file), path=keyless, data=()))
+    write_key_file(load_key_file(secure._ctx.key_file).replaced(path=keyless, data=()))
     monkeypatch.setenv("TQCLI_KEY_FILE", str(keyless))
     warnings: list[str] = []
     with tqcli.open(db_location, clock=clock) as worker_side:
@@ -147,7 +146,7 @@ def test_a_worker_without_a_data_key_leaves_encrypted_tasks_pending_with_no_atte
 
 def test_a_worker_whose_key_file_lacks_the_new_key_gives_the_task_back_unused(secure, db_location, clock, tmp_path, monkeypatch):
     stale = tmp_path / "stale.toml"
-    write_key_file(replace(load_key_file(secure._ctx.key_file), path=stale))
+    write_key_file(load_key_file(secure._ctx.key_file).replaced(path=stale))
     _, new = secure.keys.rotate()
     encrypted = secure.submit("tests.jobs:add", payload={"a": 1, "b": 1}, encrypt=True)
     others = [secure.submit("tests.jobs:add", payload={"a": 1, "b": 1}, encrypt=True) for _ in range(3)]

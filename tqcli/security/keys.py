@@ -26,10 +26,8 @@ a signing key does.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,6 +53,8 @@ def key_file_path(flag: str | None, configured: Path | None, env: Mapping[str, s
 
 def key_id(kind: str, key: bytes) -> str:
     """The id of a key: its kind and eight hex digits of a hash over kind and key."""
+    import hashlib  # only where keys are read or made: loading OpenSSL costs every command 2.5 ms
+
     digest = hashlib.sha256(kind.encode() + b"\0" + key).hexdigest()
     return f"{kind}-{digest[:8]}"
 
@@ -63,26 +63,66 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
 class SecretKey:
-    """One symmetric key (data or audit) with its id."""
+    """One symmetric key (data or audit) with its id; its repr leaves the key out.
 
-    id: str
-    key: bytes = field(repr=False)
-    primary: bool = False
-    created: str = ""
+    Plain classes, not dataclasses, here and in `KeyRing`: every command
+    reads the key file's place from this module, and generating dataclass
+    code costs about a millisecond of start-up. Treat instances as immutable.
+    """
+
+    __slots__ = ("id", "key", "primary", "created")
+
+    def __init__(self, id: str, key: bytes, primary: bool = False, created: str = "") -> None:
+        self.id = id
+        self.key = key
+        self.primary = primary
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"SecretKey(id={self.id!r}, primary={self.primary!r}, created={self.created!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SecretKey):
+            return NotImplemented
+        return (self.id, self.key, self.primary, self.created) == (other.id, other.key, other.primary, other.created)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and not meant as a dict key
+
+    def demoted(self) -> "SecretKey":
+        """The same key, no longer primary."""
+        return SecretKey(self.id, self.key, False, self.created)
 
 
-@dataclass(frozen=True)
 class KeyRing:
     """Everything one key file holds. Data and audit keys in file order; `signing` may be absent (a worker's copy)."""
 
-    path: Path
-    data: tuple[SecretKey, ...] = ()
-    audit: tuple[SecretKey, ...] = ()
-    signing_id: str | None = None
-    signing_private: bytes | None = field(default=None, repr=False)
-    signing_public: bytes | None = None
+    __slots__ = ("path", "data", "audit", "signing_id", "signing_private", "signing_public")
+
+    def __init__(
+        self,
+        path: Path,
+        data: tuple[SecretKey, ...] = (),
+        audit: tuple[SecretKey, ...] = (),
+        signing_id: str | None = None,
+        signing_private: bytes | None = None,
+        signing_public: bytes | None = None,
+    ) -> None:
+        self.path = path
+        self.data = data
+        self.audit = audit
+        self.signing_id = signing_id
+        self.signing_private = signing_private
+        self.signing_public = signing_public
+
+    def __repr__(self) -> str:
+        return f"KeyRing(path={self.path!r}, data={self.data!r}, audit={self.audit!r}, signing_id={self.signing_id!r})"
+
+    def replaced(self, **changes: Any) -> "KeyRing":
+        """A copy with the fields named in `changes` set to their values (as `dataclasses.replace`)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return KeyRing(**fields)
 
     @property
     def primary_data(self) -> SecretKey | None:
@@ -105,16 +145,16 @@ class KeyRing:
     def with_new_data_key(self) -> "KeyRing":
         """This ring with a fresh primary data key; the old ones stay for reading."""
         fresh = os.urandom(KEY_BYTES)
-        old = tuple(replace(key, primary=False) for key in self.data)
-        return replace(self, data=old + (SecretKey(key_id("data", fresh), fresh, True, _now_text()),))
+        old = tuple(key.demoted() for key in self.data)
+        return self.replaced(data=old + (SecretKey(key_id("data", fresh), fresh, True, _now_text()),))
 
     def without_data_key(self, retired: str) -> "KeyRing":
         """This ring without data key `retired` (never the primary one)."""
-        return replace(self, data=tuple(key for key in self.data if key.id != retired))
+        return self.replaced(data=tuple(key for key in self.data if key.id != retired))
 
     def for_worker(self, path: Path) -> "KeyRing":
         """A copy for worker hosts: every key but the private signing key."""
-        return replace(self, path=path, signing_private=None)
+        return self.replaced(path=path, signing_private=None)
 
 
 def new_key_ring(path: Path) -> KeyRing:

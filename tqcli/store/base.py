@@ -17,7 +17,8 @@ Rows are NamedTuples: positional like the tuples they replace, named for
 readers. `limit: int | None` means "at most that many", None "all".
 """
 
-from __future__ import annotations
+# Annotations are evaluated here: `typing.NamedTuple` turns string annotations into
+# ForwardRefs, compiling each one, which costs every command 0.7 ms of start-up.
 
 from contextlib import AbstractContextManager
 from pathlib import Path

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from tqcli.errors import InvalidInput, LimitReached
@@ -107,7 +106,6 @@ def _refuse_past(kind: str, name: str, limit_name: str, limit: int, count: int, 
 # -- claim side ------------------------------------------------------------------
 
 
-@dataclass
 class ClaimLimits:
     """What the queue and tenant limits leave a claim made now.
 
@@ -116,14 +114,21 @@ class ClaimLimits:
     may start, `tenant_room` the same for tenants with a max-running or a
     rate (0: none now). `single_queues` and `single_tenants` have a
     max-running: a slot takes at most one of their tasks at a time.
+    `buckets` holds each rated tenant's row and its tokens now.
+
+    A plain class, not a dataclass: `tqcli submit` imports this module, and
+    generating dataclass code would cost its start-up more than it saves.
     """
 
-    closed_queues: set[str] = field(default_factory=set)
-    queue_room: dict[str, int] = field(default_factory=dict)
-    tenant_room: dict[str, int] = field(default_factory=dict)
-    single_queues: set[str] = field(default_factory=set)
-    single_tenants: set[str] = field(default_factory=set)
-    buckets: dict[str, tuple[TenantRow, float]] = field(default_factory=dict)  # rated tenants: row, tokens now
+    __slots__ = ("closed_queues", "queue_room", "tenant_room", "single_queues", "single_tenants", "buckets")
+
+    def __init__(self) -> None:
+        self.closed_queues: set[str] = set()
+        self.queue_room: dict[str, int] = {}
+        self.tenant_room: dict[str, int] = {}
+        self.single_queues: set[str] = set()
+        self.single_tenants: set[str] = set()
+        self.buckets: dict[str, tuple[TenantRow, float]] = {}
 
 
 def claim_limits(tx: Tx, now: int, *, queues: Sequence[str] = (), tenants: Sequence[str] = (), lock: bool = True) -> ClaimLimits:
