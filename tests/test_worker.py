@@ -129,6 +129,17 @@ def test_light_discovery_agrees_with_importlib_metadata():
     assert {name: info.value for name, info in discover().items()} == {e.name: e.value for e in entry_points(group=GROUP)}
 
 
+def test_the_backends_taken_as_built_in_are_those_tqcli_declares():
+    import tomllib
+    from pathlib import Path
+
+    from tqcli.backends.plugins import BUILT_IN, GROUP, missing_backends
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert set(project["project"]["entry-points"][GROUP]) == BUILT_IN
+    assert missing_backends({"shell", "simple"}) == [] and missing_backends({"shell", "nope", "k8s"}) == ["k8s", "nope"]
+
+
 def test_a_slow_task_after_fast_failures_does_not_hold_others_in_line(queue):
     # Fast failures make the slot expect fast tasks; the slow ones that follow must not
     # sit claimed behind each other: what waits is given back within a fraction of a second.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from tqcli.backends.plugins import backend_names
+from tqcli.backends.plugins import backend_names, missing_backends
 from tqcli.core.chaining import STOPPING_STATES
 from tqcli.core.context import Context, retrying
 from tqcli.core.spec import TaskSpec
@@ -36,6 +36,8 @@ class SubmitResult:
 
 def check_backends(specs: Sequence[TaskSpec], *, where: Sequence[str] | None = None) -> None:
     """Refuse specs naming a backend that is not installed, listing those that are."""
+    if not missing_backends({spec.backend for spec in specs}):
+        return
     available = backend_names()
     for index, spec in enumerate(specs):
         if spec.backend not in available:
