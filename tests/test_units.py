@@ -66,3 +66,23 @@ def test_invalid_names_say_exactly_which_ascii_characters_are_allowed(name):
 def test_a_non_ascii_letter_in_a_name_is_named_with_its_code_point():
     with pytest.raises(InvalidInput, match=r"U\+212A, is not one of them"):
         check_name("\u212aelvin", what="tenant")
+
+
+def test_paused_gc_turns_the_collector_off_inside_and_back_on_after():
+    import gc
+
+    from tqcli.nogc import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with paused_gc():
+            assert not gc.isenabled()
+            raise ValueError("the block failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

@@ -6,6 +6,8 @@ commands that need them, so `tqcli submit` starts fast.
 """
 
 
+import atexit
+import gc
 import os
 import sys
 from typing import Annotated, Any, Optional
@@ -265,6 +267,11 @@ def _reader_went_away() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run tqcli with `argv` (default: sys.argv) and exit with SPEC's exit code."""
+    # At exit, Python collects garbage over every object the imports made, which all die
+    # with the process anyway: 14 ms, a sixth of a `tqcli submit`. Frozen objects are
+    # skipped; what is only reachable through a cycle is not finalized, and nothing of
+    # tqcli's needs that (files and connections are closed by `with` and `close`).
+    atexit.register(gc.freeze)
     from typer import _click
     from typer.exceptions import Abort
     from typer.main import get_command

@@ -209,9 +209,10 @@ def submit(
         if payload_file == "-" and from_file == "-":
             raise InvalidInput("only one of --payload-file and --from-file can read stdin")
         from tqcli.cli import progress
+        from tqcli.nogc import paused_gc
 
         source = "stdin" if from_file == "-" else from_file
-        with progress.bar(f"reading {source}", json_output=json_output) as shown:
+        with paused_gc(), progress.bar(f"reading {source}", json_output=json_output) as shown:
             specs, where, flags = _bulk_specs(from_file, options, encrypt, progress=shown.update)
             queue_obj = state(ctx).queue(create=True)
             # One transaction, all or nothing: a pulse until it commits, not a count.
