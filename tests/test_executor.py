@@ -106,6 +106,23 @@ def test_a_setsid_daemon_started_by_a_shell_task_is_gone_after_the_attempt(cli, 
     assert task["state"] == ("failed" if ending == "timeout" else "completed"), task["error"]
 
 
+def test_what_an_attempt_leaves_behind_is_ended_while_quick_attempts_keep_the_line_busy(executor, tmp_path):
+    pid_file = tmp_path / "daemon.pid"
+    script = f"setsid sleep 300 < /dev/null > /dev/null 2>&1 & echo $! > {pid_file}"  # quick: nothing is given back
+    quick = [_request(token, "true", backend="shell") for token in range(1, 300)]
+    executor.send(*quick[:20], _request(300, script, backend="shell"), *quick[20:])
+    replies = [executor.next_reply(stop_reason=lambda: None) for _ in range(21)]
+    assert all(reply["ok"] for reply in replies) and replies[-1]["token"] == 300
+    daemon = int(pid_file.read_text())
+    ended_after = None
+    for count in range(1, 280):
+        assert executor.next_reply(stop_reason=lambda: None)["ok"]
+        if ended_after is None and not _alive(daemon):
+            ended_after = count
+    # Checked every 10 ms in a busy line: long before the quick attempts behind it end.
+    assert ended_after is not None and ended_after < 200, f"the daemon ended only {ended_after} attempts later" if ended_after else "the daemon outlived the whole line"
+
+
 def test_a_setsid_daemon_started_by_a_python_task_is_gone_after_the_attempt(cli, tmp_path):
     pid_file = tmp_path / "daemon.pid"
     cli.submit("tests.jobs:start_daemon", "--payload", json.dumps({"pid_file": str(pid_file)}))

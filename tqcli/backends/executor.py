@@ -75,7 +75,7 @@ CANCEL_GRACE = 1.0
 SELF_ENFORCED_GRACE = 5.0
 _POLL = 0.1
 MAX_RESULT_BYTES = 1024 * 1024
-LEFTOVER_CHECK_AFTER = 0.001  # attempts at least this long are checked for leftovers at once
+LEFTOVER_CHECK_EVERY = 0.01  # in a busy line, leftovers are looked for this often (and whenever the line empties)
 
 
 class ExecutorDied(Exception):
@@ -474,12 +474,15 @@ def serve(read_fd: int, write_fd: int) -> None:
     def stream(chunk: bytes, stream: int = 1) -> None:
         line.send({"output": chunk, "stream": stream, "of": line.running})
 
-    unchecked: list[str] = []  # quick attempts not yet checked for leftovers
+    unchecked: list[str] = []  # ended attempts not yet checked for leftovers
+    checked_at = 0.0
 
     def check_leftovers() -> None:
+        nonlocal checked_at
         if unchecked:
             end_leftovers(unchecked, set(LIVE_GROUPS))
             unchecked.clear()
+        checked_at = time.perf_counter()
 
     while (request := line.start_next(check_leftovers)) is not None:
         name = request["backend"]
@@ -493,12 +496,13 @@ def serve(read_fd: int, write_fd: int) -> None:
             reply = {"ok": False, "error": f"backend {name!r} failed to load: {error_text(exc)}"}
         else:
             reply = run_request(request, backend, lambda: line.is_cancelled(token), stream)
-        # Starting a process takes a millisecond or more, so a quicker attempt is checked
-        # when the executor next waits for work instead (nothing per task in a busy line).
-        if time.perf_counter() - started >= LEFTOVER_CHECK_AFTER:
-            end_leftovers([marker], set(LIVE_GROUPS))
-        else:
-            unchecked.append(marker)
+        # Reading /proc costs a quick shell task a twentieth of its time, so a busy line is
+        # checked after the first attempt to end LEFTOVER_CHECK_EVERY after the last check,
+        # and whenever it empties: what an attempt leaves behind outlives it by at most that
+        # long plus the attempts that end meanwhile.
+        unchecked.append(marker)
+        if time.perf_counter() - checked_at >= LEFTOVER_CHECK_EVERY:
+            check_leftovers()
         restore_stdout()
         reply["token"] = token
         reply["seconds"] = time.perf_counter() - started
