@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from tqcli.errors import KeyProblem
@@ -104,17 +105,22 @@ def sha256_for(entries: int) -> Callable[..., Any]:
     library's `random` picks its SHA-512 the same way.
     """
     if entries <= FEW_ENTRIES:
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found]  # CPython 3.12 and later
-        except ImportError:
-            try:
-                from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.11
-            except ImportError:
-                from hashlib import sha256
-        return sha256  # type: ignore[no-any-return]
+        return _own_sha256()
     from hashlib import sha256
 
     return sha256
+
+
+@lru_cache(maxsize=None)  # found once: a failed import searches sys.path again on every try
+def _own_sha256() -> Callable[..., Any]:
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython 3.12 and later
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.11
+        except ImportError:
+            from hashlib import sha256
+    return sha256  # type: ignore[no-any-return]
 
 
 def link_hasher(key: bytes | None, entries: int = FEW_ENTRIES + 1) -> Callable[[bytes], str]:
