@@ -27,8 +27,12 @@ def test_length_prefixes_make_the_encoding_unambiguous():
     assert a != b
 
 
-@pytest.mark.parametrize("key_length", [1, 32, 64, 65, 200])
-@pytest.mark.parametrize("data", [b"", b"tqcli-audit-v1\n1:1", "é ü 日本".encode() * 40])
+KEY_LENGTHS = [1, 32, 64, 65, 200]
+LINKED = [b"", b"tqcli-audit-v1\n1:1", "é ü 日本".encode() * 40]
+
+
+@pytest.mark.parametrize("key_length", KEY_LENGTHS)
+@pytest.mark.parametrize("data", LINKED)
 def test_keyed_links_are_hmac_sha256(key_length, data):
     import hmac
     import os
@@ -36,21 +40,31 @@ def test_keyed_links_are_hmac_sha256(key_length, data):
     from tqcli.security.audit import link_hasher
 
     key = os.urandom(key_length)
-    for entries in (1, 10**6):  # CPython's own SHA-256 for a few entries, OpenSSL's for many
-        assert link_hasher(key, entries)(data) == hmac.digest(key, data, "sha256").hex()
-        assert link_hasher(None, entries)(data) == hashlib.sha256(data).hexdigest()
+    assert link_hasher(key)(data) == hmac.digest(key, data, "sha256").hex()
+    assert link_hasher(None)(data) == hashlib.sha256(data).hexdigest()
 
 
-def test_a_few_entries_are_hashed_without_loading_openssl():
+def test_a_few_entries_are_linked_without_loading_openssl_and_alike():
+    # A fresh process, where nothing loaded OpenSSL: CPython's own SHA-256 links a few entries.
+    import hmac
+    import json
+    import os
     import subprocess
     import sys
 
+    keys = [os.urandom(length) for length in KEY_LENGTHS]
     script = (
-        "import sys; from tqcli.security.audit import link_hasher; link_hasher(b'k', 3)(b'x'); link_hasher(None, 3)(b'x'); "
-        "print('_hashlib' in sys.modules)"
+        "import json, sys; from tqcli.security.audit import link_hasher; keys, data = json.loads(sys.stdin.read()); "
+        "data = [bytes.fromhex(d) for d in data]; "
+        "links = [[link_hasher(bytes.fromhex(k), 3)(d) for d in data] for k in keys] + [[link_hasher(None, 3)(d) for d in data]]; "
+        "print(json.dumps({'links': links, 'openssl': '_hashlib' in sys.modules}))"
     )
-    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "False"
+    given = json.dumps([[key.hex() for key in keys], [data.hex() for data in LINKED]])
+    out = json.loads(subprocess.run([sys.executable, "-c", script], input=given, capture_output=True, text=True, check=True).stdout)
+    assert out["openssl"] is False
+    assert out["links"] == [[hmac.digest(key, data, "sha256").hex() for data in LINKED] for key in keys] + [
+        [hashlib.sha256(data).hexdigest() for data in LINKED]
+    ]
 
 
 def test_null_and_empty_text_hash_differently():

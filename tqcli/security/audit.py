@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -96,15 +97,15 @@ FEW_ENTRIES = 2000
 
 
 def sha256_for(entries: int) -> Callable[..., Any]:
-    """The SHA-256 constructor for hashing about `entries` entries: CPython's own for a few, OpenSSL's for many.
+    """The SHA-256 constructor for hashing about `entries` entries: OpenSSL's once loaded or for many, else CPython's own.
 
     Loading OpenSSL (`import hashlib`) costs about 2.5 ms, a tenth of a
     `tqcli submit`; its SHA-256 is about 0.6 us faster per short entry,
-    which repays the load only past a few thousand entries. Both give the
-    same digests (the tests hold them to each other). The standard
-    library's `random` picks its SHA-512 the same way.
+    which repays the load only past a few thousand entries (a worker loads
+    it anyway). Both give the same digests (the tests hold them to each
+    other). The standard library's `random` picks its SHA-512 the same way.
     """
-    if entries <= FEW_ENTRIES:
+    if entries <= FEW_ENTRIES and "hashlib" not in sys.modules:
         return _own_sha256()
     from hashlib import sha256
 
