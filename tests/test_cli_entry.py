@@ -115,3 +115,15 @@ def test_valid_utf8_arguments_still_work(cli: Cli):
     done = run_bytes(cli, b"submit", b"--name", "caf\u00e9 \u2713".encode(), b"tests.jobs:noop")
     assert done.returncode == 0, done.stderr
     assert cli.task(int(done.stdout))["name"] == "caf\u00e9 \u2713"
+
+
+def test_the_console_script_imports_the_cli_with_the_collector_paused_and_runs_it_with_the_collector_on():
+    import sys
+
+    code = (
+        "import gc, sys; from tqcli import entry; sys.argv = ['tqcli', '--version']\n"
+        "try:\n    entry.main()\nexcept SystemExit:\n    pass\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 10000)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "True True", done.stdout

@@ -1,5 +1,5 @@
 """`python -m tqcli` runs the command-line interface."""
 
-from tqcli.cli import main
+from tqcli.entry import main
 
 main()
