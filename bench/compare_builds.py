@@ -44,7 +44,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TQCLI = str(Path(sys.executable).parent / "tqcli")
+# Each build runs through its own `python -m tqcli` (the installed script names one build's entry point).
+TQCLI = [sys.executable, "-m", "tqcli"]
 
 
 # -- run inside a build (PYTHONPATH names its checkout) ----------------------------------
@@ -122,7 +123,7 @@ class Build:
         self.child(db, "fill", db, count, tenants, target, backend)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        subprocess.run([TQCLI, "worker", "--once"], env=self.env(db), cwd=HERE, check=True,
+        subprocess.run([*TQCLI, "worker", "--once"], env=self.env(db), cwd=HERE, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
