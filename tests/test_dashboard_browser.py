@@ -146,6 +146,27 @@ def test_a_task_and_a_dag_submitted_from_the_cli_show_without_a_reload_also_on_a
         browser.set_window_size(1280, 900)
 
 
+def test_a_live_refresh_leaves_the_priority_being_typed_alone(browser, server, cli):
+    """The task page redrawn by a live update keeps the focus and the selection of its priority field."""
+    from selenium.webdriver.common.keys import Keys
+
+    sign_in(browser, server.login_url)
+    task_id = cli.submit("tests.jobs:noop")
+    go(browser, f"#/tasks/{task_id}")
+    wait_for(lambda: css(browser, "#task-detail .badge.state-pending"), "the task shown pending", driver=browser)
+    click(browser, "#bump-priority", "the priority field")
+    css(browser, "#bump-priority")[0].send_keys(Keys.CONTROL, "a")  # the user selects the proposed 10 to type over it
+    cli.ok("bump", str(task_id), "--priority", "3")  # meanwhile someone else bumps it: the page redraws
+    shown_priority = "return [...document.querySelectorAll('#task-detail dt')].find((d) => d.textContent === 'priority').nextElementSibling.textContent"
+    wait_for(lambda: browser.execute_script(shown_priority) == "3", "the page redrawn with priority 3", driver=browser)
+    assert browser.execute_script("return document.activeElement.id") == "bump-priority", "the field kept the focus"
+    css(browser, "#bump-priority")[0].send_keys("7")
+    assert css(browser, "#bump-priority")[0].get_attribute("value") == "7", "what was selected is typed over, not appended to"
+    click(browser, "#bump-task", "the bump button")
+    wait_for(lambda: "now has priority 7" in message(browser), "the bump's confirmation", driver=browser)
+    assert cli.task(task_id)["priority"] == 7
+
+
 def test_replay_works_for_an_operator_and_is_absent_for_a_viewer(browser, cli):
     cli.create_db()
     with tqcli.open(cli.db, clock=ManualClock()) as q:

@@ -25,6 +25,12 @@ function append(el, children) {
   }
 }
 
+/** Add `children` after what `el` holds. */
+export function extend(el, ...children) {
+  append(el, children);
+  return el;
+}
+
 /** Replace everything inside `el` with `children`. */
 export function fill(el, ...children) {
   el.replaceChildren();

@@ -1,7 +1,7 @@
 // The task list (filters, paging) and one task's detail (attempts, result or error, why it waits, actions).
 
 import {api, report, say} from "./api.js";
-import {h, fill, badge, time, table, pretty, duration, between, STATES} from "./dom.js";
+import {h, fill, extend, badge, time, table, pretty, duration, between, STATES} from "./dom.js";
 
 const PAGE = 50;
 
@@ -167,10 +167,15 @@ function controls(id, app, reload) {
     bar(task) {
       const change = mayChange(app, task);
       if (!typed) priority.value = String(Math.min(100, task.priority + 10));
-      return fill(bar,
+      const wanted = [
         ["pending", "blocked", "running"].includes(task.state) && change ? cancel : null,
         (task.state === "pending" || task.state === "blocked") && change ? bump : null,
-        task.state === "failed" && app.me.may.operate ? replay : null);
+        task.state === "failed" && app.me.may.operate ? replay : null,
+      ].filter(Boolean);
+      // Re-inserting the same buttons would take the focus (and a selection) from the priority field.
+      const shown = [...bar.children];
+      if (wanted.length !== shown.length || wanted.some((el, i) => el !== shown[i])) fill(bar, wanted);
+      return bar;
     },
   };
 }
@@ -179,6 +184,10 @@ function controls(id, app, reload) {
 export async function mountDetail(main, id, app) {
   const body = h("div", {id: "task-detail"});
   fill(main, h("p", {class: "crumbs"}, h("a", {href: "#/tasks"}, "Tasks"), " / ", `task ${id}`), body);
+  // The title row stays in place across refreshes (its heading and badge are swapped, the rest after
+  // it redrawn), so the buttons in it are never taken out of the page while someone types.
+  const title = h("div", {class: "title-row"});
+  let heading = null, state = null;
   let output = null;
   const buttons = controls(id, app, () => load());
   async function load() {
@@ -197,9 +206,18 @@ export async function mountDetail(main, id, app) {
       task.error ? [h("h2", {}, "Error"), h("pre", {class: "error-text", id: "task-error"}, pretty(task.error))] : null,
       task.result !== null && task.result !== undefined ? [h("h2", {}, "Result"), h("pre", {id: "task-result"}, pretty(task.result))] : null,
     ].filter(Boolean);
-    fill(body,
-      h("div", {class: "title-row"},
-        h("h1", {}, `#${task.id} `, h("span", {class: "task-title"}, task.name)), badge(task.state), buttons.bar(task)),
+    const nextHeading = h("h1", {}, `#${task.id} `, h("span", {class: "task-title"}, task.name)), nextState = badge(task.state);
+    if (heading === null) {
+      fill(body, fill(title, nextHeading, nextState, buttons.bar(task)));
+    } else {
+      heading.replaceWith(nextHeading);
+      state.replaceWith(nextState);
+      buttons.bar(task);
+    }
+    heading = nextHeading;
+    state = nextState;
+    while (title.nextSibling) title.nextSibling.remove();
+    extend(body,
       waiting,
       outcome.length ? h("section", {class: "panel"}, outcome) : null,
       h("section", {class: "panel"}, h("h2", {}, "Attempts"), attempts(task.history)),
