@@ -175,6 +175,9 @@ def test_piped_status_is_plain_text_and_never_truncated(cli):
 def test_cancel_and_its_conflicts(cli):
     a = cli.submit("app.jobs:run")
     b = cli.submit("app.jobs:run", "--depends-on", str(a))
+    refused(cli, ["cancel", str(a), "--reason", "x" * 10_001], 2, "invalid reason: longer than 10000 characters")
+    refused(cli, ["cancel", "--all", "--yes", "--reason", "x" * 10_001], 2, "invalid reason: longer than 10000 characters")
+    assert cli.ok("status", str(a), "--json").json["state"] == "pending", "a refused cancel cancels nothing"
     result = cli.ok("cancel", str(a), "--reason", "not needed")
     assert f"cancelled task {a}" in result.stderr and result.stdout == ""
     assert cli.ok("status", str(b), "--json").json["state"] == "blocked"

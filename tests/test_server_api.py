@@ -98,7 +98,11 @@ def test_every_reading_endpoint_answers_what_the_cli_prints(cli, promtool):  # n
             # Bad query and path values are invalid input (400), as the CLI's flags are (exit 2).
             for path in ["/api/v1/tasks?state=sleeping", "/api/v1/tasks?limit=many", "/api/v1/tasks?limit=-1", "/api/v1/tasks/abc",
                          "/api/v1/tasks/0", "/api/v1/audit?since=yesterday", "/api/v1/audit?action=no.such", "/api/v1/dags?limit=0",
-                         "/api/v1/dlq?queue=bad%20name", "/api/v1/throughput?minutes=0", "/api/v1/throughput?minutes=100000"]:
+                         "/api/v1/dlq?queue=bad%20name", "/api/v1/throughput?minutes=0", "/api/v1/throughput?minutes=100000",
+                         # A NUL can be in no stored name (PostgreSQL's text cannot even hold one): refused before any query.
+                         "/api/v1/audit?action=task.%00submit", "/api/v1/audit?actor=%00", "/api/v1/audit?since=%00",
+                         "/api/v1/tasks?queue=%00", "/api/v1/tasks?tenant=a%00", "/api/v1/dlq?queue=%00", "/api/v1/dlq?tenant=%00",
+                         "/api/v1/throughput?queue=%00", "/api/v1/throughput?tenant=%00"]:
                 assert error_of(client.get(path), 400), path
             assert "query parameter limit" in error_of(client.get("/api/v1/tasks?limit=many"), 400)
             for path in ["/api/v1/tasks/999", "/api/v1/dags/999"]:
@@ -198,6 +202,8 @@ def test_cancel_bump_replay_and_dags(cli):
             assert error_of(client.post(f"/api/v1/tasks/{other}/bump", json={"priority": 1, "by": 1}), 422)
             assert error_of(client.post("/api/v1/tasks/999/bump", json={"by": 1}), 404)
 
+            assert "NUL" in error_of(client.post(f"/api/v1/tasks/{first}/cancel", json={"reason": "a\u0000b"}), 400)
+            assert cli.task(first)["state"] == "pending", "a refused cancel cancels nothing"
             cancelled = client.post(f"/api/v1/tasks/{first}/cancel", json={"cascade": True, "reason": "not needed"})
             assert cancelled.status_code == 200
             assert [task["id"] for task in cancelled.json()] == [first, child]

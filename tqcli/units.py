@@ -119,6 +119,19 @@ def check_filters(*, queue: str | None = None, tenant: str | None = None) -> Non
         check_name(tenant, what="tenant")
 
 
+MAX_REASON = 10_000  # characters of a cancel's reason, kept in the task's error and its audit entry
+
+
+def check_reason(reason: str | None) -> None:
+    """Refuse a cancel reason that is not text, holds a NUL (which PostgreSQL's text cannot store) or is over MAX_REASON."""
+    if reason is None:
+        return
+    if not isinstance(reason, str) or "\x00" in reason:
+        raise InvalidInput("invalid reason: give plain text (it cannot hold a NUL character)")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"invalid reason: longer than {MAX_REASON} characters; say why in fewer")
+
+
 def check_name(value: str, *, what: str) -> str:
     """`value` if it is a valid queue, tenant, schedule or DAG task name (1-64 of ASCII A-Za-z0-9._-)."""
     if value in _GOOD_NAMES:

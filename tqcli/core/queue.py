@@ -19,7 +19,7 @@ from tqcli.errors import Conflict, InvalidInput, NotFound
 from tqcli.security.audit import Journal
 from tqcli.store.base import Tx
 from tqcli.tenancy.settings import QueueInfo, TenantInfo, configured_limits
-from tqcli.units import check_filters
+from tqcli.units import check_filters, check_reason
 
 CANCEL_BATCH = 500
 FINISHED_PAGE = 5000  # finished tasks looked at per `finished_after` call
@@ -170,6 +170,7 @@ class TaskService:
         """
         states = _cancellable_states(states)
         check_filters(queue=queue, tenant=tenant)
+        check_reason(reason)
         if not dry_run and not confirmed:
             raise InvalidInput("cancel --all cancels every matching task: add --yes to confirm (or --dry-run to list them)")
         with self._ctx.read() as tx:
@@ -255,6 +256,7 @@ def bump_task(
 
 def cancel_tasks(ctx: Context, tx: Tx, journal: Journal, ids: Sequence[int], *, cascade: bool, reason: str | None) -> list[int]:
     """Cancel `ids` inside the caller's transaction (see `TaskService.cancel`)."""
+    check_reason(reason)
     ids = list(dict.fromkeys(ids))
     now = ctx.clock.now()
     note = f"cancelled by {ctx.actor}" + (f": {reason}" if reason else "")

@@ -58,7 +58,8 @@ class AuditLog:
         since_ts = audit_time(parse_time(since)) if since is not None else None
         with self._ctx.read() as tx:
             visible = self._ctx.authorize_any(tx, "audit", "read the audit log").tenants("audit")
-            if action is not None and action not in KNOWN_ACTIONS and not tx.audit_has_action(action):
+            # A NUL is in no stored action (PostgreSQL's text cannot even hold one to look for).
+            if action is not None and action not in KNOWN_ACTIONS and ("\x00" in action or not tx.audit_has_action(action)):
                 raise InvalidInput(_unknown_action(action))
             rows = tx.audit_entries(
                 task_id=task_id, actor=actor, action=action, since=since_ts, limit=limit or None,

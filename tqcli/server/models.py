@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tqcli.core.spec import MAX_RETRIES_LIMIT
 from tqcli.errors import InvalidInput
+from tqcli.units import MAX_REASON
 
 JSON_TYPES = ("application/json",)
 TaskIdValue = Annotated[int, Field(ge=1, le=2**63 - 1)]
@@ -181,7 +182,7 @@ class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cascade: bool = False
-    reason: Optional[str] = Field(None, max_length=10_000)
+    reason: Optional[str] = Field(None, max_length=MAX_REASON)
 
 
 class BumpRequest(BaseModel):
