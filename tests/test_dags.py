@@ -52,6 +52,7 @@ def test_cycle_paths():
         ('[defaults]\ndepends_on = ["a"]\n[tasks.a]\ntarget = "x:y"\n', "[defaults] cannot set depends_on"),
         ('[tasks."bad name"]\ntarget = "x:y"\n', "invalid task name"),
         ('[tasks.a]\nbackend = "shell"\n', "missing key 'target'"),
+        ('name = "nightly\\u0000"\n[tasks.a]\ntarget = "x:y"\n', "without a NUL character"),  # PostgreSQL's text cannot hold one
     ],
 )
 def test_bad_dag_files_are_refused_with_a_reason(tmp_path, text, message):

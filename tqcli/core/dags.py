@@ -98,8 +98,8 @@ def parse_dag(data: Mapping[str, Any], source: str) -> DagPlan:
     if unknown:
         raise InvalidInput(f"{source}: unknown key {unknown[0]!r}; a DAG file has name, [defaults] and [tasks.NAME]")
     name = data.get("name", Path(source).stem)
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise InvalidInput(f"{source}: name must be a non-empty string of at most 200 characters")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\x00" in name:
+        raise InvalidInput(f"{source}: name must be a non-empty string of at most 200 characters, without a NUL character")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise InvalidInput(f"{source}: [defaults] must be a table")
