@@ -236,6 +236,8 @@ def test_cancel_bump_replay_and_dags(cli):
             held = total(cli)
             assert "TOML" in error_of(client.post("/api/v1/dags", content="name = ", headers=TOML), 422)
             assert "cycle" in error_of(client.post("/api/v1/dags", content='[tasks.a]\ntarget = "tests.jobs:noop"\ndepends_on = ["a"]\n', headers=TOML), 422)
+            nul_name = error_of(client.post("/api/v1/dags", content='name = "a\\u0000"\n[tasks.a]\ntarget = "tests.jobs:noop"\n', headers=TOML), 422)
+            assert nul_name.startswith("invalid request: body: name must be") and "NUL" in nul_name, nul_name
             assert "application/toml" in error_of(client.post("/api/v1/dags", json={"name": "x"}), 415)
             assert error_of(client.post("/api/v1/dags", content=DAG_TOML), 415)
             assert total(cli) == held

@@ -62,6 +62,6 @@ def submit_dag(request: Request, body: bytes = Depends(raw_body), who: Caller = 
     try:
         plan = parse_dag(data, SOURCE)
     except InvalidInput as error:
-        raise body_invalid(error.message) from None
+        raise body_invalid(error.message.removeprefix(f"{SOURCE}: ")) from None  # the answer names the body once
     dag_id = who.queue.dags.submit(plan)
     return answer(who.queue.dags.get(dag_id).to_json(), 201)
