@@ -2,6 +2,7 @@
 
 
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any, List, Optional
 
 import typer
@@ -85,9 +86,29 @@ def env_pairs(pairs: list[str]) -> dict[str, str]:
 BULK_PROGRESS_LINES = 256
 
 
+class LineLabels(Sequence[str]):
+    """`FILE line N` for each task of a bulk file, made only when an error names one."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.numbers: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.label(number) for number in self.numbers[index]]
+        return self.label(self.numbers[index])
+
+    def label(self, number: int) -> str:
+        """The label of line `number`."""
+        return f"{self.source} line {number}"
+
+
 def _bulk_specs(
     path: str, defaults: dict[str, Any], encrypt: bool = False, progress: Any = None
-) -> tuple[list[Any], list[str], list[bool]]:
+) -> tuple[list[Any], LineLabels, list[bool]]:
     """The specs of a bulk file, their labels, and whether each is to be encrypted (its line's `encrypt`, else `encrypt`).
 
     `progress(lines checked, lines in all, what)` is called every
@@ -96,21 +117,22 @@ def _bulk_specs(
     from tqcli.core.spec import parse_json, spec_from_object
 
     text = read_input_file(path, what="bulk file")
-    specs, where, flags = [], [], []
+    specs, flags = [], []
+    where = LineLabels("stdin" if path == "-" else path)
     lines = text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        if progress is not None and number % BULK_PROGRESS_LINES == 0:
-            progress(number, len(lines), "lines read and checked")
-        if not line.strip():
-            continue
-        label = f"{'stdin' if path == '-' else path} line {number}"
-        try:
-            spec, wanted = spec_from_object(parse_json(line, what="this line"), defaults=defaults, encrypt=encrypt)
+    for start in range(0, len(lines), BULK_PROGRESS_LINES):
+        if progress is not None and start:
+            progress(start, len(lines), "lines read and checked")
+        for number, line in enumerate(lines[start:start + BULK_PROGRESS_LINES], start=start + 1):
+            if not line.strip():
+                continue
+            try:
+                spec, wanted = spec_from_object(parse_json(line, what="this line"), defaults=defaults, encrypt=encrypt)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where.label(number)}: {exc.message}; nothing was submitted") from None
             specs.append(spec)
             flags.append(wanted)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{label}: {exc.message}; nothing was submitted") from None
-        where.append(label)
+            where.numbers.append(number)
     if not specs:
         raise InvalidInput(f"bulk file {path} holds no tasks; nothing was submitted")
     if progress is not None:

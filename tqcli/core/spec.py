@@ -265,47 +265,68 @@ def _as_seconds(value: Any, what: str) -> float:
     raise InvalidInput(f"invalid {what} {value!r}: use seconds or a duration like 30s")
 
 
+def _as_text(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"invalid {key} {value!r}: it must be a string")
+    return value
+
+
+def _as_count(value: Any, key: str) -> int:
+    return _as_int(value, key.replace("_", " "))
+
+
+def _as_payload(value: Any, key: str) -> Any:
+    return parse_payload(value) if isinstance(value, str) else value
+
+
+def _as_instant(value: Any, key: str) -> int:
+    if not isinstance(value, str):
+        raise InvalidInput(f"invalid at {value!r}: use an ISO 8601 time string")
+    return parse_time(value)
+
+
+def _as_dependencies(value: Any, key: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise InvalidInput(f"invalid depends_on {value!r}: use a list of task ids")
+    return tuple(_as_int(dep, "dependency id") for dep in value)
+
+
+def _as_given(value: Any, key: str) -> Any:
+    return value  # TaskSpec checks it
+
+
+# How each key's loose value becomes a TaskSpec argument (target is taken apart).
+_CONVERTERS = {
+    "backend": _as_text, "name": _as_text, "queue": _as_text, "tenant": _as_text, "service": _as_text,
+    "idempotency_key": _as_text, "cwd": _as_text, "payload": _as_payload,
+    "priority": _as_count, "max_retries": _as_count,
+    "backoff": _as_seconds, "timeout": _as_seconds, "delay": _as_seconds, "expires": _as_seconds,
+    "at": _as_instant, "depends_on": _as_dependencies, "env": _as_given,
+}
+_NONE_IS_UNSET = frozenset(SPEC_KEYS) - {"priority", "max_retries", "depends_on"}  # null means "not given" for these
+_KNOWN_KEYS = frozenset(SPEC_KEYS)
+
+
 def spec_from_mapping(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> TaskSpec:
     """A `TaskSpec` from loosely typed keys (bulk lines, DAG and schedule tables).
 
     Durations may be numbers of seconds or strings like `5m`; `at` is ISO 8601;
-    `payload` may be an object or a JSON string of one.
+    `payload` may be an object or a JSON string of one. Only the keys given
+    are looked at: a bulk line usually names two or three.
     """
-    merged = dict(defaults or {})
-    merged.update(data)
-    unknown = [key for key in merged if key not in SPEC_KEYS]
-    if unknown:
-        raise InvalidInput(f"unknown key {unknown[0]!r}; known keys: {', '.join(SPEC_KEYS)}")
+    merged = {**defaults, **data} if defaults else data
+    if not _KNOWN_KEYS.issuperset(merged):
+        unknown = next(key for key in merged if key not in _KNOWN_KEYS)
+        raise InvalidInput(f"unknown key {unknown!r}; known keys: {', '.join(SPEC_KEYS)}")
     if "target" not in merged:
         raise InvalidInput("missing key 'target'")
     values: dict[str, Any] = {}
-    for key in ("backend", "name", "queue", "tenant", "service", "idempotency_key", "cwd"):
-        if key in merged and merged[key] is not None:
-            if not isinstance(merged[key], str):
-                raise InvalidInput(f"invalid {key} {merged[key]!r}: it must be a string")
-            values[key] = merged[key]
-    if "payload" in merged and merged["payload"] is not None:
-        payload = merged["payload"]
-        values["payload"] = parse_payload(payload) if isinstance(payload, str) else payload
-    for key in ("priority", "max_retries"):
-        if key in merged:
-            values[key] = _as_int(merged[key], key.replace("_", " "))
-    for key in ("backoff", "timeout", "delay", "expires"):
-        if key in merged and merged[key] is not None:
-            values[key] = _as_seconds(merged[key], key)
-    if "at" in merged and merged["at"] is not None:
-        if not isinstance(merged["at"], str):
-            raise InvalidInput(f"invalid at {merged['at']!r}: use an ISO 8601 time string")
-        values["at"] = parse_time(merged["at"])
-    if "depends_on" in merged:
-        deps = merged["depends_on"]
-        if isinstance(deps, int) and not isinstance(deps, bool):
-            deps = [deps]
-        if not isinstance(deps, list):
-            raise InvalidInput(f"invalid depends_on {deps!r}: use a list of task ids")
-        values["depends_on"] = tuple(_as_int(dep, "dependency id") for dep in deps)
-    if merged.get("env") is not None:
-        values["env"] = merged["env"]
+    for key, value in merged.items():
+        if key == "target" or (value is None and key in _NONE_IS_UNSET):
+            continue
+        values[key] = _CONVERTERS[key](value, key)
     target = merged["target"]
     if not isinstance(target, str):
         raise InvalidInput(f"invalid target {target!r}: it must be a string")
@@ -319,8 +340,10 @@ def spec_from_object(data: Any, *, defaults: Mapping[str, Any] | None = None, en
     """
     if not isinstance(data, dict):
         raise InvalidInput(f"a task must be a JSON object, not {_json_type(data)}")
-    fields = dict(data)
-    wanted = fields.pop("encrypt", encrypt)
+    fields, wanted = data, encrypt
+    if "encrypt" in data:
+        fields = dict(data)
+        wanted = fields.pop("encrypt")
     if not isinstance(wanted, bool):
         raise InvalidInput(f"invalid encrypt {wanted!r}: use true or false")
     return spec_from_mapping(fields, defaults=defaults), wanted
