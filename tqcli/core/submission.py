@@ -119,7 +119,8 @@ def insert_specs(
     given_here: dict[tuple[str, str], int] = {}  # key -> the index of the first spec of this call that gives it
     rows, edges = [], []
     actor = ctx.actor
-    details: dict[tuple[str, str, str, int], str] = {}  # bulk submits repeat the same few
+    details: dict[tuple[str, str, str, int, bool], str] = {}  # bulk submits repeat the same few
+    add_entry = journal.add_text
     for index, spec in enumerate(specs):
         if spec.idempotency_key is not None:
             key = (spec.tenant, spec.idempotency_key)
@@ -176,7 +177,8 @@ def insert_specs(
             spec.timeout, run_at, waiting, dag_id, spec.service_key, spec.idempotency_key, now, actor,
             restarted_from, expires_at, spec.cwd, env, int(sealed),
         ))
-        edges += [(task_id, dep) for dep in deps]
+        if deps:
+            edges += [(task_id, dep) for dep in deps]
         summary = (spec.queue, spec.backend, spec.target, spec.priority, sealed)
         text = details.get(summary)
         if text is None:
@@ -186,7 +188,7 @@ def insert_specs(
             journal.add("task.submit", task_id, spec.tenant, queue=spec.queue, backend=spec.backend, target=spec.target,
                         priority=spec.priority, restarted_from=restarted_from, **({"encrypted": True} if sealed else {}))
         else:
-            journal.add_text("task.submit", task_id, spec.tenant, text)
+            add_entry("task.submit", task_id, spec.tenant, text)
         results.append(SubmitResult(task_id, created=True))
     if rows:
         try:
