@@ -151,8 +151,10 @@ def built_base(work: Path, existing: int) -> Path:
 
 
 def copy_of(base: Path, name: str) -> Path:
+    """A copy of `base`, flushed to disk first: otherwise its writeback lands inside the timed run that follows."""
     copy = fresh(base.parent, name)
     shutil.copyfile(base, copy)
+    os.sync()
     return copy
 
 
