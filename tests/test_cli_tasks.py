@@ -92,6 +92,12 @@ def test_bulk_submit_with_a_bad_line_enqueues_nothing(cli, tmp_path, line, messa
     refused(cli, ["submit", "--from-file", str(path)], 2, message)
 
 
+def test_bulk_submit_counts_blank_lines_in_the_line_it_names(cli, tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text('{"target": "a:b"}\n\n   \n{"target": "a:b", "priority": "high"}\n')
+    refused(cli, ["submit", "--from-file", str(path)], 2, "line 4: invalid priority 'high'")
+
+
 def test_bulk_submit_with_an_unknown_dependency_is_not_found(cli, tmp_path):
     path = tmp_path / "tasks.jsonl"
     path.write_text('{"target": "a:b"}\n{"target": "a:b", "depends_on": [99]}\n')

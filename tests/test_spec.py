@@ -71,6 +71,19 @@ def test_mapping_requires_a_target():
         spec_from_mapping({"payload": {}})
 
 
+def test_mapping_takes_null_as_not_given_except_where_a_value_is_required():
+    spec = spec_from_mapping({"target": "a:b", "queue": None, "timeout": None, "payload": None, "env": None, "at": None})
+    assert (spec.queue, spec.timeout, spec.payload, spec.at) == ("default", None, {}, None)
+    for key, named in (("priority", "priority"), ("max_retries", "max retries"), ("depends_on", "depends_on")):
+        with pytest.raises(InvalidInput, match=f"invalid {named} None"):
+            spec_from_mapping({"target": "a:b", key: None})
+
+
+def test_mapping_refuses_an_unknown_key_before_a_bad_value():
+    with pytest.raises(InvalidInput, match="unknown key 'prio'"):
+        spec_from_mapping({"target": 5, "priority": "x", "prio": 3})
+
+
 def test_defaults_apply_under_explicit_keys():
     spec = spec_from_mapping({"target": "a:b", "priority": 1}, defaults={"queue": "etl", "priority": 9})
     assert (spec.queue, spec.priority) == ("etl", 1)
