@@ -19,8 +19,9 @@ def boom(message="boom"):
 
 
 def sleepy(seconds=30.0, marker=None):
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
+    if marker:  # written whole, then renamed: a test that sees the file can read the pid
+        Path(f"{marker}.tmp").write_text(str(os.getpid()))
+        os.replace(f"{marker}.tmp", marker)
     time.sleep(seconds)
     return "slept"
 

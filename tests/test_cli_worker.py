@@ -127,7 +127,7 @@ def test_sigterm_waits_for_a_task_that_finishes_within_the_grace(cli):
 
 def test_cancel_stops_a_running_shell_task_and_its_children(cli, tmp_path):
     pids = tmp_path / "pids"
-    cli.submit("--backend", "shell", f"sleep 60 & echo $! > {pids}; sleep 60")
+    cli.submit("--backend", "shell", f"sleep 60 & echo $! > {pids}.tmp; mv {pids}.tmp {pids}; sleep 60")
     worker = cli.spawn("worker", "--poll", "0.2")
     try:
         assert wait_until(pids.exists)
@@ -145,7 +145,7 @@ def test_cancel_stops_a_running_shell_task_and_its_children(cli, tmp_path):
 
 def test_a_shell_timeout_ends_the_process_group(cli, tmp_path):
     pids = tmp_path / "pids"
-    cli.submit("--backend", "shell", f"sleep 60 & echo $! > {pids}; sleep 60", "--timeout", "1", "--max-retries", "0")
+    cli.submit("--backend", "shell", f"sleep 60 & echo $! > {pids}.tmp; mv {pids}.tmp {pids}; sleep 60", "--timeout", "1", "--max-retries", "0")
     cli.ok("worker", "--once")
     assert cli.task(1)["error"] == "timed out after 1 s"
     assert wait_until(lambda: gone(int(pids.read_text())))
