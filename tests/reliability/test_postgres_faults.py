@@ -189,3 +189,64 @@ def test_a_worker_stopped_while_its_server_is_down_still_stops(cli, tmp_path):
     assert time.monotonic() - started < 20
     assert worker.returncode == 7, err
     assert "stopped with 1 finished attempt(s) not recorded" in err and "Traceback" not in err
+
+
+STOPPED_HOLDER = r"""
+import os, signal, sys
+from tqcli.errors import StorageLost
+from tqcli.store import open as open_store
+from tqcli.store.postgres_tx import AUDIT_LOCK
+
+store = open_store(sys.argv[1], busy_timeout=2.0)
+try:
+    with store.write() as tx:
+        tx.conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))  # the audit chain's head: every change waits on it
+        tx.conn.raw.execute("INSERT INTO meta (key, value) VALUES ('stopped-holder', 'committed')")
+        print("holding", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)  # stopped inside the transaction, as SIGSTOP or a frozen VM leaves a worker
+        tx.conn.raw.execute("SELECT 1")
+except StorageLost as exc:
+    print("lost:", exc, flush=True)
+"""
+
+
+def test_a_process_stopped_inside_a_write_transaction_holds_no_one_up_past_half_the_busy_timeout(cli):
+    """The server ends a session left idle in a write transaction, so a stopped holder's locks do not block every host."""
+    import signal
+    import sys
+
+    cli.create_db()
+    (cli.home / "tqcli.toml").write_text('busy_timeout = "2s"\n')
+    holder = subprocess.Popen([sys.executable, "-c", STOPPED_HOLDER, cli.db], stdout=subprocess.PIPE, text=True, env=cli.env)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        _wait_for(lambda: open(f"/proc/{holder.pid}/stat").read().split(") ", 1)[1].startswith("T"), 10, "the holder to stop")
+        started = time.monotonic()
+        submitted = cli("submit", "tests.jobs:noop")
+        waited = time.monotonic() - started
+        assert submitted.code == 0, submitted.stderr  # not exit 7 (busy) after the 2 s busy timeout
+        assert 0.8 < waited < 2.0, f"the submit waited {waited:.1f} s: the stopped holder's session ended after 1 s"
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        out, _ = holder.communicate(timeout=30)
+    assert out.startswith("lost: the PostgreSQL server of ") and "ended this session: it sat idle inside a change" in out, out
+    assert raw_sql(cli.db, "SELECT count(*) FROM meta WHERE key = 'stopped-holder'") == [(0,)], "nothing of the stopped change was committed"
+    assert cli("audit", "verify").code == 0
+
+
+def test_a_running_process_busy_in_python_inside_a_write_for_longer_than_the_limit_is_not_ended(db_location):
+    """A bulk submit builds its rows between two statements; its session is kept alive while the process runs."""
+    from tqcli.store import open as open_store
+    from tqcli.store.postgres_idle import idle_in_write_limit
+
+    store = open_store(db_location, busy_timeout=2.0)
+    try:
+        with store.write() as tx:
+            tx.conn.raw.execute("INSERT INTO meta (key, value) VALUES ('long-change', 'committed')")
+            busy_until = time.monotonic() + 2.5 * idle_in_write_limit(2.0)
+            spins = 0
+            while time.monotonic() < busy_until:  # pure Python, holding the GIL as a row builder does
+                spins += 1
+    finally:
+        store.close()
+    assert raw_sql(db_location, "SELECT value FROM meta WHERE key = 'long-change'") == [("committed",)]

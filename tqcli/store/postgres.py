@@ -16,7 +16,9 @@ writer are taken explicitly here, each stated where it is taken:
   second submit with a key waits and then finds the first's task;
 - ids come from sequences (`tasks_id_seq`, `claim_seq`): no row lock;
 - reads run in `REPEATABLE READ READ ONLY`: one snapshot for the whole read;
-- every host reads the server's clock (`server_time`, `tqcli.clock.ServerClock`).
+- every host reads the server's clock (`server_time`, `tqcli.clock.ServerClock`);
+- a session left idle inside a write (its process stopped) is ended by the
+  server, so its locks do not hold every host up (`postgres_idle`).
 
 A change that loses a deadlock raises `StorageConflict`; the library runs
 the whole operation again (`tqcli.core.context.retrying`). A lost
@@ -37,6 +39,7 @@ from psycopg import pq
 
 from tqcli.errors import InvalidInput, NotFound, StorageError
 from tqcli.store import schema_pg
+from tqcli.store.postgres_idle import KEEPER, READ_BEGIN, idle_in_write_limit, session_options
 from tqcli.store.postgres_errors import connect_error, describe, display_url, first_line
 from tqcli.store.postgres_tx import AUDIT_LOCK, PgConnection, PostgresTx
 
@@ -64,6 +67,7 @@ class PostgresStore:
         self.location = url
         self.where = display_url(url)
         self.busy_timeout = busy_timeout
+        self._idle_limit = idle_in_write_limit(busy_timeout)
         self.read_only = read_only
         self.connect_timeout = connect_timeout
         self._create = create and not read_only
@@ -82,7 +86,7 @@ class PostgresStore:
         try:
             raw = psycopg.connect(
                 self.location, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                application_name="tqcli", options=f"-c lock_timeout={int(self.busy_timeout * 1000)}",
+                application_name="tqcli", options=session_options(self.busy_timeout),
             )
         except psycopg.ProgrammingError as exc:  # the URL itself is wrong
             raise InvalidInput(f"invalid database URL {self.where}: {first_line(exc)}") from None
@@ -190,16 +194,24 @@ class PostgresStore:
         conn = self._connection()
         tx = PostgresTx(conn)
         with self._transaction(conn, "BEGIN"):
-            yield tx
+            KEEPER.opened(conn.raw, self._idle_limit)
+            try:
+                yield tx
+            finally:
+                KEEPER.closed(conn.raw)
             if tx.made_ready and time.monotonic() - self._last_notify >= NOTIFY_EVERY:
                 conn.raw.execute(f"NOTIFY {READY_CHANNEL}")
                 self._last_notify = time.monotonic()
 
     @contextmanager
     def read(self) -> Iterator[PostgresTx]:
-        """A read transaction with one snapshot (REPEATABLE READ READ ONLY)."""
+        """A read transaction with one snapshot (REPEATABLE READ READ ONLY).
+
+        Reads are exempt from the idle limit of writes (`postgres_idle`): they
+        hold no lock a writer waits for.
+        """
         conn = self._connection()
-        with self._transaction(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"):
+        with self._transaction(conn, READ_BEGIN):
             yield PostgresTx(conn)
 
     def server_time(self) -> int:
