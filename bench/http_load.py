@@ -79,7 +79,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(baseline=1.0, warmup=0.5, phase=1.0, pairs=1, closed=1.0, probe=0.2, calibrate=1_000)
+        return cls(baseline=0.5, warmup=0.25, phase=0.5, pairs=1, closed=0.5, probe=0.1, calibrate=500)
 
     @property
     def loaded(self) -> float:

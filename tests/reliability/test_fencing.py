@@ -29,9 +29,15 @@ def _can_unshare() -> bool:
     return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode == 0
 
 
-RESCUERS = [
-    pytest.param("same", id="rescuer-sees-the-worker"),
-    pytest.param("namespace", id="rescuer-in-own-pid-namespace", marks=pytest.mark.skipif(not _can_unshare(), reason="needs unshare --pid")),
+NEEDS_UNSHARE = pytest.mark.skipif(not _can_unshare(), reason="needs unshare --pid")
+RESCUER_IDS = {"same": "rescuer-sees-the-worker", "namespace": "rescuer-in-own-pid-namespace"}
+# Every pair of store, backend and rescuer is covered by four runs instead of all eight (each takes 5-8 s):
+# what could go wrong lives in a pair (a backend's processes on one store, a rescuer's view on one store).
+PAIRWISE = [
+    pytest.param(store, backend, rescuer, id=f"{store}-{backend}-{RESCUER_IDS[rescuer]}", marks=[NEEDS_UNSHARE] if rescuer == "namespace" else [])
+    for store, backend, rescuer in (
+        ("sqlite", "simple", "same"), ("sqlite", "shell", "namespace"), ("postgres", "simple", "namespace"), ("postgres", "shell", "same"),
+    )
 ]
 
 
@@ -69,8 +75,7 @@ def _started(ledger):
     return ledger.exists() and ledger.read_text().count("start") >= 1
 
 
-@pytest.mark.parametrize("rescuer", RESCUERS)
-@pytest.mark.parametrize("backend", ["simple", "shell"])
+@pytest.mark.parametrize(("store_kind", "backend", "rescuer"), PAIRWISE)
 def test_a_stopped_workers_task_is_ended_before_another_worker_runs_it(cli, tmp_path, backend, rescuer):
     ledger = _submit_exclusive(cli, tmp_path, backend, seconds=4, c_call=False)
     stopped = cli.spawn("worker", "--lease", "2", "--poll", "0.2")
@@ -86,8 +91,7 @@ def test_a_stopped_workers_task_is_ended_before_another_worker_runs_it(cli, tmp_
     _assert_ran_apart_and_completed_after_a_takeover(cli, ledger)
 
 
-@pytest.mark.parametrize("rescuer", RESCUERS)
-@pytest.mark.parametrize("backend", ["simple", "shell"])
+@pytest.mark.parametrize(("store_kind", "backend", "rescuer"), PAIRWISE)
 def test_a_killed_workers_task_inside_a_long_c_call_never_overlaps_its_rerun(cli, tmp_path, backend, rescuer):
     ledger = _submit_exclusive(cli, tmp_path, backend, seconds=3, c_call=True)
     killed = cli.spawn("worker", "--lease", "2", "--poll", "0.2")
