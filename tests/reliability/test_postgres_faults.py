@@ -229,24 +229,29 @@ def test_a_process_stopped_inside_a_write_transaction_holds_no_one_up_past_half_
     finally:
         holder.send_signal(signal.SIGCONT)
         out, _ = holder.communicate(timeout=30)
-    assert out.startswith("lost: the PostgreSQL server of ") and "ended this session: it sat idle inside a change" in out, out
+    assert out.startswith("lost: the PostgreSQL server of ") and "ended this session: it sat idle inside a transaction" in out, out
     assert raw_sql(cli.db, "SELECT count(*) FROM meta WHERE key = 'stopped-holder'") == [(0,)], "nothing of the stopped change was committed"
     assert cli("audit", "verify").code == 0
 
 
-def test_a_running_process_busy_in_python_inside_a_write_for_longer_than_the_limit_is_not_ended(db_location):
-    """A bulk submit builds its rows between two statements; its session is kept alive while the process runs."""
+def test_a_running_process_busy_in_python_inside_a_transaction_for_longer_than_the_limit_is_not_ended(db_location):
+    """A bulk submit builds its rows between two statements, a read may wait on a pipe: their sessions are kept alive."""
     from tqcli.store import open as open_store
-    from tqcli.store.postgres_idle import idle_in_write_limit
+    from tqcli.store.postgres_idle import idle_limit
+
+    def spin(seconds: float) -> None:  # pure Python, holding the GIL as a row builder does
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            pass
 
     store = open_store(db_location, busy_timeout=2.0)
     try:
         with store.write() as tx:
             tx.conn.raw.execute("INSERT INTO meta (key, value) VALUES ('long-change', 'committed')")
-            busy_until = time.monotonic() + 2.5 * idle_in_write_limit(2.0)
-            spins = 0
-            while time.monotonic() < busy_until:  # pure Python, holding the GIL as a row builder does
-                spins += 1
+            spin(2.5 * idle_limit(2.0))
+        with store.read() as tx:
+            spin(2.5 * idle_limit(2.0))
+            assert tx.conn.raw.execute("SELECT value FROM meta WHERE key = 'long-change'").fetchall() == [("committed",)]
     finally:
         store.close()
     assert raw_sql(db_location, "SELECT value FROM meta WHERE key = 'long-change'") == [("committed",)]

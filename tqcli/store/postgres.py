@@ -17,8 +17,8 @@ writer are taken explicitly here, each stated where it is taken:
 - ids come from sequences (`tasks_id_seq`, `claim_seq`): no row lock;
 - reads run in `REPEATABLE READ READ ONLY`: one snapshot for the whole read;
 - every host reads the server's clock (`server_time`, `tqcli.clock.ServerClock`);
-- a session left idle inside a write (its process stopped) is ended by the
-  server, so its locks do not hold every host up (`postgres_idle`).
+- a session left idle inside a transaction (its process stopped) is ended
+  by the server, so its locks do not hold every host up (`postgres_idle`).
 
 A change that loses a deadlock raises `StorageConflict`; the library runs
 the whole operation again (`tqcli.core.context.retrying`). A lost
@@ -39,7 +39,7 @@ from psycopg import pq
 
 from tqcli.errors import InvalidInput, NotFound, StorageError
 from tqcli.store import schema_pg
-from tqcli.store.postgres_idle import KEEPER, READ_BEGIN, idle_in_write_limit, session_options
+from tqcli.store.postgres_idle import KEEPER, idle_limit, session_options
 from tqcli.store.postgres_errors import connect_error, describe, display_url, first_line
 from tqcli.store.postgres_tx import AUDIT_LOCK, PgConnection, PostgresTx
 
@@ -67,7 +67,7 @@ class PostgresStore:
         self.location = url
         self.where = display_url(url)
         self.busy_timeout = busy_timeout
-        self._idle_limit = idle_in_write_limit(busy_timeout)
+        self._idle_limit = idle_limit(busy_timeout)
         self.read_only = read_only
         self.connect_timeout = connect_timeout
         self._create = create and not read_only
@@ -205,14 +205,14 @@ class PostgresStore:
 
     @contextmanager
     def read(self) -> Iterator[PostgresTx]:
-        """A read transaction with one snapshot (REPEATABLE READ READ ONLY).
-
-        Reads are exempt from the idle limit of writes (`postgres_idle`): they
-        hold no lock a writer waits for.
-        """
+        """A read transaction with one snapshot (REPEATABLE READ READ ONLY), kept alive as a write is (`postgres_idle`)."""
         conn = self._connection()
-        with self._transaction(conn, READ_BEGIN):
-            yield PostgresTx(conn)
+        with self._transaction(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"):
+            KEEPER.opened(conn.raw, self._idle_limit)
+            try:
+                yield PostgresTx(conn)
+            finally:
+                KEEPER.closed(conn.raw)
 
     def server_time(self) -> int:
         """The server's wall clock now, in microseconds since the epoch (outside any transaction)."""

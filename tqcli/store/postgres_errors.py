@@ -41,10 +41,10 @@ def describe(exc: psycopg.Error, where: str, busy_timeout: float = LOCK_TIMEOUT_
         return StorageError(f"database {where} is read-only here ({text}): nothing was changed")
     if state.startswith("28") or state == "42501":
         return StorageError(f"PostgreSQL refused access to {where} ({text}): check the user and password in the URL")
-    if state == "25P03":  # idle_in_transaction_session_timeout: this process was stopped or starved inside a change
+    if state == "25P03":  # idle_in_transaction_session_timeout: this process was stopped or starved inside a transaction
         return StorageLost(
-            f"the PostgreSQL server of {where} ended this session: it sat idle inside a change for longer than half "
-            "the busy timeout (the process was stopped or starved), so nothing was changed; try again"
+            f"the PostgreSQL server of {where} ended this session: it sat idle inside a transaction for longer than "
+            "half the busy timeout (the process was stopped or starved), so nothing was changed; try again"
         )
     if isinstance(exc, psycopg.OperationalError) or state.startswith("08") or state.startswith("57P"):
         return StorageLost(

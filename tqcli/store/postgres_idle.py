@@ -1,20 +1,20 @@
-"""A write transaction's session is ended by the server when its process stops; a running one is kept alive.
+"""A transaction's session is ended by the server when its process stops; a running one is kept alive.
 
 A process stopped (SIGSTOP, Ctrl-Z, a frozen VM) in the middle of a write
 keeps its locks, the audit chain's head among them, and every host's
 changes would wait on it and fail busy. So each connection asks the server
 to end a session that sits idle inside a transaction for longer than
-`idle_in_write_limit` (`idle_in_transaction_session_timeout`): its change is
-rolled back, its locks go, and those waiting get them before their own busy
-timeout runs out.
+`idle_limit` (`idle_in_transaction_session_timeout`): its change is rolled
+back, its locks go, and those waiting get them before their own busy
+timeout runs out. A stopped read loses its snapshot the same way.
 
-A running process may sit between two statements of one write for longer
-than that without being stopped: a bulk submit builds its rows in Python
-between its id allocation and its COPY. While a write is open, the keeper
-thread sends its session a `SELECT 1` every third of the limit, which
-resets the server's timer; a stopped process stops its keeper too, so only
-a stopped (or wholly starved) one is ended. Reads turn the limit off for
-their own transaction (`READ_BEGIN`): they hold no lock a writer waits for.
+A running process may sit between two statements of one transaction for
+longer than that without being stopped: a bulk submit builds its rows in
+Python between its id allocation and its COPY, a read may wait on a slow
+pipe. While a transaction is open, the keeper thread sends its session a
+`SELECT 1` every third of the limit, which resets the server's timer; a
+stopped process stops its keeper too, so only a stopped (or wholly
+starved) one is ended.
 """
 
 from __future__ import annotations
@@ -24,27 +24,25 @@ import time
 
 import psycopg
 
-# The least time a session may sit idle inside a write transaction before the server ends it (s).
-IDLE_IN_WRITE_FLOOR = 1.0
-# How a read begins: one snapshot, and no idle limit for its transaction (one round trip).
-READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL idle_in_transaction_session_timeout = 0"
+# The least time a session may sit idle inside a transaction before the server ends it (s).
+IDLE_FLOOR = 1.0
 
 
-def idle_in_write_limit(busy_timeout: float) -> float:
-    """How long a session may sit idle inside a write transaction: half the busy timeout, at least a second."""
-    return max(IDLE_IN_WRITE_FLOOR, busy_timeout / 2)
+def idle_limit(busy_timeout: float) -> float:
+    """How long a session may sit idle inside a transaction: half the busy timeout, at least a second."""
+    return max(IDLE_FLOOR, busy_timeout / 2)
 
 
 def session_options(busy_timeout: float) -> str:
-    """The `options` of a tqcli connection: its lock wait and its idle limit inside a write, both in ms."""
+    """The `options` of a tqcli connection: its lock wait and its idle limit inside a transaction, both in ms."""
     return (
         f"-c lock_timeout={int(busy_timeout * 1000)} "
-        f"-c idle_in_transaction_session_timeout={int(idle_in_write_limit(busy_timeout) * 1000)}"
+        f"-c idle_in_transaction_session_timeout={int(idle_limit(busy_timeout) * 1000)}"
     )
 
 
 class _Keeper:
-    """One daemon thread for the process: pings the sessions of open writes so that a running process is not ended."""
+    """One daemon thread for the process: pings the sessions of open transactions so that a running process is not ended."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -52,7 +50,7 @@ class _Keeper:
         self._thread: threading.Thread | None = None
 
     def opened(self, raw: psycopg.Connection, limit: float) -> None:
-        """A write transaction began on `raw`: keep its session alive while it stays open."""
+        """A transaction began on `raw`: keep its session alive while it stays open."""
         every = limit / 3
         with self._lock:
             self._open[id(raw)] = (raw, every, time.monotonic() + every)
@@ -61,13 +59,13 @@ class _Keeper:
                 self._thread.start()
 
     def closed(self, raw: psycopg.Connection) -> None:
-        """The write transaction on `raw` committed or rolled back."""
+        """The transaction on `raw` committed or rolled back."""
         with self._lock:
             self._open.pop(id(raw), None)
 
     def _run(self) -> None:
         while True:
-            time.sleep(IDLE_IN_WRITE_FLOOR / 3)
+            time.sleep(IDLE_FLOOR / 3)
             now = time.monotonic()
             with self._lock:
                 due = [(key, raw, every) for key, (raw, every, at) in self._open.items() if at <= now]
@@ -78,13 +76,13 @@ class _Keeper:
 
     @staticmethod
     def _ping(raw: psycopg.Connection) -> None:
-        # Waits for the connection's lock while a statement of the write runs; the write may end meanwhile, and
-        # the ping then runs outside it (autocommit) or in the next transaction: a SELECT changes neither.
+        # Waits for the connection's lock while a statement of the transaction runs; the transaction may end
+        # meanwhile, and the ping then runs outside it (autocommit) or in the next one: a SELECT changes neither.
         try:
             if raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
                 raw.execute("SELECT 1")
         except psycopg.Error:
-            pass  # the write's own next statement meets the same fault and reports it
+            pass  # the transaction's own next statement meets the same fault and reports it
 
 
 KEEPER = _Keeper()
