@@ -255,3 +255,23 @@ def test_a_running_process_busy_in_python_inside_a_transaction_for_longer_than_t
     finally:
         store.close()
     assert raw_sql(db_location, "SELECT value FROM meta WHERE key = 'long-change'") == [("committed",)]
+
+
+def test_a_busy_timeout_of_zero_does_not_wait_for_a_lock(cli):
+    """0 is "do not wait", as on SQLite (PostgreSQL's own lock_timeout of 0 would wait forever)."""
+    import psycopg
+
+    from tqcli.store.postgres_tx import AUDIT_LOCK
+
+    cli.create_db()
+    (cli.home / "tqcli.toml").write_text('busy_timeout = "0s"\n')
+    with psycopg.connect(cli.db, autocommit=True) as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+        started = time.monotonic()
+        result = cli("submit", "tests.jobs:noop", timeout=30)
+        waited = time.monotonic() - started
+        holder.execute("ROLLBACK")
+    assert result.code == 7 and "is busy" in result.stderr, result.stderr
+    assert waited < 10
+    assert counts(cli.db) == {}

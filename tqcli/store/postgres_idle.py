@@ -34,9 +34,13 @@ def idle_limit(busy_timeout: float) -> float:
 
 
 def session_options(busy_timeout: float) -> str:
-    """The `options` of a tqcli connection: its lock wait and its idle limit inside a transaction, both in ms."""
+    """The `options` of a tqcli connection: its lock wait and its idle limit inside a transaction, both in ms.
+
+    A busy timeout of 0 is "do not wait", as on SQLite: PostgreSQL reads a
+    `lock_timeout` of 0 as "wait forever", so the least is 1 ms.
+    """
     return (
-        f"-c lock_timeout={int(busy_timeout * 1000)} "
+        f"-c lock_timeout={max(1, round(busy_timeout * 1000))} "
         f"-c idle_in_transaction_session_timeout={int(idle_limit(busy_timeout) * 1000)}"
     )
 
