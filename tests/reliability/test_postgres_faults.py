@@ -275,3 +275,32 @@ def test_a_busy_timeout_of_zero_does_not_wait_for_a_lock(cli):
     assert result.code == 7 and "is busy" in result.stderr, result.stderr
     assert waited < 10
     assert counts(cli.db) == {}
+
+
+def test_a_forked_child_keeps_its_own_transactions_alive(db_location):
+    """A fork copies the keeper but not its thread: the child starts its own (as a fork server's children do)."""
+    import os
+
+    from tqcli.store import open as open_store
+    from tqcli.store.postgres_idle import idle_limit
+
+    parent = open_store(db_location, busy_timeout=2.0)
+    with parent.write():
+        pass  # the parent's keeper thread runs from here on
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports by its exit status
+        code = 1
+        try:
+            child = open_store(db_location, busy_timeout=2.0)
+            with child.write() as tx:
+                tx.conn.raw.execute("INSERT INTO meta (key, value) VALUES ('forked-change', 'committed')")
+                until = time.monotonic() + 2.5 * idle_limit(2.0)
+                while time.monotonic() < until:
+                    pass
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    parent.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert raw_sql(db_location, "SELECT value FROM meta WHERE key = 'forked-change'") == [("committed",)]

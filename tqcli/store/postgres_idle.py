@@ -19,6 +19,7 @@ starved) one is ended.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -62,6 +63,12 @@ class _Keeper:
                 self._thread = threading.Thread(target=self._run, name="tqcli-pg-keeper", daemon=True)
                 self._thread.start()
 
+    def forget(self) -> None:
+        """In a forked child: the parent's transactions and thread are not this process's."""
+        self._lock = threading.Lock()
+        self._open = {}
+        self._thread = None
+
     def closed(self, raw: psycopg.Connection) -> None:
         """The transaction on `raw` committed or rolled back."""
         with self._lock:
@@ -90,3 +97,4 @@ class _Keeper:
 
 
 KEEPER = _Keeper()
+os.register_at_fork(after_in_child=KEEPER.forget)
