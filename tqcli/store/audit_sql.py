@@ -6,8 +6,11 @@ import sqlite3
 from typing import Any, Iterable, Iterator, Sequence
 
 from tqcli.store.base import AuditLink, AuditRow, columns
+from tqcli.store.lean_insert import LeanInsert
 
 AUDIT_COLUMNS = columns(AuditRow)
+# A chain without an audit key leaves key_id NULL: written so, not bound (see tqcli.store.lean_insert).
+_INSERT_AUDIT = LeanInsert("audit", AUDIT_COLUMNS.split(", "), ("key_id",))
 
 
 class AuditSQL:
@@ -29,7 +32,7 @@ class AuditSQL:
 
     def insert_audit(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Append entries given in `AUDIT_COLUMNS` order."""
-        self.conn.executemany(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        _INSERT_AUDIT.run(self.conn, rows)
 
     def iter_audit(self, first: int | None = None, last: int | None = None) -> Iterator[tuple[Any, ...]]:
         """Entries in stored order (those with seq from `first` to `last`), streamed row by row."""

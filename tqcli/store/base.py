@@ -229,7 +229,7 @@ class TaskStore(Protocol):
     def allocate_task_ids(self, count: int) -> list[int]:
         """`count` new task ids, ascending, that no other transaction gets."""
     def insert_tasks(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Insert task rows in the column order of `tasks_sql.INSERT_TASK`."""
+        """Insert task rows in the column order of `tasks_sql.INSERT_COLUMNS`."""
     def insert_dependencies(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Record `(task_id, depends_on)` edges, marking the depended-on tasks."""
     def find_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[int, str, str, str, str]]:

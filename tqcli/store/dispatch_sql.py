@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any, Sequence
 
 from tqcli.store.base import ClaimRow, PickRow, columns
+from tqcli.store.lean_insert import LeanInsert
 from tqcli.store.tasks_sql import chunks, marks
 
 # What a worker needs to run a claimed task, in this order (see core.dispatcher.Claim).
@@ -22,6 +23,12 @@ CLAIM_ORDER = "priority DESC, tenant, queue, run_at, id"
 
 # What a claim judges a picked task by, before it claims it (see `pick_tasks`).
 PICK_COLUMNS = columns(PickRow)
+
+# A completed attempt has neither error nor traceback: NULL in the statement, not bound (see tqcli.store.lean_insert).
+_RECORD_ATTEMPTS = LeanInsert(
+    "attempts", ("task_id", "claim", "run", "attempt", "worker", "started_at", "finished_at", "outcome", "error", "traceback"),
+    ("error", "traceback"), suffix=" ON CONFLICT DO NOTHING",
+)
 
 # Ready: pending, every dependency completed, due, not expired (an expired
 # task is never claimed; the next poll cancels it, see `expired_tasks`).
@@ -157,11 +164,7 @@ class DispatchSQL:
 
         `(task_id, claim)` is the row's key, so an attempt is recorded once.
         """
-        self.conn.executemany(
-            "INSERT INTO attempts (task_id, claim, run, attempt, worker, started_at, finished_at, outcome, error, traceback) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            rows,
-        )
+        _RECORD_ATTEMPTS.run(self.conn, rows)
 
     def complete_task(self, task_id: int, claim: int, *, now: int, result: str) -> bool | None:
         """running -> completed if claim `claim` still holds the task: whether it has dependents; None if not held."""

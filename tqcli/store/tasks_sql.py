@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from tqcli.store.base import AttemptRow, TaskRow, columns
+from tqcli.store.lean_insert import LeanInsert
 
 # The columns every task query selects, in the field order of `tqcli.core.task.Task`.
 TASK_COLUMNS = columns(TaskRow)
@@ -34,7 +35,11 @@ INSERT_COLUMNS = (
     "max_retries, backoff, timeout, run_at, waiting_deps, dag_id, service, idempotency_key, "
     "created_at, submitted_by, restarted_from, expires_at, cwd, env, encrypted"
 )
-INSERT_TASK = f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({marks(24)})"
+# Most tasks leave these NULL: written so in the statement, not bound (see tqcli.store.lean_insert).
+_INSERT_TASKS = LeanInsert(
+    "tasks", INSERT_COLUMNS.split(", "),
+    ("timeout", "dag_id", "idempotency_key", "restarted_from", "expires_at", "cwd", "env"),
+)
 
 # The task columns `dlq replay` may change as it replays (its edit options).
 REPLAY_EDITABLE_COLUMNS = frozenset({"payload", "priority", "max_retries", "queue"})
@@ -53,8 +58,8 @@ class TaskSQL:
     # -- insert ------------------------------------------------------------
 
     def insert_tasks(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Insert task rows in the column order of `INSERT_TASK`."""
-        self.conn.executemany(INSERT_TASK, rows)
+        """Insert task rows in the column order of `INSERT_COLUMNS`."""
+        _INSERT_TASKS.run(self.conn, rows)
 
     def insert_dependencies(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Record `(task_id, depends_on)` edges, marking the depended-on tasks."""
