@@ -76,20 +76,39 @@ def link_bytes(
 ) -> bytes:
     """The canonical encoding of one entry: the one place the link format is written down.
 
-    Built as text first (one f-string, lengths in characters), which is the
-    exact encoding whenever it is ASCII; other text is encoded field by field.
+    Built as text (one f-string, lengths in characters), which is the exact
+    encoding whenever it is ASCII; other text is encoded field by field.
+    The parts entries share, `ts actor action` and `tenant details key_id`,
+    are encoded once and looked up (a bulk submit or a drain writes
+    thousands alike; a verify reads them): about a quarter of the cost.
     """
+    head = _HEADS.get((ts, actor, action))
+    if head is None:
+        head = _remember(_HEADS, (ts, actor, action), f"{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}")
+    tail = _TAILS.get((tenant, details, key_id))
+    if tail is None:
+        tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
+        key_part = "-" if key_id is None else f"{len(key_id)}:{key_id}"
+        tail = _remember(_TAILS, (tenant, details, key_id), f"{tenant_part}{len(details)}:{details}{key_part}")
     number = str(seq)
     task = "-" if task_id is None else f"{len(str(task_id))}:{task_id}"
-    tenant_part = "-" if tenant is None else f"{len(tenant)}:{tenant}"
-    key_part = "-" if key_id is None else f"{len(key_id)}:{key_id}"
-    text = (
-        f"{_TAG_TEXT}{len(number)}:{number}{len(ts)}:{ts}{len(actor)}:{actor}{len(action)}:{action}"
-        f"{task}{tenant_part}{len(details)}:{details}{key_part}{len(prev_hash)}:{prev_hash}"
-    )
+    text = f"{_TAG_TEXT}{len(number)}:{number}{head}{task}{tail}{len(prev_hash)}:{prev_hash}"
     if text.isascii():  # then every length in characters is also the length in bytes
         return text.encode("ascii")
     return length_prefixed(_TAG, (seq, ts, actor, action, task_id, tenant, details, key_id, prev_hash))
+
+
+# The shared parts of recent entries' encodings (see `link_bytes`); each emptied when it reaches _PARTS_KEPT.
+_HEADS: dict[tuple[Any, ...], str] = {}
+_TAILS: dict[tuple[Any, ...], str] = {}
+_PARTS_KEPT = 4096
+
+
+def _remember(parts: dict[tuple[Any, ...], str], key: tuple[Any, ...], text: str) -> str:
+    if len(parts) >= _PARTS_KEPT:
+        parts.clear()
+    parts[key] = text
+    return text
 
 
 # Up to this many entries are linked with CPython's own SHA-256, more with OpenSSL's (see `sha256_for`).
