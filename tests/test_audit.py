@@ -216,3 +216,30 @@ def test_verification_split_between_processes_agrees_with_the_ordered_walk(queue
     ordered = verify_rows(rows(queue))
     assert (split.intact, split.kind, split.bad_seq, split.count, split.head_hash) == (ordered.intact, ordered.kind, ordered.bad_seq, ordered.count, ordered.head_hash)
     assert split.intact == (sql is None)
+
+
+ENTRIES = [
+    (1, "2026-01-01T00:00:00.000000Z", '"alice"', "task.submit", 7, "default", '{"queue":"default"}', None, GENESIS_HASH),
+    (2, "2026-01-01T00:00:00.000000Z", '"alice"', "task.submit", None, None, "{}", "audit-0123abcd", "f" * 64),
+    (3, "2026-01-01T00:00:00.000000Z", '"zoë"', "task.submit", 8, "équipe", '{"target":"日本"}', None, "e" * 64),
+    (12345678901, "t", "a", "b", 10**12, "", "", "", ""),
+]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_link_encoding_is_the_length_prefixed_fields_whether_its_parts_were_seen_before(entry):
+    from tqcli.security.audit import _TAG, length_prefixed, link_bytes
+
+    expected = length_prefixed(_TAG, entry)
+    assert link_bytes(*entry) == expected  # parts encoded now
+    assert link_bytes(*entry) == expected  # parts looked up
+    other = (entry[0] + 1, *entry[1:4], 99, *entry[5:])
+    assert link_bytes(*other) == length_prefixed(_TAG, other)  # shared parts, other seq and task
+
+
+def test_the_remembered_parts_stay_bounded():
+    from tqcli.security import audit
+
+    for n in range(audit._PARTS_KEPT * 2):
+        audit.link_bytes(n, f"ts-{n}", "a", "b", n, f"tenant-{n}", "{}", None, GENESIS_HASH)
+    assert len(audit._HEADS) <= audit._PARTS_KEPT and len(audit._TAILS) <= audit._PARTS_KEPT
