@@ -206,11 +206,18 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 # Built once: json.loads/dumps with options build a new decoder/encoder on every call.
 _STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+_STRICT_SCAN = _STRICT_DECODER.scan_once  # what decode runs between its whitespace checks
 _COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def parse_json(text: str, *, what: str) -> Any:
     """Strict JSON: no NaN or Infinity, no duplicate keys; errors name line and column."""
+    try:  # the decoder's C scanner alone, when no whitespace surrounds the value (a bulk line): 1 us less than decode
+        value, end = _STRICT_SCAN(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration, RecursionError):
+        pass  # decode says what is wrong
     try:
         return _STRICT_DECODER.decode(text)
     except json.JSONDecodeError as exc:

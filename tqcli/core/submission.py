@@ -120,7 +120,7 @@ def insert_specs(
     rows, edges = [], []
     actor = ctx.actor
     details: dict[tuple[str, str, str, int, bool], str] = {}  # bulk submits repeat the same few
-    add_entry = journal.add_text
+    entries: list[tuple[str, int | None, str | None, str]] = []  # the journal's, in task order
     for index, spec in enumerate(specs):
         if spec.idempotency_key is not None:
             key = (spec.tenant, spec.idempotency_key)
@@ -134,7 +134,7 @@ def insert_specs(
                         f"{prefix}idempotency key {spec.idempotency_key} is held by task {holder_id}, whose {' and '.join(differs)} "
                         f"{'differs' if len(differs) == 1 else 'differ'}: use another key for other work (nothing was submitted)"
                     )
-                results.append(SubmitResult(holder_id, created=False))
+                results.append(SubmitResult(holder_id, False))
                 held_states[holder_id] = holder_state
                 continue
             first = given_here.get(key)
@@ -146,7 +146,7 @@ def insert_specs(
                         f"{where[first] if where else 'an earlier task of this submit'}, for other work "
                         "(nothing was submitted): give each task its own key"
                     )
-                results.append(SubmitResult(results[first].id, created=False))
+                results.append(SubmitResult(results[first].id, False))
                 continue
             given_here[key] = index
         task_id = next(fresh_ids)
@@ -185,11 +185,12 @@ def insert_specs(
             entry = {"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority}
             text = details[summary] = encode_details({**entry, "encrypted": True} if sealed else entry)
         if restarted_from is not None:
-            journal.add("task.submit", task_id, spec.tenant, queue=spec.queue, backend=spec.backend, target=spec.target,
-                        priority=spec.priority, restarted_from=restarted_from, **({"encrypted": True} if sealed else {}))
-        else:
-            add_entry("task.submit", task_id, spec.tenant, text)
-        results.append(SubmitResult(task_id, created=True))
+            text = encode_details({
+                "queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority,
+                "restarted_from": restarted_from, **({"encrypted": True} if sealed else {}),
+            })
+        entries.append(("task.submit", task_id, spec.tenant, text))
+        results.append(SubmitResult(task_id, True))
     if rows:
         try:
             admit(tx, [(row[2], row[3]) for row in rows])  # (queue, tenant) of each new task
@@ -200,6 +201,7 @@ def insert_specs(
         tx.insert_tasks(rows)
     if edges:
         tx.insert_dependencies(edges)
+    journal.add_texts(entries)
     return results
 
 

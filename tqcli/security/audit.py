@@ -256,6 +256,10 @@ class Journal:
         """Record one entry whose details are already encoded as `encode_details` would."""
         self.entries.append((action, task_id, tenant, details))
 
+    def add_texts(self, entries: Iterable[tuple[str, int | None, str | None, str]]) -> None:
+        """Record `(action, task_id, tenant, details)` entries in order, details encoded as for `add_text` (a bulk change)."""
+        self.entries.extend(entries)
+
 
 def append_entries(
     tx: "Tx",
