@@ -121,6 +121,9 @@ def emitted_actions():
             function = node.func
             if isinstance(function, ast.Attribute) and function.attr in ("add", "add_text") and isinstance(function.value, ast.Name) and function.value.id.endswith("journal"):
                 names = node.args[:1]  # an `action=` keyword here is a detail (access.denied names what was denied)
+            elif (isinstance(function, ast.Attribute) and function.attr == "append" and isinstance(function.value, ast.Name)
+                  and function.value.id == "entries" and node.args and isinstance(node.args[0], ast.Tuple)):
+                names = node.args[0].elts[:1]  # a bulk change's entries, joined to its journal at once (Journal.add_texts)
             else:
                 names = [keyword.value for keyword in node.keywords if keyword.arg == "action"]
             for expression in names:
