@@ -75,3 +75,11 @@ def test_a_bulk_submit_mixing_plain_and_optioned_tasks_keeps_every_value(queue, 
     ]
     [lone] = queue.submit_many([plain])
     assert raw_sql(db_location, "SELECT timeout, cwd, env FROM tasks WHERE id = ?", (lone,)) == [(None, None, None)]
+
+
+def test_one_kept_column_and_one_optional_column_are_still_rows(conn):
+    conn.execute("CREATE TABLE pair (id INTEGER PRIMARY KEY, note TEXT)")
+    insert = LeanInsert("pair", ("id", "note"), ("note",))
+    insert.run(conn, [(1, None), (2, None)])
+    insert.run(conn, [(3, "x"), (4, None)])
+    assert conn.execute("SELECT * FROM pair ORDER BY id").fetchall() == [(1, None), (2, None), (3, "x"), (4, None)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from itertools import repeat
 from operator import eq, itemgetter
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 
 class LeanInsert:
@@ -35,10 +35,9 @@ class LeanInsert:
         self.full = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))}){suffix}"
         values = ", ".join("NULL" if at in empty else "?" for at in range(len(columns)))
         self.lean = f"INSERT INTO {table} ({names}) VALUES ({values}){suffix}"
-        self._optional = itemgetter(*sorted(empty))
-        self._kept = itemgetter(*(at for at in range(len(columns)) if at not in empty))
-        # itemgetter of one position gives the value itself, of several a tuple.
+        self._optional = itemgetter(*sorted(empty))  # of one position: the value itself, compared with None
         self._empty: Any = None if len(empty) == 1 else (None,) * len(empty)
+        self._kept = _tuple_getter([at for at in range(len(columns)) if at not in empty])
 
     def run(self, conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
         """Insert `rows` (a sequence is read twice: once to look, once to insert)."""
@@ -50,3 +49,11 @@ class LeanInsert:
             conn.executemany(self.lean, map(self._kept, rows))
         else:
             conn.executemany(self.full, rows)
+
+
+def _tuple_getter(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function giving the values at `positions` of a row as a tuple, in C when it can."""
+    if len(positions) > 1:
+        return itemgetter(*positions)  # type: ignore[return-value]
+    return lambda row: tuple(row[at] for at in positions)  # itemgetter of one position gives the value, not a tuple
+
