@@ -135,15 +135,15 @@ def test_remove_and_errors(sq):
 
 
 def test_workers_started_together_enqueue_a_due_fire_once(cli):
-    # Schedules added just after the minute mark two minutes ago: the fires at the last two
-    # minute marks are due. Start early in a minute so no new mark passes while the workers run.
-    while not 2 <= time.time() % 60 <= 40:
-        time.sleep(0.5)
+    # Schedules added just after the minute mark two minutes ago, firing at the last two minute
+    # marks only: both fires are due, and the next is an hour away, so none becomes due while the
+    # workers run (whatever the second of the minute they start at).
     minute = int(time.time()) // 60 * 60
+    cron = f"{(minute - 60) // 60 % 60},{minute // 60 % 60} * * * *"
     clock = ManualClock((minute - 119) * 1_000_000)
     with tqcli.open(cli.db, clock=clock) as queue:
-        queue.schedules.add("once", cron="* * * * *", options={"target": "tests.jobs:noop"})
-        queue.schedules.add("every", cron="* * * * *", catchup=True, options={"target": "tests.jobs:noop"})
+        queue.schedules.add("once", cron=cron, options={"target": "tests.jobs:noop"})
+        queue.schedules.add("every", cron=cron, catchup=True, options={"target": "tests.jobs:noop"})
     workers = [cli.spawn("worker", "--once") for _ in range(4)]
     for worker in workers:
         assert worker.wait(timeout=60) == 0
