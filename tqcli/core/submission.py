@@ -181,14 +181,13 @@ def insert_specs(
             edges += [(task_id, dep) for dep in deps]
         summary = (spec.queue, spec.backend, spec.target, spec.priority, sealed)
         text = details.get(summary)
-        if text is None:
-            entry = {"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority}
-            text = details[summary] = encode_details({**entry, "encrypted": True} if sealed else entry)
-        if restarted_from is not None:
-            text = encode_details({
-                "queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority,
-                "restarted_from": restarted_from, **({"encrypted": True} if sealed else {}),
-            })
+        if text is None:  # restarted_from is the same for the whole call
+            entry: dict[str, Any] = {"queue": spec.queue, "backend": spec.backend, "target": spec.target, "priority": spec.priority}
+            if restarted_from is not None:
+                entry["restarted_from"] = restarted_from
+            if sealed:
+                entry["encrypted"] = True
+            text = details[summary] = encode_details(entry)
         entries.append(("task.submit", task_id, spec.tenant, text))
         results.append(SubmitResult(task_id, True))
     if rows:
